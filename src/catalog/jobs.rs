@@ -1,0 +1,507 @@
+//! The upload queue: destinations, job creation, transitions and listings.
+
+use std::path::PathBuf;
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{Catalog, CatalogError, FileStat, Result};
+use crate::config::DestinationConfig;
+use crate::model::{
+    AssetId, ContentHash, DestinationId, Job, JobId, JobState, Receipt, RemoteKey, StateName, Timestamp, WaitingOn,
+};
+
+/// A queued job with everything an upload needs to know about its asset.
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    /// The job, in `queued` state.
+    pub job: Job,
+    /// The source folder the asset was found in.
+    pub source: PathBuf,
+    /// Its path relative to the source, as raw bytes.
+    pub rel_path: Vec<u8>,
+    /// The stat recorded when its content was hashed.
+    pub stat: FileStat,
+    /// Its content hash.
+    pub hash: ContentHash,
+}
+
+impl PendingJob {
+    /// The asset's absolute path.
+    pub fn path(&self) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt as _;
+        self.source.join(std::ffi::OsStr::from_bytes(&self.rel_path))
+    }
+}
+
+/// One row of `photosync jobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Job id.
+    pub id: JobId,
+    /// Lifecycle state.
+    pub state: StateName,
+    /// Attempts charged.
+    pub attempts: u32,
+    /// Destination label.
+    pub destination: String,
+    /// Absolute source path (lossy UTF-8).
+    pub path: String,
+    /// Asset size in bytes.
+    pub size: u64,
+    /// For queued jobs: what they wait on.
+    pub waiting_on: Option<WaitingOn>,
+    /// For jobs in `retry_wait`: when they are due.
+    pub next_attempt_at: Option<Timestamp>,
+    /// The current error (`retry_wait`, failed) or cancel reason.
+    pub error: Option<String>,
+    /// The most recent error, kept after recovery.
+    pub last_error: Option<String>,
+    /// Where the destination stores it, once uploaded.
+    pub receipt_key: Option<String>,
+    /// Last transition time.
+    pub updated_at: Timestamp,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<StateName>,
+    /// Only jobs for destinations in the current config.
+    pub active_only: bool,
+}
+
+/// Number of jobs in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts([u64; StateName::ALL.len()]);
+
+impl StateCounts {
+    /// Jobs in `state`.
+    pub fn get(&self, state: StateName) -> u64 {
+        self.0[state as usize]
+    }
+}
+
+const JOB_COLUMNS: &str = "j.id, j.asset_id, j.destination_id, j.attempts, j.state, j.waiting_on, j.started_at,
+    j.next_attempt_at, j.error, j.receipt_key, j.receipt_size, j.receipt_sha256, j.receipt_version";
+
+fn corrupt(what: impl Into<String>) -> CatalogError {
+    CatalogError::Corrupt(what.into())
+}
+
+/// Decodes the `JOB_COLUMNS` starting at `base`.
+fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
+    let id = JobId(row.get(base)?);
+    let state_text: String = row.get(base + 4)?;
+    let name = StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state {state_text:?}")))?;
+    let missing = |column: &str| corrupt(format!("job {id} is {name} but has no {column}"));
+    let receipt = || -> Result<Option<Receipt>> {
+        let key: Option<Vec<u8>> = row.get(base + 9)?;
+        let Some(key) = key else { return Ok(None) };
+        let size: i64 = row.get::<_, Option<i64>>(base + 10)?.ok_or_else(|| missing("receipt_size"))?;
+        let hex: String = row.get::<_, Option<String>>(base + 11)?.ok_or_else(|| missing("receipt_sha256"))?;
+        let sha256 = ContentHash::from_hex(&hex).ok_or_else(|| missing("valid receipt_sha256"))?;
+        Ok(Some(Receipt { key: RemoteKey(key), size: size as u64, sha256, version: row.get(base + 12)? }))
+    };
+    let error = || -> Result<String> { row.get::<_, Option<String>>(base + 8)?.ok_or_else(|| missing("error")) };
+    let state = match name {
+        StateName::Queued => {
+            let text: Option<String> = row.get(base + 5)?;
+            let waiting_on = match text {
+                None => WaitingOn::Nothing,
+                Some(t) => WaitingOn::parse(&t).ok_or_else(|| missing("valid waiting_on"))?,
+            };
+            JobState::Queued { waiting_on }
+        }
+        StateName::Running => JobState::Running {
+            started_at: Timestamp(row.get::<_, Option<i64>>(base + 6)?.ok_or_else(|| missing("started_at"))?),
+        },
+        StateName::RetryWait => JobState::RetryWait {
+            next_attempt_at: Timestamp(row.get::<_, Option<i64>>(base + 7)?.ok_or_else(|| missing("next_attempt_at"))?),
+            error: error()?,
+        },
+        StateName::Succeeded => JobState::Succeeded { receipt: receipt()?.ok_or_else(|| missing("receipt"))? },
+        StateName::Failed => JobState::Failed { error: error()? },
+        StateName::Acknowledged => JobState::Acknowledged { receipt: receipt()? },
+        StateName::Cancelled => JobState::Cancelled { reason: error()? },
+    };
+    Ok(Job {
+        id,
+        asset_id: AssetId(row.get(base + 1)?),
+        destination_id: DestinationId(row.get(base + 2)?),
+        attempts: row.get(base + 3)?,
+        state,
+    })
+}
+
+/// The state columns a [`JobState`] is stored in.
+struct StateColumns<'a> {
+    waiting_on: Option<&'static str>,
+    started_at: Option<i64>,
+    next_attempt_at: Option<i64>,
+    error: Option<&'a str>,
+    receipt: Option<&'a Receipt>,
+}
+
+impl<'a> StateColumns<'a> {
+    fn of(state: &'a JobState) -> Self {
+        let mut c = StateColumns { waiting_on: None, started_at: None, next_attempt_at: None, error: None, receipt: None };
+        match state {
+            JobState::Queued { waiting_on } => c.waiting_on = Some(waiting_on.as_str()),
+            JobState::Running { started_at } => c.started_at = Some(started_at.0),
+            JobState::RetryWait { next_attempt_at, error } => {
+                c.next_attempt_at = Some(next_attempt_at.0);
+                c.error = Some(error);
+            }
+            JobState::Succeeded { receipt } => c.receipt = Some(receipt),
+            JobState::Failed { error } => c.error = Some(error),
+            JobState::Acknowledged { receipt } => c.receipt = receipt.as_ref(),
+            JobState::Cancelled { reason } => c.error = Some(reason),
+        }
+        c
+    }
+}
+
+impl Catalog {
+    /// Records the configured destinations, keyed by type and location, and
+    /// returns their ids in config order. A destination whose location
+    /// changed becomes a new destination: receipts for the old location say
+    /// nothing about the new one.
+    pub fn sync_destinations(&mut self, destinations: &[DestinationConfig]) -> Result<Vec<DestinationId>> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE destinations SET active = 0", [])?;
+        let mut ids = Vec::with_capacity(destinations.len());
+        for d in destinations {
+            let id: i64 = tx.query_row(
+                "INSERT INTO destinations (name, kind, location, active) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (kind, location) DO UPDATE SET name = excluded.name, active = 1
+                 RETURNING id",
+                params![d.name, d.kind.type_name(), d.kind.location()],
+                |r| r.get(0),
+            )?;
+            ids.push(DestinationId(id));
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Creates a queued job for every current file of `source` at every
+    /// active destination that has none yet. Returns how many were created.
+    pub fn enqueue_current(&mut self, source: &str, now: Timestamp) -> Result<usize> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at)
+             SELECT f.asset_id, d.id, 'queued', 'nothing', 0, ?2, ?2
+             FROM files f CROSS JOIN destinations d
+             WHERE f.source = ?1 AND d.active = 1",
+            params![source, now.0],
+        )?)
+    }
+
+    /// Persists `after` as the new state of the job that was `before`, in one
+    /// transaction. Fails with [`CatalogError::Stale`] if the row no longer
+    /// matches `before` (another writer got there first).
+    pub fn apply(&mut self, before: &Job, after: &Job, now: Timestamp) -> Result<()> {
+        if before.id != after.id {
+            return Err(corrupt(format!("transition from job {} to job {}", before.id, after.id)));
+        }
+        let c = StateColumns::of(&after.state);
+        let receipt = c.receipt;
+        let changed = self.conn.prepare_cached(
+            "UPDATE jobs SET state = ?3, waiting_on = ?4, attempts = ?5, started_at = ?6, next_attempt_at = ?7,
+                error = ?8, last_error = COALESCE(?8, last_error), receipt_key = ?9, receipt_size = ?10,
+                receipt_sha256 = ?11, receipt_version = ?12, updated_at = ?13
+             WHERE id = ?1 AND state = ?2 AND attempts = ?14",
+        )?
+        .execute(params![
+            after.id.0,
+            before.state.name().as_str(),
+            after.state.name().as_str(),
+            c.waiting_on,
+            after.attempts,
+            c.started_at,
+            c.next_attempt_at,
+            c.error,
+            receipt.map(|r| r.key.0.as_slice()),
+            receipt.map(|r| r.size as i64),
+            receipt.map(|r| r.sha256.as_hex()),
+            receipt.and_then(|r| r.version.as_deref()),
+            now.0,
+            before.attempts,
+        ])?;
+        if changed == 1 { Ok(()) } else { Err(CatalogError::Stale(after.id)) }
+    }
+
+    /// Loads one job.
+    pub fn job(&self, id: JobId) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![id.0])?;
+        rows.next()?.map(|row| job_from_row(row, 0)).transpose()
+    }
+
+    fn jobs_in_state(&self, state: StateName) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.state = ?1 ORDER BY j.id");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![state.as_str()])?;
+        let mut jobs = Vec::new();
+        while let Some(row) = rows.next()? {
+            jobs.push(job_from_row(row, 0)?);
+        }
+        Ok(jobs)
+    }
+
+    /// Start-up recovery: every `running` job returns to `queued` (no attempt
+    /// charged) and every `succeeded` job is acknowledged. Returns how many
+    /// jobs were recovered.
+    pub fn recover(&mut self, now: Timestamp) -> Result<usize> {
+        let mut recovered = 0;
+        for job in self.jobs_in_state(StateName::Running)? {
+            self.apply(&job, &job.interrupt(WaitingOn::Nothing)?, now)?;
+            recovered += 1;
+        }
+        for job in self.jobs_in_state(StateName::Succeeded)? {
+            self.apply(&job, &job.acknowledge()?, now)?;
+            recovered += 1;
+        }
+        Ok(recovered)
+    }
+
+    /// Moves every `retry_wait` job that is due by `now` back to `queued`.
+    pub fn requeue_due(&mut self, now: Timestamp) -> Result<usize> {
+        let mut woken = 0;
+        for job in self.jobs_in_state(StateName::RetryWait)? {
+            if let JobState::RetryWait { next_attempt_at, .. } = job.state
+                && next_attempt_at <= now
+            {
+                self.apply(&job, &job.requeue()?, now)?;
+                woken += 1;
+            }
+        }
+        Ok(woken)
+    }
+
+    /// Moves the given jobs (or every failed and retry-waiting job when
+    /// `ids` is empty) back to `queued`. Returns the jobs requeued; ids that
+    /// do not exist or are not retryable are reported as errors.
+    pub fn requeue(&mut self, ids: &[JobId], now: Timestamp) -> Result<Vec<Result<JobId, String>>> {
+        let jobs: Vec<Result<Job, String>> = if ids.is_empty() {
+            let mut all = self.jobs_in_state(StateName::Failed)?;
+            all.extend(self.jobs_in_state(StateName::RetryWait)?);
+            all.into_iter().map(Ok).collect()
+        } else {
+            ids.iter()
+                .map(|&id| Ok(self.job(id)?.ok_or_else(|| format!("job {id} does not exist"))))
+                .collect::<Result<_>>()?
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(match job {
+                Err(e) => Err(e),
+                Ok(job) => match job.requeue() {
+                    Ok(next) => {
+                        self.apply(&job, &next, now)?;
+                        Ok(job.id)
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+            });
+        }
+        Ok(results)
+    }
+
+    /// Every queued job at the given destinations, oldest first, with its asset.
+    pub fn pending(&self, destinations: &[DestinationId]) -> Result<Vec<PendingJob>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256
+             FROM jobs j JOIN assets a ON a.id = j.asset_id
+             WHERE j.state = 'queued' ORDER BY j.id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        let mut pending = Vec::new();
+        while let Some(row) = rows.next()? {
+            let job = job_from_row(row, 0)?;
+            if !destinations.contains(&job.destination_id) {
+                continue;
+            }
+            let hex: String = row.get(18)?;
+            let hash = ContentHash::from_hex(&hex).ok_or_else(|| corrupt(format!("asset {}: bad sha256", job.asset_id.0)))?;
+            pending.push(PendingJob {
+                source: PathBuf::from(row.get::<_, String>(13)?),
+                rel_path: row.get(14)?,
+                stat: FileStat {
+                    size: row.get::<_, i64>(15)? as u64,
+                    mtime_ns: row.get(16)?,
+                    inode: row.get::<_, i64>(17)? as u64,
+                },
+                hash,
+                job,
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Whether the asset is what its path holds now (not superseded by a
+    /// newer version).
+    pub fn is_current(&self, asset: AssetId) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE asset_id = ?1)")?
+            .query_row(params![asset.0], |r| r.get(0))?)
+    }
+
+    /// A receipt for content `hash` already stored at `destination`, if any.
+    pub fn find_receipt(&self, destination: DestinationId, hash: &ContentHash) -> Result<Option<Receipt>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT receipt_key, receipt_size, receipt_version FROM jobs
+                 WHERE destination_id = ?1 AND receipt_sha256 = ?2 AND state IN ('succeeded', 'acknowledged')
+                 LIMIT 1",
+            )?
+            .query_row(params![destination.0, hash.as_hex()], |r| {
+                Ok(Receipt {
+                    key: RemoteKey(r.get(0)?),
+                    size: r.get::<_, i64>(1)? as u64,
+                    sha256: hash.clone(),
+                    version: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Jobs for display, newest first within each state ordering by id.
+    pub fn list(&self, filter: JobFilter) -> Result<Vec<JobView>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT j.id, j.state, j.attempts, d.name, a.source, a.rel_path, a.size, j.waiting_on,
+                    j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at
+             FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id
+             WHERE (?1 IS NULL OR j.state = ?1) AND (?2 = 0 OR d.active = 1)
+             ORDER BY j.id",
+        )?;
+        let mut rows = stmt.query(params![filter.state.map(StateName::as_str), filter.active_only])?;
+        let mut views = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id = JobId(row.get(0)?);
+            let state_text: String = row.get(1)?;
+            let state = StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state")))?;
+            let source: String = row.get(4)?;
+            let rel: Vec<u8> = row.get(5)?;
+            let waiting_on: Option<String> = row.get(7)?;
+            let receipt_key: Option<Vec<u8>> = row.get(11)?;
+            views.push(JobView {
+                id,
+                state,
+                attempts: row.get(2)?,
+                destination: row.get(3)?,
+                path: format!("{}/{}", source.trim_end_matches('/'), String::from_utf8_lossy(&rel)),
+                size: row.get::<_, i64>(6)? as u64,
+                waiting_on: waiting_on.as_deref().and_then(WaitingOn::parse),
+                next_attempt_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
+                error: row.get(9)?,
+                last_error: row.get(10)?,
+                receipt_key: receipt_key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                updated_at: Timestamp(row.get(12)?),
+            });
+        }
+        Ok(views)
+    }
+
+    /// How many jobs for destinations in the current config are in each state.
+    pub fn counts(&self) -> Result<StateCounts> {
+        let mut counts = StateCounts::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT j.state, COUNT(*) FROM jobs j JOIN destinations d ON d.id = j.destination_id
+             WHERE d.active = 1 GROUP BY j.state",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(0)?;
+            let state = StateName::parse(&text).ok_or_else(|| corrupt(format!("unknown state {text:?}")))?;
+            counts.0[state as usize] = row.get::<_, i64>(1)? as u64;
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::scan::Recorded;
+    use crate::config::DestinationKind;
+
+    fn setup() -> (tempfile::TempDir, Catalog, DestinationId) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        let ids = catalog
+            .sync_destinations(&[DestinationConfig {
+                name: "nas".into(),
+                kind: DestinationKind::Folder { path: "/mnt/nas".into() },
+            }])
+            .expect("sync");
+        let mut w = catalog.scan_writer();
+        let stat = FileStat { size: 3, mtime_ns: 1, inode: 1 };
+        let rec = w.record("/src", b"a.jpg", stat, &ContentHash::from_digest(&[1; 32]), Timestamp(1)).expect("rec");
+        assert!(matches!(rec, Recorded::NewVersion(_)));
+        w.finish().expect("finish");
+        assert_eq!(catalog.enqueue_current("/src", Timestamp(1)).expect("enqueue"), 1);
+        assert_eq!(catalog.enqueue_current("/src", Timestamp(1)).expect("enqueue"), 0, "idempotent");
+        (dir, catalog, ids[0])
+    }
+
+    fn receipt() -> Receipt {
+        Receipt { key: RemoteKey(b"a.jpg".to_vec()), size: 3, sha256: ContentHash::from_digest(&[1; 32]), version: None }
+    }
+
+    #[test]
+    fn every_state_round_trips_through_the_catalog() {
+        let (_dir, mut catalog, dest) = setup();
+        let queued = catalog.pending(&[dest]).expect("pending").remove(0).job;
+        let running = queued.start(Timestamp(2)).expect("start");
+        catalog.apply(&queued, &running, Timestamp(2)).expect("apply");
+        assert_eq!(catalog.job(running.id).expect("load"), Some(running.clone()));
+        let waiting = running.defer("disk full".into(), Timestamp(99)).expect("defer");
+        catalog.apply(&running, &waiting, Timestamp(3)).expect("apply");
+        assert_eq!(catalog.job(waiting.id).expect("load"), Some(waiting.clone()));
+        assert_eq!(catalog.requeue_due(Timestamp(50)).expect("wake"), 0);
+        assert_eq!(catalog.requeue_due(Timestamp(99)).expect("wake"), 1);
+        let queued = catalog.job(waiting.id).expect("load").expect("exists");
+        let running = queued.start(Timestamp(100)).expect("start");
+        catalog.apply(&queued, &running, Timestamp(100)).expect("apply");
+        let done = running.succeed(receipt()).expect("succeed");
+        catalog.apply(&running, &done, Timestamp(101)).expect("apply");
+        let acked = done.acknowledge().expect("ack");
+        catalog.apply(&done, &acked, Timestamp(102)).expect("apply");
+        assert_eq!(catalog.job(acked.id).expect("load"), Some(acked.clone()));
+        assert_eq!(acked.attempts, 1);
+        assert_eq!(catalog.find_receipt(dest, &receipt().sha256).expect("find"), Some(receipt()));
+        let views = catalog.list(JobFilter { state: Some(StateName::Acknowledged), active_only: true }).expect("list");
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].path, "/src/a.jpg");
+        assert_eq!(views[0].last_error.as_deref(), Some("disk full"));
+        assert_eq!(catalog.counts().expect("counts").get(StateName::Acknowledged), 1);
+    }
+
+    #[test]
+    fn stale_transitions_are_refused() {
+        let (_dir, mut catalog, dest) = setup();
+        let queued = catalog.pending(&[dest]).expect("pending").remove(0).job;
+        let running = queued.start(Timestamp(2)).expect("start");
+        catalog.apply(&queued, &running, Timestamp(2)).expect("first writer wins");
+        let err = catalog.apply(&queued, &running, Timestamp(3)).expect_err("second writer loses");
+        assert!(matches!(err, CatalogError::Stale(_)));
+    }
+
+    #[test]
+    fn recovery_requeues_running_jobs_without_charging() {
+        let (_dir, mut catalog, dest) = setup();
+        let queued = catalog.pending(&[dest]).expect("pending").remove(0).job;
+        let running = queued.start(Timestamp(2)).expect("start");
+        catalog.apply(&queued, &running, Timestamp(2)).expect("apply");
+        assert_eq!(catalog.recover(Timestamp(3)).expect("recover"), 1);
+        let recovered = catalog.job(queued.id).expect("load").expect("exists");
+        assert_eq!(recovered.state, JobState::Queued { waiting_on: WaitingOn::Nothing });
+        assert_eq!(recovered.attempts, 0);
+    }
+}

@@ -1,0 +1,98 @@
+//! Numbered schema migrations. The database's `user_version` is the number of
+//! migrations applied; each runs in its own transaction. Never edit a
+//! released migration: append a new one.
+
+use rusqlite::Connection;
+
+use super::{CatalogError, Result};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: destinations, assets, the stat cache and jobs.
+    r"
+    CREATE TABLE destinations (
+        id        INTEGER PRIMARY KEY,
+        name      TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        location  TEXT NOT NULL,
+        active    INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (kind, location)
+    );
+
+    -- One version of one media file.
+    CREATE TABLE assets (
+        id          INTEGER PRIMARY KEY,
+        source      TEXT NOT NULL,
+        rel_path    BLOB NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        inode       INTEGER NOT NULL,
+        sha256      TEXT NOT NULL,
+        first_seen  INTEGER NOT NULL,
+        UNIQUE (source, rel_path, sha256)
+    );
+    CREATE INDEX assets_by_hash ON assets (sha256);
+
+    -- What is at each path now: the stat cache that spares re-reading
+    -- unchanged files, pointing at the current version.
+    CREATE TABLE files (
+        source    TEXT NOT NULL,
+        rel_path  BLOB NOT NULL,
+        size      INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        inode     INTEGER NOT NULL,
+        asset_id  INTEGER NOT NULL REFERENCES assets (id),
+        PRIMARY KEY (source, rel_path)
+    ) WITHOUT ROWID;
+
+    -- The upload of one asset to one destination.
+    CREATE TABLE jobs (
+        id               INTEGER PRIMARY KEY,
+        asset_id         INTEGER NOT NULL REFERENCES assets (id),
+        destination_id   INTEGER NOT NULL REFERENCES destinations (id),
+        state            TEXT NOT NULL CHECK (state IN
+                           ('queued', 'running', 'retry_wait', 'succeeded', 'failed', 'acknowledged', 'cancelled')),
+        waiting_on       TEXT,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        started_at       INTEGER,
+        next_attempt_at  INTEGER,
+        error            TEXT,
+        last_error       TEXT,
+        receipt_key      BLOB,
+        receipt_size     INTEGER,
+        receipt_sha256   TEXT,
+        receipt_version  TEXT,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        UNIQUE (asset_id, destination_id)
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, destination_id);
+    CREATE INDEX jobs_by_receipt ON jobs (destination_id, receipt_sha256) WHERE receipt_sha256 IS NOT NULL;
+    ",
+];
+
+/// The schema version this build writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// The version recorded in the database.
+pub fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// Brings the database up to [`LATEST`]. Each step takes the write lock
+/// first and re-reads the version, so two processes opening a new catalog at
+/// once cannot both apply a migration.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found = version(&tx)?;
+        if found > LATEST {
+            return Err(CatalogError::TooNew { found, supported: LATEST });
+        }
+        let Some(sql) = MIGRATIONS.get(usize::try_from(found).unwrap_or(0)) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
+        tx.commit()?;
+    }
+}

@@ -1,0 +1,112 @@
+//! The `photosync` command line: clap definitions, one file per subcommand,
+//! and the exit-code table. Uses `anyhow` (this is the edge of the program);
+//! `main` turns what [`run`] returns into the process exit status.
+
+mod backup;
+mod init;
+mod jobs;
+mod output;
+mod retry;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use photosync::catalog::CatalogError;
+use photosync::config::{Config, ConfigError};
+
+pub use output::log_writer;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything found is uploaded and acknowledged.
+    Done = 0,
+    /// Some jobs failed permanently (or files could not be read).
+    Failed = 1,
+    /// Usage or configuration error.
+    Usage = 2,
+    /// Work remains for a later run: held by policy, waiting for a retry,
+    /// or another process is using the catalog. Nothing failed.
+    Deferred = 75,
+    /// Interrupted by a signal.
+    Interrupted = 130,
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    done: everything found is uploaded and acknowledged
+  1    some jobs failed permanently or files could not be read (listed in the summary)
+  2    usage or configuration error
+  75   deferred: work remains for a later run (destination unavailable, retries
+       waiting, another photosync using the catalog); nothing failed
+  130  interrupted";
+
+/// Back up photo and video folders to a folder, NAS or object storage, with a
+/// durable upload queue that survives crashes and retries failures.
+#[derive(Debug, Parser)]
+#[command(name = "photosync", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file [default: ~/.config/photosync/config.toml]
+    #[arg(long, global = true, env = "PHOTOSYNC_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a starter config for one source folder and one destination folder.
+    Init(init::Args),
+    /// Scan the sources and upload everything new, then exit (for cron and scripts).
+    Backup(backup::Args),
+    /// List upload jobs from the catalog.
+    Jobs(jobs::Args),
+    /// Queue failed or retry-waiting jobs again, now.
+    Retry(retry::Args),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let config_path = match cli.config {
+        Some(path) => path,
+        None => Config::default_path()?,
+    };
+    match cli.command {
+        Command::Init(args) => init::run(&config_path, &args),
+        Command::Backup(args) => backup::run(&Config::load(&config_path)?, &args),
+        Command::Jobs(args) => jobs::run(&Config::load(&config_path)?, &args),
+        Command::Retry(args) => retry::run(&Config::load(&config_path)?, &args),
+    }
+}
+
+/// The exit code for an error that ended the command.
+pub fn exit_for(error: &anyhow::Error) -> Exit {
+    for cause in error.chain() {
+        if cause.is::<ConfigError>() || cause.is::<UsageError>() {
+            return Exit::Usage;
+        }
+        if let Some(photosync::Error::Config(_)) = cause.downcast_ref::<photosync::Error>() {
+            return Exit::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<photosync::Error>()
+            && e.retryable()
+        {
+            return Exit::Deferred;
+        }
+        if let Some(CatalogError::Locked { .. } | CatalogError::Busy) = cause.downcast_ref::<CatalogError>() {
+            return Exit::Deferred;
+        }
+    }
+    Exit::Failed
+}
+
+/// A mistake in how the command was called that clap cannot see.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,149 @@
+//! What people see: the progress bar, log lines that do not tear it, and
+//! short descriptions of jobs.
+
+use std::io::{self, Write};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use photosync::backup::BackupObserver;
+use photosync::catalog::JobView;
+use photosync::discover::ScanReport;
+use photosync::model::{StateName, WaitingOn};
+use photosync::scheduler::RunObserver;
+
+/// The bar currently on screen, so log lines can be printed above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A `tracing` writer for stderr that hides the progress bar while a line is
+/// written, so logs and bar never interleave.
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
+
+/// See [`log_writer`].
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write_all(buf)).map(|()| buf.len()),
+            None => io::stderr().write_all(buf).map(|()| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// Progress display for `photosync backup` on a terminal: a spinner while
+/// scanning, then a byte bar while uploading.
+pub struct BackupProgress {
+    bar: ProgressBar,
+}
+
+impl BackupProgress {
+    /// A bar drawn on stdout (callers only create one when stdout is a terminal).
+    pub fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        *ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
+        Self { bar }
+    }
+
+    /// Removes the bar from the screen.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+        *ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+impl RunObserver for BackupProgress {
+    fn planned(&self, jobs: u64, bytes: u64) {
+        let template = "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}  {msg}";
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            self.bar.set_style(style);
+        }
+        self.bar.set_length(bytes);
+        self.bar.set_position(0);
+        self.bar.set_message(format!("0/{jobs} files"));
+        self.bar.reset_eta();
+    }
+
+    fn bytes(&self, delta: i64) {
+        if delta >= 0 {
+            self.bar.inc(delta as u64);
+        } else {
+            self.bar.set_position(self.bar.position().saturating_sub(delta.unsigned_abs()));
+        }
+    }
+
+    fn job_done(&self) {
+        let message = self.bar.message();
+        if let Some((done, total)) = message.split_once('/') {
+            let done = done.parse::<u64>().unwrap_or(0) + 1;
+            self.bar.set_message(format!("{done}/{total}"));
+        }
+    }
+}
+
+impl BackupObserver for BackupProgress {
+    fn scanning(&self, report: &ScanReport) {
+        self.bar.set_message(format!(
+            "scanning: {} photos and videos, {} new ({})",
+            report.media_files,
+            report.new_versions,
+            indicatif::BinaryBytes(report.bytes_read)
+        ));
+    }
+}
+
+/// No display (stdout is not a terminal, or `--json`).
+pub struct NoProgress;
+impl RunObserver for NoProgress {}
+impl BackupObserver for NoProgress {}
+
+/// One line saying why a job is where it is.
+pub fn describe_job(job: &JobView) -> String {
+    let error = job.error.as_deref().unwrap_or("");
+    match job.state {
+        StateName::Queued => match job.waiting_on {
+            Some(w) if w != WaitingOn::Nothing => format!("waiting on {}", w.as_str()),
+            _ => job.last_error.as_ref().map(|e| format!("last error: {e}")).unwrap_or_default(),
+        },
+        StateName::RetryWait => {
+            let at = job.next_attempt_at.map(photosync::model::Timestamp::to_rfc3339).unwrap_or_default();
+            format!("retry at {at}: {error}")
+        }
+        StateName::Failed | StateName::Cancelled => error.to_owned(),
+        StateName::Succeeded | StateName::Acknowledged => {
+            job.receipt_key.as_ref().map_or_else(|| "dismissed".into(), |k| format!("stored as {k}"))
+        }
+        StateName::Running => String::new(),
+    }
+}
+
+/// Keeps the end of a path that is too long for its column.
+pub fn truncate_left(text: &str, width: usize) -> String {
+    let count = text.chars().count();
+    if count <= width {
+        return text.to_owned();
+    }
+    let tail: String = text.chars().skip(count - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_the_file_name() {
+        assert_eq!(truncate_left("short", 10), "short");
+        assert_eq!(truncate_left("/very/long/path/IMG_0001.JPG", 12), "…IMG_0001.JPG");
+    }
+}

@@ -1,0 +1,164 @@
+//! Where uploads go. A small [`Destination`] trait, one implementation per
+//! `type` in the config ([`folder`] now; S3 and `WebDAV` later), chosen by
+//! [`open`].
+//!
+//! The contract every implementation keeps:
+//! - an upload is idempotent: if the destination already holds the same
+//!   content under the candidate key it answers [`Uploaded::AlreadyPresent`]
+//!   instead of storing it again (this is what makes a crash between upload
+//!   and bookkeeping harmless);
+//! - it never overwrites different content: a clash moves on to the next
+//!   name from [`key_candidates`];
+//! - it verifies what it stored (size and hash) before returning a receipt;
+//! - every error says whether a retry can help ([`DestinationError::retryable`]).
+
+pub mod folder;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::config::{DestinationConfig, DestinationKind};
+use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
+
+/// Reports bytes transferred as they move.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One upload: which file, under what key, with what content.
+#[derive(Debug, Clone)]
+pub struct UploadRequest {
+    /// The job (used to name temporary objects so a retry reuses them).
+    pub job: JobId,
+    /// Absolute path of the source file.
+    pub source: PathBuf,
+    /// The preferred key (layout applied); clashes get a hash suffix.
+    pub key: RemoteKey,
+    /// Expected size.
+    pub size: u64,
+    /// Expected content hash.
+    pub hash: ContentHash,
+    /// Modification time to preserve where the destination can.
+    pub modified: SystemTime,
+}
+
+/// A successful upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    /// The content was written and verified.
+    Stored(Receipt),
+    /// The destination already held this content; nothing was written.
+    AlreadyPresent(Receipt),
+}
+
+impl Uploaded {
+    /// The receipt either way.
+    pub fn receipt(&self) -> &Receipt {
+        match self {
+            Self::Stored(r) | Self::AlreadyPresent(r) => r,
+        }
+    }
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Network, server or storage trouble that may pass.
+    Transient,
+    /// The request itself cannot succeed (file gone, name invalid, bad credentials).
+    Permanent,
+}
+
+/// An upload or check that did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DestinationError {
+    /// Whether a retry may help.
+    pub retry: Retry,
+    /// What happened, for people.
+    pub message: String,
+    /// A server's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl DestinationError {
+    /// A failure that may pass.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { retry: Retry::Transient, message: message.into(), retry_after: None }
+    }
+
+    /// A failure a retry cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { retry: Retry::Permanent, message: message.into(), retry_after: None }
+    }
+
+    /// Whether a retry can help.
+    pub fn retryable(&self) -> bool {
+        self.retry == Retry::Transient
+    }
+}
+
+/// An upload target.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Checks that the destination is reachable and usable right now.
+    async fn check(&self) -> Result<(), DestinationError>;
+
+    /// Stores the file, or finds it already stored, and returns a verified receipt.
+    async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError>;
+}
+
+/// Builds the destination a config entry describes.
+pub fn open(config: &DestinationConfig) -> Arc<dyn Destination> {
+    match &config.kind {
+        DestinationKind::Folder { path } => Arc::new(folder::FolderDestination::new(path.clone())),
+    }
+}
+
+/// The keys to try for content `hash` whose layout key is `key`, in order:
+/// the key itself, then the key with ever longer hash suffixes before the
+/// extension (`IMG_1.jpg`, `IMG_1-0a1b2c3d.jpg`, …). Deterministic, so a
+/// retried upload finds its own earlier copy.
+pub fn key_candidates(key: &RemoteKey, hash: &ContentHash) -> Vec<RemoteKey> {
+    let bytes = &key.0;
+    let name_start = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let dot = bytes[name_start..]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .filter(|&i| i > 0)
+        .map_or(bytes.len(), |i| name_start + i);
+    let (stem, extension) = bytes.split_at(dot);
+    let mut candidates = vec![key.clone()];
+    for len in [8, 16, 64] {
+        let mut k = stem.to_vec();
+        k.push(b'-');
+        k.extend_from_slice(hash.short(len).as_bytes());
+        k.extend_from_slice(extension);
+        candidates.push(RemoteKey(k));
+    }
+    candidates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_add_hash_suffixes_before_the_extension() {
+        let hash = ContentHash::from_digest(&[0xab; 32]);
+        let table: [(&[u8], &[u8]); 4] = [
+            (b"DCIM/IMG_1.JPG", b"DCIM/IMG_1-abababab.JPG"),
+            (b"noext", b"noext-abababab"),
+            (b"dir.d/.hidden", b"dir.d/.hidden-abababab"),
+            (b"a.tar.gz", b"a.tar-abababab.gz"),
+        ];
+        for (key, second) in table {
+            let candidates = key_candidates(&RemoteKey(key.to_vec()), &hash);
+            assert_eq!(candidates[0].0, key);
+            assert_eq!(candidates[1].0, second);
+            assert_eq!(candidates.len(), 4);
+            assert!(candidates[3].to_string().contains(hash.as_hex()));
+        }
+    }
+}

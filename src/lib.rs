@@ -1,0 +1,39 @@
+//! photosync: a background uploader for photo folders that behaves like the
+//! system-owned upload queue of iOS 26.1 — every new photo or video is
+//! queued, uploaded when allowed, retried with backoff when it fails,
+//! resumed after a crash, and acknowledged only once the destination has
+//! verifiably stored it.
+//!
+//! # Architecture
+//!
+//! One durable queue, the [`catalog`] (`SQLite`), sits at the centre. Jobs move
+//! through the lifecycle in [`model`]: `queued → running → succeeded →
+//! acknowledged`, with `retry_wait`, `failed` and `cancelled` beside it.
+//! Every transition is committed before it is acted on, and every upload is
+//! idempotent, so a kill at any moment loses nothing and uploads nothing
+//! twice.
+//!
+//! - [`config`] turns the TOML file into a validated [`config::Config`].
+//! - [`discover`] walks sources, filters media ([`media`] sniffs and hashes),
+//!   and records new versions and their jobs in the [`catalog`].
+//! - [`scheduler`] runs queued jobs against [`destination`]s, applying the
+//!   pure retry arithmetic of [`policy`].
+//! - [`run`] is the one-shot pipeline behind `photosync backup`.
+//!
+//! Dependencies point downward: `backup → scheduler → {catalog, discover,
+//! destination, policy, media} → {config, model}`. Only the `photosync`
+//! binary's `cli` uses `anyhow`, prints, or chooses exit codes.
+
+pub mod backup;
+pub mod catalog;
+pub mod config;
+pub mod destination;
+pub mod discover;
+pub mod error;
+pub mod media;
+pub mod model;
+pub mod policy;
+
+pub mod scheduler;
+
+pub use error::Error;

@@ -1,0 +1,31 @@
+//! The `photosync` binary: parse the command line, set up logging, run, and
+//! map the outcome to the documented exit codes. The only `process::exit`.
+
+mod cli;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "photosync=info,warn",
+        _ => "photosync=debug,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(cli::log_writer)
+        .with_target(false)
+        .init();
+
+    let code = match cli::run(cli) {
+        Ok(exit) => exit,
+        Err(error) => {
+            eprintln!("photosync: {error:#}");
+            cli::exit_for(&error)
+        }
+    };
+    std::process::exit(code as i32);
+}

@@ -1,0 +1,127 @@
+//! What a file is and what it contains: media-type sniffing by extension and
+//! magic bytes, and the content hash.
+//!
+//! [`inspect`] reads a file once, front to back: the first block decides
+//! whether it is a photo or video at all, and the same pass computes its
+//! SHA-256. Nothing here knows about the catalog or destinations.
+
+mod sniff;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::ContentHash;
+
+pub use sniff::{MediaKind, is_media_extension, sniff};
+
+/// Read size for hashing: large enough to keep syscalls rare, small enough to
+/// stay in cache.
+const BLOCK: usize = 256 * 1024;
+
+/// What one read pass learned about a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inspection {
+    /// A photo or video, with its hash and the byte count that was hashed.
+    Media {
+        /// Kind from the magic bytes.
+        kind: MediaKind,
+        /// SHA-256 of the content.
+        hash: ContentHash,
+        /// Bytes read.
+        size: u64,
+    },
+    /// The content is not a photo or video whatever its name says.
+    NotMedia,
+}
+
+/// Sniffs and hashes `file` in one pass.
+pub fn inspect(file: &mut File) -> io::Result<Inspection> {
+    let mut buffer = vec![0u8; BLOCK];
+    let head_len = read_full(file, &mut buffer)?;
+    let Some(kind) = sniff(&buffer[..head_len]) else {
+        return Ok(Inspection::NotMedia);
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(&buffer[..head_len]);
+    let mut size = head_len as u64;
+    loop {
+        let n = read_retrying(file, &mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok(Inspection::Media { kind, hash: ContentHash::from_digest(&hasher.finalize()), size })
+}
+
+/// SHA-256 of the whole file at `path`, with its length.
+pub fn hash_file(path: &Path) -> io::Result<(ContentHash, u64)> {
+    let mut file = File::open(path)?;
+    let mut buffer = vec![0u8; BLOCK];
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let n = read_retrying(&mut file, &mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((ContentHash::from_digest(&hasher.finalize()), size))
+}
+
+fn read_retrying(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buffer) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Fills `buffer` as far as the file allows.
+fn read_full(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = read_retrying(file, &mut buffer[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn temp_file(content: &[u8]) -> File {
+        let mut file = tempfile::tempfile().expect("tempfile");
+        file.write_all(content).expect("write");
+        std::io::Seek::rewind(&mut file).expect("rewind");
+        file
+    }
+
+    #[test]
+    fn inspect_hashes_the_whole_file_across_blocks() {
+        let mut content = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        content.extend((0..BLOCK * 2 + 17).map(|i| (i % 251) as u8));
+        let expected = ContentHash::from_digest(&Sha256::digest(&content));
+        let got = inspect(&mut temp_file(&content)).expect("inspect");
+        assert_eq!(got, Inspection::Media { kind: MediaKind::Photo, hash: expected, size: content.len() as u64 });
+    }
+
+    #[test]
+    fn inspect_rejects_text_named_like_a_photo() {
+        assert_eq!(inspect(&mut temp_file(b"not a photo\n")).expect("inspect"), Inspection::NotMedia);
+        assert_eq!(inspect(&mut temp_file(b"")).expect("inspect"), Inspection::NotMedia);
+    }
+}
