@@ -78,6 +78,10 @@ fn store(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<
     let mut candidate = candidates.next();
     while let Some(key) = candidate {
         let target = target_path(root, &key)?;
+        let temp = temp_path(&target, request);
+        // An earlier attempt of this job may have been killed after writing
+        // (or even publishing) but before removing its temporary file.
+        let _ = fs::remove_file(&temp);
         let receipt = || Receipt { key: key.clone(), size: request.size, sha256: request.hash.clone(), version: None };
         match existing(&target, request.size, &request.hash)? {
             Existing::SameContent => return Ok(Uploaded::AlreadyPresent(receipt())),
@@ -90,7 +94,6 @@ fn store(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<
         }
         let parent = target.parent().unwrap_or(root);
         ensure_dir(root, parent)?;
-        let temp = temp_path(&target, request);
         let published = write_verified(request, &temp, progress).and_then(|()| publish(&temp, &target));
         let _ = fs::remove_file(&temp);
         if published? {
@@ -296,6 +299,23 @@ mod tests {
         assert_eq!(fs::read(root.join(&key)).expect("read"), b"two");
         let leftovers: Vec<_> = fs::read_dir(root.join("sub")).expect("ls").filter_map(Result::ok).collect();
         assert_eq!(leftovers.len(), 2, "no temporary files left");
+    }
+
+    /// Regression: a backup killed between publishing a file and removing
+    /// its temporary copy left `.IMG.photosync-N.tmp` behind for good,
+    /// because the retry found the file already present and stopped there.
+    #[test]
+    fn retry_after_a_kill_removes_the_temporary_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("dest");
+        let req = request(dir.path(), "a.jpg", b"content");
+        fs::create_dir_all(root.join("sub")).expect("root");
+        fs::write(root.join("sub/a.jpg"), b"content").expect("published");
+        let temp = temp_path(&root.join("sub/a.jpg"), &req);
+        fs::write(&temp, b"content").expect("leftover");
+        let uploaded = store(&root, &req, &no_progress()).expect("store");
+        assert!(matches!(uploaded, Uploaded::AlreadyPresent(_)));
+        assert!(!temp.exists(), "leftover temporary file removed");
     }
 
     #[test]

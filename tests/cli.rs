@@ -1,0 +1,120 @@
+//! Commands and configuration: init, config errors, jobs listing, retry,
+//! and the lock that keeps two runs apart.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::harness::{Env, make_library, stderr, stdout, tree, write_photo};
+
+#[test]
+fn init_then_backup_is_the_whole_setup() {
+    let env = Env::new();
+    fs::remove_file(&env.config).expect("rm config");
+    let media = make_library(&env.source, 3, 2_000);
+    let new_dest = env.dir.path().join("new-dest");
+    let out = env.run(["init", "--source"].iter().map(|s| s.to_string()).chain([
+        env.source.display().to_string(),
+        "--destination".into(),
+        new_dest.display().to_string(),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(new_dest.is_dir(), "init creates the destination");
+    let text = fs::read_to_string(&env.config).expect("config written");
+    assert!(text.contains("# max_concurrent"), "starter config is commented");
+    // Keep the catalog inside the test directory.
+    fs::write(&env.config, format!("state_dir = {:?}\n{text}", env.state)).expect("write");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(tree(&new_dest).len(), media.len());
+}
+
+#[test]
+fn init_refuses_to_overwrite_without_force() {
+    let env = Env::new();
+    let before = fs::read_to_string(&env.config).expect("config");
+    let args = |force: bool| {
+        let mut a = vec!["init".to_owned(), "--source".into(), env.source.display().to_string()];
+        a.extend(["--destination".into(), env.dest.display().to_string()]);
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    let out = env.run(args(false));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&env.config).expect("config"), before);
+    assert!(env.run(args(true)).status.success());
+    assert_ne!(fs::read_to_string(&env.config).expect("config"), before);
+}
+
+#[test]
+fn corrupt_config_exits_2_naming_the_key() {
+    let env = Env::new();
+    let original = fs::read_to_string(&env.config).expect("config");
+    let cases = [
+        (format!("{original}\nmax_concurent = 4\n"), "max_concurent"),
+        (original.replace("[retry]", "max_concurrent = \"lots\"\n[retry]"), "max_concurrent"),
+        (original.replace("run_delay = \"20ms\"", "run_delay = \"soonish\""), "retry.run_delay"),
+        (original.replace("type = \"folder\"", "type = \"floppy\""), "destination[0].type"),
+        ("[[source]\npath = 1".to_owned(), "source"),
+    ];
+    for (text, key) in cases {
+        fs::write(&env.config, &text).expect("write");
+        let out = env.run(["backup"]);
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "error should name `{key}`: {}", stderr(&out));
+    }
+    fs::remove_file(&env.config).expect("rm");
+    let out = env.run(["backup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("photosync init"), "{}", stderr(&out));
+}
+
+#[test]
+fn jobs_lists_states_as_a_table_and_as_json() {
+    let env = Env::new();
+    let out = env.run(["jobs"]);
+    assert!(out.status.success(), "no catalog yet is not an error: {}", stderr(&out));
+    make_library(&env.source, 4, 1_000);
+    assert_eq!(env.backup().0, 0);
+    let out = env.run(["jobs", "--state", "acknowledged", "--json"]);
+    assert!(out.status.success());
+    let jobs: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let jobs = jobs.as_array().expect("array");
+    assert_eq!(jobs.len(), 5);
+    for job in jobs {
+        assert_eq!(job["state"], "acknowledged");
+        assert_eq!(job["destination"], "backup");
+        assert!(job["receipt_key"].as_str().is_some_and(|k| !k.is_empty()), "{job}");
+    }
+    let table = stdout(&env.run(["jobs"]));
+    assert!(table.starts_with("    ID  STATE"), "{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
+    let out = env.run(["jobs", "--state", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_second_run_while_one_holds_the_catalog_exits_75() {
+    let env = Env::new();
+    write_photo(&env.source.join("a.jpg"), 1_000, 1);
+    fs::create_dir_all(&env.state).expect("state");
+    let lock = fs::File::create(env.state.join("photosync.lock")).expect("lock file");
+    lock.try_lock().expect("take the lock as another run would");
+    let out = env.run(["backup"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another photosync process"), "{}", stderr(&out));
+    drop(lock);
+    assert_eq!(env.backup().0, 0);
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let env = Env::new();
+    let help = stdout(&env.run(["--help"]));
+    for code in ["0 ", "1 ", "2 ", "75 ", "130 "] {
+        assert!(help.contains(&format!("  {code}")), "{code} missing from --help:\n{help}");
+    }
+}

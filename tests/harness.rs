@@ -1,0 +1,250 @@
+//! Test environments: a temporary source, destination and state directory,
+//! a config pointing at them, synthetic media, and a way to run the real
+//! binary (as another user where a test needs permissions root ignores).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_photosync");
+
+/// The unprivileged user and group tests switch to when run as root.
+pub const NOBODY: u32 = 65534;
+
+/// One isolated photosync installation.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    /// Runs the binary as `NOBODY` through setpriv when set.
+    binary_as_nobody: Option<PathBuf>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let env = Env {
+            source: root.join("source"),
+            dest: root.join("dest"),
+            state: root.join("state"),
+            config: root.join("config.toml"),
+            dir,
+            binary_as_nobody: None,
+        };
+        fs::create_dir_all(&env.source).expect("source");
+        fs::create_dir_all(&env.dest).expect("dest");
+        env.write_config("");
+        env
+    }
+
+    /// Writes the standard config plus `extra` top-level keys. In-run retries
+    /// are fast so failure tests finish quickly.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "state_dir = {state:?}\n{extra}\n[retry]\nrun_delay = \"20ms\"\n\n[[source]]\npath = {source:?}\n\n\
+             [[destination]]\nname = \"backup\"\ntype = \"folder\"\npath = {dest:?}\n",
+            state = self.state,
+            source = self.source,
+            dest = self.dest,
+        );
+        fs::write(&self.config, text).expect("config");
+    }
+
+    /// From now on, run the binary as an unprivileged user (when the tests
+    /// run as root, which reads and writes whatever it likes). Returns false
+    /// when that is impossible here.
+    pub fn run_as_unprivileged(&mut self) -> bool {
+        if !is_root() {
+            return true;
+        }
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            return false;
+        }
+        let bin = self.dir.path().join("bin/photosync");
+        fs::create_dir_all(bin.parent().expect("parent")).expect("bin dir");
+        fs::copy(BIN, &bin).expect("copy binary");
+        let status = Command::new("chown")
+            .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        self.binary_as_nobody = Some(bin);
+        true
+    }
+
+    /// A command running photosync with this environment's config.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = match &self.binary_as_nobody {
+            Some(bin) => {
+                let mut c = Command::new("setpriv");
+                c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        command.args(args).env("PHOTOSYNC_CONFIG", &self.config).env_remove("RUST_LOG");
+        command
+    }
+
+    /// Runs photosync and returns its output.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command(args).output().expect("run photosync")
+    }
+
+    /// Runs `photosync backup --json` and returns the exit code and summary.
+    pub fn backup(&self) -> (i32, Value) {
+        let out = self.run(["backup", "--json"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("summary is not JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        let code = out.status.code().expect("exit code");
+        assert_eq!(summary["exit_code"], code, "summary and exit code agree");
+        (code, summary)
+    }
+
+    /// Opens the catalog read-only.
+    pub fn catalog(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(self.state.join("catalog.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open catalog")
+    }
+
+    /// Job count per state.
+    pub fn job_states(&self) -> BTreeMap<String, i64> {
+        let conn = self.catalog();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state").expect("query");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect()
+    }
+}
+
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Deterministic, incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes a file that sniffs as a JPEG; returns its content.
+pub fn write_photo(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut content = b"\xFF\xD8\xFF\xE1\x00\x10Exif\x00\x00".to_vec();
+    content.extend(noise(len.saturating_sub(content.len()), seed));
+    write(path, &content);
+    content
+}
+
+/// Writes a file that sniffs as an MP4; returns its content.
+pub fn write_video(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut content = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    content.extend(noise(len.saturating_sub(content.len()), seed));
+    write(path, &content);
+    content
+}
+
+pub fn write(path: &Path, content: &[u8]) {
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    fs::write(path, content).expect("write");
+}
+
+/// A small camera-roll-like library with junk mixed in. Returns the media
+/// files by relative path.
+pub fn make_library(root: &Path, photos: usize, photo_len: usize) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut media = BTreeMap::new();
+    for i in 0..photos {
+        let rel = PathBuf::from(format!("DCIM/10{}CANON/IMG_{i:04}.JPG", i % 3));
+        media.insert(rel.clone(), write_photo(&root.join(&rel), photo_len + i * 97, i as u64));
+    }
+    let clip = PathBuf::from("Videos/clip_001.mp4");
+    media.insert(clip.clone(), write_video(&root.join(&clip), photo_len * 3, 9_999));
+    for (junk, content) in [
+        (".DS_Store", &b"\0\0\0\x01Bud1"[..]),
+        ("DCIM/Thumbs.db", b"\xD0\xCF\x11\xE0"),
+        ("DCIM/100CANON/.IMG_9999.JPG.part", b"\xFF\xD8\xFF partial"),
+        ("DCIM/100CANON/IMG_0001.tmp", b"\xFF\xD8\xFF"),
+        ("notes.txt", b"not a photo\n"),
+        ("DCIM/100CANON/fake.jpg", b"not a photo either\n"),
+        (".thumbnails/t.jpg", b"\xFF\xD8\xFF hidden dir"),
+    ] {
+        write(&root.join(junk), content);
+    }
+    media
+}
+
+/// Every regular file below `root`, by relative path, with its content.
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("below root").to_owned();
+                out.insert(rel, fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Polls `condition` every few milliseconds until it holds; panics with
+/// `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Asserts two trees hold the same files with the same content, naming the
+/// differences instead of dumping megabytes.
+pub fn assert_same_tree(actual: &BTreeMap<PathBuf, Vec<u8>>, expected: &BTreeMap<PathBuf, Vec<u8>>) {
+    let missing: Vec<_> = expected.keys().filter(|k| !actual.contains_key(*k)).collect();
+    let extra: Vec<_> = actual.keys().filter(|k| !expected.contains_key(*k)).collect();
+    let different: Vec<_> = expected.iter().filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v)).map(|(k, _)| k).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && different.is_empty(),
+        "trees differ: missing {missing:?}, extra {extra:?}, different content {different:?}"
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

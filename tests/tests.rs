@@ -1,0 +1,10 @@
+//! The integration suite: one binary, real `photosync` processes on
+//! temporary directories. `harness` builds environments and libraries; each
+//! other module covers one command or failure mode.
+
+mod harness;
+
+mod backup;
+mod cli;
+mod crash;
+mod faults;
