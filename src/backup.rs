@@ -6,10 +6,14 @@
 //! final tally that the CLI turns into a summary and an exit code.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, JobFilter, JobView, StateCounts};
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::destination;
 use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
@@ -20,6 +24,8 @@ use crate::scheduler::{DrainReport, RunObserver, Target, drain};
 pub trait BackupObserver: RunObserver {
     /// Called as a scan proceeds with its running tally.
     fn scanning(&self, _report: &ScanReport) {}
+    /// Every source has been scanned.
+    fn scan_finished(&self) {}
 }
 
 /// Everything a backup run did and left.
@@ -39,7 +45,9 @@ pub struct BackupOutcome {
     pub retry_wait: Vec<JobView>,
 }
 
-/// Runs one backup. `shutdown` interrupts the upload phase cleanly.
+/// Runs one backup. Sources are scanned on a blocking thread with its own
+/// catalog connection while uploads of what it finds already run, so reading
+/// and hashing overlap with copying. `shutdown` interrupts both cleanly.
 pub async fn run(
     config: &Config,
     catalog: &mut Catalog,
@@ -54,14 +62,13 @@ pub async fn run(
     let ids = catalog.sync_destinations(&config.destinations)?;
     catalog.requeue_due(now)?;
 
-    let mut scans = Vec::with_capacity(config.sources.len());
-    for source in &config.sources {
-        let report = tokio::task::block_in_place(|| {
-            scan_source(catalog, source, Timestamp::now(), &mut |r| observer.scanning(r))
-        })?;
-        tracing::info!(source = %source.path.display(), media = report.media_files, new = report.new_versions, "scanned");
-        scans.push(report);
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (found, discovery) = mpsc::channel(1);
+    let scanner = {
+        let (sources, path, stop, observer) =
+            (config.sources.clone(), config.catalog_path(), Arc::clone(&stop), Arc::clone(&observer));
+        tokio::task::spawn_blocking(move || scan_all(&sources, &path, &stop, observer.as_ref(), &found))
+    };
 
     let targets: Vec<Target> = config
         .destinations
@@ -70,7 +77,13 @@ pub async fn run(
         .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d) })
         .collect();
     let run_observer: Arc<dyn RunObserver> = observer.clone();
-    let drained = drain(catalog, &targets, config.retry, config.max_concurrent, run_observer, shutdown).await?;
+    let drained =
+        drain(catalog, &targets, config.retry, config.max_concurrent, run_observer, Some(discovery), shutdown).await;
+    // Interrupted or failed: stop the scan too, then report the first error.
+    stop.store(true, Ordering::Relaxed);
+    let scans = scanner.await.map_err(|e| Error::Runtime(std::io::Error::other(e)))?;
+    let drained = drained?;
+    let scans = scans?;
 
     let only = |state| JobFilter { state: Some(state), active_only: true };
     Ok(BackupOutcome {
@@ -81,4 +94,30 @@ pub async fn run(
         failed: catalog.list(only(StateName::Failed))?,
         retry_wait: catalog.list(only(StateName::RetryWait))?,
     })
+}
+
+/// Scans every source on its own catalog connection, telling the upload
+/// loop through `found` whenever new jobs are queued.
+fn scan_all(
+    sources: &[SourceConfig],
+    catalog_path: &Path,
+    stop: &AtomicBool,
+    observer: &dyn BackupObserver,
+    found: &mpsc::Sender<()>,
+) -> Result<Vec<ScanReport>, Error> {
+    let mut catalog = Catalog::open(catalog_path)?;
+    let mut reports = Vec::with_capacity(sources.len());
+    for source in sources {
+        let report = scan_source(&mut catalog, source, stop, &mut |report, queued| {
+            observer.scanning(report);
+            if queued > 0 {
+                // A full channel already holds a wake-up; one is enough.
+                let _ = found.try_send(());
+            }
+        })?;
+        tracing::info!(source = %source.path.display(), media = report.media_files, new = report.new_versions, "scanned");
+        reports.push(report);
+    }
+    observer.scan_finished();
+    Ok(reports)
 }

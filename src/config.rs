@@ -19,9 +19,7 @@ use crate::policy::Backoff;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// No file at the path.
-    #[error(
-        "no config file at {path}; create one with `photosync init --source DIR --destination DIR`"
-    )]
+    #[error("no config file at {path}; create one with `photosync init --source DIR --destination DIR`")]
     Missing {
         /// Where it was looked for.
         path: PathBuf,
@@ -238,8 +236,8 @@ impl Config {
     /// Validates `text` as if read from `path` (relative paths in it resolve
     /// against `path`'s directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
         Self::from_raw(raw, path)
     }
 
@@ -249,10 +247,9 @@ impl Config {
 
         let state_dir = match raw.state_dir {
             Some(dir) => v.path("state_dir", &dir)?,
-            None => project_dirs().map(|d| d.data_dir().to_owned()).ok_or(ConfigError::NoHome {
-                what: "the catalog",
-                hint: "state_dir in the config",
-            })?,
+            None => project_dirs()
+                .map(|d| d.data_dir().to_owned())
+                .ok_or(ConfigError::NoHome { what: "the catalog", hint: "state_dir in the config" })?,
         };
 
         let max_concurrent = match raw.max_concurrent {
@@ -273,12 +270,8 @@ impl Config {
         if raw.source.is_empty() {
             return Err(v.error("source", "at least one [[source]] is required"));
         }
-        let sources = raw
-            .source
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| v.source(i, &s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sources =
+            raw.source.into_iter().enumerate().map(|(i, s)| v.source(i, &s)).collect::<Result<Vec<_>, _>>()?;
 
         if raw.destination.is_empty() {
             return Err(v.error("destination", "at least one [[destination]] is required"));
@@ -486,7 +479,10 @@ mod tests {
             (MINIMAL.replace("path = \"/mnt/nas\"", ""), "destination[0].path"),
             (MINIMAL.replace("path = \"/photos\"", "path = \"/p\"\ninclude = [\"[\"]"), "source[0].include"),
             (MINIMAL.replace("[[source]]\n        path = \"/photos\"", ""), "source"),
-            (format!("{MINIMAL}\n[[destination]]\nname = \"nas\"\ntype = \"folder\"\npath = \"/x\""), "destination[1].name"),
+            (
+                format!("{MINIMAL}\n[[destination]]\nname = \"nas\"\ntype = \"folder\"\npath = \"/x\""),
+                "destination[1].name",
+            ),
             ("state_dir = [".to_owned(), "state_dir"),
         ];
         for (text, key) in table {
@@ -505,10 +501,8 @@ mod tests {
 
     #[test]
     fn include_and_exclude_filter_relative_paths() {
-        let text = MINIMAL.replace(
-            "path = \"/photos\"",
-            "path = \"/photos\"\ninclude = [\"**/*.jpg\"]\nexclude = [\"tmp/**\"]",
-        );
+        let text = MINIMAL
+            .replace("path = \"/photos\"", "path = \"/photos\"\ninclude = [\"**/*.jpg\"]\nexclude = [\"tmp/**\"]");
         let source = &parse(&text).expect("valid").sources[0];
         assert!(source.admits(Path::new("2024/a.jpg")));
         assert!(!source.admits(Path::new("2024/a.png")));

@@ -18,7 +18,7 @@
 //!   and records new versions and their jobs in the [`catalog`].
 //! - [`scheduler`] runs queued jobs against [`destination`]s, applying the
 //!   pure retry arithmetic of [`policy`].
-//! - [`run`] is the one-shot pipeline behind `photosync backup`.
+//! - [`backup`] is the one-shot pipeline behind `photosync backup`.
 //!
 //! Dependencies point downward: `backup → scheduler → {catalog, discover,
 //! destination, policy, media} → {config, model}`. Only the `photosync`

@@ -14,11 +14,7 @@ fn main() {
         _ => "photosync=debug,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(cli::log_writer)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(cli::log_writer).with_target(false).init();
 
     let code = match cli::run(cli) {
         Ok(exit) => exit,

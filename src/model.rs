@@ -49,9 +49,7 @@ impl Timestamp {
 
     /// Converts a `SystemTime`, clamping times before the epoch to zero.
     pub fn from_system(time: SystemTime) -> Self {
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let millis = time.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         Self(millis)
     }
 
@@ -363,10 +361,9 @@ impl Job {
     /// `running → retry_wait`: a transient failure; charges one attempt.
     pub fn defer(&self, error: String, next_attempt_at: Timestamp) -> Result<Job, TransitionError> {
         match self.state {
-            JobState::Running { .. } => Ok(self.to(
-                JobState::RetryWait { next_attempt_at, error },
-                self.attempts.saturating_add(1),
-            )),
+            JobState::Running { .. } => {
+                Ok(self.to(JobState::RetryWait { next_attempt_at, error }, self.attempts.saturating_add(1)))
+            }
             _ => Err(self.refuse("defer")),
         }
     }
@@ -375,9 +372,7 @@ impl Job {
     /// charges one attempt.
     pub fn fail(&self, error: String) -> Result<Job, TransitionError> {
         match self.state {
-            JobState::Running { .. } => {
-                Ok(self.to(JobState::Failed { error }, self.attempts.saturating_add(1)))
-            }
+            JobState::Running { .. } => Ok(self.to(JobState::Failed { error }, self.attempts.saturating_add(1))),
             _ => Err(self.refuse("fail")),
         }
     }
@@ -397,13 +392,10 @@ impl Job {
     /// when the user dismisses the failure.
     pub fn acknowledge(&self) -> Result<Job, TransitionError> {
         match &self.state {
-            JobState::Succeeded { receipt } => Ok(self.to(
-                JobState::Acknowledged { receipt: Some(receipt.clone()) },
-                self.attempts,
-            )),
-            JobState::Failed { .. } => {
-                Ok(self.to(JobState::Acknowledged { receipt: None }, self.attempts))
+            JobState::Succeeded { receipt } => {
+                Ok(self.to(JobState::Acknowledged { receipt: Some(receipt.clone()) }, self.attempts))
             }
+            JobState::Failed { .. } => Ok(self.to(JobState::Acknowledged { receipt: None }, self.attempts)),
             _ => Err(self.refuse("acknowledge")),
         }
     }
@@ -422,13 +414,7 @@ mod tests {
     use super::*;
 
     fn job(state: JobState) -> Job {
-        Job {
-            id: JobId(7),
-            asset_id: AssetId(1),
-            destination_id: DestinationId(1),
-            attempts: 2,
-            state,
-        }
+        Job { id: JobId(7), asset_id: AssetId(1), destination_id: DestinationId(1), attempts: 2, state }
     }
 
     fn receipt() -> Receipt {

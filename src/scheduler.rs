@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -46,8 +47,8 @@ pub struct Target {
 
 /// Receives progress while a run drains the queue.
 pub trait RunObserver: Send + Sync {
-    /// The run is about to start this many jobs totalling this many bytes.
-    fn planned(&self, _jobs: u64, _bytes: u64) {}
+    /// More jobs joined the run: this many, totalling this many bytes.
+    fn queued(&self, _jobs: u64, _bytes: u64) {}
     /// Bytes moved (negative when a failed attempt's bytes are taken back).
     fn bytes(&self, _delta: i64) {}
     /// A job left the run (done, failed, deferred or cancelled).
@@ -91,24 +92,29 @@ pub struct DrainReport {
 /// Runs every queued job at `targets` until none is left that this run may
 /// do, or until `shutdown` completes (running jobs then return to `queued`,
 /// uncharged).
+///
+/// While `discovery` is open, each message on it means "new jobs were
+/// queued": they are loaded and join the run, which ends only once the
+/// channel is closed and the work is done. Pass `None` to drain only what is
+/// queued now.
 pub async fn drain(
     catalog: &mut Catalog,
     targets: &[Target],
     retry: RetryConfig,
     max_concurrent: usize,
     observer: Arc<dyn RunObserver>,
+    mut discovery: Option<mpsc::Receiver<()>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
-    let ids: Vec<DestinationId> = targets.iter().map(|t| t.id).collect();
-    let queue: VecDeque<PendingJob> = catalog.pending(&ids)?.into();
-    observer.planned(queue.len() as u64, queue.iter().map(|p| p.stat.size).sum());
     let mut run = Run {
         catalog,
         targets: targets.iter().map(|t| (t.id, t.clone())).collect(),
         retry,
         max_concurrent: max_concurrent.max(1),
         observer,
-        queue,
+        destination_ids: targets.iter().map(|t| t.id).collect(),
+        last_loaded: JobId(i64::MIN),
+        queue: VecDeque::new(),
         sleeping: Vec::new(),
         flights: HashMap::new(),
         tasks: JoinSet::new(),
@@ -125,15 +131,29 @@ pub async fn drain(
             run.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open: Some(e.message) });
         }
     }
+    run.load_new()?;
     tokio::pin!(shutdown);
     loop {
         run.fill()?;
-        if run.tasks.is_empty() && run.sleeping.is_empty() {
+        if run.tasks.is_empty() && run.sleeping.is_empty() && discovery.is_none() {
             break;
         }
         let wake = run.sleeping.iter().map(|(at, _)| *at).min();
+        let discovering = discovery.is_some();
+        let discovered = async {
+            match discovery.as_mut() {
+                Some(channel) => channel.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            Some(joined) = run.tasks.join_next_with_id() => {
+            signal = discovered, if discovering => {
+                if signal.is_none() {
+                    discovery = None;
+                }
+                run.load_new()?;
+            }
+            Some(joined) = run.tasks.join_next_with_id(), if !run.tasks.is_empty() => {
                 let (task, outcome) = match joined {
                     Ok((task, outcome)) => (task, outcome),
                     Err(e) => (e.id(), Err(DestinationError::transient(format!("upload task failed: {e}")))),
@@ -150,11 +170,8 @@ pub async fn drain(
         }
     }
     let mut report = run.report;
-    report.holds = run
-        .held
-        .into_iter()
-        .map(|(destination, (reason, jobs))| Hold { destination, reason, jobs })
-        .collect();
+    report.holds =
+        run.held.into_iter().map(|(destination, (reason, jobs))| Hold { destination, reason, jobs }).collect();
     Ok(report)
 }
 
@@ -172,6 +189,9 @@ struct Breaker {
 
 struct Run<'c> {
     catalog: &'c mut Catalog,
+    destination_ids: Vec<DestinationId>,
+    /// Highest job id loaded so far; newer jobs are loaded as discovery reports them.
+    last_loaded: JobId,
     targets: HashMap<DestinationId, Target>,
     retry: RetryConfig,
     max_concurrent: usize,
@@ -189,6 +209,17 @@ struct Run<'c> {
 }
 
 impl Run<'_> {
+    /// Adds jobs queued since the last load to the run.
+    fn load_new(&mut self) -> Result<(), CatalogError> {
+        let fresh = self.catalog.pending_after(&self.destination_ids, self.last_loaded)?;
+        if let Some(last) = fresh.last() {
+            self.last_loaded = last.job.id;
+        }
+        self.observer.queued(fresh.len() as u64, fresh.iter().map(|p| p.stat.size).sum());
+        self.queue.extend(fresh);
+        Ok(())
+    }
+
     /// Starts jobs until every slot is busy or nothing startable is left.
     fn fill(&mut self) -> Result<(), CatalogError> {
         while self.tasks.len() < self.max_concurrent {
@@ -343,7 +374,8 @@ impl Run<'_> {
             self.sleeping.push((Instant::now() + delay, pending));
             return Ok(());
         }
-        let decision = decide_retry(now, self.retry.backoff, failures, self.retry.max_attempts, error.retry_after, jitter());
+        let decision =
+            decide_retry(now, self.retry.backoff, failures, self.retry.max_attempts, error.retry_after, jitter());
         match decision {
             RetryDecision::RetryAt(at) => {
                 tracing::warn!(path = %path.display(), "upload failed; next attempt at {}: {error}", at.to_rfc3339());
@@ -351,7 +383,9 @@ impl Run<'_> {
                 let breaker = self.breakers.entry(running.destination_id).or_default();
                 breaker.consecutive += 1;
                 if breaker.consecutive >= BREAKER_THRESHOLD && breaker.open.is_none() {
-                    tracing::warn!("{BREAKER_THRESHOLD} uploads in a row failed; sending no more to this destination in this run");
+                    tracing::warn!(
+                        "{BREAKER_THRESHOLD} uploads in a row failed; sending no more to this destination in this run"
+                    );
                     breaker.open = Some(format!("{BREAKER_THRESHOLD} uploads in a row failed; last error: {error}"));
                 }
             }
@@ -368,7 +402,8 @@ impl Run<'_> {
     /// Moves in-run retries whose delay has passed back to the queue.
     fn wake_due(&mut self) -> Result<(), CatalogError> {
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sleeping).into_iter().partition(|(at, _)| *at <= now);
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.sleeping).into_iter().partition(|(at, _)| *at <= now);
         self.sleeping = later;
         for (_, mut pending) in due {
             let queued = pending.job.requeue()?;

@@ -13,7 +13,7 @@ fn init_then_backup_is_the_whole_setup() {
     fs::remove_file(&env.config).expect("rm config");
     let media = make_library(&env.source, 3, 2_000);
     let new_dest = env.dir.path().join("new-dest");
-    let out = env.run(["init", "--source"].iter().map(|s| s.to_string()).chain([
+    let out = env.run(["init", "--source"].iter().map(std::string::ToString::to_string).chain([
         env.source.display().to_string(),
         "--destination".into(),
         new_dest.display().to_string(),
@@ -23,7 +23,7 @@ fn init_then_backup_is_the_whole_setup() {
     let text = fs::read_to_string(&env.config).expect("config written");
     assert!(text.contains("# max_concurrent"), "starter config is commented");
     // Keep the catalog inside the test directory.
-    fs::write(&env.config, format!("state_dir = {:?}\n{text}", env.state)).expect("write");
+    fs::write(&env.config, format!("state_dir = {}\n{text}", crate::harness::quote(&env.state))).expect("write");
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(tree(&new_dest).len(), media.len());

@@ -22,7 +22,7 @@ fn kill_then_rerun(acknowledged_before_kill: i64) {
     // Enough data that the run is still going when the kill lands.
     let media = make_library(&env.source, 400, 96_000);
     let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-    crate::harness::wait_until(Duration::from_secs(60), "the backup has made progress", || {
+    crate::harness::wait_until(Duration::from_mins(1), "the backup has made progress", || {
         count_jobs(&env, "acknowledged") >= acknowledged_before_kill && count_jobs(&env, "running") > 0
     });
     assert!(child.try_wait().expect("try_wait").is_none(), "the backup finished before it could be killed");

@@ -60,20 +60,16 @@ fn unwritable_destination_retries_then_leaves_jobs_in_retry_wait() {
     );
     let conn = env.catalog();
     let (waiting, min_attempts): (i64, i64) = conn
-        .query_row(
-            "SELECT COUNT(*), MIN(attempts) FROM jobs WHERE state = 'retry_wait'",
-            [],
-            |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
-        )
+        .query_row("SELECT COUNT(*), MIN(attempts) FROM jobs WHERE state = 'retry_wait'", [], |r| {
+            Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+        })
         .expect("query");
     assert!(waiting >= 1, "{:?}", env.job_states());
     assert!(min_attempts >= 3, "each was tried attempts_per_run times within the run");
     let due_later: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'retry_wait' AND next_attempt_at > updated_at",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT COUNT(*) FROM jobs WHERE state = 'retry_wait' AND next_attempt_at > updated_at", [], |r| {
+            r.get(0)
+        })
         .expect("query");
     assert_eq!(due_later, waiting, "every waiting job has a backoff time in the future");
     drop(conn);

@@ -49,11 +49,11 @@ impl Env {
     /// are fast so failure tests finish quickly.
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "state_dir = {state:?}\n{extra}\n[retry]\nrun_delay = \"20ms\"\n\n[[source]]\npath = {source:?}\n\n\
-             [[destination]]\nname = \"backup\"\ntype = \"folder\"\npath = {dest:?}\n",
-            state = self.state,
-            source = self.source,
-            dest = self.dest,
+            "state_dir = {state}\n{extra}\n[retry]\nrun_delay = \"20ms\"\n\n[[source]]\npath = {source}\n\n\
+             [[destination]]\nname = \"backup\"\ntype = \"folder\"\npath = {dest}\n",
+            state = quote(&self.state),
+            source = quote(&self.source),
+            dest = quote(&self.dest),
         );
         fs::write(&self.config, text).expect("config");
     }
@@ -90,7 +90,12 @@ impl Env {
         let mut command = match &self.binary_as_nobody {
             Some(bin) => {
                 let mut c = Command::new("setpriv");
-                c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]);
+                c.args([
+                    format!("--reuid={NOBODY}"),
+                    format!("--regid={NOBODY}"),
+                    "--clear-groups".into(),
+                    "--".into(),
+                ]);
                 c.arg(bin);
                 c
             }
@@ -123,19 +128,24 @@ impl Env {
 
     /// Opens the catalog read-only.
     pub fn catalog(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(self.state.join("catalog.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open catalog")
+        rusqlite::Connection::open_with_flags(
+            self.state.join("catalog.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open catalog")
     }
 
     /// Job count per state.
     pub fn job_states(&self) -> BTreeMap<String, i64> {
         let conn = self.catalog();
         let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state").expect("query");
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .map(|r| r.expect("row"))
-            .collect()
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").map(|r| r.expect("row")).collect()
     }
+}
+
+/// A path as a TOML string (JSON string escapes are valid TOML).
+pub fn quote(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).expect("string")
 }
 
 pub fn is_root() -> bool {
@@ -234,7 +244,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
 pub fn assert_same_tree(actual: &BTreeMap<PathBuf, Vec<u8>>, expected: &BTreeMap<PathBuf, Vec<u8>>) {
     let missing: Vec<_> = expected.keys().filter(|k| !actual.contains_key(*k)).collect();
     let extra: Vec<_> = actual.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let different: Vec<_> = expected.iter().filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v)).map(|(k, _)| k).collect();
+    let different: Vec<_> =
+        expected.iter().filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v)).map(|(k, _)| k).collect();
     assert!(
         missing.is_empty() && extra.is_empty() && different.is_empty(),
         "trees differ: missing {missing:?}, extra {extra:?}, different content {different:?}"

@@ -94,7 +94,8 @@ fn corrupt(what: impl Into<String>) -> CatalogError {
 fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
     let id = JobId(row.get(base)?);
     let state_text: String = row.get(base + 4)?;
-    let name = StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state {state_text:?}")))?;
+    let name =
+        StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state {state_text:?}")))?;
     let missing = |column: &str| corrupt(format!("job {id} is {name} but has no {column}"));
     let receipt = || -> Result<Option<Receipt>> {
         let key: Option<Vec<u8>> = row.get(base + 9)?;
@@ -135,6 +136,17 @@ fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
     })
 }
 
+/// Creates a queued job for `asset` at every active destination that has
+/// none for it yet. Returns how many were created.
+pub(super) fn enqueue_asset(conn: &rusqlite::Connection, asset: AssetId, now: Timestamp) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at)
+             SELECT ?1, d.id, 'queued', 'nothing', 0, ?2, ?2 FROM destinations d WHERE d.active = 1",
+        )?
+        .execute(params![asset.0, now.0])?)
+}
+
 /// The state columns a [`JobState`] is stored in.
 struct StateColumns<'a> {
     waiting_on: Option<&'static str>,
@@ -146,7 +158,8 @@ struct StateColumns<'a> {
 
 impl<'a> StateColumns<'a> {
     fn of(state: &'a JobState) -> Self {
-        let mut c = StateColumns { waiting_on: None, started_at: None, next_attempt_at: None, error: None, receipt: None };
+        let mut c =
+            StateColumns { waiting_on: None, started_at: None, next_attempt_at: None, error: None, receipt: None };
         match state {
             JobState::Queued { waiting_on } => c.waiting_on = Some(waiting_on.as_str()),
             JobState::Running { started_at } => c.started_at = Some(started_at.0),
@@ -198,6 +211,12 @@ impl Catalog {
         )?)
     }
 
+    /// Every queued job at the given destinations with an id above `after`
+    /// (jobs created since an earlier call), oldest first.
+    pub fn pending_after(&self, destinations: &[DestinationId], after: JobId) -> Result<Vec<PendingJob>> {
+        self.pending_where(destinations, after)
+    }
+
     /// Persists `after` as the new state of the job that was `before`, in one
     /// transaction. Fails with [`CatalogError::Stale`] if the row no longer
     /// matches `before` (another writer got there first).
@@ -207,28 +226,30 @@ impl Catalog {
         }
         let c = StateColumns::of(&after.state);
         let receipt = c.receipt;
-        let changed = self.conn.prepare_cached(
-            "UPDATE jobs SET state = ?3, waiting_on = ?4, attempts = ?5, started_at = ?6, next_attempt_at = ?7,
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?3, waiting_on = ?4, attempts = ?5, started_at = ?6, next_attempt_at = ?7,
                 error = ?8, last_error = COALESCE(?8, last_error), receipt_key = ?9, receipt_size = ?10,
                 receipt_sha256 = ?11, receipt_version = ?12, updated_at = ?13
              WHERE id = ?1 AND state = ?2 AND attempts = ?14",
-        )?
-        .execute(params![
-            after.id.0,
-            before.state.name().as_str(),
-            after.state.name().as_str(),
-            c.waiting_on,
-            after.attempts,
-            c.started_at,
-            c.next_attempt_at,
-            c.error,
-            receipt.map(|r| r.key.0.as_slice()),
-            receipt.map(|r| r.size as i64),
-            receipt.map(|r| r.sha256.as_hex()),
-            receipt.and_then(|r| r.version.as_deref()),
-            now.0,
-            before.attempts,
-        ])?;
+            )?
+            .execute(params![
+                after.id.0,
+                before.state.name().as_str(),
+                after.state.name().as_str(),
+                c.waiting_on,
+                after.attempts,
+                c.started_at,
+                c.next_attempt_at,
+                c.error,
+                receipt.map(|r| r.key.0.as_slice()),
+                receipt.map(|r| r.size as i64),
+                receipt.map(|r| r.sha256.as_hex()),
+                receipt.and_then(|r| r.version.as_deref()),
+                now.0,
+                before.attempts,
+            ])?;
         if changed == 1 { Ok(()) } else { Err(CatalogError::Stale(after.id)) }
     }
 
@@ -312,13 +333,17 @@ impl Catalog {
 
     /// Every queued job at the given destinations, oldest first, with its asset.
     pub fn pending(&self, destinations: &[DestinationId]) -> Result<Vec<PendingJob>> {
+        self.pending_where(destinations, JobId(i64::MIN))
+    }
+
+    fn pending_where(&self, destinations: &[DestinationId], after: JobId) -> Result<Vec<PendingJob>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256
              FROM jobs j JOIN assets a ON a.id = j.asset_id
-             WHERE j.state = 'queued' ORDER BY j.id"
+             WHERE j.state = 'queued' AND j.id > ?1 ORDER BY j.id"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![after.0])?;
         let mut pending = Vec::new();
         while let Some(row) = rows.next()? {
             let job = job_from_row(row, 0)?;
@@ -326,7 +351,8 @@ impl Catalog {
                 continue;
             }
             let hex: String = row.get(18)?;
-            let hash = ContentHash::from_hex(&hex).ok_or_else(|| corrupt(format!("asset {}: bad sha256", job.asset_id.0)))?;
+            let hash =
+                ContentHash::from_hex(&hex).ok_or_else(|| corrupt(format!("asset {}: bad sha256", job.asset_id.0)))?;
             pending.push(PendingJob {
                 source: PathBuf::from(row.get::<_, String>(13)?),
                 rel_path: row.get(14)?,
@@ -428,7 +454,6 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::scan::Recorded;
     use crate::config::DestinationKind;
 
     fn setup() -> (tempfile::TempDir, Catalog, DestinationId) {
@@ -440,18 +465,22 @@ mod tests {
                 kind: DestinationKind::Folder { path: "/mnt/nas".into() },
             }])
             .expect("sync");
-        let mut w = catalog.scan_writer();
+        let mut w = catalog.scan_writer("/src");
         let stat = FileStat { size: 3, mtime_ns: 1, inode: 1 };
-        let rec = w.record("/src", b"a.jpg", stat, &ContentHash::from_digest(&[1; 32]), Timestamp(1)).expect("rec");
-        assert!(matches!(rec, Recorded::NewVersion(_)));
-        w.finish().expect("finish");
-        assert_eq!(catalog.enqueue_current("/src", Timestamp(1)).expect("enqueue"), 1);
+        w.record(b"a.jpg", stat, ContentHash::from_digest(&[1; 32]), Timestamp(1)).expect("rec");
+        let flushed = w.finish(Timestamp(1)).expect("finish");
+        assert_eq!(flushed.jobs_queued, 1, "recording queues the job");
         assert_eq!(catalog.enqueue_current("/src", Timestamp(1)).expect("enqueue"), 0, "idempotent");
         (dir, catalog, ids[0])
     }
 
     fn receipt() -> Receipt {
-        Receipt { key: RemoteKey(b"a.jpg".to_vec()), size: 3, sha256: ContentHash::from_digest(&[1; 32]), version: None }
+        Receipt {
+            key: RemoteKey(b"a.jpg".to_vec()),
+            size: 3,
+            sha256: ContentHash::from_digest(&[1; 32]),
+            version: None,
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The catalog: the `SQLite` database that is photosync's only durable state.
 //!
 //! It owns rusqlite; no other module writes SQL. [`Catalog::open`] applies
-//! the numbered migrations in [`schema`] and sets WAL mode; [`RunLock`] keeps
+//! the numbered migrations in `schema` and sets WAL mode; [`RunLock`] keeps
 //! two writers (two cron runs, or a run and a daemon) off the same catalog.
-//! Typed queries live beside the tables they read: [`scan`] for files and
-//! assets, [`jobs`] for the upload queue.
+//! Typed queries live beside the tables they read: `scan` for files and
+//! assets, `jobs` for the upload queue.
 //!
 //! Durability: every job transition is one `UPDATE` in its own transaction,
 //! committed before the caller acts on it. `synchronous = NORMAL` in WAL mode
@@ -27,7 +27,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::model::{JobId, TransitionError};
 
 pub use jobs::{JobFilter, JobView, PendingJob, StateCounts};
-pub use scan::{FileStat, Recorded, ScanWriter};
+pub use scan::{FileStat, Flushed, ScanWriter};
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +55,9 @@ pub enum CatalogError {
         pid: String,
     },
     /// The database was written by a newer photosync.
-    #[error("the catalog has schema version {found}, newer than this photosync understands ({supported}); upgrade photosync")]
+    #[error(
+        "the catalog has schema version {found}, newer than this photosync understands ({supported}); upgrade photosync"
+    )]
     TooNew {
         /// Version in the file.
         found: i64,
@@ -97,10 +99,8 @@ impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and migrates it to
     /// the current schema.
     pub fn open(path: &Path) -> Result<Catalog> {
-        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| CatalogError::Open {
-            path: path.to_owned(),
-            source,
-        };
+        let open_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| CatalogError::Open { path: path.to_owned(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
         }
@@ -158,13 +158,8 @@ impl RunLock {
         let io_error = |e: std::io::Error| CatalogError::Open { path: state_dir.to_owned(), source: Box::new(e) };
         std::fs::create_dir_all(state_dir).map_err(io_error)?;
         let path = state_dir.join("photosync.lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_error)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -1,14 +1,20 @@
 //! Files and assets: the stat cache that lets a scan skip unchanged files,
 //! and the asset versions it records for changed ones.
 
+use std::time::{Duration, Instant};
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::jobs::enqueue_asset;
 use super::{Catalog, Result};
 use crate::model::{AssetId, ContentHash, Timestamp};
 
-/// Writes per transaction during a scan: enough to amortise commits, few
-/// enough that a killed scan loses little work.
-const BATCH: usize = 512;
+/// Most records buffered before they are written.
+const BATCH: usize = 64;
+
+/// Longest a record waits in the buffer: short, so uploads can start on
+/// freshly found files while the scan goes on.
+const BATCH_AGE: Duration = Duration::from_millis(100);
 
 /// What identifies an unchanged file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,122 +27,120 @@ pub struct FileStat {
     pub inode: u64,
 }
 
-/// Whether a recorded file version was new to the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// A content version not seen at this path before.
-    NewVersion(AssetId),
-    /// Same content as a known version (e.g. touched, or edited back).
-    KnownVersion(AssetId),
+/// What a flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Content versions not seen at their path before.
+    pub new_versions: u64,
+    /// Jobs created for them.
+    pub jobs_queued: u64,
 }
 
-/// Batched writer used by one scan. Call [`ScanWriter::finish`] to commit the
-/// last batch; dropping it without finishing rolls that batch back (the next
-/// scan redoes it).
+struct Record {
+    rel_path: Vec<u8>,
+    stat: FileStat,
+    hash: ContentHash,
+}
+
+/// Buffered writer used by one scan of one source. Records are written in
+/// short transactions (at most [`BATCH`] records or [`BATCH_AGE`] old), each
+/// of which also queues the jobs for what it recorded, so the write lock is
+/// never held while files are read. Call [`ScanWriter::finish`] to write the
+/// rest; records still buffered when it is dropped are lost (the next scan
+/// reads those files again).
 pub struct ScanWriter<'c> {
     conn: &'c Connection,
-    writes: usize,
-    in_transaction: bool,
+    source: String,
+    buffer: Vec<Record>,
+    oldest: Option<Instant>,
 }
 
 impl Catalog {
-    /// Starts recording a scan.
-    pub fn scan_writer(&mut self) -> ScanWriter<'_> {
-        ScanWriter { conn: &self.conn, writes: 0, in_transaction: false }
+    /// Starts recording a scan of `source`.
+    pub fn scan_writer(&mut self, source: &str) -> ScanWriter<'_> {
+        ScanWriter { conn: &self.conn, source: source.to_owned(), buffer: Vec::new(), oldest: None }
     }
 }
 
 impl ScanWriter<'_> {
-    /// Whether the file at `source`/`rel_path` is recorded with exactly this
-    /// stat (so its content need not be read again).
-    pub fn is_unchanged(&self, source: &str, rel_path: &[u8], stat: FileStat) -> Result<bool> {
+    /// Whether the file at `rel_path` is recorded with exactly this stat (so
+    /// its content need not be read again).
+    pub fn is_unchanged(&self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
         let known = self
             .conn
             .prepare_cached("SELECT size, mtime_ns, inode FROM files WHERE source = ?1 AND rel_path = ?2")?
-            .query_row(params![source, rel_path], |r| {
+            .query_row(params![self.source, rel_path], |r| {
                 Ok(FileStat { size: r.get::<_, i64>(0)? as u64, mtime_ns: r.get(1)?, inode: r.get::<_, i64>(2)? as u64 })
             })
             .optional()?;
         Ok(known == Some(stat))
     }
 
-    /// Records the current content of a file.
-    pub fn record(
-        &mut self,
-        source: &str,
-        rel_path: &[u8],
-        stat: FileStat,
-        hash: &ContentHash,
-        now: Timestamp,
-    ) -> Result<Recorded> {
-        self.begin_if_needed()?;
-        let (size, inode) = (stat.size as i64, stat.inode as i64);
-        let existing: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT id FROM assets WHERE source = ?1 AND rel_path = ?2 AND sha256 = ?3")?
-            .query_row(params![source, rel_path, hash.as_hex()], |r| r.get(0))
-            .optional()?;
-        let recorded = if let Some(id) = existing {
-            self.conn
-                .prepare_cached("UPDATE assets SET size = ?2, mtime_ns = ?3, inode = ?4 WHERE id = ?1")?
-                .execute(params![id, size, stat.mtime_ns, inode])?;
-            Recorded::KnownVersion(AssetId(id))
-        } else {
-            self.conn
-                .prepare_cached(
+    /// Buffers the current content of a file; writes the buffer when it is
+    /// full or old enough and returns what that wrote.
+    pub fn record(&mut self, rel_path: &[u8], stat: FileStat, hash: ContentHash, now: Timestamp) -> Result<Flushed> {
+        self.buffer.push(Record { rel_path: rel_path.to_vec(), stat, hash });
+        let oldest = *self.oldest.get_or_insert_with(Instant::now);
+        if self.buffer.len() >= BATCH || oldest.elapsed() >= BATCH_AGE { self.flush(now) } else { Ok(Flushed::default()) }
+    }
+
+    /// Writes whatever is buffered.
+    pub fn finish(mut self, now: Timestamp) -> Result<Flushed> {
+        self.flush(now)
+    }
+
+    fn flush(&mut self, now: Timestamp) -> Result<Flushed> {
+        self.oldest = None;
+        if self.buffer.is_empty() {
+            return Ok(Flushed::default());
+        }
+        let mut flushed = Flushed::default();
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = self.write_buffer(now, &mut flushed);
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        self.buffer.clear();
+        Ok(flushed)
+    }
+
+    fn write_buffer(&self, now: Timestamp, flushed: &mut Flushed) -> Result<()> {
+        let conn = self.conn;
+        let source = &self.source;
+        for Record { rel_path, stat, hash } in &self.buffer {
+            let (size, inode) = (stat.size as i64, stat.inode as i64);
+            let existing: Option<i64> = conn
+                .prepare_cached("SELECT id FROM assets WHERE source = ?1 AND rel_path = ?2 AND sha256 = ?3")?
+                .query_row(params![source, rel_path, hash.as_hex()], |r| r.get(0))
+                .optional()?;
+            let asset_id = if let Some(id) = existing {
+                conn.prepare_cached("UPDATE assets SET size = ?2, mtime_ns = ?3, inode = ?4 WHERE id = ?1")?
+                    .execute(params![id, size, stat.mtime_ns, inode])?;
+                id
+            } else {
+                conn.prepare_cached(
                     "INSERT INTO assets (source, rel_path, size, mtime_ns, inode, sha256, first_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![source, rel_path, size, stat.mtime_ns, inode, hash.as_hex(), now.0])?;
-            Recorded::NewVersion(AssetId(self.conn.last_insert_rowid()))
-        };
-        let asset_id = match recorded {
-            Recorded::NewVersion(id) | Recorded::KnownVersion(id) => id,
-        };
-        self.conn
-            .prepare_cached(
+                flushed.new_versions += 1;
+                conn.last_insert_rowid()
+            };
+            conn.prepare_cached(
                 "INSERT INTO files (source, rel_path, size, mtime_ns, inode, asset_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (source, rel_path) DO UPDATE SET
                    size = excluded.size, mtime_ns = excluded.mtime_ns,
                    inode = excluded.inode, asset_id = excluded.asset_id",
             )?
-            .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id.0])?;
-        self.writes += 1;
-        if self.writes >= BATCH {
-            self.commit()?;
-        }
-        Ok(recorded)
-    }
-
-    /// Commits the last batch.
-    pub fn finish(mut self) -> Result<()> {
-        self.commit()
-    }
-
-    fn begin_if_needed(&mut self) -> Result<()> {
-        if !self.in_transaction {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            self.in_transaction = true;
+            .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
+            flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
         }
         Ok(())
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        if self.in_transaction {
-            self.conn.execute_batch("COMMIT")?;
-            self.in_transaction = false;
-            self.writes = 0;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ScanWriter<'_> {
-    fn drop(&mut self) {
-        if self.in_transaction {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
     }
 }
 
@@ -153,21 +157,32 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
         let stat = FileStat { size: 10, mtime_ns: 5, inode: 9 };
-        let mut w = catalog.scan_writer();
-        assert!(!w.is_unchanged("/src", b"a.jpg", stat).expect("query"));
-        let first = w.record("/src", b"a.jpg", stat, &hash(1), Timestamp(1)).expect("record");
-        assert!(matches!(first, Recorded::NewVersion(_)));
-        assert!(w.is_unchanged("/src", b"a.jpg", stat).expect("query"));
+        let mut w = catalog.scan_writer("/src");
+        assert!(!w.is_unchanged(b"a.jpg", stat).expect("query"));
+        w.record(b"a.jpg", stat, hash(1), Timestamp(1)).expect("record");
+        assert_eq!(w.flush(Timestamp(1)).expect("flush").new_versions, 1);
+        assert!(w.is_unchanged(b"a.jpg", stat).expect("query"));
 
         let touched = FileStat { mtime_ns: 6, ..stat };
-        assert!(!w.is_unchanged("/src", b"a.jpg", touched).expect("query"));
-        let again = w.record("/src", b"a.jpg", touched, &hash(1), Timestamp(2)).expect("record");
-        assert_eq!(again, match first {
-            Recorded::NewVersion(id) => Recorded::KnownVersion(id),
-            Recorded::KnownVersion(_) => unreachable!(),
-        });
-        let edited = w.record("/src", b"a.jpg", touched, &hash(2), Timestamp(3)).expect("record");
-        assert!(matches!(edited, Recorded::NewVersion(id) if Recorded::NewVersion(id) != first));
-        w.finish().expect("commit");
+        assert!(!w.is_unchanged(b"a.jpg", touched).expect("query"));
+        w.record(b"a.jpg", touched, hash(1), Timestamp(2)).expect("record");
+        assert_eq!(w.flush(Timestamp(2)).expect("flush").new_versions, 0, "same content is a known version");
+        assert!(w.is_unchanged(b"a.jpg", touched).expect("query"));
+        w.record(b"a.jpg", touched, hash(2), Timestamp(3)).expect("record");
+        assert_eq!(w.finish(Timestamp(3)).expect("finish").new_versions, 1, "edited content is a new version");
+    }
+
+    #[test]
+    fn records_are_written_in_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        let mut w = catalog.scan_writer("/src");
+        let mut written = 0;
+        for i in 0..BATCH as u64 {
+            let stat = FileStat { size: i, mtime_ns: 1, inode: i };
+            written += w.record(format!("{i}.jpg").as_bytes(), stat, hash(i as u8), Timestamp(1)).expect("record").new_versions;
+        }
+        assert_eq!(written, BATCH as u64, "a full buffer is written at once");
+        assert!(w.buffer.is_empty());
     }
 }

@@ -83,10 +83,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
         Some(bar) => bar.clone(),
         None => Arc::new(NoProgress),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let outcome = runtime.block_on(backup::run(config, &mut catalog, observer, shutdown_signal()));
     if let Some(bar) = &progress {
         bar.finish();

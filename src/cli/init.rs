@@ -23,11 +23,7 @@ pub struct Args {
 
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
     if config_path.exists() && !args.force {
-        return Err(UsageError(format!(
-            "{} already exists; pass --force to replace it",
-            config_path.display()
-        ))
-        .into());
+        return Err(UsageError(format!("{} already exists; pass --force to replace it", config_path.display())).into());
     }
     let source = std::fs::canonicalize(&args.source)
         .map_err(|e| UsageError(format!("source folder {}: {e}", args.source.display())))?;
@@ -52,6 +48,10 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
     }
     std::fs::write(config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
     println!("Wrote {}", config_path.display());
-    println!("Run `photosync backup` to copy photos and videos from {} to {}.", source.display(), destination.display());
+    println!(
+        "Run `photosync backup` to copy photos and videos from {} to {}.",
+        source.display(),
+        destination.display()
+    );
     Ok(Exit::Done)
 }

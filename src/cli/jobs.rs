@@ -2,8 +2,8 @@
 
 use std::io::Write as _;
 
-use super::{Exit, UsageError};
 use super::output::{describe_job, truncate_left};
+use super::{Exit, UsageError};
 use photosync::catalog::{Catalog, JobFilter};
 use photosync::config::Config;
 use photosync::model::StateName;

@@ -2,6 +2,7 @@
 //! short descriptions of jobs.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,20 +40,31 @@ impl Write for LogWriter {
     }
 }
 
-/// Progress display for `photosync backup` on a terminal: a spinner while
-/// scanning, then a byte bar while uploading.
+/// Progress display for `photosync backup` on a terminal: one byte bar
+/// whose total grows as the scan finds files, with file counts beside it.
 pub struct BackupProgress {
     bar: ProgressBar,
+    jobs: AtomicU64,
+    done: AtomicU64,
+    scanned: AtomicU64,
+    scanning: AtomicBool,
 }
 
 impl BackupProgress {
     /// A bar drawn on stdout (callers only create one when stdout is a terminal).
     pub fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
+        let template = "{spinner} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}  {msg}";
+        bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
         bar.enable_steady_tick(Duration::from_millis(120));
         *ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
-        Self { bar }
+        Self {
+            bar,
+            jobs: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
+            scanning: AtomicBool::new(true),
+        }
     }
 
     /// Removes the bar from the screen.
@@ -60,18 +72,23 @@ impl BackupProgress {
         self.bar.finish_and_clear();
         *ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
+
+    fn refresh(&self) {
+        let (done, jobs) = (self.done.load(Ordering::Relaxed), self.jobs.load(Ordering::Relaxed));
+        let scan = if self.scanning.load(Ordering::Relaxed) {
+            format!(", scanning ({} found)", self.scanned.load(Ordering::Relaxed))
+        } else {
+            String::new()
+        };
+        self.bar.set_message(format!("{done}/{jobs} files{scan}"));
+    }
 }
 
 impl RunObserver for BackupProgress {
-    fn planned(&self, jobs: u64, bytes: u64) {
-        let template = "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}  {msg}";
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            self.bar.set_style(style);
-        }
-        self.bar.set_length(bytes);
-        self.bar.set_position(0);
-        self.bar.set_message(format!("0/{jobs} files"));
-        self.bar.reset_eta();
+    fn queued(&self, jobs: u64, bytes: u64) {
+        self.jobs.fetch_add(jobs, Ordering::Relaxed);
+        self.bar.inc_length(bytes);
+        self.refresh();
     }
 
     fn bytes(&self, delta: i64) {
@@ -83,22 +100,20 @@ impl RunObserver for BackupProgress {
     }
 
     fn job_done(&self) {
-        let message = self.bar.message();
-        if let Some((done, total)) = message.split_once('/') {
-            let done = done.parse::<u64>().unwrap_or(0) + 1;
-            self.bar.set_message(format!("{done}/{total}"));
-        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.refresh();
     }
 }
 
 impl BackupObserver for BackupProgress {
     fn scanning(&self, report: &ScanReport) {
-        self.bar.set_message(format!(
-            "scanning: {} photos and videos, {} new ({})",
-            report.media_files,
-            report.new_versions,
-            indicatif::BinaryBytes(report.bytes_read)
-        ));
+        self.scanned.store(report.media_files, Ordering::Relaxed);
+        self.refresh();
+    }
+
+    fn scan_finished(&self) {
+        self.scanning.store(false, Ordering::Relaxed);
+        self.refresh();
     }
 }
 
@@ -144,6 +159,6 @@ mod tests {
     #[test]
     fn truncation_keeps_the_file_name() {
         assert_eq!(truncate_left("short", 10), "short");
-        assert_eq!(truncate_left("/very/long/path/IMG_0001.JPG", 12), "…IMG_0001.JPG");
+        assert_eq!(truncate_left("/very/long/path/IMG_0001.JPG", 13), "…IMG_0001.JPG");
     }
 }

@@ -103,10 +103,7 @@ fn store(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<
         // Someone created the name while we copied: look at it again.
         candidate = Some(key);
     }
-    Err(DestinationError::permanent(format!(
-        "every candidate name for {} is taken by other content",
-        request.key
-    )))
+    Err(DestinationError::permanent(format!("every candidate name for {} is taken by other content", request.key)))
 }
 
 /// `root` joined with a key that must stay below it.
@@ -160,12 +157,8 @@ fn ensure_dir(root: &Path, dir: &Path) -> Result<(), DestinationError> {
 /// expected content.
 fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -> Result<(), DestinationError> {
     let mut source = File::open(&request.source).map_err(|e| read_error(&request.source, &e))?;
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(temp)
-        .map_err(|e| write_error(temp, &e))?;
+    let mut out =
+        OpenOptions::new().write(true).create(true).truncate(true).open(temp).map_err(|e| write_error(temp, &e))?;
     loop {
         // `io::copy` between files uses copy_file_range (or a reflink) where the OS can.
         let copied = io::copy(&mut (&mut source).take(CHUNK), &mut out).map_err(|e| copy_error(request, temp, &e))?;
@@ -227,7 +220,9 @@ fn sync_dir(dir: &Path) -> Result<(), DestinationError> {
 fn read_error(path: &Path, e: &io::Error) -> DestinationError {
     let message = format!("cannot read {}: {e}", path.display());
     match e.kind() {
-        io::ErrorKind::NotFound => DestinationError::permanent(format!("{} was deleted before it was uploaded", path.display())),
+        io::ErrorKind::NotFound => {
+            DestinationError::permanent(format!("{} was deleted before it was uploaded", path.display()))
+        }
         io::ErrorKind::PermissionDenied => DestinationError::permanent(message),
         _ => DestinationError::transient(message),
     }

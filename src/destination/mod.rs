@@ -123,11 +123,8 @@ pub fn open(config: &DestinationConfig) -> Arc<dyn Destination> {
 pub fn key_candidates(key: &RemoteKey, hash: &ContentHash) -> Vec<RemoteKey> {
     let bytes = &key.0;
     let name_start = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-    let dot = bytes[name_start..]
-        .iter()
-        .rposition(|&b| b == b'.')
-        .filter(|&i| i > 0)
-        .map_or(bytes.len(), |i| name_start + i);
+    let dot =
+        bytes[name_start..].iter().rposition(|&b| b == b'.').filter(|&i| i > 0).map_or(bytes.len(), |i| name_start + i);
     let (stem, extension) = bytes.split_at(dot);
     let mut candidates = vec![key.clone()];
     for len in [8, 16, 64] {

@@ -2,7 +2,7 @@
 //! version in the catalog.
 //!
 //! [`scan_source`] walks one source (following symlinks, but never round a
-//! loop), keeps what [`filter`] admits, skips files whose size, mtime and
+//! loop), keeps what `filter` admits, skips files whose size, mtime and
 //! inode match the catalog's stat cache, and reads every other file exactly
 //! once to sniff its type and hash its content. It then queues a job for
 //! every current file at every destination. Later work adds the notify
@@ -15,11 +15,12 @@ use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use walkdir::WalkDir;
 
-use crate::catalog::{Catalog, CatalogError, FileStat, Recorded};
+use crate::catalog::{Catalog, CatalogError, FileStat, Flushed};
 use crate::config::SourceConfig;
 use crate::media::{self, Inspection};
 use crate::model::Timestamp;
@@ -52,13 +53,15 @@ pub struct ScanReport {
     pub errors: Vec<ScanError>,
 }
 
-/// Scans `source`, records what changed, and queues jobs. `on_file` is called
-/// after each media file with the running report (for progress display).
+/// Scans `source`, records what changed, and queues jobs as it goes.
+/// `on_progress` is called after each media file with the running report
+/// and the number of jobs queued since the previous call (so uploads can
+/// start before the scan ends). Setting `stop` ends the scan early.
 pub fn scan_source(
     catalog: &mut Catalog,
     source: &SourceConfig,
-    now: Timestamp,
-    on_file: &mut dyn FnMut(&ScanReport),
+    stop: &AtomicBool,
+    on_progress: &mut dyn FnMut(&ScanReport, u64),
 ) -> Result<ScanReport, CatalogError> {
     let mut report = ScanReport::default();
     let root = &source.path;
@@ -78,12 +81,15 @@ pub fn scan_source(
         }
     }
 
-    let mut writer = catalog.scan_writer();
+    let mut writer = catalog.scan_writer(root_text);
     let walk = WalkDir::new(root)
         .follow_links(true)
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !filter::is_hidden(e.file_name()));
     for entry in walk {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
@@ -109,19 +115,18 @@ pub fn scan_source(
             }
         };
         let stat = stat_of(&metadata);
-        if writer.is_unchanged(root_text, rel_bytes, stat)? {
+        if writer.is_unchanged(rel_bytes, stat)? {
             report.media_files += 1;
-            on_file(&report);
+            on_progress(&report, 0);
             continue;
         }
+        let mut queued = 0;
         match read_file(entry.path(), stat) {
             Ok(Some((hash, size))) => {
                 report.media_files += 1;
                 report.read += 1;
                 report.bytes_read += size;
-                if let Recorded::NewVersion(_) = writer.record(root_text, rel_bytes, stat, &hash, now)? {
-                    report.new_versions += 1;
-                }
+                queued = report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?);
             }
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -129,11 +134,24 @@ pub fn scan_source(
             }
             Err(e) => report.errors.push(error_at(entry.path(), &format!("cannot read: {e}"))),
         }
-        on_file(&report);
+        on_progress(&report, queued);
     }
-    writer.finish()?;
-    report.jobs_queued = catalog.enqueue_current(root_text, now)? as u64;
+    let mut queued = report.add(writer.finish(Timestamp::now())?);
+    // Files recorded by earlier scans need jobs too when a destination was added.
+    let for_new_destinations = catalog.enqueue_current(root_text, Timestamp::now())? as u64;
+    report.jobs_queued += for_new_destinations;
+    queued += for_new_destinations;
+    on_progress(&report, queued);
     Ok(report)
+}
+
+impl ScanReport {
+    /// Adds a flush to the tally; returns the jobs it queued.
+    fn add(&mut self, flushed: Flushed) -> u64 {
+        self.new_versions += flushed.new_versions;
+        self.jobs_queued += flushed.jobs_queued;
+        flushed.jobs_queued
+    }
 }
 
 /// Reads a candidate file once: `Ok(None)` if it is not media or changed

@@ -19,10 +19,10 @@ const EXTENSIONS: &[&str] = &[
     // Photos.
     "jpg", "jpeg", "jpe", "jfif", "heic", "heif", "hif", "avif", "png", "gif", "webp", "tif", "tiff", "jxl",
     "bmp", // Raw formats.
-    "dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw", "x3f",
-    "rwl", "3fr", "erf", "kdc", "dcr", "mrw", "mos", "iiq", "raw", // Videos.
-    "mp4", "m4v", "mov", "qt", "3gp", "3g2", "mts", "m2ts", "ts", "avi", "mkv", "webm", "mpg", "mpeg", "wmv",
-    "insv", "lrv",
+    "dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw", "x3f", "rwl",
+    "3fr", "erf", "kdc", "dcr", "mrw", "mos", "iiq", "raw", // Videos.
+    "mp4", "m4v", "mov", "qt", "3gp", "3g2", "mts", "m2ts", "ts", "avi", "mkv", "webm", "mpg", "mpeg", "wmv", "insv",
+    "lrv",
 ];
 
 /// Whether the extension is one a photo or video may carry.
@@ -33,8 +33,7 @@ pub fn is_media_extension(extension: &OsStr) -> bool {
 
 /// ISO base media brands (`ftyp` major brand) that are still images.
 const IMAGE_BRANDS: &[&[u8; 4]] = &[
-    b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"avif", b"avis",
-    b"crx ",
+    b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"avif", b"avis", b"crx ",
 ];
 
 /// ISO base media brands that are audio only.
@@ -141,7 +140,9 @@ mod tests {
 
     #[test]
     fn extensions_are_case_insensitive() {
-        for (ext, expected) in [("JPG", true), ("jpeg", true), ("HEIC", true), ("Mov", true), ("txt", false), ("part", false)] {
+        for (ext, expected) in
+            [("JPG", true), ("jpeg", true), ("HEIC", true), ("Mov", true), ("txt", false), ("part", false)]
+        {
             assert_eq!(is_media_extension(OsStr::new(ext)), expected, "{ext}");
         }
     }

@@ -64,10 +64,7 @@ pub fn decide_retry(
 mod tests {
     use super::*;
 
-    const STANDARD: Backoff = Backoff {
-        base: Duration::from_secs(30),
-        cap: Duration::from_hours(5),
-    };
+    const STANDARD: Backoff = Backoff { base: Duration::from_secs(30), cap: Duration::from_hours(5) };
 
     #[test]
     fn ceiling_doubles_from_thirty_seconds_up_to_five_hours() {
@@ -90,14 +87,8 @@ mod tests {
 
     #[test]
     fn full_jitter_spans_zero_to_the_ceiling() {
-        let table = [
-            (3, 0.0, 0),
-            (3, 0.5, 60_000),
-            (3, 1.0, 120_000),
-            (3, 7.0, 120_000),
-            (3, -1.0, 0),
-            (20, 0.25, 4_500_000),
-        ];
+        let table =
+            [(3, 0.0, 0), (3, 0.5, 60_000), (3, 1.0, 120_000), (3, 7.0, 120_000), (3, -1.0, 0), (20, 0.25, 4_500_000)];
         for (failures, jitter, millis) in table {
             assert_eq!(
                 STANDARD.delay(failures, jitter),
@@ -123,12 +114,7 @@ mod tests {
     #[test]
     fn budget_is_spent_at_max_attempts() {
         let now = Timestamp(0);
-        let table = [
-            (4, 5, false),
-            (5, 5, true),
-            (6, 5, true),
-            (1_000, 0, false),
-        ];
+        let table = [(4, 5, false), (5, 5, true), (6, 5, true), (1_000, 0, false)];
         for (failures, max, gives_up) in table {
             let decision = decide_retry(now, STANDARD, failures, max, None, 1.0);
             assert_eq!(decision == RetryDecision::GiveUp, gives_up, "failures={failures} max={max}");

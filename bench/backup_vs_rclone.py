@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""photosync backup vs rclone copy, same library, same machine, same run.
+
+Builds the release binary, makes a synthetic library with
+../shared/tools/mklib.py (1,000 photos by default), then alternates
+`photosync backup` and `rclone copy` into fresh folder destinations, several
+rounds each, and prints median wall-clock and CPU seconds and their ratios.
+A second, no-op run of each (nothing new to copy) is timed too: that is what
+an hourly cron job costs.
+
+    bench/backup_vs_rclone.py [--photos N] [--rounds R] [--work DIR] [--json]
+
+Ratios are the figure to quote (the machines are noisy); photosync < 1.0
+means faster or cheaper than rclone. photosync fsyncs every file and its
+directory and re-reads each copy to verify its SHA-256; rclone copy does not
+fsync and verifies with MD5, so the comparison is conservative for photosync.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd, env=None):
+    """Runs cmd, returns (wall seconds, child CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def count_files(root):
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--photo-kib", type=int, nargs=2, default=[200, 4000])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", default=os.path.join(REPO, "bench", "out"))
+    ap.add_argument("--mklib", default=os.path.join(REPO, "..", "shared", "tools", "mklib.py"))
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    a = ap.parse_args()
+
+    if not shutil.which("rclone"):
+        sys.exit("rclone is not installed (Debian: apt-get install rclone)")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+    photosync = os.path.join(REPO, "target", "release", "photosync")
+
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    lib = os.path.join(a.work, "lib")
+    made = subprocess.run(
+        [sys.executable, a.mklib, lib, "--photos", str(a.photos), "--videos", "0",
+         "--photo-kib", *map(str, a.photo_kib)],
+        check=True, capture_output=True, text=True)
+    library = json.loads(made.stdout)
+
+    env = dict(os.environ, RUST_LOG="warn")
+    env.pop("PHOTOSYNC_CONFIG", None)
+    rclone_env = dict(os.environ, RCLONE_CONFIG=os.path.join(a.work, "rclone.conf"))
+    results = {"photosync": [], "rclone": [], "photosync_noop": [], "rclone_noop": []}
+    for _ in range(a.rounds):
+        for tool in ("photosync", "rclone"):
+            dest = os.path.join(a.work, f"dest-{tool}")
+            shutil.rmtree(dest, ignore_errors=True)
+            os.makedirs(dest)
+            if tool == "photosync":
+                state = os.path.join(a.work, "state")
+                shutil.rmtree(state, ignore_errors=True)
+                config = os.path.join(a.work, "config.toml")
+                with open(config, "w") as f:
+                    f.write(f'state_dir = "{state}"\n[[source]]\npath = "{lib}"\n'
+                            f'[[destination]]\nname = "bench"\ntype = "folder"\npath = "{dest}"\n')
+                cmd = [photosync, "--config", config, "backup"]
+                results["photosync"].append(run(cmd, env))
+                results["photosync_noop"].append(run(cmd, env))
+            else:
+                cmd = ["rclone", "copy", lib, dest]
+                results["rclone"].append(run(cmd, rclone_env))
+                results["rclone_noop"].append(run(cmd, rclone_env))
+            if count_files(dest) != library["media"] + (0 if tool == "photosync" else library["junk"]):
+                sys.exit(f"{tool} copied {count_files(dest)} files; expected media {library['media']}")
+
+    def med(key, i):
+        return statistics.median(r[i] for r in results[key])
+
+    gib = library["media_bytes"] / 2**30
+    report = {
+        "library": {"files": library["media"], "bytes": library["media_bytes"]},
+        "rounds": a.rounds,
+        "first_run": {
+            "photosync_s": round(med("photosync", 0), 3), "rclone_s": round(med("rclone", 0), 3),
+            "wall_ratio": round(med("photosync", 0) / med("rclone", 0), 3),
+            "photosync_cpu_s_per_gib": round(med("photosync", 1) / gib, 3),
+            "rclone_cpu_s_per_gib": round(med("rclone", 1) / gib, 3),
+            "cpu_ratio": round(med("photosync", 1) / med("rclone", 1), 3),
+        },
+        "noop_run": {
+            "photosync_s": round(med("photosync_noop", 0), 3), "rclone_s": round(med("rclone_noop", 0), 3),
+            "wall_ratio": round(med("photosync_noop", 0) / med("rclone_noop", 0), 3),
+        },
+    }
+    if a.json:
+        print(json.dumps(report, indent=2))
+        return
+    f, n = report["first_run"], report["noop_run"]
+    print(f"library: {library['media']} files, {gib:.2f} GiB; medians of {a.rounds} rounds")
+    print(f"first run   photosync {f['photosync_s']:.2f} s   rclone {f['rclone_s']:.2f} s   "
+          f"wall ratio {f['wall_ratio']:.2f}")
+    print(f"            CPU s/GiB photosync {f['photosync_cpu_s_per_gib']:.2f}   rclone {f['rclone_cpu_s_per_gib']:.2f}   "
+          f"cpu ratio {f['cpu_ratio']:.2f}")
+    print(f"no-op rerun photosync {n['photosync_s']:.3f} s   rclone {n['rclone_s']:.3f} s   "
+          f"wall ratio {n['wall_ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
