@@ -3,6 +3,8 @@
 
 mod cli;
 
+use std::io::IsTerminal as _;
+
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
@@ -14,7 +16,12 @@ fn main() {
         _ => "photosync=debug,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(cli::log_writer).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(cli::log_writer)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let code = match cli::run(cli) {
         Ok(exit) => exit,

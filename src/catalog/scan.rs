@@ -43,7 +43,7 @@ struct Record {
 }
 
 /// Buffered writer used by one scan of one source. Records are written in
-/// short transactions (at most [`BATCH`] records or [`BATCH_AGE`] old), each
+/// short transactions (at most 64 records or 100 ms old), each
 /// of which also queues the jobs for what it recorded, so the write lock is
 /// never held while files are read. Call [`ScanWriter::finish`] to write the
 /// rest; records still buffered when it is dropped are lost (the next scan
@@ -70,7 +70,11 @@ impl ScanWriter<'_> {
             .conn
             .prepare_cached("SELECT size, mtime_ns, inode FROM files WHERE source = ?1 AND rel_path = ?2")?
             .query_row(params![self.source, rel_path], |r| {
-                Ok(FileStat { size: r.get::<_, i64>(0)? as u64, mtime_ns: r.get(1)?, inode: r.get::<_, i64>(2)? as u64 })
+                Ok(FileStat {
+                    size: r.get::<_, i64>(0)? as u64,
+                    mtime_ns: r.get(1)?,
+                    inode: r.get::<_, i64>(2)? as u64,
+                })
             })
             .optional()?;
         Ok(known == Some(stat))
@@ -81,7 +85,11 @@ impl ScanWriter<'_> {
     pub fn record(&mut self, rel_path: &[u8], stat: FileStat, hash: ContentHash, now: Timestamp) -> Result<Flushed> {
         self.buffer.push(Record { rel_path: rel_path.to_vec(), stat, hash });
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
-        if self.buffer.len() >= BATCH || oldest.elapsed() >= BATCH_AGE { self.flush(now) } else { Ok(Flushed::default()) }
+        if self.buffer.len() >= BATCH || oldest.elapsed() >= BATCH_AGE {
+            self.flush(now)
+        } else {
+            Ok(Flushed::default())
+        }
     }
 
     /// Writes whatever is buffered.
@@ -126,7 +134,15 @@ impl ScanWriter<'_> {
                     "INSERT INTO assets (source, rel_path, size, mtime_ns, inode, sha256, first_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![source, rel_path, size, stat.mtime_ns, inode, hash.as_hex(), now.0])?;
+                .execute(params![
+                    source,
+                    rel_path,
+                    size,
+                    stat.mtime_ns,
+                    inode,
+                    hash.as_hex(),
+                    now.0
+                ])?;
                 flushed.new_versions += 1;
                 conn.last_insert_rowid()
             };
@@ -180,7 +196,10 @@ mod tests {
         let mut written = 0;
         for i in 0..BATCH as u64 {
             let stat = FileStat { size: i, mtime_ns: 1, inode: i };
-            written += w.record(format!("{i}.jpg").as_bytes(), stat, hash(i as u8), Timestamp(1)).expect("record").new_versions;
+            written += w
+                .record(format!("{i}.jpg").as_bytes(), stat, hash(i as u8), Timestamp(1))
+                .expect("record")
+                .new_versions;
         }
         assert_eq!(written, BATCH as u64, "a full buffer is written at once");
         assert!(w.buffer.is_empty());
