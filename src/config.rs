@@ -286,6 +286,22 @@ impl Config {
             destinations.push(dest);
         }
 
+        for (d, dest) in destinations.iter().enumerate() {
+            let DestinationKind::Folder { path: dest_path } = &dest.kind;
+            if let Some(s) =
+                sources.iter().position(|s| dest_path.starts_with(&s.path) || s.path.starts_with(dest_path))
+            {
+                return Err(v.error(
+                    &format!("destination[{d}].path"),
+                    &format!(
+                        "{} overlaps source[{s}].path {}; photosync would back up its own copies",
+                        dest_path.display(),
+                        sources[s].path.display()
+                    ),
+                ));
+            }
+        }
+
         Ok(Config { file: path.to_owned(), state_dir, max_concurrent, retry, sources, destinations })
     }
 

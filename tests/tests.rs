@@ -6,5 +6,7 @@ mod harness;
 
 mod backup;
 mod cli;
+mod compat;
 mod crash;
 mod faults;
+mod signals;

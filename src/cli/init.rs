@@ -30,15 +30,15 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
     if !source.is_dir() {
         return Err(UsageError(format!("source {} is not a folder", source.display())).into());
     }
-    std::fs::create_dir_all(&args.destination)
-        .with_context(|| format!("cannot create destination folder {}", args.destination.display()))?;
-    let destination = std::fs::canonicalize(&args.destination)?;
-    if destination.starts_with(&source) {
-        eprintln!(
-            "photosync: note: the destination is inside the source; photosync skips its own temporary files, \
-             but copies would be scanned again as new photos. Prefer a folder outside {}.",
+    let destination = absolute(&args.destination)?;
+
+    if destination.starts_with(&source) || source.starts_with(&destination) {
+        return Err(UsageError(format!(
+            "the destination {} and the source {} overlap; photosync would back up its own copies",
+            destination.display(),
             source.display()
-        );
+        ))
+        .into());
     }
     let text = config::starter(&source, &destination);
     // Refuse to write something we could not read back.
@@ -46,6 +46,8 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
     if let Some(dir) = config_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    std::fs::create_dir_all(&destination)
+        .with_context(|| format!("cannot create destination folder {}", destination.display()))?;
     std::fs::write(config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
     println!("Wrote {}", config_path.display());
     println!(
@@ -54,4 +56,20 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
         destination.display()
     );
     Ok(Exit::Done)
+}
+
+/// `path` made absolute, with symlinks in its existing part resolved, without
+/// requiring it to exist.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else { break };
+        rest.push(name.to_owned());
+        existing = parent;
+    }
+    let mut resolved = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_path_buf());
+    resolved.extend(rest.iter().rev());
+    Ok(resolved)
 }

@@ -1,0 +1,111 @@
+//! What users and their scripts see must not drift by accident: old catalogs
+//! still load, the starter config and the JSON shapes are pinned.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use serde_json::Value;
+
+use crate::harness::{Env, stderr, write_photo};
+
+/// A catalog written by schema version 1, with a job in each state.
+const CATALOG_V1: &str = include_str!("fixtures/catalog-v1.sql");
+
+/// `photosync init` output with the paths replaced by placeholders.
+const STARTER_CONFIG: &str = include_str!("fixtures/starter-config.toml");
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_object().expect("object").keys().cloned().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn a_version_1_catalog_still_lists_and_retries() {
+    let env = Env::new();
+    fs::create_dir_all(&env.state).expect("state");
+    let conn = rusqlite::Connection::open(env.state.join("catalog.sqlite")).expect("create");
+    conn.execute_batch(CATALOG_V1).expect("load fixture");
+    drop(conn);
+
+    let out = env.run(["jobs", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let states: Vec<&str> =
+        jobs.as_array().expect("array").iter().map(|j| j["state"].as_str().expect("state")).collect();
+    assert_eq!(states, ["acknowledged", "retry_wait", "failed", "queued", "cancelled"]);
+    assert_eq!(jobs[1]["next_attempt_at"], 1_795_000_000_000_i64);
+    assert_eq!(jobs[0]["receipt_key"], "DCIM/IMG_0003.JPG");
+
+    let out = env.run(["retry", "--failed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(["jobs", "--state", "queued", "--json"]);
+    let queued: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(queued.as_array().expect("array").len(), 3, "failed and retry_wait jobs were queued again");
+}
+
+#[test]
+fn starter_config_matches_the_snapshot() {
+    let env = Env::new();
+    fs::remove_file(&env.config).expect("rm");
+    let out = env.run([
+        "init".to_owned(),
+        "--source".into(),
+        env.source.display().to_string(),
+        "--destination".into(),
+        env.dest.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let source = fs::canonicalize(&env.source).expect("canonical source");
+    let dest = fs::canonicalize(&env.dest).expect("canonical dest");
+    let written = fs::read_to_string(&env.config)
+        .expect("config")
+        .replace(&source.display().to_string(), "@SOURCE@")
+        .replace(&dest.display().to_string(), "@DESTINATION@");
+    assert_eq!(written, STARTER_CONFIG);
+}
+
+#[test]
+fn json_shapes_are_stable() {
+    let env = Env::new();
+    write_photo(&env.source.join("a.jpg"), 1_000, 1);
+    let (_, summary) = env.backup();
+    assert_eq!(
+        keys(&summary),
+        set(&[
+            "discovered",
+            "new",
+            "uploaded",
+            "already_present",
+            "failed",
+            "deferred",
+            "cancelled",
+            "bytes_uploaded",
+            "seconds",
+            "failures",
+            "deferrals",
+            "exit_code",
+        ])
+    );
+    let out = env.run(["jobs", "--json"]);
+    let jobs: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        keys(&jobs[0]),
+        set(&[
+            "id",
+            "state",
+            "attempts",
+            "destination",
+            "path",
+            "size",
+            "waiting_on",
+            "next_attempt_at",
+            "error",
+            "last_error",
+            "receipt_key",
+            "updated_at",
+        ])
+    );
+}
