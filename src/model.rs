@@ -35,10 +35,17 @@ impl fmt::Display for JobId {
     }
 }
 
-/// A point in time as milliseconds since the Unix epoch (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+/// A point in time as milliseconds since the Unix epoch (UTC). Serialized
+/// as RFC 3339 (`2026-11-21T14:05:00.123Z`) for people and scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let millis = u64::try_from(self.0).unwrap_or(0);
+        s.collect_str(&humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)))
+    }
+}
 
 impl Timestamp {
     /// The current wall-clock time. The only clock read in this module; pure

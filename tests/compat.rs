@@ -36,7 +36,7 @@ fn a_version_1_catalog_still_lists_and_retries() {
     let states: Vec<&str> =
         jobs.as_array().expect("array").iter().map(|j| j["state"].as_str().expect("state")).collect();
     assert_eq!(states, ["acknowledged", "retry_wait", "failed", "queued", "cancelled"]);
-    assert_eq!(jobs[1]["next_attempt_at"], 1_795_000_000_000_i64);
+    assert_eq!(jobs[1]["next_attempt_at"], "2026-11-18T11:06:40.000Z");
     assert_eq!(jobs[0]["receipt_key"], "DCIM/IMG_0003.JPG");
 
     let out = env.run(["retry", "--failed"]);
