@@ -97,7 +97,7 @@ pub async fn run(
 }
 
 /// Scans every source on its own catalog connection, telling the upload
-/// loop through `found` whenever new jobs are queued.
+/// loop through `found` whenever the catalog changed (new jobs, new stats).
 fn scan_all(
     sources: &[SourceConfig],
     catalog_path: &Path,
@@ -108,9 +108,9 @@ fn scan_all(
     let mut catalog = Catalog::open(catalog_path)?;
     let mut reports = Vec::with_capacity(sources.len());
     for source in sources {
-        let report = scan_source(&mut catalog, source, stop, &mut |report, queued| {
+        let report = scan_source(&mut catalog, source, stop, &mut |report, written| {
             observer.scanning(report);
-            if queued > 0 {
+            if written > 0 {
                 // A full channel already holds a wake-up; one is enough.
                 let _ = found.try_send(());
             }

@@ -12,10 +12,10 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Row id of a job in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub i64);
 
@@ -44,6 +44,14 @@ impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let millis = u64::try_from(self.0).unwrap_or(0);
         s.collect_str(&humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let time = humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)?;
+        Ok(Timestamp::from_system(time))
     }
 }
 
@@ -151,7 +159,7 @@ pub struct Receipt {
 }
 
 /// What a queued job waits for before it may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitingOn {
     /// Runnable as soon as a slot is free.
@@ -233,7 +241,7 @@ pub enum JobState {
 }
 
 /// The name of a [`JobState`] variant, for filtering and display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateName {
     /// See [`JobState::Queued`].
@@ -497,6 +505,14 @@ mod tests {
         }
         assert_eq!(WaitingOn::parse("power"), Some(WaitingOn::Power));
         assert_eq!(StateName::parse("bogus"), None);
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_json() {
+        let t = Timestamp(1_795_000_000_123);
+        let json = serde_json::to_string(&t).expect("serialize");
+        assert_eq!(json, "\"2026-11-18T11:06:40.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).expect("parse"), t);
     }
 
     #[test]

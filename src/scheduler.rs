@@ -1,38 +1,51 @@
 //! Runs queued jobs: picks the next one, starts its upload, and records the
 //! outcome, applying the retry policy from [`crate::policy`].
 //!
-//! One loop owns every catalog write; uploads run as tasks and only report
-//! back. That keeps claims race-free (two jobs with the same content at the
-//! same destination never run at once, so the second finds the first's
-//! receipt and is not uploaded again) and makes every transition durable
-//! before anything acts on it. [`drain`] is the one-shot form used by
-//! `photosync backup`: it runs until nothing is left that this run may do.
-//! The daemon (later work) reuses the same dispatch and completion steps in a
-//! long-lived event loop.
+//! One event loop ([`Scheduler::run`]) owns every job transition; uploads run
+//! as tasks and only report back. That keeps claims race-free (two jobs with
+//! the same content at the same destination never run at once, so the second
+//! finds the first's receipt and is not uploaded again) and makes every
+//! transition durable before anything acts on it. The loop selects over
+//! upload completions, "new jobs" signals from discovery, timers (in-run
+//! retries, retry-wait due times, pause expiry, destination cool-down),
+//! control [`Command`]s and shutdown. It never polls: with nothing to do it
+//! sleeps until the next timer or message.
+//!
+//! [`Mode::OneShot`] (`photosync backup`) retries transient failures a few
+//! times within the run and ends when nothing is left to do;
+//! [`Mode::Service`] (the daemon) leaves them to the backoff and runs until
+//! shut down. Uploads stop cooperatively (a cancel flag checked between
+//! chunks) so that a job changes state only after its task has ended.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::catalog::{Catalog, CatalogError, PendingJob};
+use crate::catalog::{Catalog, CatalogError, PendingJob, StateCounts};
 use crate::config::RetryConfig;
-use crate::destination::{Destination, DestinationError, ProgressFn, UploadRequest, Uploaded};
+use crate::destination::{Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded};
 use crate::discover::stat_of;
-use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp};
+use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{RetryDecision, decide_retry};
 
-/// Consecutive jobs that must exhaust their in-run retries at one
-/// destination before the run stops sending it more work.
+/// Consecutive jobs that must exhaust their retries at one destination before
+/// the scheduler stops sending it work for a while.
 const BREAKER_THRESHOLD: u32 = 3;
+
+/// How long shutdown waits for uploads to stop at a chunk boundary.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How many recent errors `status` shows.
+const RECENT_ERRORS: usize = 10;
 
 /// A configured destination, ready to upload.
 #[derive(Clone)]
@@ -45,9 +58,31 @@ pub struct Target {
     pub destination: Arc<dyn Destination>,
 }
 
-/// Receives progress while a run drains the queue.
+/// How the scheduler treats failures and when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `photosync backup`: quick in-run retries; a failing destination is
+    /// dropped for the rest of the run; ends when no work is left.
+    OneShot,
+    /// The daemon: failures wait out their backoff (a timer wakes them); a
+    /// failing destination cools down and is tried again; runs until shut down.
+    Service,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Retry tuning.
+    pub retry: RetryConfig,
+    /// Upload slots.
+    pub max_concurrent: usize,
+    /// One-shot or service.
+    pub mode: Mode,
+}
+
+/// Receives progress while the scheduler works.
 pub trait RunObserver: Send + Sync {
-    /// More jobs joined the run: this many, totalling this many bytes.
+    /// More jobs joined: this many, totalling this many bytes.
     fn queued(&self, _jobs: u64, _bytes: u64) {}
     /// Bytes moved (negative when a failed attempt's bytes are taken back).
     fn bytes(&self, _delta: i64) {}
@@ -59,8 +94,8 @@ pub trait RunObserver: Send + Sync {
 pub struct Silent;
 impl RunObserver for Silent {}
 
-/// Work a run left for later at one destination, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Work left for later at one destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     /// Destination label.
     pub destination: String,
@@ -70,8 +105,8 @@ pub struct Hold {
     pub jobs: u64,
 }
 
-/// What one [`drain`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What the scheduler has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
     /// Jobs whose content was written to a destination.
     pub uploaded: u64,
@@ -81,122 +116,149 @@ pub struct DrainReport {
     pub bytes_uploaded: u64,
     /// Jobs cancelled because their file was deleted or replaced.
     pub cancelled: u64,
-    /// Failed attempts that were retried within the run.
+    /// Failed attempts retried within the run.
     pub retries: u64,
-    /// Destinations the run stopped using, with the jobs it left queued.
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Destinations the scheduler is not using now, with the jobs waiting.
     pub holds: Vec<Hold>,
     /// The run was interrupted (signal); running jobs were requeued.
     pub interrupted: bool,
 }
 
+/// One upload in progress, for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// The job.
+    pub job: JobId,
+    /// Source path (lossy UTF-8).
+    pub path: String,
+    /// Destination label.
+    pub destination: String,
+    /// Bytes sent so far.
+    pub bytes_done: u64,
+    /// Size of the file.
+    pub bytes_total: u64,
+    /// Average rate since the upload started, bytes per second.
+    pub rate: f64,
+    /// Seconds to go at that rate, when known.
+    pub eta_seconds: Option<f64>,
+}
+
+/// An error seen recently, for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentError {
+    /// When.
+    pub at: Timestamp,
+    /// The job.
+    pub job: JobId,
+    /// Source path.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// A user pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// When it ends by itself; `None` until `resume`.
+    pub until: Option<Timestamp>,
+}
+
+/// The scheduler's view for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerStatus {
+    /// Set while paused by the user.
+    pub paused: Option<Pause>,
+    /// Uploads in progress.
+    pub uploads: Vec<UploadStatus>,
+    /// Destinations on hold and why.
+    pub holds: Vec<Hold>,
+    /// Jobs per state (current destinations).
+    pub counts: BTreeMap<String, u64>,
+    /// When the next job in `retry_wait` is due.
+    pub next_retry: Option<Timestamp>,
+    /// The last errors, newest first.
+    pub recent_errors: Vec<RecentError>,
+    /// Totals since the scheduler started.
+    pub totals: DrainReport,
+}
+
+/// A request to the running scheduler; each carries its reply channel.
+#[derive(Debug)]
+pub enum Command {
+    /// Report status.
+    Status(oneshot::Sender<SchedulerStatus>),
+    /// Stop uploads (in-flight ones stop at a chunk boundary, uncharged)
+    /// until `until`, or until resumed.
+    Pause {
+        /// When the pause ends by itself.
+        until: Option<Timestamp>,
+        /// Acknowledgement.
+        reply: oneshot::Sender<()>,
+    },
+    /// End a pause.
+    Resume(oneshot::Sender<()>),
+    /// Requeue these jobs now (all failed and retry-waiting ones when empty).
+    Retry {
+        /// Jobs to requeue.
+        jobs: Vec<JobId>,
+        /// Per job: requeued, or why not.
+        reply: oneshot::Sender<Result<Vec<Result<JobId, String>>, String>>,
+    },
+    /// Reply once nothing is left to do now (queue empty, nothing running),
+    /// or at once while paused.
+    WaitIdle(oneshot::Sender<DrainReport>),
+}
+
 /// Runs every queued job at `targets` until none is left that this run may
 /// do, or until `shutdown` completes (running jobs then return to `queued`,
-/// uncharged).
-///
-/// While `discovery` is open, each message on it means "new jobs were
-/// queued": they are loaded and join the run, which ends only once the
-/// channel is closed and the work is done. Pass `None` to drain only what is
-/// queued now.
+/// uncharged). While `discovery` is open, each message on it means "the
+/// catalog changed": new jobs are loaded and join the run, which ends only
+/// once the channel is closed and the work is done.
 pub async fn drain(
     catalog: &mut Catalog,
     targets: &[Target],
     retry: RetryConfig,
     max_concurrent: usize,
     observer: Arc<dyn RunObserver>,
-    mut discovery: Option<mpsc::Receiver<()>>,
+    discovery: Option<mpsc::Receiver<()>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
-    let mut run = Run {
-        catalog,
-        targets: targets.iter().map(|t| (t.id, t.clone())).collect(),
-        retry,
-        max_concurrent: max_concurrent.max(1),
-        observer,
-        destination_ids: targets.iter().map(|t| t.id).collect(),
-        last_loaded: JobId(i64::MIN),
-        queue: VecDeque::new(),
-        sleeping: Vec::new(),
-        flights: HashMap::new(),
-        tasks: JoinSet::new(),
-        task_jobs: HashMap::new(),
-        busy: HashSet::new(),
-        tries: HashMap::new(),
-        breakers: HashMap::new(),
-        held: BTreeMap::new(),
-        report: DrainReport::default(),
-    };
-    for target in targets {
-        if let Err(e) = target.destination.check().await {
-            tracing::warn!(destination = %target.name, "destination unavailable: {e}");
-            run.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open: Some(e.message) });
-        }
-    }
-    run.load_new()?;
-    tokio::pin!(shutdown);
-    loop {
-        run.fill()?;
-        if run.tasks.is_empty() && run.sleeping.is_empty() && discovery.is_none() {
-            break;
-        }
-        let wake = run.sleeping.iter().map(|(at, _)| *at).min();
-        let discovering = discovery.is_some();
-        let discovered = async {
-            match discovery.as_mut() {
-                Some(channel) => channel.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            signal = discovered, if discovering => {
-                if signal.is_none() {
-                    discovery = None;
-                }
-                run.load_new()?;
-            }
-            Some(joined) = run.tasks.join_next_with_id(), if !run.tasks.is_empty() => {
-                let (task, outcome) = match joined {
-                    Ok((task, outcome)) => (task, outcome),
-                    Err(e) => (e.id(), Err(DestinationError::transient(format!("upload task failed: {e}")))),
-                };
-                if let Some(job) = run.task_jobs.remove(&task) {
-                    run.complete(job, outcome)?;
-                }
-            }
-            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => run.wake_due()?,
-            () = &mut shutdown => {
-                run.interrupt_all()?;
-                break;
-            }
-        }
-    }
-    let mut report = run.report;
-    report.holds =
-        run.held.into_iter().map(|(destination, (reason, jobs))| Hold { destination, reason, jobs }).collect();
-    Ok(report)
+    let settings = Settings { retry, max_concurrent, mode: Mode::OneShot };
+    let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
+    scheduler.run(discovery, None, shutdown).await?;
+    Ok(scheduler.into_report())
 }
 
 struct Flight {
     running: Job,
     pending: PendingJob,
     sent: Arc<AtomicU64>,
+    cancel: Arc<AtomicBool>,
+    started: Instant,
 }
 
 #[derive(Default)]
 struct Breaker {
     consecutive: u32,
-    open: Option<String>,
+    /// Why the destination is held, and until when (`None`: rest of the run).
+    open: Option<(String, Option<Instant>)>,
 }
 
-struct Run<'c> {
+/// The job loop. See the module documentation.
+pub struct Scheduler<'c> {
     catalog: &'c mut Catalog,
-    destination_ids: Vec<DestinationId>,
-    /// Highest job id loaded so far; newer jobs are loaded as discovery reports them.
-    last_loaded: JobId,
     targets: HashMap<DestinationId, Target>,
-    retry: RetryConfig,
-    max_concurrent: usize,
+    destination_ids: Vec<DestinationId>,
+    settings: Settings,
     observer: Arc<dyn RunObserver>,
+    /// Highest job id loaded; newer jobs are loaded when discovery signals.
+    last_loaded: JobId,
     queue: VecDeque<PendingJob>,
+    /// Jobs whose file changed after it was scanned: retried after the next
+    /// discovery signal (the scan records the new state first).
+    stale: Vec<PendingJob>,
     sleeping: Vec<(Instant, PendingJob)>,
     flights: HashMap<JobId, Flight>,
     tasks: JoinSet<Result<Uploaded, DestinationError>>,
@@ -204,87 +266,191 @@ struct Run<'c> {
     busy: HashSet<(DestinationId, ContentHash)>,
     tries: HashMap<JobId, u32>,
     breakers: HashMap<DestinationId, Breaker>,
-    held: BTreeMap<String, (String, u64)>,
+    paused: Option<(Pause, Option<Instant>)>,
+    next_retry: Option<Timestamp>,
+    idle_waiters: Vec<oneshot::Sender<DrainReport>>,
+    recent_errors: VecDeque<RecentError>,
     report: DrainReport,
 }
 
-impl Run<'_> {
-    /// Adds jobs queued since the last load to the run.
+impl<'c> Scheduler<'c> {
+    /// A scheduler for `targets` working on `catalog`.
+    pub fn new(
+        catalog: &'c mut Catalog,
+        targets: &[Target],
+        settings: Settings,
+        observer: Arc<dyn RunObserver>,
+    ) -> Scheduler<'c> {
+        Scheduler {
+            catalog,
+            targets: targets.iter().map(|t| (t.id, t.clone())).collect(),
+            destination_ids: targets.iter().map(|t| t.id).collect(),
+            settings,
+            observer,
+            last_loaded: JobId(i64::MIN),
+            queue: VecDeque::new(),
+            stale: Vec::new(),
+            sleeping: Vec::new(),
+            flights: HashMap::new(),
+            tasks: JoinSet::new(),
+            task_jobs: HashMap::new(),
+            busy: HashSet::new(),
+            tries: HashMap::new(),
+            breakers: HashMap::new(),
+            paused: None,
+            next_retry: None,
+            idle_waiters: Vec::new(),
+            recent_errors: VecDeque::new(),
+            report: DrainReport::default(),
+        }
+    }
+
+    /// What the scheduler did, with the holds still in force.
+    pub fn into_report(mut self) -> DrainReport {
+        self.report.holds = self.holds();
+        self.report
+    }
+
+    /// The loop. Ends on `shutdown`, or in [`Mode::OneShot`] once no work is
+    /// left and `discovery` is closed; `commands` is for the daemon.
+    pub async fn run(
+        &mut self,
+        mut discovery: Option<mpsc::Receiver<()>>,
+        mut commands: Option<mpsc::Receiver<Command>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), CatalogError> {
+        for target in self.targets.values() {
+            if let Err(e) = target.destination.check().await {
+                tracing::warn!(destination = %target.name, "destination unavailable: {e}");
+                let until = self.cooldown(BREAKER_THRESHOLD);
+                self.breakers
+                    .insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open: Some((e.message, until)) });
+            }
+        }
+        self.reload()?;
+        tokio::pin!(shutdown);
+        loop {
+            self.fill()?;
+            self.answer_idle_waiters();
+            let working = !self.tasks.is_empty() || !self.sleeping.is_empty();
+            if self.settings.mode == Mode::OneShot && !working && discovery.is_none() {
+                break;
+            }
+            let wake = self.next_wake();
+            let discovering = discovery.is_some();
+            let commanding = commands.is_some();
+            tokio::select! {
+                signal = recv(&mut discovery), if discovering => {
+                    if signal.is_none() {
+                        discovery = None;
+                    }
+                    self.load_new()?;
+                }
+                command = recv(&mut commands), if commanding => match command {
+                    Some(command) => self.handle(command)?,
+                    None => commands = None,
+                },
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.joined(joined)?,
+                () = sleep_until(wake), if wake.is_some() => self.on_timer()?,
+                () = &mut shutdown => {
+                    self.shut_down().await?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads every queued job (after recovery, a retry, or a wake-up).
+    fn reload(&mut self) -> Result<(), CatalogError> {
+        let pending = self.catalog.pending(&self.destination_ids)?;
+        let known: HashSet<JobId> = self.queue.iter().map(|p| p.job.id).collect();
+        let fresh: Vec<PendingJob> = pending.into_iter().filter(|p| !known.contains(&p.job.id)).collect();
+        self.add(fresh);
+        self.next_retry = self.catalog.next_retry()?;
+        Ok(())
+    }
+
+    /// Loads jobs queued since the last load, and gives stale jobs another go.
     fn load_new(&mut self) -> Result<(), CatalogError> {
         let fresh = self.catalog.pending_after(&self.destination_ids, self.last_loaded)?;
-        if let Some(last) = fresh.last() {
-            self.last_loaded = last.job.id;
+        self.add(fresh);
+        let stale = std::mem::take(&mut self.stale);
+        self.queue.extend(stale);
+        Ok(())
+    }
+
+    fn add(&mut self, fresh: Vec<PendingJob>) {
+        if let Some(last) = fresh.iter().map(|p| p.job.id).max() {
+            self.last_loaded = self.last_loaded.max(last);
         }
         self.observer.queued(fresh.len() as u64, fresh.iter().map(|p| p.stat.size).sum());
         self.queue.extend(fresh);
-        Ok(())
+    }
+
+    fn is_held(&self, destination: DestinationId) -> bool {
+        self.breakers.get(&destination).is_some_and(|b| b.open.is_some())
     }
 
     /// Starts jobs until every slot is busy or nothing startable is left.
     fn fill(&mut self) -> Result<(), CatalogError> {
-        while self.tasks.len() < self.max_concurrent {
-            let busy = &self.busy;
-            let Some(index) = self.queue.iter().position(|p| !busy.contains(&(p.job.destination_id, p.hash.clone())))
-            else {
-                break;
-            };
-            let Some(pending) = self.queue.remove(index) else { break };
+        if self.paused.is_some() {
+            return Ok(());
+        }
+        while self.tasks.len() < self.settings.max_concurrent.max(1) {
+            let index = self.queue.iter().position(|p| {
+                let destination = p.job.destination_id;
+                !self.is_held(destination) && !self.busy.contains(&(destination, p.hash.clone()))
+            });
+            let Some(pending) = index.and_then(|i| self.queue.remove(i)) else { break };
             self.dispatch(pending)?;
         }
         Ok(())
     }
 
-    fn hold(&mut self, pending: &PendingJob, reason: String) {
-        let name = self.targets.get(&pending.job.destination_id).map_or_else(String::new, |t| t.name.clone());
-        self.held.entry(name).or_insert((reason, 0)).1 += 1;
+    fn cancel_job(&mut self, pending: &PendingJob, reason: &str) -> Result<(), CatalogError> {
+        let cancelled = pending.job.cancel(reason.to_owned())?;
+        self.catalog.apply(&pending.job, &cancelled, Timestamp::now())?;
+        self.report.cancelled += 1;
         self.observer.job_done();
+        Ok(())
     }
 
     /// Starts one job, or settles it without uploading (cancelled, already
-    /// stored, destination held).
+    /// stored, file changed since the scan).
     fn dispatch(&mut self, pending: PendingJob) -> Result<(), CatalogError> {
         let destination_id = pending.job.destination_id;
-        if let Some(reason) = self.breakers.get(&destination_id).and_then(|b| b.open.clone()) {
-            self.hold(&pending, reason);
-            return Ok(());
-        }
         let path = pending.path();
-        let now = Timestamp::now();
         let modified = match std::fs::metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let cancelled = pending.job.cancel("the file was deleted before it was uploaded".into())?;
-                self.catalog.apply(&pending.job, &cancelled, now)?;
-                self.report.cancelled += 1;
-                self.observer.job_done();
-                return Ok(());
+                return self.cancel_job(&pending, "the file was deleted before it was uploaded");
             }
             Ok(m) if stat_of(&m) != pending.stat => {
                 if self.catalog.is_current(pending.job.asset_id)? {
-                    self.hold(&pending, "files changed after the scan; the next run uploads them".into());
-                } else {
-                    let cancelled = pending.job.cancel("superseded by a newer version of the file".into())?;
-                    self.catalog.apply(&pending.job, &cancelled, now)?;
-                    self.report.cancelled += 1;
-                    self.observer.job_done();
+                    // Changed after the scan: wait until discovery records it again.
+                    self.stale.push(pending);
+                    return Ok(());
                 }
-                return Ok(());
+                return self.cancel_job(&pending, "superseded by a newer version of the file");
             }
             Ok(m) => UNIX_EPOCH + Duration::new(m.mtime().max(0) as u64, m.mtime_nsec().clamp(0, 999_999_999) as u32),
             // The upload reports the read error with its classification.
             Err(_) => SystemTime::UNIX_EPOCH,
         };
 
+        let now = Timestamp::now();
         if let Some(receipt) = self.catalog.find_receipt(destination_id, &pending.hash)? {
             let running = pending.job.start(now)?;
             self.catalog.apply(&pending.job, &running, now)?;
-            self.settle(&running, &Uploaded::AlreadyPresent(receipt), pending.stat.size)?;
-            return Ok(());
+            return self.settle(&running, &Uploaded::AlreadyPresent(receipt), pending.stat.size);
         }
 
         let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
+        let destination = Arc::clone(&target.destination);
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
         let sent = Arc::new(AtomicU64::new(0));
+        let cancel = Arc::new(AtomicBool::new(false));
         let progress: ProgressFn = {
             let (sent, observer) = (Arc::clone(&sent), Arc::clone(&self.observer));
             Arc::new(move |n| {
@@ -299,12 +465,12 @@ impl Run<'_> {
             size: pending.stat.size,
             hash: pending.hash.clone(),
             modified,
+            cancel: Arc::clone(&cancel),
         };
-        let destination = Arc::clone(&target.destination);
         let task = self.tasks.spawn(async move { destination.upload(request, progress).await }).id();
         self.task_jobs.insert(task, running.id);
         self.busy.insert((destination_id, pending.hash.clone()));
-        self.flights.insert(running.id, Flight { running, pending, sent });
+        self.flights.insert(running.id, Flight { running, pending, sent, cancel, started: Instant::now() });
         Ok(())
     }
 
@@ -324,38 +490,75 @@ impl Run<'_> {
                 self.observer.bytes(size as i64);
             }
         }
+        self.tries.remove(&running.id);
         if let Some(breaker) = self.breakers.get_mut(&running.destination_id) {
-            breaker.consecutive = 0;
+            *breaker = Breaker::default();
         }
         self.observer.job_done();
         Ok(())
     }
 
+    fn joined(
+        &mut self,
+        joined: Result<(tokio::task::Id, Result<Uploaded, DestinationError>), tokio::task::JoinError>,
+    ) -> Result<(), CatalogError> {
+        let (task, outcome) = match joined {
+            Ok((task, outcome)) => (task, outcome),
+            Err(e) => (e.id(), Err(DestinationError::transient(format!("upload task failed: {e}")))),
+        };
+        match self.task_jobs.remove(&task) {
+            Some(job) => self.complete(job, outcome),
+            None => Ok(()),
+        }
+    }
+
     fn complete(&mut self, job: JobId, outcome: Result<Uploaded, DestinationError>) -> Result<(), CatalogError> {
         let Some(flight) = self.flights.remove(&job) else { return Ok(()) };
         self.busy.remove(&(flight.running.destination_id, flight.pending.hash.clone()));
+        let sent = flight.sent.load(Ordering::Relaxed) as i64;
         match outcome {
             Ok(uploaded) => {
-                let sent = flight.sent.load(Ordering::Relaxed);
                 if matches!(uploaded, Uploaded::AlreadyPresent(_)) {
-                    self.observer.bytes(-(sent as i64));
+                    self.observer.bytes(-sent);
                 }
                 self.settle(&flight.running, &uploaded, flight.pending.stat.size)
             }
+            Err(error) if error.retry == Retry::Interrupted => {
+                self.observer.bytes(-sent);
+                let waiting_on = if self.paused.is_some() { WaitingOn::Paused } else { WaitingOn::Nothing };
+                let queued = flight.running.interrupt(waiting_on)?;
+                self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
+                let mut pending = flight.pending;
+                pending.job = queued;
+                self.queue.push_front(pending);
+                Ok(())
+            }
             Err(error) => {
-                self.observer.bytes(-(flight.sent.load(Ordering::Relaxed) as i64));
+                self.observer.bytes(-sent);
                 self.failed(flight, &error)
             }
         }
     }
 
+    fn remember_error(&mut self, job: JobId, path: &std::path::Path, error: &str) {
+        self.recent_errors.push_front(RecentError {
+            at: Timestamp::now(),
+            job,
+            path: path.display().to_string(),
+            error: error.to_owned(),
+        });
+        self.recent_errors.truncate(RECENT_ERRORS);
+    }
+
     fn failed(&mut self, flight: Flight, error: &DestinationError) -> Result<(), CatalogError> {
         let Flight { running, mut pending, .. } = flight;
         let path = pending.path();
+        self.remember_error(running.id, &path, &error.message);
         let now = Timestamp::now();
         if !error.retryable() {
             tracing::warn!(path = %path.display(), "upload failed: {error}");
             self.catalog.apply(&running, &running.fail(error.message.clone())?, now)?;
+            self.report.failed += 1;
             self.observer.job_done();
             return Ok(());
         }
@@ -363,9 +566,11 @@ impl Run<'_> {
         *tries += 1;
         let tries = *tries;
         let failures = running.attempts + 1;
-        let budget_left = self.retry.max_attempts == 0 || failures < self.retry.max_attempts;
-        let delay = error.retry_after.unwrap_or_else(|| self.retry.in_run.delay(tries, jitter()));
-        if tries < self.retry.attempts_per_run && budget_left && delay <= self.retry.in_run.cap {
+        let retry = self.settings.retry;
+        let budget_left = retry.max_attempts == 0 || failures < retry.max_attempts;
+        let quick = self.settings.mode == Mode::OneShot && tries < retry.attempts_per_run && budget_left;
+        let delay = error.retry_after.unwrap_or_else(|| retry.in_run.delay(tries, jitter()));
+        if quick && delay <= retry.in_run.cap {
             tracing::warn!(path = %path.display(), "upload failed, retrying in {}: {error}", humantime::format_duration(round(delay)));
             let waiting = running.defer(error.message.clone(), now.after(delay))?;
             self.catalog.apply(&running, &waiting, now)?;
@@ -374,34 +579,69 @@ impl Run<'_> {
             self.sleeping.push((Instant::now() + delay, pending));
             return Ok(());
         }
-        let decision =
-            decide_retry(now, self.retry.backoff, failures, self.retry.max_attempts, error.retry_after, jitter());
-        match decision {
+        self.tries.remove(&running.id);
+        match decide_retry(now, retry.backoff, failures, retry.max_attempts, error.retry_after, jitter()) {
             RetryDecision::RetryAt(at) => {
                 tracing::warn!(path = %path.display(), "upload failed; next attempt at {}: {error}", at.to_rfc3339());
                 self.catalog.apply(&running, &running.defer(error.message.clone(), at)?, now)?;
-                let breaker = self.breakers.entry(running.destination_id).or_default();
-                breaker.consecutive += 1;
-                if breaker.consecutive >= BREAKER_THRESHOLD && breaker.open.is_none() {
-                    tracing::warn!(
-                        "{BREAKER_THRESHOLD} uploads in a row failed; sending no more to this destination in this run"
-                    );
-                    breaker.open = Some(format!("{BREAKER_THRESHOLD} uploads in a row failed; last error: {error}"));
-                }
+                self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
+                self.trip(running.destination_id, error);
             }
             RetryDecision::GiveUp => {
                 let message = format!("{error} (gave up after {failures} attempts)");
                 tracing::warn!(path = %path.display(), "upload failed for good: {message}");
                 self.catalog.apply(&running, &running.fail(message)?, now)?;
+                self.report.failed += 1;
             }
         }
         self.observer.job_done();
         Ok(())
     }
 
-    /// Moves in-run retries whose delay has passed back to the queue.
-    fn wake_due(&mut self) -> Result<(), CatalogError> {
+    /// Counts a job that exhausted its retries; enough in a row hold the destination.
+    fn trip(&mut self, destination: DestinationId, error: &DestinationError) {
+        let consecutive = {
+            let breaker = self.breakers.entry(destination).or_default();
+            breaker.consecutive += 1;
+            breaker.consecutive
+        };
+        if consecutive >= BREAKER_THRESHOLD {
+            let until = self.cooldown(consecutive);
+            let name = self.targets.get(&destination).map_or("?", |t| t.name.as_str());
+            tracing::warn!(destination = name, "{consecutive} uploads in a row failed; holding this destination");
+            let reason = format!("{consecutive} uploads in a row failed; last error: {error}");
+            if let Some(breaker) = self.breakers.get_mut(&destination) {
+                breaker.open = Some((reason, until));
+            }
+        }
+    }
+
+    /// How long a failing destination rests: the rest of a one-shot run, or
+    /// the backoff for that many failures in the daemon.
+    fn cooldown(&self, failures: u32) -> Option<Instant> {
+        match self.settings.mode {
+            Mode::OneShot => None,
+            Mode::Service => Some(Instant::now() + self.settings.retry.backoff.ceiling(failures)),
+        }
+    }
+
+    /// The earliest timer: an in-run retry, a retry-wait job coming due, a
+    /// pause ending, or a destination's cool-down ending.
+    fn next_wake(&self) -> Option<Instant> {
+        let now_wall = Timestamp::now();
         let now = Instant::now();
+        let retry = match self.settings.mode {
+            Mode::Service => self.next_retry.map(|at| now + now_wall.until(at)),
+            Mode::OneShot => None,
+        };
+        let pause = self.paused.and_then(|(_, deadline)| deadline);
+        let cooldowns = self.breakers.values().filter_map(|b| b.open.as_ref().and_then(|(_, until)| *until));
+        self.sleeping.iter().map(|(at, _)| *at).chain(retry).chain(pause).chain(cooldowns).min()
+    }
+
+    fn on_timer(&mut self) -> Result<(), CatalogError> {
+        let now = Instant::now();
+        // In-run retries whose delay has passed go back to the queue.
         let (due, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.sleeping).into_iter().partition(|(at, _)| *at <= now);
         self.sleeping = later;
@@ -411,18 +651,170 @@ impl Run<'_> {
             pending.job = queued;
             self.queue.push_front(pending);
         }
+        if let Some((_, Some(deadline))) = self.paused
+            && deadline <= now
+        {
+            tracing::info!("pause ended");
+            self.paused = None;
+        }
+        for breaker in self.breakers.values_mut() {
+            if matches!(breaker.open, Some((_, Some(until))) if until <= now) {
+                // Half-open: the next job tries the destination again.
+                breaker.open = None;
+            }
+        }
+        if self.settings.mode == Mode::Service && self.next_retry.is_some_and(|at| at <= Timestamp::now()) {
+            self.catalog.requeue_due(Timestamp::now())?;
+            self.reload()?;
+        }
         Ok(())
     }
 
-    /// Shutdown: every running job goes back to `queued`, uncharged.
-    fn interrupt_all(&mut self) -> Result<(), CatalogError> {
+    fn handle(&mut self, command: Command) -> Result<(), CatalogError> {
+        match command {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status()?);
+            }
+            Command::Pause { until, reply } => {
+                let deadline = until.map(|at| Instant::now() + Timestamp::now().until(at));
+                self.paused = Some((Pause { until }, deadline));
+                for flight in self.flights.values() {
+                    flight.cancel.store(true, Ordering::Relaxed);
+                }
+                tracing::info!(until = ?until.map(Timestamp::to_rfc3339), "paused");
+                let _ = reply.send(());
+            }
+            Command::Resume(reply) => {
+                self.paused = None;
+                tracing::info!("resumed");
+                let _ = reply.send(());
+            }
+            Command::Retry { jobs, reply } => {
+                let busy: HashSet<JobId> = self.sleeping.iter().map(|(_, p)| p.job.id).collect();
+                let jobs: Vec<JobId> = jobs.into_iter().filter(|id| !busy.contains(id)).collect();
+                match self.catalog.requeue(&jobs, Timestamp::now()) {
+                    Ok(results) => {
+                        // Requeued jobs start fresh: clear cool-downs so they are tried now.
+                        self.breakers.clear();
+                        self.reload()?;
+                        let _ = reply.send(Ok(results));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Command::WaitIdle(reply) => self.idle_waiters.push(reply),
+        }
+        Ok(())
+    }
+
+    /// Whether nothing is left to do now: no upload running or waiting for an
+    /// in-run retry, and every queued job is held (or the user paused).
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+            && self.sleeping.is_empty()
+            && (self.paused.is_some() || self.queue.iter().all(|p| self.is_held(p.job.destination_id)))
+    }
+
+    fn answer_idle_waiters(&mut self) {
+        if self.idle_waiters.is_empty() || !self.is_idle() {
+            return;
+        }
+        let mut report = self.report.clone();
+        report.holds = self.holds();
+        for waiter in self.idle_waiters.drain(..) {
+            let _ = waiter.send(report.clone());
+        }
+    }
+
+    fn holds(&self) -> Vec<Hold> {
+        let mut holds: BTreeMap<&str, Hold> = BTreeMap::new();
+        let stale = self.stale.iter().map(|p| (p, "files changed after the scan; the next scan picks them up"));
+        let held = self.queue.iter().filter_map(|p| {
+            let breaker = self.breakers.get(&p.job.destination_id)?;
+            breaker.open.as_ref().map(|(reason, _)| (p, reason.as_str()))
+        });
+        for (pending, reason) in held.chain(stale) {
+            let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
+            holds
+                .entry(name)
+                .or_insert_with(|| Hold { destination: name.to_owned(), reason: reason.to_owned(), jobs: 0 })
+                .jobs += 1;
+        }
+        holds.into_values().collect()
+    }
+
+    fn status(&self) -> Result<SchedulerStatus, CatalogError> {
+        let counts: StateCounts = self.catalog.counts()?;
+        let mut uploads: Vec<UploadStatus> = self
+            .flights
+            .values()
+            .map(|f| {
+                let done = f.sent.load(Ordering::Relaxed);
+                let elapsed = f.started.elapsed().as_secs_f64();
+                let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+                let left = f.pending.stat.size.saturating_sub(done) as f64;
+                UploadStatus {
+                    job: f.running.id,
+                    path: f.pending.path().display().to_string(),
+                    destination: self
+                        .targets
+                        .get(&f.running.destination_id)
+                        .map_or_else(String::new, |t| t.name.clone()),
+                    bytes_done: done,
+                    bytes_total: f.pending.stat.size,
+                    rate,
+                    eta_seconds: (rate > 0.0).then(|| left / rate),
+                }
+            })
+            .collect();
+        uploads.sort_by_key(|u| u.job);
+        Ok(SchedulerStatus {
+            paused: self.paused.map(|(pause, _)| pause),
+            uploads,
+            holds: self.holds(),
+            counts: crate::model::StateName::ALL.iter().map(|s| (s.as_str().to_owned(), counts.get(*s))).collect(),
+            next_retry: self.next_retry,
+            recent_errors: self.recent_errors.iter().cloned().collect(),
+            totals: DrainReport { holds: Vec::new(), ..self.report.clone() },
+        })
+    }
+
+    /// Stops every upload at its next chunk boundary (up to a grace period),
+    /// returning their jobs to `queued`, uncharged.
+    async fn shut_down(&mut self) -> Result<(), CatalogError> {
+        for flight in self.flights.values() {
+            flight.cancel.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(joined)) => self.joined(joined)?,
+                Ok(None) | Err(_) => break,
+            }
+        }
         self.tasks.abort_all();
-        for (_, flight) in self.flights.drain() {
-            let queued = flight.running.interrupt(crate::model::WaitingOn::Nothing)?;
+        for (_, flight) in std::mem::take(&mut self.flights) {
+            let queued = flight.running.interrupt(WaitingOn::Nothing)?;
             self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
         }
         self.report.interrupted = true;
         Ok(())
+    }
+}
+
+async fn recv<T>(channel: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match channel.as_mut() {
+        Some(channel) => channel.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Catalog, CatalogError, FileStat, Result};
 use crate::config::DestinationConfig;
@@ -35,7 +35,7 @@ impl PendingJob {
 }
 
 /// One row of `photosync jobs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobView {
     /// Job id.
     pub id: JobId,
@@ -366,6 +366,18 @@ impl Catalog {
             });
         }
         Ok(pending)
+    }
+
+    /// When the earliest job in `retry_wait` at an active destination is due.
+    pub fn next_retry(&self) -> Result<Option<Timestamp>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(j.next_attempt_at) FROM jobs j JOIN destinations d ON d.id = j.destination_id
+                 WHERE j.state = 'retry_wait' AND d.active = 1",
+            )?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))?
+            .map(Timestamp))
     }
 
     /// Whether the asset is what its path holds now (not superseded by a

@@ -30,6 +30,8 @@ pub struct FileStat {
 /// What a flush wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flushed {
+    /// Files recorded (new, changed or merely touched).
+    pub records: u64,
     /// Content versions not seen at their path before.
     pub new_versions: u64,
     /// Jobs created for them.
@@ -155,6 +157,7 @@ impl ScanWriter<'_> {
             )?
             .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
             flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
+            flushed.records += 1;
         }
         Ok(())
     }

@@ -160,6 +160,9 @@ fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -
     let mut out =
         OpenOptions::new().write(true).create(true).truncate(true).open(temp).map_err(|e| write_error(temp, &e))?;
     loop {
+        if request.cancelled() {
+            return Err(DestinationError::interrupted());
+        }
         // `io::copy` between files uses copy_file_range (or a reflink) where the OS can.
         let copied = io::copy(&mut (&mut source).take(CHUNK), &mut out).map_err(|e| copy_error(request, temp, &e))?;
         if copied == 0 {
@@ -267,6 +270,7 @@ mod tests {
             size,
             hash,
             modified: SystemTime::UNIX_EPOCH,
+            cancel: Arc::default(),
         }
     }
 
@@ -332,6 +336,19 @@ mod tests {
         let err = store(&root, &req, &no_progress()).expect_err("mismatch");
         assert!(err.retryable() && err.message.contains("changed"), "{err}");
         assert!(!root.join("sub/a.jpg").exists());
+    }
+
+    #[test]
+    fn a_cancelled_upload_stops_without_publishing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("dest");
+        fs::create_dir(&root).expect("root");
+        let req = request(dir.path(), "a.jpg", b"content");
+        req.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let err = store(&root, &req, &no_progress()).expect_err("cancelled");
+        assert_eq!(err.retry, super::super::Retry::Interrupted);
+        let left = fs::read_dir(root.join("sub")).map_or(0, Iterator::count);
+        assert_eq!(left, 0, "nothing published, no temporary file left");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod folder;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -41,6 +42,18 @@ pub struct UploadRequest {
     pub hash: ContentHash,
     /// Modification time to preserve where the destination can.
     pub modified: SystemTime,
+    /// Set by the scheduler to ask the upload to stop (pause, shutdown). An
+    /// implementation checks it between chunks and returns
+    /// [`DestinationError::interrupted`], keeping whatever progress it can
+    /// resume from.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl UploadRequest {
+    /// Whether the scheduler asked this upload to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
 }
 
 /// A successful upload.
@@ -68,6 +81,9 @@ pub enum Retry {
     Transient,
     /// The request itself cannot succeed (file gone, name invalid, bad credentials).
     Permanent,
+    /// Stopped because the scheduler asked (pause, shutdown): not a failure,
+    /// no attempt is charged.
+    Interrupted,
 }
 
 /// An upload or check that did not succeed.
@@ -91,6 +107,11 @@ impl DestinationError {
     /// A failure a retry cannot fix.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self { retry: Retry::Permanent, message: message.into(), retry_after: None }
+    }
+
+    /// The upload stopped because it was asked to.
+    pub fn interrupted() -> Self {
+        Self { retry: Retry::Interrupted, message: "interrupted".into(), retry_after: None }
     }
 
     /// Whether a retry can help.

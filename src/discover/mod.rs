@@ -55,8 +55,9 @@ pub struct ScanReport {
 
 /// Scans `source`, records what changed, and queues jobs as it goes.
 /// `on_progress` is called after each media file with the running report
-/// and the number of jobs queued since the previous call (so uploads can
-/// start before the scan ends). Setting `stop` ends the scan early.
+/// and the number of catalog records written since the previous call (so
+/// uploads can start before the scan ends). Setting `stop` ends the scan
+/// early.
 pub fn scan_source(
     catalog: &mut Catalog,
     source: &SourceConfig,
@@ -120,13 +121,13 @@ pub fn scan_source(
             on_progress(&report, 0);
             continue;
         }
-        let mut queued = 0;
+        let mut written = 0;
         match read_file(entry.path(), stat) {
             Ok(Some((hash, size))) => {
                 report.media_files += 1;
                 report.read += 1;
                 report.bytes_read += size;
-                queued = report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?);
+                written = report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?);
             }
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -134,23 +135,23 @@ pub fn scan_source(
             }
             Err(e) => report.errors.push(error_at(entry.path(), &format!("cannot read: {e}"))),
         }
-        on_progress(&report, queued);
+        on_progress(&report, written);
     }
-    let mut queued = report.add(writer.finish(Timestamp::now())?);
+    let mut written = report.add(writer.finish(Timestamp::now())?);
     // Files recorded by earlier scans need jobs too when a destination was added.
     let for_new_destinations = catalog.enqueue_current(root_text, Timestamp::now())? as u64;
     report.jobs_queued += for_new_destinations;
-    queued += for_new_destinations;
-    on_progress(&report, queued);
+    written += for_new_destinations;
+    on_progress(&report, written);
     Ok(report)
 }
 
 impl ScanReport {
-    /// Adds a flush to the tally; returns the jobs it queued.
+    /// Adds a flush to the tally; returns the records it wrote.
     fn add(&mut self, flushed: Flushed) -> u64 {
         self.new_versions += flushed.new_versions;
         self.jobs_queued += flushed.jobs_queued;
-        flushed.jobs_queued
+        flushed.records
     }
 }
 
