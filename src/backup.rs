@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, JobFilter, JobView, StateCounts};
@@ -29,7 +30,7 @@ pub trait BackupObserver: RunObserver {
 }
 
 /// Everything a backup run did and left.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupOutcome {
     /// `running` jobs from an interrupted earlier run that were requeued.
     pub recovered: usize,
@@ -108,7 +109,7 @@ fn scan_all(
     let mut catalog = Catalog::open(catalog_path)?;
     let mut reports = Vec::with_capacity(sources.len());
     for source in sources {
-        let report = scan_source(&mut catalog, source, stop, &mut |report, written| {
+        let report = scan_source(&mut catalog, source, None, stop, &mut |report, written| {
             observer.scanning(report);
             if written > 0 {
                 // A full channel already holds a wake-up; one is enough.

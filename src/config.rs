@@ -68,6 +68,12 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     /// Upload slots.
     pub max_concurrent: Option<u32>,
+    /// Where the daemon's control socket lives.
+    pub runtime_dir: Option<String>,
+    /// How long a file must be unchanged before the daemon reads it.
+    pub settle: Option<String>,
+    /// Time between the daemon's full reconcile scans.
+    pub rescan_interval: Option<String>,
     /// Retry tuning.
     pub retry: Option<RawRetry>,
     /// Watched folders.
@@ -131,6 +137,13 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Upload slots.
     pub max_concurrent: usize,
+    /// Configured directory of the control socket, if any (see
+    /// [`crate::ipc::runtime_dir`] for the default).
+    pub runtime_dir: Option<PathBuf>,
+    /// How long a file must be unchanged before the daemon reads it.
+    pub settle: Duration,
+    /// Time between the daemon's full reconcile scans.
+    pub rescan_interval: Duration,
     /// Retry tuning.
     pub retry: RetryConfig,
     /// Watched folders.
@@ -212,6 +225,12 @@ impl DestinationKind {
 /// Default upload slots.
 pub const DEFAULT_MAX_CONCURRENT: usize = 4;
 
+/// Default time a file must be unchanged before the daemon reads it.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
+
+/// Default time between the daemon's full reconcile scans.
+pub const DEFAULT_RESCAN: Duration = Duration::from_hours(3);
+
 impl Config {
     /// The config file to use when none is named: `$XDG_CONFIG_HOME/photosync/config.toml`
     /// (`~/Library/Application Support/photosync/config.toml` on macOS).
@@ -259,6 +278,13 @@ impl Config {
             Some(n) => n as usize,
         };
 
+        let runtime_dir = raw.runtime_dir.as_deref().map(|dir| v.path("runtime_dir", dir)).transpose()?;
+        let settle = match raw.settle.as_deref() {
+            Some("0s" | "0") => Duration::ZERO,
+            other => v.duration("settle", other, DEFAULT_SETTLE)?,
+        };
+        let rescan_interval = v.duration("rescan_interval", raw.rescan_interval.as_deref(), DEFAULT_RESCAN)?;
+
         let retry = v.retry(&raw.retry.unwrap_or(RawRetry {
             base: None,
             cap: None,
@@ -302,7 +328,17 @@ impl Config {
             }
         }
 
-        Ok(Config { file: path.to_owned(), state_dir, max_concurrent, retry, sources, destinations })
+        Ok(Config {
+            file: path.to_owned(),
+            state_dir,
+            max_concurrent,
+            runtime_dir,
+            settle,
+            rescan_interval,
+            retry,
+            sources,
+            destinations,
+        })
     }
 
     /// Where the catalog database lives.
@@ -427,6 +463,12 @@ pub fn starter(source: &Path, destination: &Path) -> String {
 # How many uploads run at once.
 # max_concurrent = {DEFAULT_MAX_CONCURRENT}
 
+# The daemon reads a file once it has been unchanged this long (so a photo
+# still being copied in is never uploaded half-written), and rescans every
+# source this often in case the file watcher missed something.
+# settle = "5s"
+# rescan_interval = "3h"
+
 # [retry]
 # base = "30s"            # backoff after the first failure, doubling each time
 # cap = "5h"              # longest backoff
@@ -491,6 +533,7 @@ mod tests {
             (MINIMAL.replace("state_dir = \"state\"", "max_concurrent = \"four\""), "max_concurrent"),
             (MINIMAL.replace("state_dir = \"state\"", "max_concurrent = 0"), "max_concurrent"),
             (format!("{MINIMAL}\n[retry]\nbase = \"soon\""), "retry.base"),
+            (MINIMAL.replace("state_dir = \"state\"", "settle = \"a bit\""), "settle"),
             (MINIMAL.replace("type = \"folder\"", "type = \"ftp\""), "destination[0].type"),
             (MINIMAL.replace("path = \"/mnt/nas\"", ""), "destination[0].path"),
             (MINIMAL.replace("path = \"/photos\"", "path = \"/p\"\ninclude = [\"[\"]"), "source[0].include"),

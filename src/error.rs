@@ -15,6 +15,9 @@ pub enum Error {
     /// The catalog cannot be opened, is locked by another process, or failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The control socket could not be set up (e.g. a daemon already runs).
+    #[error("{0}")]
+    Socket(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),

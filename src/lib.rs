@@ -19,17 +19,23 @@
 //! - [`scheduler`] runs queued jobs against [`destination`]s, applying the
 //!   pure retry arithmetic of [`policy`].
 //! - [`backup`] is the one-shot pipeline behind `photosync backup`.
+//! - [`daemon`] runs discovery (with the live watcher in [`discover::watch`])
+//!   and the scheduler for `photosync daemon`, controlled over [`ipc`].
 //!
-//! Dependencies point downward: `backup → scheduler → {catalog, discover,
-//! destination, policy, media} → {config, model}`. Only the `photosync`
+//! Dependencies point downward: `daemon → ipc::server → scheduler →
+//! {catalog, discover, destination, policy, media} → {config, model}`, and
+//! `backup` beside `daemon`; the CLI reaches the daemon only through
+//! `ipc::client`. Only the `photosync`
 //! binary's `cli` uses `anyhow`, prints, or chooses exit codes.
 
 pub mod backup;
 pub mod catalog;
 pub mod config;
+pub mod daemon;
 pub mod destination;
 pub mod discover;
 pub mod error;
+pub mod ipc;
 pub mod media;
 pub mod model;
 pub mod policy;

@@ -25,10 +25,18 @@ fn main() {
 
     let code = match cli::run(cli) {
         Ok(exit) => exit,
+        // A reader that went away (`photosync jobs | head`) is not an error.
+        Err(error) if is_broken_pipe(&error) => cli::Exit::Done,
         Err(error) => {
             eprintln!("photosync: {error:#}");
             cli::exit_for(&error)
         }
     };
     std::process::exit(code as i32);
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }

@@ -704,7 +704,11 @@ impl<'c> Scheduler<'c> {
                     }
                 }
             }
-            Command::WaitIdle(reply) => self.idle_waiters.push(reply),
+            Command::WaitIdle(reply) => {
+                // Whatever discovery recorded before the request is part of the wait.
+                self.load_new()?;
+                self.idle_waiters.push(reply);
+            }
         }
         Ok(())
     }
@@ -735,7 +739,9 @@ impl<'c> Scheduler<'c> {
             let breaker = self.breakers.get(&p.job.destination_id)?;
             breaker.open.as_ref().map(|(reason, _)| (p, reason.as_str()))
         });
-        for (pending, reason) in held.chain(stale) {
+        let paused = self.queue.iter().filter(|p| self.paused.is_some() && !self.is_held(p.job.destination_id));
+        let paused = paused.map(|p| (p, "paused by user"));
+        for (pending, reason) in held.chain(stale).chain(paused) {
             let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
             holds
                 .entry(name)

@@ -35,7 +35,7 @@ impl PendingJob {
 }
 
 /// One row of `photosync jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobView {
     /// Job id.
     pub id: JobId,
@@ -73,7 +73,7 @@ pub struct JobFilter {
 }
 
 /// Number of jobs in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts([u64; StateName::ALL.len()]);
 
 impl StateCounts {

@@ -10,10 +10,12 @@ use indicatif::BinaryBytes;
 use serde::Serialize;
 
 use super::Exit;
+use super::control::{ask, unexpected};
 use super::output::{BackupProgress, NoProgress};
 use photosync::backup::{self, BackupObserver, BackupOutcome};
 use photosync::catalog::{Catalog, RunLock};
 use photosync::config::Config;
+use photosync::ipc::protocol::{Request, Response};
 use photosync::model::{JobId, StateName, Timestamp};
 use photosync::scheduler::Hold;
 
@@ -76,6 +78,25 @@ struct Deferral {
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
     let started = Instant::now();
+    // With a daemon running, it owns the catalog: ask it to do the backup.
+    let outcome = match ask(config, &Request::Backup)? {
+        Some(Response::Backup(outcome)) => *outcome,
+        Some(other) => return Err(unexpected(&other)),
+        None => run_here(config, args)?,
+    };
+    let summary = summarize(&outcome, started.elapsed().as_secs_f64());
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+    } else {
+        print_human(&mut out, &summary)?;
+    }
+    Ok(exit_code(&outcome, &summary))
+}
+
+/// Runs the backup in this process.
+fn run_here(config: &Config, args: &Args) -> anyhow::Result<BackupOutcome> {
     let _lock = RunLock::acquire(&config.state_dir)?;
     let mut catalog = Catalog::open(&config.catalog_path())?;
     let progress = (!args.json && std::io::stdout().is_terminal()).then(|| Arc::new(BackupProgress::new()));
@@ -89,16 +110,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
     if let Some(bar) = &progress {
         bar.finish();
     }
-    let outcome = outcome?;
-    let summary = summarize(&outcome, started.elapsed().as_secs_f64());
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer(&mut out, &summary)?;
-        writeln!(out)?;
-    } else {
-        print_human(&mut out, &summary)?;
-    }
-    Ok(exit_code(&outcome, &summary))
+    Ok(outcome?)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -173,8 +185,17 @@ fn summarize(outcome: &BackupOutcome, seconds: f64) -> Summary {
         }
     }
 
+    let settling: u64 = outcome.scans.iter().map(|s| s.settling).sum();
+    if settling > 0 {
+        deferrals.push(Deferral {
+            reason: "files are still changing; they are uploaded once unchanged for `settle`".into(),
+            jobs: settling,
+            destination: None,
+            next_attempt_at: None,
+        });
+    }
     let counts = &outcome.counts;
-    let deferred = counts.get(StateName::Queued) + counts.get(StateName::RetryWait);
+    let deferred = counts.get(StateName::Queued) + counts.get(StateName::RetryWait) + settling;
     let mut summary = Summary {
         discovered: outcome.scans.iter().map(|s| s.media_files).sum(),
         new: outcome.scans.iter().map(|s| s.new_versions).sum(),

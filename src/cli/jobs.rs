@@ -2,10 +2,12 @@
 
 use std::io::Write as _;
 
+use super::control::{ask, unexpected};
 use super::output::{describe_job, truncate_left};
 use super::{Exit, UsageError};
 use photosync::catalog::{Catalog, JobFilter};
 use photosync::config::Config;
+use photosync::ipc::protocol::{Request, Response};
 use photosync::model::StateName;
 
 /// Arguments of `photosync jobs`.
@@ -28,9 +30,14 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
             UsageError(format!("unknown state `{text}`; use one of: {}", known.join(", ")))
         })?),
     };
-    let jobs = match Catalog::open_read_only(&config.catalog_path())? {
-        Some(catalog) => catalog.list(JobFilter { state, active_only: false })?,
-        None => Vec::new(),
+    let jobs = match ask(config, &Request::Jobs { state })? {
+        Some(Response::Jobs { jobs }) => jobs,
+        Some(other) => return Err(unexpected(&other)),
+        // No daemon: read the catalog directly.
+        None => match Catalog::open_read_only(&config.catalog_path())? {
+            Some(catalog) => catalog.list(JobFilter { state, active_only: false })?,
+            None => Vec::new(),
+        },
     };
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -3,10 +3,16 @@
 //! `main` turns what [`run`] returns into the process exit status.
 
 mod backup;
+mod control;
+mod daemon;
 mod init;
 mod jobs;
 mod output;
+mod pause;
+mod resume;
 mod retry;
+mod scan;
+mod status;
 
 use std::path::PathBuf;
 
@@ -14,6 +20,8 @@ use clap::{Parser, Subcommand};
 
 use photosync::catalog::CatalogError;
 use photosync::config::{Config, ConfigError};
+use photosync::ipc::client::ClientError;
+use photosync::ipc::protocol::ErrorCode;
 
 pub use output::log_writer;
 
@@ -26,6 +34,8 @@ pub enum Exit {
     Failed = 1,
     /// Usage or configuration error.
     Usage = 2,
+    /// The daemon is not running or not reachable (control commands).
+    NotRunning = 3,
     /// Work remains for a later run: held by policy, waiting for a retry,
     /// or another process is using the catalog. Nothing failed.
     Deferred = 75,
@@ -38,6 +48,7 @@ Exit codes:
   0    done: everything found is uploaded and acknowledged
   1    some jobs failed permanently or files could not be read (listed in the summary)
   2    usage or configuration error
+  3    the daemon is not running (status, pause, resume, scan)
   75   deferred: work remains for a later run (destination unavailable, retries
        waiting, another photosync using the catalog); nothing failed
   130  interrupted";
@@ -63,9 +74,20 @@ pub struct Cli {
 enum Command {
     /// Write a starter config for one source folder and one destination folder.
     Init(init::Args),
-    /// Scan the sources and upload everything new, then exit (for cron and scripts).
+    /// Scan the sources and upload everything new, then exit (for cron and
+    /// scripts). With a daemon running, asks it to do so and waits.
     Backup(backup::Args),
-    /// List upload jobs from the catalog.
+    /// Run in the foreground: watch the sources and upload as photos arrive.
+    Daemon(daemon::Args),
+    /// Show what the daemon is doing, and why not more.
+    Status(status::Args),
+    /// Pause uploads (in-flight ones stop cleanly and keep their progress).
+    Pause(pause::Args),
+    /// Resume uploads after `pause`.
+    Resume(resume::Args),
+    /// Have the daemon scan every source now.
+    Scan(scan::Args),
+    /// List upload jobs.
     Jobs(jobs::Args),
     /// Queue failed or retry-waiting jobs again, now.
     Retry(retry::Args),
@@ -80,6 +102,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Init(args) => init::run(&config_path, &args),
         Command::Backup(args) => backup::run(&Config::load(&config_path)?, &args),
+        Command::Daemon(args) => daemon::run(&config_path, Config::load(&config_path)?, &args),
+        Command::Status(args) => status::run(&Config::load(&config_path)?, &args),
+        Command::Pause(args) => pause::run(&Config::load(&config_path)?, &args),
+        Command::Resume(args) => resume::run(&Config::load(&config_path)?, &args),
+        Command::Scan(args) => scan::run(&Config::load(&config_path)?, &args),
         Command::Jobs(args) => jobs::run(&Config::load(&config_path)?, &args),
         Command::Retry(args) => retry::run(&Config::load(&config_path)?, &args),
     }
@@ -101,6 +128,11 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
         }
         if let Some(CatalogError::Locked { .. } | CatalogError::Busy) = cause.downcast_ref::<CatalogError>() {
             return Exit::Deferred;
+        }
+        match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::NotRunning(_)) => return Exit::NotRunning,
+            Some(ClientError::Refused(e)) if e.code == ErrorCode::Unavailable => return Exit::Deferred,
+            _ => {}
         }
     }
     Exit::Failed

@@ -9,6 +9,7 @@
 //! watcher here.
 
 mod filter;
+pub mod watch;
 
 use std::fs::File;
 use std::io;
@@ -16,11 +17,12 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use walkdir::WalkDir;
 
-use crate::catalog::{Catalog, CatalogError, FileStat, Flushed};
+use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
 use crate::media::{self, Inspection};
 use crate::model::Timestamp;
@@ -28,7 +30,7 @@ use crate::model::Timestamp;
 pub use filter::is_ignored_name;
 
 /// A file or folder that could not be read during a scan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanError {
     /// The path.
     pub path: String,
@@ -37,7 +39,7 @@ pub struct ScanError {
 }
 
 /// What one scan found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanReport {
     /// Photos and videos present in the source.
     pub media_files: u64,
@@ -51,36 +53,29 @@ pub struct ScanReport {
     pub jobs_queued: u64,
     /// Files and folders that could not be read.
     pub errors: Vec<ScanError>,
+    /// Files modified too recently to read yet (still being written?).
+    pub settling: u64,
+    /// Their paths, for the watcher to follow.
+    #[serde(skip)]
+    pub unsettled: Vec<PathBuf>,
 }
 
 /// Scans `source`, records what changed, and queues jobs as it goes.
 /// `on_progress` is called after each media file with the running report
 /// and the number of catalog records written since the previous call (so
 /// uploads can start before the scan ends). Setting `stop` ends the scan
-/// early.
+/// early. Files modified after `settle_cutoff` are not read: they are listed
+/// in [`ScanReport::unsettled`] for the caller to watch until they settle.
 pub fn scan_source(
     catalog: &mut Catalog,
     source: &SourceConfig,
+    settle_cutoff: Option<SystemTime>,
     stop: &AtomicBool,
     on_progress: &mut dyn FnMut(&ScanReport, u64),
 ) -> Result<ScanReport, CatalogError> {
     let mut report = ScanReport::default();
     let root = &source.path;
-    let Some(root_text) = root.to_str() else {
-        report.errors.push(error_at(root, "the source path is not valid UTF-8"));
-        return Ok(report);
-    };
-    match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            report.errors.push(error_at(root, "the source is not a folder"));
-            return Ok(report);
-        }
-        Err(e) => {
-            report.errors.push(error_at(root, &format!("cannot read the source folder: {e}")));
-            return Ok(report);
-        }
-    }
+    let Some(root_text) = root_text(source, &mut report) else { return Ok(report) };
 
     let mut writer = catalog.scan_writer(root_text);
     let walk = WalkDir::new(root)
@@ -98,14 +93,9 @@ pub fn scan_source(
                 continue;
             }
         };
-        if !entry.file_type().is_file() || is_ignored_name(entry.file_name()) {
+        if !entry.file_type().is_file() || candidate(source, entry.path()).is_none() {
             continue;
         }
-        let Ok(relative) = entry.path().strip_prefix(root) else { continue };
-        if !entry.path().extension().is_some_and(media::is_media_extension) || !source.admits(relative) {
-            continue;
-        }
-        let rel_bytes = relative.as_os_str().as_bytes();
         let metadata = match entry.metadata() {
             Ok(m) => m,
             Err(e) => {
@@ -115,26 +105,7 @@ pub fn scan_source(
                 continue;
             }
         };
-        let stat = stat_of(&metadata);
-        if writer.is_unchanged(rel_bytes, stat)? {
-            report.media_files += 1;
-            on_progress(&report, 0);
-            continue;
-        }
-        let mut written = 0;
-        match read_file(entry.path(), stat) {
-            Ok(Some((hash, size))) => {
-                report.media_files += 1;
-                report.read += 1;
-                report.bytes_read += size;
-                written = report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?);
-            }
-            Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::debug!(path = %entry.path().display(), "file vanished during the scan");
-            }
-            Err(e) => report.errors.push(error_at(entry.path(), &format!("cannot read: {e}"))),
-        }
+        let written = visit(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut report)?;
         on_progress(&report, written);
     }
     let mut written = report.add(writer.finish(Timestamp::now())?);
@@ -144,6 +115,99 @@ pub fn scan_source(
     written += for_new_destinations;
     on_progress(&report, written);
     Ok(report)
+}
+
+/// Records one file of `source` (found by the watcher) if it is a photo or
+/// video that changed, and queues its jobs.
+pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> Result<ScanReport, CatalogError> {
+    let mut report = ScanReport::default();
+    let Some(root_text) = root_text(source, &mut report) else { return Ok(report) };
+    if candidate(source, path).is_none() {
+        return Ok(report);
+    }
+    let metadata = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(report),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => {
+            report.errors.push(error_at(path, &e.to_string()));
+            return Ok(report);
+        }
+    };
+    let mut writer = catalog.scan_writer(root_text);
+    visit(&mut writer, source, path, &metadata, None, &mut report)?;
+    report.add(writer.finish(Timestamp::now())?);
+    Ok(report)
+}
+
+/// The relative path of `path` if it is a backup candidate of `source`: a
+/// media extension, no hidden or junk name on the way, admitted by the
+/// include/exclude rules.
+pub fn candidate<'p>(source: &SourceConfig, path: &'p Path) -> Option<&'p Path> {
+    let relative = path.strip_prefix(&source.path).ok()?;
+    let name = relative.file_name()?;
+    let hidden_dir = relative.parent().is_some_and(|dir| dir.iter().any(filter::is_hidden));
+    let media = path.extension().is_some_and(media::is_media_extension);
+    (media && !hidden_dir && !is_ignored_name(name) && source.admits(relative)).then_some(relative)
+}
+
+fn root_text<'s>(source: &'s SourceConfig, report: &mut ScanReport) -> Option<&'s str> {
+    let root = &source.path;
+    let Some(text) = root.to_str() else {
+        report.errors.push(error_at(root, "the source path is not valid UTF-8"));
+        return None;
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Some(text),
+        Ok(_) => {
+            report.errors.push(error_at(root, "the source is not a folder"));
+            None
+        }
+        Err(e) => {
+            report.errors.push(error_at(root, &format!("cannot read the source folder: {e}")));
+            None
+        }
+    }
+}
+
+/// The per-file step shared by scans and the watcher: skip it if unchanged,
+/// defer it if still settling, else read it once and record it.
+fn visit(
+    writer: &mut ScanWriter<'_>,
+    source: &SourceConfig,
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    settle_cutoff: Option<SystemTime>,
+    report: &mut ScanReport,
+) -> Result<u64, CatalogError> {
+    let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
+    let rel_bytes = relative.as_os_str().as_bytes();
+    let stat = stat_of(metadata);
+    if writer.is_unchanged(rel_bytes, stat)? {
+        report.media_files += 1;
+        return Ok(0);
+    }
+    if let (Some(cutoff), Ok(modified)) = (settle_cutoff, metadata.modified())
+        && modified > cutoff
+    {
+        report.settling += 1;
+        report.unsettled.push(path.to_owned());
+        return Ok(0);
+    }
+    match read_file(path, stat) {
+        Ok(Some((hash, size))) => {
+            report.media_files += 1;
+            report.read += 1;
+            report.bytes_read += size;
+            return Ok(report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?));
+        }
+        Ok(None) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::debug!(path = %path.display(), "file vanished during the scan");
+        }
+        Err(e) => report.errors.push(error_at(path, &format!("cannot read: {e}"))),
+    }
+    Ok(0)
 }
 
 impl ScanReport {

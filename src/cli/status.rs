@@ -1,0 +1,109 @@
+//! `photosync status`: what the daemon is doing, and why not more.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use indicatif::{BinaryBytes, HumanDuration};
+
+use super::Exit;
+use super::control::{require, unexpected};
+use super::output::truncate_left;
+use photosync::config::Config;
+use photosync::ipc::protocol::{DaemonStatus, Request, Response};
+use photosync::model::{StateName, Timestamp};
+
+/// Arguments of `photosync status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the status as one JSON object.
+    #[arg(long, conflicts_with = "watch")]
+    json: bool,
+    /// Refresh every second, like `top` (Ctrl-C to quit).
+    #[arg(long)]
+    watch: bool,
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
+    loop {
+        let status = match require(config, &Request::Status)? {
+            Response::Status(status) => status,
+            other => return Err(unexpected(&other)),
+        };
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &status)?;
+            writeln!(out)?;
+            return Ok(Exit::Done);
+        }
+        if args.watch {
+            // Home the cursor and clear the screen.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        render(&mut out, &status)?;
+        out.flush()?;
+        if !args.watch {
+            return Ok(Exit::Done);
+        }
+        drop(out);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn since(t: Timestamp) -> String {
+    format!("{} ago", HumanDuration(t.until(Timestamp::now())))
+}
+
+fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()> {
+    let up = HumanDuration(s.started_at.until(Timestamp::now()));
+    writeln!(out, "photosync daemon {} (pid {}), up {up}: {}", s.version, s.pid, s.state)?;
+    if let Some(reason) = &s.reason {
+        writeln!(out, "  {reason}")?;
+    }
+    let watching = if s.watching { "watching sources live" } else { "NOT watching live (periodic scans only)" };
+    let scan = match (s.scanning, s.last_scan) {
+        (true, _) => "scanning now".to_owned(),
+        (false, Some(t)) => format!("last full scan {}", since(t)),
+        (false, None) => "no full scan yet".to_owned(),
+    };
+    writeln!(out, "  {watching}; {scan}")?;
+    let sched = &s.scheduler;
+    let count = |state: StateName| sched.counts.get(state.as_str()).copied().unwrap_or(0);
+    writeln!(
+        out,
+        "queue: {} queued, {} running, {} waiting to retry, {} failed, {} done",
+        count(StateName::Queued),
+        count(StateName::Running),
+        count(StateName::RetryWait),
+        count(StateName::Failed),
+        count(StateName::Acknowledged),
+    )?;
+    if let Some(next) = sched.next_retry {
+        writeln!(out, "next retry: in {}", HumanDuration(Timestamp::now().until(next)))?;
+    }
+    if !sched.uploads.is_empty() {
+        writeln!(out, "uploading:")?;
+        for u in &sched.uploads {
+            let eta =
+                u.eta_seconds.map(|s| format!("eta {}", HumanDuration(Duration::from_secs_f64(s)))).unwrap_or_default();
+            writeln!(
+                out,
+                "  {:<44} → {:<10} {:>10} / {:<10} {:>10}/s  {eta}",
+                truncate_left(&u.path, 44),
+                u.destination,
+                BinaryBytes(u.bytes_done).to_string(),
+                BinaryBytes(u.bytes_total).to_string(),
+                BinaryBytes(u.rate as u64).to_string(),
+            )?;
+        }
+    }
+    for hold in &sched.holds {
+        writeln!(out, "holding {} job(s) for {}: {}", hold.jobs, hold.destination, hold.reason)?;
+    }
+    if !sched.recent_errors.is_empty() {
+        writeln!(out, "recent errors:")?;
+        for e in sched.recent_errors.iter().take(5) {
+            writeln!(out, "  {} job {} {}: {}", since(e.at), e.job, truncate_left(&e.path, 40), e.error)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The CLI side of the control socket.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixStream;
+
+use super::framing::{FrameError, read_frame, write_frame};
+use super::protocol::{MAX_REQUEST, MAX_RESPONSE, ProtocolError, Request, Response, VERSION};
+
+/// Why a request did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon listens on the socket.
+    #[error("the photosync daemon is not running (no answer on {0})")]
+    NotRunning(PathBuf),
+    /// The daemon answered with an error.
+    #[error("the daemon refused: {0}")]
+    Refused(#[from] ProtocolError),
+    /// The daemon said something unexpected.
+    #[error("unexpected answer from the daemon: {0}")]
+    Unexpected(String),
+    /// The connection failed.
+    #[error("control socket: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// A connection to the daemon, past the hello.
+pub struct Client {
+    stream: UnixStream,
+    /// The daemon's process id.
+    pub daemon_pid: u32,
+}
+
+impl Client {
+    /// Connects and exchanges hellos.
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let mut stream = match UnixStream::connect(path).await {
+            Ok(stream) => stream,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+                return Err(ClientError::NotRunning(path.to_owned()));
+            }
+            Err(e) => return Err(ClientError::Frame(e.into())),
+        };
+        write_frame(&mut stream, &Request::Hello { version: VERSION }, MAX_REQUEST).await?;
+        match read_frame(&mut stream, MAX_RESPONSE).await? {
+            Response::Hello { pid, .. } => Ok(Client { stream, daemon_pid: pid }),
+            Response::Error(e) => Err(e.into()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends one request and returns the answer; an error answer becomes
+    /// [`ClientError::Refused`].
+    pub async fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        write_frame(&mut self.stream, request, MAX_REQUEST).await?;
+        match read_frame(&mut self.stream, MAX_RESPONSE).await? {
+            Response::Error(e) => Err(e.into()),
+            response => Ok(response),
+        }
+    }
+}
