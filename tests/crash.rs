@@ -7,30 +7,20 @@ use std::time::Duration;
 
 use crate::harness::{Env, assert_same_tree, make_library, tree};
 
-fn count_jobs(env: &Env, state: &str) -> i64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(
-        env.state.join("catalog.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) else {
-        return 0;
-    };
-    conn.query_row("SELECT COUNT(*) FROM jobs WHERE state = ?1", [state], |r| r.get(0)).unwrap_or(0)
-}
-
 fn kill_then_rerun(acknowledged_before_kill: i64) {
     let env = Env::new();
     // Enough data that the run is still going when the kill lands.
     let media = make_library(&env.source, 400, 96_000);
     let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     crate::harness::wait_until(Duration::from_mins(1), "the backup has made progress", || {
-        count_jobs(&env, "acknowledged") >= acknowledged_before_kill && count_jobs(&env, "running") > 0
+        env.count_jobs("acknowledged") >= acknowledged_before_kill && env.count_jobs("running") > 0
     });
     assert!(child.try_wait().expect("try_wait").is_none(), "the backup finished before it could be killed");
     child.kill().expect("kill -9");
     child.wait().expect("reap");
     // A job killed between `succeeded` and `acknowledged` is acknowledged by
     // recovery without another upload, so it counts as done.
-    let done_at_kill = count_jobs(&env, "acknowledged") + count_jobs(&env, "succeeded");
+    let done_at_kill = env.count_jobs("acknowledged") + env.count_jobs("succeeded");
     assert!(done_at_kill < media.len() as i64, "killed mid-run");
 
     let (code, summary) = env.backup();

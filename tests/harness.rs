@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -101,7 +101,12 @@ impl Env {
             }
             None => Command::new(BIN),
         };
-        command.args(args).env("PHOTOSYNC_CONFIG", &self.config).env_remove("RUST_LOG");
+        command
+            .args(args)
+            .env("PHOTOSYNC_CONFIG", &self.config)
+            .env("PHOTOSYNC_RUNTIME_DIR", self.runtime_dir())
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET");
         command
     }
 
@@ -124,6 +129,51 @@ impl Env {
         let code = out.status.code().expect("exit code");
         assert_eq!(summary["exit_code"], code, "summary and exit code agree");
         (code, summary)
+    }
+
+    /// Where this environment's daemon puts its control socket.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir().join("photosync.sock")
+    }
+
+    /// Starts `photosync daemon` and waits until it answers on its socket.
+    pub fn start_daemon(&self) -> TestDaemon {
+        let log = self.dir.path().join(format!("daemon-{}.log", fastrand_suffix()));
+        let child = self
+            .command(["daemon", "-v"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn daemon");
+        let mut daemon = TestDaemon { child: Some(child), log };
+        wait_until(Duration::from_secs(20), "the daemon answers on its socket", || {
+            assert!(daemon.is_running(), "the daemon exited early:\n{}", daemon.log());
+            self.run(["status"]).status.success()
+        });
+        daemon
+    }
+
+    /// Jobs in `state`, 0 while there is no catalog yet.
+    pub fn count_jobs(&self, state: &str) -> i64 {
+        let Ok(conn) = rusqlite::Connection::open_with_flags(
+            self.state.join("catalog.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return 0;
+        };
+        conn.query_row("SELECT COUNT(*) FROM jobs WHERE state = ?1", [state], |r| r.get(0)).unwrap_or(0)
+    }
+
+    /// `photosync status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.run(["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
     /// Opens the catalog read-only.
@@ -258,4 +308,60 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A running `photosync daemon`, killed (-9) if the test drops it running.
+pub struct TestDaemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl TestDaemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (TERM, INT, HUP, KILL).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for it to exit and returns its exit code (None: killed by a signal).
+    pub fn wait(mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the daemon did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

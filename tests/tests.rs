@@ -8,5 +8,6 @@ mod backup;
 mod cli;
 mod compat;
 mod crash;
+mod daemon;
 mod faults;
 mod signals;

@@ -16,13 +16,19 @@ pub enum ClientError {
     NotRunning(PathBuf),
     /// The daemon answered with an error.
     #[error("the daemon refused: {0}")]
-    Refused(#[from] ProtocolError),
+    Refused(ProtocolError),
     /// The daemon said something unexpected.
     #[error("unexpected answer from the daemon: {0}")]
     Unexpected(String),
     /// The connection failed.
     #[error("control socket: {0}")]
     Frame(#[from] FrameError),
+}
+
+impl From<ProtocolError> for ClientError {
+    fn from(e: ProtocolError) -> Self {
+        Self::Refused(e)
+    }
 }
 
 /// A connection to the daemon, past the hello.
@@ -42,8 +48,15 @@ impl Client {
             }
             Err(e) => return Err(ClientError::Frame(e.into())),
         };
-        write_frame(&mut stream, &Request::Hello { version: VERSION }, MAX_REQUEST).await?;
-        match read_frame(&mut stream, MAX_RESPONSE).await? {
+        // A daemon that refuses us (another user) may answer and close before
+        // reading the hello; its answer is still there to read.
+        let sent = write_frame(&mut stream, &Request::Hello { version: VERSION }, MAX_REQUEST).await;
+        let answer = read_frame(&mut stream, MAX_RESPONSE).await;
+        let answer = match (sent, answer) {
+            (_, Ok(answer)) => answer,
+            (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e.into()),
+        };
+        match answer {
             Response::Hello { pid, .. } => Ok(Client { stream, daemon_pid: pid }),
             Response::Error(e) => Err(e.into()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),

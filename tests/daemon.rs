@@ -1,0 +1,289 @@
+//! `photosync daemon` as a real process: live discovery with settle,
+//! control commands over the socket, signals, crash recovery, and a socket
+//! that survives bad clients.
+
+use std::fs::{self, Permissions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Env, assert_same_tree, make_library, stderr, stdout, tree, wait_until, write_photo};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn daemon_env(extra: &str) -> Env {
+    let env = Env::new();
+    env.write_config(&format!("settle = \"300ms\"\n{extra}"));
+    env
+}
+
+fn acknowledged(env: &Env) -> i64 {
+    env.count_jobs("acknowledged")
+}
+
+#[test]
+fn uploads_what_is_there_then_what_arrives() {
+    let env = daemon_env("");
+    let media = make_library(&env.source, 6, 5_000);
+    let _daemon = env.start_daemon();
+    wait_until(PATIENCE, "the existing library is uploaded", || acknowledged(&env) == media.len() as i64);
+    let photo = write_photo(&env.source.join("new/IMG_9000.JPG"), 7_000, 9);
+    wait_until(PATIENCE, "the new photo is uploaded", || acknowledged(&env) == media.len() as i64 + 1);
+    assert_eq!(fs::read(env.dest.join("new/IMG_9000.JPG")).expect("uploaded"), photo);
+}
+
+#[test]
+fn a_file_copied_in_slowly_is_uploaded_once_and_complete() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let path = env.source.join("slow.mp4");
+    let content = crate::harness::noise(400_000, 3);
+    let mut header = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    header.extend(&content);
+    // The copy itself takes time: a chunk every 100 ms for two seconds, far
+    // longer than the 300 ms settle time between the first and last write.
+    let mut file = fs::File::create(&path).expect("create");
+    for chunk in header.chunks(header.len() / 20 + 1) {
+        file.write_all(chunk).expect("write chunk");
+        file.sync_data().expect("flush chunk");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(file);
+    wait_until(PATIENCE, "the finished file is uploaded", || acknowledged(&env) == 1);
+    assert_eq!(fs::read(env.dest.join("slow.mp4")).expect("uploaded"), header);
+    let versions: i64 = env.catalog().query_row("SELECT COUNT(*) FROM assets", [], |r| r.get(0)).expect("count assets");
+    assert_eq!(versions, 1, "no partial version was ever recorded");
+    assert_eq!(tree(&env.dest).len(), 1);
+}
+
+#[test]
+fn pause_holds_new_work_and_resume_releases_it() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let out = env.run(["pause", "--for", "1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    write_photo(&env.source.join("a.jpg"), 3_000, 1);
+    wait_until(PATIENCE, "the photo is discovered and held", || {
+        let status = env.status();
+        status["scheduler"]["holds"].as_array().is_some_and(|h| h.iter().any(|h| h["jobs"] == 1))
+    });
+    let status = env.status();
+    assert_eq!(status["state"], "paused");
+    assert!(status["reason"].as_str().is_some_and(|r| r.starts_with("paused by user until")), "{status}");
+    assert_eq!(env.count_jobs("queued"), 1);
+    assert!(!env.dest.join("a.jpg").exists());
+
+    let out = env.run(["resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(PATIENCE, "the photo is uploaded after resume", || acknowledged(&env) == 1);
+    let attempts: i64 = env.catalog().query_row("SELECT attempts FROM jobs", [], |r| r.get(0)).expect("attempts");
+    assert_eq!(attempts, 0);
+}
+
+#[test]
+fn a_failed_job_is_retried_on_request() {
+    // One attempt only, so the first failure is final.
+    let env = daemon_env("");
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[retry]\n", "[retry]\nmax_attempts = 1\n")).expect("config");
+    // The destination cannot create the folder `DCIM`: a file has that name.
+    fs::write(env.dest.join("DCIM"), b"in the way").expect("blocker");
+    write_photo(&env.source.join("DCIM/IMG_1.JPG"), 2_000, 1);
+    let _daemon = env.start_daemon();
+    wait_until(PATIENCE, "the upload fails", || env.count_jobs("failed") == 1);
+    let failed = env.run(["jobs", "--state", "failed", "--json"]);
+    let jobs: Value = serde_json::from_slice(&failed.stdout).expect("jobs json");
+    assert!(jobs[0]["error"].as_str().is_some_and(|e| e.contains("DCIM")), "{jobs}");
+    let status = env.status();
+    assert!(!status["scheduler"]["recent_errors"].as_array().expect("errors").is_empty(), "{status}");
+
+    fs::remove_file(env.dest.join("DCIM")).expect("remove blocker");
+    let out = env.run(["retry", "--failed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Queued 1 job"), "{}", stdout(&out));
+    wait_until(PATIENCE, "the retried job succeeds", || acknowledged(&env) == 1);
+}
+
+#[test]
+fn status_json_has_a_stable_shape() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let status = env.status();
+    let keys = |v: &Value| v.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&status),
+        ["last_scan", "pid", "reason", "scanning", "scheduler", "started_at", "state", "version", "watching"]
+    );
+    assert_eq!(
+        keys(&status["scheduler"]),
+        ["counts", "holds", "next_retry", "paused", "recent_errors", "totals", "uploads"]
+    );
+    assert_eq!(status["state"], "idle");
+    assert_eq!(status["watching"], true);
+}
+
+#[test]
+fn sigterm_exits_0_and_removes_the_socket() {
+    let env = daemon_env("");
+    let daemon = env.start_daemon();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(PATIENCE), Some(0));
+    assert!(!env.socket().exists());
+    let out = env.run(["status"]);
+    assert_eq!(out.status.code(), Some(3), "no daemon: exit 3");
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    let env = daemon_env("");
+    let daemon = env.start_daemon();
+    let second_dest = env.dir.path().join("dest2");
+    fs::create_dir(&second_dest).expect("dest2");
+    let mut config = fs::read_to_string(&env.config).expect("config");
+    let second = crate::harness::quote(&second_dest);
+    config += &format!("\n[[destination]]\nname = \"second\"\ntype = \"folder\"\npath = {second}\n");
+    fs::write(&env.config, config).expect("write config");
+    write_photo(&env.source.join("a.jpg"), 1_000, 1);
+    daemon.signal("HUP");
+    wait_until(PATIENCE, "the photo reaches the new destination", || second_dest.join("a.jpg").exists());
+    fs::write(&env.config, "not = [valid").expect("break config");
+    daemon.signal("HUP");
+    wait_until(PATIENCE, "the bad reload is reported", || daemon.log().contains("configuration not reloaded"));
+    // The CLI cannot read the broken file either, so ask over the socket directly.
+    wait_until(PATIENCE, "the daemon serves on with the old config", || {
+        UnixStream::connect(env.socket()).is_ok_and(|mut stream| {
+            stream.write_all(&frame(json!({"type": "hello", "version": 1}).to_string().as_bytes())).expect("hello");
+            read_reply(&mut stream);
+            stream.write_all(&frame(br#"{"type":"status"}"#)).expect("status");
+            read_reply(&mut stream)["type"] == "status"
+        })
+    });
+}
+
+#[test]
+fn kill_9_then_restart_recovers_with_nothing_lost_or_doubled() {
+    let env = daemon_env("");
+    let media = make_library(&env.source, 300, 96_000);
+    let mut daemon = env.start_daemon();
+    wait_until(PATIENCE, "uploads are under way", || acknowledged(&env) >= 30 && env.count_jobs("running") > 0);
+    assert!(daemon.is_running());
+    daemon.signal("KILL");
+    assert_eq!(daemon.wait(PATIENCE), None, "killed by the signal");
+    assert!(env.socket().exists(), "a kill -9 leaves a stale socket");
+
+    let _daemon = env.start_daemon();
+    wait_until(PATIENCE, "every file is uploaded", || acknowledged(&env) == media.len() as i64);
+    assert_same_tree(&tree(&env.dest), &media);
+    let verdict: String = env.catalog().query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    assert_eq!(verdict, "ok");
+}
+
+#[test]
+fn a_second_daemon_refuses_to_start() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let out = env.run(["daemon"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("another photosync process"), "{}", stderr(&out));
+    assert!(env.run(["status"]).status.success(), "the first daemon is unaffected");
+}
+
+#[test]
+fn backup_while_the_daemon_runs_goes_through_it() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let media = make_library(&env.source, 5, 2_000);
+    // Let the files settle so the daemon's scan takes them.
+    wait_until(PATIENCE, "the files are older than the settle time", || {
+        media.keys().all(|rel| {
+            fs::metadata(env.source.join(rel))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_millis(400)))
+        })
+    });
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["discovered"], media.len());
+    assert_eq!(summary["deferred"], 0);
+    assert_same_tree(&tree(&env.dest), &media);
+}
+
+/// One length-framed JSON message.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(body.len()).expect("small").to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fn read_reply(stream: &mut UnixStream) -> Value {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).expect("reply length");
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).expect("reply body");
+    serde_json::from_slice(&body).expect("reply JSON")
+}
+
+#[test]
+fn garbage_and_oversized_frames_get_errors_and_the_daemon_keeps_serving() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+
+    let mut stream = UnixStream::connect(env.socket()).expect("connect");
+    stream.write_all(&frame(br#"{"type":"status"}"#)).expect("send");
+    assert_eq!(read_reply(&mut stream)["code"], "version_mismatch", "hello must come first");
+
+    let mut stream = UnixStream::connect(env.socket()).expect("connect");
+    stream.write_all(&frame(json!({"type": "hello", "version": 999}).to_string().as_bytes())).expect("send");
+    assert_eq!(read_reply(&mut stream)["code"], "version_mismatch");
+
+    let mut stream = UnixStream::connect(env.socket()).expect("connect");
+    stream.write_all(&frame(json!({"type": "hello", "version": 1}).to_string().as_bytes())).expect("send");
+    assert_eq!(read_reply(&mut stream)["type"], "hello");
+    stream.write_all(&frame(b"\xff\xfe not json")).expect("send garbage");
+    assert_eq!(read_reply(&mut stream)["code"], "bad_request");
+    stream.write_all(&frame(br#"{"type":"format_disk"}"#)).expect("send unknown");
+    assert_eq!(read_reply(&mut stream)["code"], "bad_request");
+    stream.write_all(&frame(br#"{"type":"status"}"#)).expect("send status");
+    assert_eq!(read_reply(&mut stream)["type"], "status", "the connection survives bad frames");
+    stream.write_all(&u32::MAX.to_be_bytes()).expect("send huge length");
+    assert_eq!(read_reply(&mut stream)["code"], "too_large");
+
+    let mut stream = UnixStream::connect(env.socket()).expect("connect");
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send http");
+    drop(stream);
+
+    assert!(env.run(["status"]).status.success(), "the daemon still serves");
+}
+
+#[test]
+fn a_client_of_another_user_is_refused() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    if !crate::harness::is_root() {
+        eprintln!("skipped: needs root to act as another user (the uid check is also unit-tested)");
+        return;
+    }
+    // Open the way to the socket so only the daemon's own check stands.
+    for path in [env.dir.path().to_path_buf(), env.runtime_dir()] {
+        fs::set_permissions(&path, Permissions::from_mode(0o755)).expect("chmod dir");
+    }
+    fs::set_permissions(env.socket(), Permissions::from_mode(0o666)).expect("chmod socket");
+    fs::set_permissions(&env.config, Permissions::from_mode(0o644)).expect("chmod config");
+    let bin = env.dir.path().join("photosync-for-nobody");
+    fs::copy(crate::harness::BIN, &bin).expect("copy binary");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .arg("status")
+        .env("PHOTOSYNC_CONFIG", &env.config)
+        .env("PHOTOSYNC_RUNTIME_DIR", env.runtime_dir())
+        .output()
+        .expect("run status as nobody");
+    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("belongs to another user"), "{}", stderr(&out));
+    assert!(env.run(["status"]).status.success(), "its owner is still served");
+}
