@@ -143,9 +143,9 @@ fn sighup_reloads_the_config() {
     let daemon = env.start_daemon();
     let second_dest = env.dir.path().join("dest2");
     fs::create_dir(&second_dest).expect("dest2");
-    let mut config = fs::read_to_string(&env.config).expect("config");
+    let config = fs::read_to_string(&env.config).expect("config");
     let second = crate::harness::quote(&second_dest);
-    config += &format!("\n[[destination]]\nname = \"second\"\ntype = \"folder\"\npath = {second}\n");
+    let config = format!("{config}\n[[destination]]\nname = \"second\"\ntype = \"folder\"\npath = {second}\n");
     fs::write(&env.config, config).expect("write config");
     write_photo(&env.source.join("a.jpg"), 1_000, 1);
     daemon.signal("HUP");
