@@ -10,12 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let default_level = match cli.verbose {
-        0 => "warn",
-        1 => "photosync=info,warn",
-        _ => "photosync=debug,info",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cli.default_log_filter()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(cli::log_writer)

@@ -10,4 +10,5 @@ mod compat;
 mod crash;
 mod daemon;
 mod faults;
+mod service;
 mod signals;

@@ -93,6 +93,19 @@ enum Command {
     Retry(retry::Args),
 }
 
+impl Cli {
+    /// The log filter when `RUST_LOG` is not set: warnings for commands, and
+    /// what the daemon does for `daemon` (its log is the service journal).
+    pub fn default_log_filter(&self) -> &'static str {
+        let daemon = matches!(self.command, Command::Daemon(_));
+        match (self.verbose, daemon) {
+            (0, false) => "warn",
+            (0, true) | (1, _) => "photosync=info,warn",
+            _ => "photosync=debug,info",
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let config_path = match cli.config {

@@ -1,0 +1,47 @@
+//! The service files in systemd/ and launchd/ are valid and start the daemon.
+
+use std::fs;
+use std::process::Command;
+
+use crate::harness::{BIN, stderr};
+
+const UNIT: &str = include_str!("../systemd/photosync.service");
+const PLIST: &str = "launchd/com.photosync.daemon.plist";
+
+#[test]
+fn systemd_unit_is_a_notify_service_running_the_daemon() {
+    assert!(UNIT.lines().any(|l| l == "Type=notify"), "the daemon sends READY=1");
+    assert!(UNIT.lines().any(|l| l.starts_with("ExecStart=") && l.ends_with("photosync daemon")));
+    assert!(UNIT.lines().any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"));
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("skipped `systemd-analyze verify`: not installed");
+        return;
+    }
+    // Verify against the binary under test, which exists, instead of ~/.cargo/bin.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = dir.path().join("photosync.service");
+    let text: Vec<String> = UNIT
+        .lines()
+        .map(|l| if l.starts_with("ExecStart=") { format!("ExecStart={BIN} daemon") } else { l.to_owned() })
+        .collect();
+    fs::write(&unit, text.join("\n")).expect("write unit");
+    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze");
+    assert!(out.status.success(), "systemd-analyze verify: {}", stderr(&out));
+}
+
+#[test]
+fn launchd_plist_parses_and_runs_the_daemon() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PLIST);
+    let check = r#"
+import plistlib, sys
+p = plistlib.load(open(sys.argv[1], "rb"))
+assert p["Label"] == "com.photosync.daemon", p
+assert p["ProgramArguments"][1:] == ["daemon"], p
+assert p["KeepAlive"] == {"SuccessfulExit": False}, p
+print("ok")
+"#;
+    match Command::new("python3").args(["-c", check]).arg(&path).output() {
+        Ok(out) => assert!(out.status.success(), "plist check: {}", stderr(&out)),
+        Err(e) => eprintln!("skipped the plist check: no python3 ({e})"),
+    }
+}
