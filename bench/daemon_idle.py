@@ -123,7 +123,7 @@ def main():
         c = s and s["scheduler"]["counts"]
         return bool(c) and c["acknowledged"] == a.files and c["queued"] == 0 and not s["scanning"]
     wait_for("the library is uploaded", done)
-    time.sleep(2)  # let the last settle timers and log writes pass before sampling
+    time.sleep(7)  # past the 5 s settle time of the last files touched, so the window is idle
     cpu0, t0, threads0 = cpu_seconds(daemon.pid), time.monotonic(), thread_cpu(daemon.pid)
     time.sleep(a.idle_seconds)
     cpu1, t1, threads1 = cpu_seconds(daemon.pid), time.monotonic(), thread_cpu(daemon.pid)

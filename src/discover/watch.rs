@@ -221,6 +221,10 @@ impl Worker {
             self.next_rescan = Instant::now();
             return;
         }
+        // Opening and reading a file (our own uploads do) changes nothing.
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
         let created = matches!(event.kind, notify::EventKind::Create(_));
         for path in event.paths {
             match std::fs::metadata(&path) {
