@@ -15,11 +15,10 @@ use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, JobFilter, JobView, StateCounts};
 use crate::config::{Config, SourceConfig};
-use crate::destination;
 use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
-use crate::scheduler::{DrainReport, RunObserver, Target, drain};
+use crate::scheduler::{DrainReport, RunObserver, drain, open_targets};
 
 /// Progress of a whole backup run.
 pub trait BackupObserver: RunObserver {
@@ -60,7 +59,7 @@ pub async fn run(
     if recovered > 0 {
         tracing::info!(recovered, "resumed jobs an earlier run left running");
     }
-    let ids = catalog.sync_destinations(&config.destinations)?;
+    let targets = open_targets(catalog, &config.destinations)?;
     catalog.requeue_due(now)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -71,12 +70,6 @@ pub async fn run(
         tokio::task::spawn_blocking(move || scan_all(&sources, &path, &stop, observer.as_ref(), &found))
     };
 
-    let targets: Vec<Target> = config
-        .destinations
-        .iter()
-        .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d) })
-        .collect();
     let run_observer: Arc<dyn RunObserver> = observer.clone();
     let drained =
         drain(catalog, &targets, config.retry, config.max_concurrent, run_observer, Some(discovery), shutdown).await;

@@ -19,14 +19,13 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 use crate::backup::BackupOutcome;
 use crate::catalog::{Catalog, JobFilter, RunLock};
 use crate::config::Config;
-use crate::destination;
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
 use crate::ipc::protocol::{DaemonStatus, ErrorCode, ProtocolError, Request, Response};
 use crate::ipc::server::{self, Handler};
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::{JobId, StateName, Timestamp};
-use crate::scheduler::{Command, DrainReport, Mode, Scheduler, SchedulerStatus, Settings, Silent, Target};
+use crate::scheduler::{Command, DrainReport, Mode, Scheduler, SchedulerStatus, Settings, Silent, open_targets};
 
 /// Runs the daemon until `shutdown` completes. Each message on `reload`
 /// re-reads the config from `config_path`. `ready` is called once the socket
@@ -97,13 +96,7 @@ async fn serve_config(
     service: &Service,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let ids = catalog.sync_destinations(&config.destinations)?;
-    let targets: Vec<Target> = config
-        .destinations
-        .iter()
-        .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d) })
-        .collect();
+    let targets = open_targets(catalog, &config.destinations)?;
     let (found, discovered) = mpsc::channel(1);
     let settings = WatchSettings { settle: config.settle, rescan_interval: config.rescan_interval };
     let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found)?);

@@ -31,8 +31,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::catalog::{Catalog, CatalogError, PendingJob, StateCounts};
-use crate::config::RetryConfig;
-use crate::destination::{Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded};
+use crate::config::{DestinationConfig, RetryConfig};
+use crate::destination::{self, Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded};
 use crate::discover::stat_of;
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{RetryDecision, decide_retry};
@@ -56,6 +56,16 @@ pub struct Target {
     pub name: String,
     /// The implementation.
     pub destination: Arc<dyn Destination>,
+}
+
+/// Records the configured destinations in the catalog and opens each one.
+pub fn open_targets(catalog: &mut Catalog, destinations: &[DestinationConfig]) -> Result<Vec<Target>, CatalogError> {
+    let ids = catalog.sync_destinations(destinations)?;
+    Ok(destinations
+        .iter()
+        .zip(ids)
+        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d) })
+        .collect())
 }
 
 /// How the scheduler treats failures and when it stops.
