@@ -121,11 +121,33 @@ pub struct RawSource {
 pub struct RawDestination {
     /// A label unique among destinations.
     pub name: String,
-    /// `folder` (more types come later).
+    /// `folder` or `s3`.
     #[serde(rename = "type")]
     pub kind: String,
     /// For `folder`: the target folder.
     pub path: Option<String>,
+    /// For `s3`: the service URL, e.g. `https://s3.eu-west-1.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// For `s3`: the signing region (default `us-east-1`).
+    pub region: Option<String>,
+    /// For `s3`: the bucket.
+    pub bucket: Option<String>,
+    /// For `s3`: a key prefix, e.g. `photos/`.
+    pub prefix: Option<String>,
+    /// For `s3`: path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted.
+    pub path_style: Option<bool>,
+    /// For `s3`: name of the environment variable holding the access key id.
+    pub access_key_id_env: Option<String>,
+    /// For `s3`: name of the environment variable holding the secret key.
+    pub secret_access_key_env: Option<String>,
+    /// For `s3`: an AWS-style credentials file.
+    pub credentials_file: Option<String>,
+    /// For `s3`: the profile in that file (default `default`).
+    pub profile: Option<String>,
+    /// For `s3`: files at least this large use multipart upload (default 64 MiB).
+    pub multipart_threshold: Option<String>,
+    /// For `s3`: multipart part size (default 16 MiB, at least 5 MiB).
+    pub part_size: Option<String>,
 }
 
 /// Validated configuration.
@@ -203,21 +225,70 @@ pub enum DestinationKind {
         /// Absolute path of the folder.
         path: PathBuf,
     },
+    /// S3-compatible object storage.
+    S3(Box<S3Config>),
 }
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// Service URL (`http` allowed for local servers).
+    pub endpoint: url::Url,
+    /// Signing region.
+    pub region: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix, empty or ending in `/`.
+    pub prefix: String,
+    /// Path-style addressing.
+    pub path_style: bool,
+    /// Access keys (redacted in `Debug`).
+    pub credentials: S3Credentials,
+    /// Files at least this large use multipart upload.
+    pub multipart_threshold: u64,
+    /// Multipart part size.
+    pub part_size: u64,
+}
+
+/// S3 access keys. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Smallest part S3 accepts (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
 impl DestinationKind {
     /// The `type` spelling.
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Folder { .. } => "folder",
+            Self::S3(_) => "s3",
         }
     }
 
-    /// What identifies the physical target (a folder path, later a bucket
-    /// URL): a destination whose location changes is a new destination.
+    /// What identifies the physical target (a folder path, a bucket URL and
+    /// prefix): a destination whose location changes is a new destination.
     pub fn location(&self) -> String {
         match self {
             Self::Folder { path } => path.display().to_string(),
+            Self::S3(s3) => format!("{}#{}/{}", s3.endpoint, s3.bucket, s3.prefix),
         }
     }
 }
@@ -305,7 +376,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut destinations = Vec::new();
         for (i, d) in raw.destination.into_iter().enumerate() {
-            let dest = v.destination(i, d)?;
+            let dest = v.destination(i, &d)?;
             if !names.insert(dest.name.clone()) {
                 return Err(v.error(&format!("destination[{i}].name"), &format!("`{}` is used twice", dest.name)));
             }
@@ -313,7 +384,7 @@ impl Config {
         }
 
         for (d, dest) in destinations.iter().enumerate() {
-            let DestinationKind::Folder { path: dest_path } = &dest.kind;
+            let DestinationKind::Folder { path: dest_path } = &dest.kind else { continue };
             if let Some(s) =
                 sources.iter().position(|s| dest_path.starts_with(&s.path) || s.path.starts_with(dest_path))
             {
@@ -429,7 +500,107 @@ impl Validator<'_> {
         builder.build().map_err(|e| self.error(key, &e.to_string()))
     }
 
-    fn destination(&self, i: usize, raw: RawDestination) -> Result<DestinationConfig, ConfigError> {
+    fn size(&self, key: &str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
+        let Some(text) = value else { return Ok(default) };
+        parse_size(text).ok_or_else(|| self.error(key, &format!("`{text}` is not a size like \"16MiB\" or \"8MB\"")))
+    }
+
+    fn s3(&self, i: usize, raw: &RawDestination) -> Result<S3Config, ConfigError> {
+        let key = |name: &str| format!("destination[{i}].{name}");
+        let required = |value: &Option<String>, name: &str| {
+            value.clone().filter(|v| !v.is_empty()).ok_or_else(|| self.error(&key(name), "required for type = \"s3\""))
+        };
+        let endpoint_text = required(&raw.endpoint, "endpoint")?;
+        let endpoint = url::Url::parse(&endpoint_text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| self.error(&key("endpoint"), &format!("`{endpoint_text}` is not an http(s) URL")))?;
+        let bucket = required(&raw.bucket, "bucket")?;
+        let mut prefix = raw.prefix.clone().unwrap_or_default().trim_start_matches('/').to_owned();
+        if prefix.split('/').any(|c| c == ".." || c == ".") || prefix.chars().any(char::is_control) {
+            return Err(self.error(&key("prefix"), "must not contain `.`/`..` segments or control characters"));
+        }
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let multipart_threshold =
+            self.size(&key("multipart_threshold"), raw.multipart_threshold.as_deref(), 64 << 20)?;
+        let part_size = self.size(&key("part_size"), raw.part_size.as_deref(), 16 << 20)?;
+        if part_size < MIN_PART_SIZE {
+            return Err(self.error(&key("part_size"), "must be at least 5 MiB (the S3 minimum)"));
+        }
+        Ok(S3Config {
+            endpoint,
+            region: raw.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            bucket,
+            prefix,
+            path_style: raw.path_style.unwrap_or(false),
+            credentials: self.s3_credentials(i, raw)?,
+            multipart_threshold: multipart_threshold.max(MIN_PART_SIZE),
+            part_size,
+        })
+    }
+
+    /// Keys from the named environment variables, else the standard AWS
+    /// ones, else a credentials file (AWS profile format).
+    fn s3_credentials(&self, i: usize, raw: &RawDestination) -> Result<S3Credentials, ConfigError> {
+        let key = |name: &str| format!("destination[{i}].{name}");
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match (&raw.access_key_id_env, &raw.secret_access_key_env) {
+            (Some(id_var), Some(secret_var)) => {
+                let missing =
+                    |k: &str, var: &str| self.error(&key(k), &format!("environment variable {var} is not set"));
+                return Ok(S3Credentials {
+                    access_key_id: env(id_var).ok_or_else(|| missing("access_key_id_env", id_var))?,
+                    secret_access_key: env(secret_var).ok_or_else(|| missing("secret_access_key_env", secret_var))?,
+                    session_token: None,
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    self.error(&key("access_key_id_env"), "access_key_id_env and secret_access_key_env go together")
+                );
+            }
+            (None, None) => {}
+        }
+        if raw.credentials_file.is_none()
+            && let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        {
+            return Ok(S3Credentials {
+                access_key_id: id,
+                secret_access_key: secret,
+                session_token: env("AWS_SESSION_TOKEN"),
+            });
+        }
+        let file = match &raw.credentials_file {
+            Some(f) => self.path(&key("credentials_file"), f)?,
+            None => env("AWS_SHARED_CREDENTIALS_FILE")
+                .map(PathBuf::from)
+                .or_else(|| directories::BaseDirs::new().map(|d| d.home_dir().join(".aws/credentials")))
+                .ok_or_else(|| self.error(&key("credentials_file"), "no credentials configured"))?,
+        };
+        let profile = raw.profile.clone().or_else(|| env("AWS_PROFILE")).unwrap_or_else(|| "default".into());
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            self.error(
+                &key("credentials_file"),
+                &format!(
+                    "no credentials: set access_key_id_env/secret_access_key_env, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+                     or a credentials file ({}: {e})",
+                    file.display()
+                ),
+            )
+        })?;
+        let values = ini_section(&text, &profile);
+        let get = |name: &str| values.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let missing = || self.error(&key("profile"), &format!("profile [{profile}] in {} lacks keys", file.display()));
+        Ok(S3Credentials {
+            access_key_id: get("aws_access_key_id").ok_or_else(missing)?,
+            secret_access_key: get("aws_secret_access_key").ok_or_else(missing)?,
+            session_token: get("aws_session_token"),
+        })
+    }
+
+    fn destination(&self, i: usize, raw: &RawDestination) -> Result<DestinationConfig, ConfigError> {
         let name = raw.name.trim().to_owned();
         if name.is_empty() || name.chars().any(char::is_control) {
             return Err(self.error(&format!("destination[{i}].name"), "must be a non-empty printable label"));
@@ -437,18 +608,59 @@ impl Validator<'_> {
         let kind = match raw.kind.as_str() {
             "folder" => {
                 let key = format!("destination[{i}].path");
-                let path = raw.path.ok_or_else(|| self.error(&key, "required for type = \"folder\""))?;
+                let path = raw.path.clone().ok_or_else(|| self.error(&key, "required for type = \"folder\""))?;
                 DestinationKind::Folder { path: self.path(&key, &path)? }
             }
+            "s3" => DestinationKind::S3(Box::new(self.s3(i, raw)?)),
             other => {
                 return Err(self.error(
                     &format!("destination[{i}].type"),
-                    &format!("unknown type `{other}`; supported: \"folder\""),
+                    &format!("unknown type `{other}`; supported: \"folder\", \"s3\""),
                 ));
             }
         };
         Ok(DestinationConfig { name, kind })
     }
+}
+
+/// Parses sizes like `16MiB`, `8MB`, `5242880`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// The `key = value` pairs of `[section]` in an INI file (AWS credentials
+/// format; `[profile name]` is accepted too).
+fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
+    let mut current = None::<String>;
+    let mut values = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            current = Some(name.strip_prefix("profile ").unwrap_or(name).trim().to_owned());
+        } else if current.as_deref() == Some(section)
+            && let Some((k, v)) = line.split_once('=')
+        {
+            values.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    values
 }
 
 /// The commented starter file `photosync init` writes.
@@ -556,6 +768,49 @@ mod tests {
         let config = parse(&text.replace("# state_dir", "state_dir")).expect("starter parses");
         assert_eq!(config.sources[0].path, Path::new("/home/me/Pictures"));
         assert_eq!(config.destinations[0].kind.location(), "/mnt/nas/\"quoted\"");
+    }
+
+    #[test]
+    fn s3_destination_with_credentials_from_a_profile_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let creds = dir.path().join("credentials");
+        std::fs::write(&creds, "[default]\naws_access_key_id = A\naws_secret_access_key = S\n[profile nas]\naws_access_key_id = B\naws_secret_access_key = T\n")
+            .expect("write");
+        let text = format!(
+            "[[source]]\npath = \"/p\"\n[[destination]]\nname = \"b2\"\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\n\
+             bucket = \"photos\"\nprefix = \"me\"\npath_style = true\ncredentials_file = {:?}\nprofile = \"nas\"\npart_size = \"8MiB\"\n",
+            creds.display().to_string()
+        );
+        let config = parse(&text).expect("valid");
+        let DestinationKind::S3(s3) = &config.destinations[0].kind else { panic!("not s3") };
+        assert_eq!(s3.prefix, "me/");
+        assert_eq!(s3.part_size, 8 << 20);
+        assert_eq!(s3.credentials.access_key_id, "B");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("\"T\""), "secrets are redacted: {debug}");
+        for (bad, key) in [
+            (text.replace("part_size = \"8MiB\"", "part_size = \"1MiB\""), "part_size"),
+            (text.replace("http://127.0.0.1:9000", "ftp://x"), "endpoint"),
+            (text.replace("bucket = \"photos\"\n", ""), "bucket"),
+            (text.replace("prefix = \"me\"", "prefix = \"../up\""), "prefix"),
+            (text.replace("profile = \"nas\"", "profile = \"none\""), "profile"),
+        ] {
+            let message = parse(&bad).expect_err(key).to_string();
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, bytes) in [
+            ("16MiB", Some(16 << 20)),
+            ("8MB", Some(8_000_000)),
+            ("42", Some(42)),
+            ("1 GiB", Some(1 << 30)),
+            ("x", None),
+        ] {
+            assert_eq!(parse_size(text), bytes, "{text}");
+        }
     }
 
     #[test]

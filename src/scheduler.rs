@@ -61,10 +61,11 @@ pub struct Target {
 /// Records the configured destinations in the catalog and opens each one.
 pub fn open_targets(catalog: &mut Catalog, destinations: &[DestinationConfig]) -> Result<Vec<Target>, CatalogError> {
     let ids = catalog.sync_destinations(destinations)?;
+    let parts: Arc<dyn destination::PartStore> = Arc::new(catalog.upload_log()?);
     Ok(destinations
         .iter()
         .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d) })
+        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d, &parts) })
         .collect())
 }
 
@@ -276,6 +277,8 @@ pub struct Scheduler<'c> {
     busy: HashSet<(DestinationId, ContentHash)>,
     tries: HashMap<JobId, u32>,
     breakers: HashMap<DestinationId, Breaker>,
+    /// Destinations whose check failed permanently: their jobs fail at once.
+    broken: HashMap<DestinationId, String>,
     paused: Option<(Pause, Option<Instant>)>,
     next_retry: Option<Timestamp>,
     idle_waiters: Vec<oneshot::Sender<DrainReport>>,
@@ -307,6 +310,7 @@ impl<'c> Scheduler<'c> {
             busy: HashSet::new(),
             tries: HashMap::new(),
             breakers: HashMap::new(),
+            broken: HashMap::new(),
             paused: None,
             next_retry: None,
             idle_waiters: Vec::new(),
@@ -330,11 +334,19 @@ impl<'c> Scheduler<'c> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), CatalogError> {
         for target in self.targets.values() {
-            if let Err(e) = target.destination.check().await {
-                tracing::warn!(destination = %target.name, "destination unavailable: {e}");
-                let until = self.cooldown(BREAKER_THRESHOLD);
-                self.breakers
-                    .insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open: Some((e.message, until)) });
+            match target.destination.check().await {
+                Ok(()) => {}
+                // Bad credentials, a missing bucket: every job would fail the same way.
+                Err(e) if e.retry == Retry::Permanent => {
+                    tracing::error!(destination = %target.name, "destination unusable: {e}");
+                    self.broken.insert(target.id, e.message);
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %target.name, "destination unavailable: {e}");
+                    let until = self.cooldown(BREAKER_THRESHOLD);
+                    let open = Some((e.message, until));
+                    self.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open });
+                }
             }
         }
         self.reload()?;
@@ -459,6 +471,12 @@ impl<'c> Scheduler<'c> {
         let destination = Arc::clone(&target.destination);
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
+        if let Some(reason) = self.broken.get(&destination_id) {
+            self.catalog.apply(&running, &running.fail(reason.clone())?, now)?;
+            self.report.failed += 1;
+            self.observer.job_done();
+            return Ok(());
+        }
         let sent = Arc::new(AtomicU64::new(0));
         let cancel = Arc::new(AtomicBool::new(false));
         let progress: ProgressFn = {

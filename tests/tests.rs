@@ -10,5 +10,6 @@ mod compat;
 mod crash;
 mod daemon;
 mod faults;
+mod s3;
 mod service;
 mod signals;

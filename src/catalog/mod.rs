@@ -16,6 +16,7 @@
 mod jobs;
 mod scan;
 mod schema;
+mod uploads;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
@@ -28,6 +29,7 @@ use crate::model::{JobId, TransitionError};
 
 pub use jobs::{JobFilter, JobView, PendingJob, StateCounts};
 pub use scan::{FileStat, Flushed, ScanWriter};
+pub use uploads::UploadLog;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,6 +95,7 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 /// An open catalog.
 pub struct Catalog {
     conn: Connection,
+    path: PathBuf,
 }
 
 impl Catalog {
@@ -105,7 +108,7 @@ impl Catalog {
             std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
         }
         let conn = Connection::open(path).map_err(|e| open_error(Box::new(e)))?;
-        Self::configure(conn).map_err(|e| match e {
+        Self::configure(conn, path).map_err(|e| match e {
             CatalogError::Sqlite(inner) => open_error(Box::new(inner)),
             other => other,
         })
@@ -125,16 +128,21 @@ impl Catalog {
         if version > schema::LATEST {
             return Err(CatalogError::TooNew { found: version, supported: schema::LATEST });
         }
-        Ok(Some(Catalog { conn }))
+        Ok(Some(Catalog { conn, path: path.to_owned() }))
     }
 
-    fn configure(mut conn: Connection) -> Result<Catalog> {
+    fn configure(mut conn: Connection, path: &Path) -> Result<Catalog> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
-        Ok(Catalog { conn })
+        Ok(Catalog { conn, path: path.to_owned() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Runs `SQLite`'s own consistency check; `Ok(())` when it says "ok".

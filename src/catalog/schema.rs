@@ -68,6 +68,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_state ON jobs (state, destination_id);
     CREATE INDEX jobs_by_receipt ON jobs (destination_id, receipt_sha256) WHERE receipt_sha256 IS NOT NULL;
     ",
+    // 2: resumable multipart uploads: the upload id and every finished part,
+    // written as they finish, so an interrupted upload continues where it stopped.
+    r"
+    CREATE TABLE multipart_uploads (
+        job_id      INTEGER PRIMARY KEY REFERENCES jobs (id),
+        key         BLOB NOT NULL,
+        upload_id   TEXT NOT NULL,
+        part_size   INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL
+    );
+    CREATE TABLE multipart_parts (
+        job_id       INTEGER NOT NULL REFERENCES multipart_uploads (job_id) ON DELETE CASCADE,
+        part_number  INTEGER NOT NULL,
+        etag         TEXT NOT NULL,
+        md5          TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        PRIMARY KEY (job_id, part_number)
+    );
+    ",
 ];
 
 /// The schema version this build writes.
