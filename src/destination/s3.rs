@@ -476,7 +476,10 @@ fn interrupted_or(request: &UploadRequest, error: DestinationError) -> Destinati
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 fn transport(e: reqwest::Error) -> DestinationError {
     let kind = if e.is_timeout() { "timed out" } else { "failed" };
-    DestinationError::transient(format!("S3 request {kind}: {e}"))
+    // The URL is presigned: keep it (access key id, signature) out of messages and logs.
+    let e = e.without_url();
+    let cause = std::error::Error::source(&e).map(|c| format!(" ({c})")).unwrap_or_default();
+    DestinationError::transient(format!("S3 request {kind}: {e}{cause}"))
 }
 
 async fn send(request: RequestBuilder) -> Result<Response, DestinationError> {
