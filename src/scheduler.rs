@@ -274,6 +274,8 @@ pub struct Scheduler<'c> {
     flights: HashMap<JobId, Flight>,
     tasks: JoinSet<Result<Uploaded, DestinationError>>,
     task_jobs: HashMap<tokio::task::Id, JobId>,
+    /// Clean-ups that run beside the uploads (aborting cancelled uploads).
+    tasks_aside: JoinSet<()>,
     busy: HashSet<(DestinationId, ContentHash)>,
     tries: HashMap<JobId, u32>,
     breakers: HashMap<DestinationId, Breaker>,
@@ -307,6 +309,7 @@ impl<'c> Scheduler<'c> {
             flights: HashMap::new(),
             tasks: JoinSet::new(),
             task_jobs: HashMap::new(),
+            tasks_aside: JoinSet::new(),
             busy: HashSet::new(),
             tries: HashMap::new(),
             breakers: HashMap::new(),
@@ -378,8 +381,12 @@ impl<'c> Scheduler<'c> {
                     self.shut_down().await?;
                     break;
                 }
+                Some(_) = self.tasks_aside.join_next(), if !self.tasks_aside.is_empty() => {}
             }
         }
+        // Let clean-ups finish, briefly.
+        let _ =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while self.tasks_aside.join_next().await.is_some() {} }).await;
         Ok(())
     }
 
@@ -435,6 +442,15 @@ impl<'c> Scheduler<'c> {
         self.catalog.apply(&pending.job, &cancelled, Timestamp::now())?;
         self.report.cancelled += 1;
         self.observer.job_done();
+        // An earlier attempt may have left a multipart upload open on the server.
+        if let Some(target) = self.targets.get(&pending.job.destination_id) {
+            let (destination, job) = (Arc::clone(&target.destination), pending.job.id);
+            self.tasks_aside.spawn(async move {
+                if let Err(e) = destination.discard(job).await {
+                    tracing::warn!(job = %job, "could not abort the cancelled job's upload: {e}");
+                }
+            });
+        }
         Ok(())
     }
 

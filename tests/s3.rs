@@ -275,3 +275,39 @@ fn a_killed_multipart_upload_resumes_without_resending_stored_parts() {
     assert_eq!(all.len(), parts_total as usize, "every part was sent");
     assert_eq!(server.objects()[&Path::new("backup").join(&big)], content, "the object is identical");
 }
+
+#[test]
+fn the_open_upload_of_a_deleted_file_is_aborted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let env = s3_env(&server, "");
+    let big = env.source.join("gone.mp4");
+    write_video(&big, 100 * 1024 * 1024, 6);
+    let stored = || -> i64 {
+        rusqlite::Connection::open_with_flags(
+            env.state.join("catalog.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
+        .unwrap_or(0)
+    };
+    let mut child = env
+        .command(["backup"])
+        .env("TEST_S3_KEY", KEY_ID)
+        .env("TEST_S3_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until(Duration::from_mins(2), "some parts are stored", || stored() >= 2);
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    fs::remove_file(&big).expect("delete the source");
+
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["cancelled"], 1, "{summary}");
+    let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
+    assert_eq!(open, 0, "the abandoned upload was aborted and forgotten");
+    assert!(server.objects().is_empty());
+}

@@ -33,7 +33,7 @@ use super::{
     Uploaded, key_candidates,
 };
 use crate::config::S3Config;
-use crate::model::{ContentHash, Receipt, RemoteKey};
+use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
 /// How long a presigned request stays valid (a part must start within it).
 const SIGN_FOR: Duration = Duration::from_hours(1);
@@ -127,6 +127,19 @@ impl Destination for S3Destination {
             }
         }
         Err(DestinationError::permanent(format!("every candidate key for {} is taken by other content", request.key)))
+    }
+
+    async fn discard(&self, job: JobId) -> Result<(), DestinationError> {
+        let Some(state) = self.parts.load(job).map_err(store_error)? else { return Ok(()) };
+        let key = String::from_utf8_lossy(&state.key.0).into_owned();
+        let url = self.bucket()?.abort_multipart_upload(Some(&self.credentials), &key, &state.upload_id).sign(SIGN_FOR);
+        let response = send(self.client.delete(url)).await?;
+        // Already gone (completed, expired or aborted) is fine too.
+        if response.status() != StatusCode::NOT_FOUND {
+            ok_or_classify(response, "AbortMultipartUpload").await?;
+        }
+        tracing::info!(key, "aborted the multipart upload of a cancelled job");
+        self.parts.forget(job).map_err(store_error)
     }
 }
 
