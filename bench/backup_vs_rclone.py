@@ -3,12 +3,17 @@
 
 Builds the release binary, makes a synthetic library with
 ../shared/tools/mklib.py (1,000 photos by default), then alternates
-`photosync backup` and `rclone copy` into fresh folder destinations, several
-rounds each, and prints median wall-clock and CPU seconds and their ratios.
-A second, no-op run of each (nothing new to copy) is timed too: that is what
-an hourly cron job costs.
+`photosync backup` and `rclone copy` into fresh destinations, several rounds
+each, and prints median wall-clock and CPU seconds and their ratios. A second,
+no-op run of each (nothing new to copy) is timed too: that is what an hourly
+cron job costs.
 
-    bench/backup_vs_rclone.py [--photos N] [--rounds R] [--work DIR] [--json]
+    bench/backup_vs_rclone.py [--target folder|s3] [--photos N] [--rounds R] [--work DIR] [--json]
+
+--target s3 runs an s3s-fs server on 127.0.0.1 (built once with
+`cargo install s3s-fs --features binary` into the work folder) and uploads
+to a fresh bucket per tool and round. Client CPU is the uploading process's
+alone; the server runs as a separate process and is not counted.
 
 Ratios are the figure to quote (the machines are noisy); photosync < 1.0
 means faster or cheaper than rclone. photosync fsyncs every file and its
@@ -42,11 +47,42 @@ def run(cmd, env=None):
 
 
 def count_files(root):
-    return sum(len(files) for _, _, files in os.walk(root))
+    return sum(len(files) for folder, _, files in os.walk(root) if ".s3s" not in folder)
+
+
+S3_KEY, S3_SECRET = "benchkey", "benchsecret"
+
+
+def start_s3s_fs(work):
+    """Builds (once) and starts s3s-fs on a free port; returns (process, endpoint, root)."""
+    tools = os.path.join(work, "..", "tools")
+    binary = os.path.join(tools, "bin", "s3s-fs")
+    if not os.path.exists(binary):
+        subprocess.run(["cargo", "install", "--quiet", "s3s-fs", "--version", "0.14.1", "--features", "binary",
+                        "--root", tools], check=True)
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = os.path.join(work, "s3")
+    os.makedirs(root, exist_ok=True)
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", S3_KEY,
+                             "--secret-key", S3_SECRET, root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("s3s-fs did not start")
+            time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}", root
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", choices=["folder", "s3"], default="folder")
     ap.add_argument("--photos", type=int, default=1000)
     ap.add_argument("--photo-kib", type=int, nargs=2, default=[200, 4000])
     ap.add_argument("--rounds", type=int, default=3)
@@ -69,13 +105,27 @@ def main():
         check=True, capture_output=True, text=True)
     library = json.loads(made.stdout)
 
-    env = dict(os.environ, RUST_LOG="warn")
+    env = dict(os.environ, RUST_LOG="warn", BENCH_S3_KEY=S3_KEY, BENCH_S3_SECRET=S3_SECRET)
     env.pop("PHOTOSYNC_CONFIG", None)
     rclone_env = dict(os.environ, RCLONE_CONFIG=os.path.join(a.work, "rclone.conf"))
+    server = None
+    if a.target == "s3":
+        server, endpoint, s3_root = start_s3s_fs(a.work)
+        rclone_env.update(RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
+                          RCLONE_CONFIG_BENCH_ENDPOINT=endpoint, RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3_KEY,
+                          RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=S3_SECRET, RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true")
     results = {"photosync": [], "rclone": [], "photosync_noop": [], "rclone_noop": []}
     for _ in range(a.rounds):
         for tool in ("photosync", "rclone"):
-            dest = os.path.join(a.work, f"dest-{tool}")
+            if a.target == "s3":
+                dest = os.path.join(s3_root, f"bucket-{tool}")
+                destination = (f'type = "s3"\nendpoint = "{endpoint}"\nbucket = "bucket-{tool}"\npath_style = true\n'
+                               'access_key_id_env = "BENCH_S3_KEY"\nsecret_access_key_env = "BENCH_S3_SECRET"\n')
+                rclone_dest = f"bench:bucket-{tool}"
+            else:
+                dest = os.path.join(a.work, f"dest-{tool}")
+                destination = f'type = "folder"\npath = "{dest}"\n'
+                rclone_dest = dest
             shutil.rmtree(dest, ignore_errors=True)
             os.makedirs(dest)
             if tool == "photosync":
@@ -84,22 +134,26 @@ def main():
                 config = os.path.join(a.work, "config.toml")
                 with open(config, "w") as f:
                     f.write(f'state_dir = "{state}"\n[[source]]\npath = "{lib}"\n'
-                            f'[[destination]]\nname = "bench"\ntype = "folder"\npath = "{dest}"\n')
+                            f'[[destination]]\nname = "bench"\n{destination}')
                 cmd = [photosync, "--config", config, "backup"]
                 results["photosync"].append(run(cmd, env))
                 results["photosync_noop"].append(run(cmd, env))
             else:
-                cmd = ["rclone", "copy", lib, dest]
+                cmd = ["rclone", "copy", lib, rclone_dest]
                 results["rclone"].append(run(cmd, rclone_env))
                 results["rclone_noop"].append(run(cmd, rclone_env))
             if count_files(dest) != library["media"] + (0 if tool == "photosync" else library["junk"]):
                 sys.exit(f"{tool} copied {count_files(dest)} files; expected media {library['media']}")
+    if server:
+        server.terminate()
+        server.wait()
 
     def med(key, i):
         return statistics.median(r[i] for r in results[key])
 
     gib = library["media_bytes"] / 2**30
     report = {
+        "target": a.target,
         "library": {"files": library["media"], "bytes": library["media_bytes"]},
         "rounds": a.rounds,
         "first_run": {
@@ -118,7 +172,7 @@ def main():
         print(json.dumps(report, indent=2))
         return
     f, n = report["first_run"], report["noop_run"]
-    print(f"library: {library['media']} files, {gib:.2f} GiB; medians of {a.rounds} rounds")
+    print(f"{a.target}: library of {library['media']} files, {gib:.2f} GiB; medians of {a.rounds} rounds")
     print(f"first run   photosync {f['photosync_s']:.2f} s   rclone {f['rclone_s']:.2f} s   "
           f"wall ratio {f['wall_ratio']:.2f}")
     print(f"            CPU s/GiB photosync {f['photosync_cpu_s_per_gib']:.2f}   rclone {f['rclone_cpu_s_per_gib']:.2f}   "
