@@ -110,6 +110,8 @@ def main():
     rclone_env = dict(os.environ, RCLONE_CONFIG=os.path.join(a.work, "rclone.conf"))
     server = None
     if a.target == "s3":
+        # rclone's AWS SDK refuses a custom CA bundle on its HTTP transport; plain http needs none.
+        rclone_env.pop("AWS_CA_BUNDLE", None)
         server, endpoint, s3_root = start_s3s_fs(a.work)
         rclone_env.update(RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
                           RCLONE_CONFIG_BENCH_ENDPOINT=endpoint, RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3_KEY,
