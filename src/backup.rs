@@ -18,6 +18,7 @@ use crate::config::{Config, SourceConfig};
 use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
+use crate::policy::{Decision, Overrides, decide};
 use crate::scheduler::{DrainReport, RunObserver, drain, open_targets};
 
 /// Progress of a whole backup run.
@@ -47,10 +48,14 @@ pub struct BackupOutcome {
 
 /// Runs one backup. Sources are scanned on a blocking thread with its own
 /// catalog connection while uploads of what it finds already run, so reading
-/// and hashing overlap with copying. `shutdown` interrupts both cleanly.
+/// and hashing overlap with copying. When the conditions policy holds work
+/// back (battery, metered link, outside the window; `overrides` lift some of
+/// that), the scan still runs and every job is left queued with the reason.
+/// `shutdown` interrupts both cleanly.
 pub async fn run(
     config: &Config,
     catalog: &mut Catalog,
+    overrides: Overrides,
     observer: Arc<dyn BackupObserver>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackupOutcome, Error> {
@@ -70,9 +75,20 @@ pub async fn run(
         tokio::task::spawn_blocking(move || scan_all(&sources, &path, &stop, observer.as_ref(), &found))
     };
 
+    let probe = config.policy.probe.clone();
+    let conditions = tokio::task::spawn_blocking(move || probe.read())
+        .await
+        .map_err(|e| Error::Runtime(std::io::Error::other(e)))?;
+    let hold = match decide(&conditions, &config.policy.rules, overrides) {
+        Decision::Run => None,
+        Decision::HoldOff(reason) => {
+            tracing::info!("holding uploads: {reason}");
+            Some(reason)
+        }
+    };
     let run_observer: Arc<dyn RunObserver> = observer.clone();
-    let drained =
-        drain(catalog, &targets, config.retry, config.max_concurrent, run_observer, Some(discovery), shutdown).await;
+    let (retry, slots) = (config.retry, config.max_concurrent);
+    let drained = drain(catalog, &targets, retry, slots, run_observer, Some(discovery), hold, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
     stop.store(true, Ordering::Relaxed);
     let scans = scanner.await.map_err(|e| Error::Runtime(std::io::Error::other(e)))?;

@@ -76,6 +76,8 @@ pub struct RawConfig {
     pub rescan_interval: Option<String>,
     /// Retry tuning.
     pub retry: Option<RawRetry>,
+    /// When uploads may run.
+    pub policy: Option<RawPolicy>,
     /// Watched folders.
     #[serde(default)]
     pub source: Vec<RawSource>,
@@ -98,6 +100,33 @@ pub struct RawRetry {
     pub attempts_per_run: Option<u32>,
     /// Delay between attempts within one run (doubles each time).
     pub run_delay: Option<String>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// `hold` or `allow`.
+    pub on_battery: Option<String>,
+    /// Hold below this charge even when battery use is allowed.
+    pub min_battery_percent: Option<u8>,
+    /// `hold` or `allow`.
+    pub metered: Option<String>,
+    /// Interfaces to treat as metered (without `NetworkManager`).
+    #[serde(default)]
+    pub metered_interfaces: Vec<String>,
+    /// Interfaces to treat as unmetered.
+    #[serde(default)]
+    pub unmetered_interfaces: Vec<String>,
+    /// Allowed time-of-day windows, `HH:MM-HH:MM`.
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// How long conditions must be good before work starts again.
+    pub hysteresis: Option<String>,
+    /// How often the daemon reads power and network.
+    pub poll_interval: Option<String>,
+    /// Where the power-supply tree is (default `/sys/class/power_supply`).
+    pub power_supply_dir: Option<String>,
 }
 
 /// `[[source]]`.
@@ -168,10 +197,23 @@ pub struct Config {
     pub rescan_interval: Duration,
     /// Retry tuning.
     pub retry: RetryConfig,
+    /// When uploads may run, and how conditions are read.
+    pub policy: PolicyConfig,
     /// Watched folders.
     pub sources: Vec<SourceConfig>,
     /// Upload targets.
     pub destinations: Vec<DestinationConfig>,
+}
+
+/// `[policy]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// The decision's settings.
+    pub rules: crate::policy::Policy,
+    /// How the daemon reads conditions.
+    pub probe: crate::conditions::Probe,
+    /// How often the daemon reads them.
+    pub poll_interval: Duration,
 }
 
 /// Retry tuning, validated.
@@ -364,6 +406,8 @@ impl Config {
             run_delay: None,
         }))?;
 
+        let policy = v.policy(raw.policy.unwrap_or_default())?;
+
         if raw.source.is_empty() {
             return Err(v.error("source", "at least one [[source]] is required"));
         }
@@ -407,6 +451,7 @@ impl Config {
             settle,
             rescan_interval,
             retry,
+            policy,
             sources,
             destinations,
         })
@@ -498,6 +543,59 @@ impl Validator<'_> {
             builder.add(glob);
         }
         builder.build().map_err(|e| self.error(key, &e.to_string()))
+    }
+
+    fn rule(&self, key: &str, value: Option<&str>) -> Result<crate::policy::Rule, ConfigError> {
+        match value {
+            None | Some("hold") => Ok(crate::policy::Rule::Hold),
+            Some("allow") => Ok(crate::policy::Rule::Allow),
+            Some(other) => Err(self.error(key, &format!("`{other}` must be \"hold\" or \"allow\""))),
+        }
+    }
+
+    #[allow(clippy::needless_pass_by_value)] // consumes the raw table
+    fn policy(&self, raw: RawPolicy) -> Result<PolicyConfig, ConfigError> {
+        let min_battery_percent = raw.min_battery_percent.unwrap_or(0);
+        if min_battery_percent > 100 {
+            return Err(self.error("policy.min_battery_percent", "must be between 0 and 100"));
+        }
+        let windows = raw
+            .windows
+            .iter()
+            .map(|w| {
+                crate::policy::Window::parse(w)
+                    .ok_or_else(|| self.error("policy.windows", &format!("`{w}` is not a window like \"22:00-07:00\"")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hysteresis = match raw.hysteresis.as_deref() {
+            Some("0s" | "0") => Duration::ZERO,
+            other => self.duration("policy.hysteresis", other, Duration::from_secs(30))?,
+        };
+        let rules = crate::policy::Policy {
+            on_battery: self.rule("policy.on_battery", raw.on_battery.as_deref())?,
+            min_battery_percent,
+            metered: self.rule("policy.metered", raw.metered.as_deref())?,
+            windows,
+            hysteresis,
+        };
+        let power_supply_dir = match raw.power_supply_dir.as_deref() {
+            Some(dir) => self.path("policy.power_supply_dir", dir)?,
+            None => PathBuf::from("/sys/class/power_supply"),
+        };
+        Ok(PolicyConfig {
+            rules,
+            probe: crate::conditions::Probe {
+                power_supply_dir,
+                route_file: PathBuf::from("/proc/net/route"),
+                metered_interfaces: raw.metered_interfaces,
+                unmetered_interfaces: raw.unmetered_interfaces,
+            },
+            poll_interval: self.duration(
+                "policy.poll_interval",
+                raw.poll_interval.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        })
     }
 
     fn size(&self, key: &str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
@@ -746,6 +844,9 @@ mod tests {
             (MINIMAL.replace("state_dir = \"state\"", "max_concurrent = 0"), "max_concurrent"),
             (format!("{MINIMAL}\n[retry]\nbase = \"soon\""), "retry.base"),
             (MINIMAL.replace("state_dir = \"state\"", "settle = \"a bit\""), "settle"),
+            (format!("{MINIMAL}\n[policy]\non_battery = \"maybe\""), "policy.on_battery"),
+            (format!("{MINIMAL}\n[policy]\nwindows = [\"late\"]"), "policy.windows"),
+            (format!("{MINIMAL}\n[policy]\nmin_battery_percent = 120"), "policy.min_battery_percent"),
             (MINIMAL.replace("type = \"folder\"", "type = \"ftp\""), "destination[0].type"),
             (MINIMAL.replace("path = \"/mnt/nas\"", ""), "destination[0].path"),
             (MINIMAL.replace("path = \"/photos\"", "path = \"/p\"\ninclude = [\"[\"]"), "source[0].include"),

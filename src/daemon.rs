@@ -18,13 +18,15 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::backup::BackupOutcome;
 use crate::catalog::{Catalog, JobFilter, RunLock};
-use crate::config::Config;
+use crate::conditions::Probe;
+use crate::config::{Config, PolicyConfig};
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
 use crate::ipc::protocol::{DaemonStatus, ErrorCode, ProtocolError, Request, Response};
 use crate::ipc::server::{self, Handler};
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::{JobId, StateName, Timestamp};
+use crate::policy::{Hysteresis, Overrides, decide};
 use crate::scheduler::{Command, DrainReport, Mode, Scheduler, SchedulerStatus, Settings, Silent, open_targets};
 
 /// Runs the daemon until `shutdown` completes. Each message on `reload`
@@ -101,15 +103,45 @@ async fn serve_config(
     let settings = WatchSettings { settle: config.settle, rescan_interval: config.rescan_interval };
     let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found)?);
     let (commands, inbox) = mpsc::channel(32);
-    *service.handles.write().await = Some(Handles { commands, discovery: Arc::clone(&discovery) });
+    *service.handles.write().await = Some(Handles { commands: commands.clone(), discovery: Arc::clone(&discovery) });
 
+    let conditions = tokio::spawn(watch_conditions(config.policy.clone(), commands.clone()));
     let settings = Settings { retry: config.retry, max_concurrent: config.max_concurrent, mode: Mode::Service };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
+    conditions.abort();
     *service.handles.write().await = None;
     drop(scheduler);
     drop(discovery);
     Ok(result?)
+}
+
+/// Reads the conditions every `poll_interval` and tells the scheduler when
+/// the policy's verdict changes: holds at once, resumes only after the
+/// hysteresis time of good conditions.
+async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>) {
+    let start = tokio::time::Instant::now();
+    let hysteresis = policy.rules.hysteresis;
+    let read = |probe: Probe| async move { tokio::task::spawn_blocking(move || probe.read()).await.ok() };
+    let Some(first) = read(policy.probe.clone()).await else { return };
+    let mut sent = decide(&first, &policy.rules, Overrides::default());
+    let mut state = Hysteresis::new(sent.clone());
+    if commands.send(Command::Conditions(sent.clone())).await.is_err() {
+        return;
+    }
+    loop {
+        let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
+        tokio::time::sleep(pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval))).await;
+        let Some(conditions) = read(policy.probe.clone()).await else { return };
+        let raw = decide(&conditions, &policy.rules, Overrides::default());
+        let effective = state.update(raw, start.elapsed(), hysteresis).clone();
+        if effective != sent {
+            if commands.send(Command::Conditions(effective.clone())).await.is_err() {
+                return;
+            }
+            sent = effective;
+        }
+    }
 }
 
 /// Tells systemd (`Type=notify`) about the daemon's state, when started by it.
@@ -267,6 +299,9 @@ fn describe(status: &SchedulerStatus) -> (String, Option<String>) {
     if let Some(pause) = status.paused {
         let until = pause.until.map_or_else(|| " until resumed".to_owned(), |t| format!(" until {}", t.to_rfc3339()));
         return ("paused".into(), Some(format!("paused by user{until}")));
+    }
+    if let Some(reason) = &status.held_by {
+        return ("holding".into(), Some(reason.clone()));
     }
     if !status.holds.is_empty() {
         let reasons: Vec<String> = status.holds.iter().map(|h| format!("{}: {}", h.destination, h.reason)).collect();

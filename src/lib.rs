@@ -30,6 +30,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod conditions;
 pub mod config;
 pub mod daemon;
 pub mod destination;

@@ -35,7 +35,7 @@ use crate::config::{DestinationConfig, RetryConfig};
 use crate::destination::{self, Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded};
 use crate::discover::stat_of;
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
-use crate::policy::{RetryDecision, decide_retry};
+use crate::policy::{Decision, HoldReason, RetryDecision, decide_retry};
 
 /// Consecutive jobs that must exhaust their retries at one destination before
 /// the scheduler stops sending it work for a while.
@@ -181,6 +181,8 @@ pub struct Pause {
 pub struct SchedulerStatus {
     /// Set while paused by the user.
     pub paused: Option<Pause>,
+    /// Why the conditions policy holds uploads back, if it does.
+    pub held_by: Option<String>,
     /// Uploads in progress.
     pub uploads: Vec<UploadStatus>,
     /// Destinations on hold and why.
@@ -220,6 +222,9 @@ pub enum Command {
     /// Reply once nothing is left to do now (queue empty, nothing running),
     /// or at once while paused.
     WaitIdle(oneshot::Sender<DrainReport>),
+    /// The conditions policy changed its verdict: hold off (running uploads
+    /// stop at a chunk boundary, uncharged) or run.
+    Conditions(Decision),
 }
 
 /// Runs every queued job at `targets` until none is left that this run may
@@ -227,6 +232,8 @@ pub enum Command {
 /// uncharged). While `discovery` is open, each message on it means "the
 /// catalog changed": new jobs are loaded and join the run, which ends only
 /// once the channel is closed and the work is done.
+/// A `hold` from the conditions policy holds every job for the whole run.
+#[allow(clippy::too_many_arguments)] // the one-shot run's resources, each distinct
 pub async fn drain(
     catalog: &mut Catalog,
     targets: &[Target],
@@ -234,10 +241,12 @@ pub async fn drain(
     max_concurrent: usize,
     observer: Arc<dyn RunObserver>,
     discovery: Option<mpsc::Receiver<()>>,
+    hold: Option<HoldReason>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { retry, max_concurrent, mode: Mode::OneShot };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
+    scheduler.policy_hold = hold;
     scheduler.run(discovery, None, shutdown).await?;
     Ok(scheduler.into_report())
 }
@@ -282,6 +291,7 @@ pub struct Scheduler<'c> {
     /// Destinations whose check failed permanently: their jobs fail at once.
     broken: HashMap<DestinationId, String>,
     paused: Option<(Pause, Option<Instant>)>,
+    policy_hold: Option<HoldReason>,
     next_retry: Option<Timestamp>,
     idle_waiters: Vec<oneshot::Sender<DrainReport>>,
     recent_errors: VecDeque<RecentError>,
@@ -315,6 +325,7 @@ impl<'c> Scheduler<'c> {
             breakers: HashMap::new(),
             broken: HashMap::new(),
             paused: None,
+            policy_hold: None,
             next_retry: None,
             idle_waiters: Vec::new(),
             recent_errors: VecDeque::new(),
@@ -423,7 +434,7 @@ impl<'c> Scheduler<'c> {
 
     /// Starts jobs until every slot is busy or nothing startable is left.
     fn fill(&mut self) -> Result<(), CatalogError> {
-        if self.paused.is_some() {
+        if self.paused.is_some() || self.policy_hold.is_some() {
             return Ok(());
         }
         while self.tasks.len() < self.settings.max_concurrent.max(1) {
@@ -569,7 +580,11 @@ impl<'c> Scheduler<'c> {
             }
             Err(error) if error.retry == Retry::Interrupted => {
                 self.observer.bytes(-sent);
-                let waiting_on = if self.paused.is_some() { WaitingOn::Paused } else { WaitingOn::Nothing };
+                let waiting_on = match (&self.paused, &self.policy_hold) {
+                    (Some(_), _) => WaitingOn::Paused,
+                    (None, Some(reason)) => reason.waiting_on(),
+                    (None, None) => WaitingOn::Nothing,
+                };
                 let queued = flight.running.interrupt(waiting_on)?;
                 self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
                 let mut pending = flight.pending;
@@ -748,6 +763,20 @@ impl<'c> Scheduler<'c> {
                     }
                 }
             }
+            Command::Conditions(decision) => match decision {
+                Decision::HoldOff(reason) => {
+                    tracing::info!("holding uploads: {reason}");
+                    for flight in self.flights.values() {
+                        flight.cancel.store(true, Ordering::Relaxed);
+                    }
+                    self.policy_hold = Some(reason);
+                }
+                Decision::Run => {
+                    if self.policy_hold.take().is_some() {
+                        tracing::info!("conditions allow uploads again");
+                    }
+                }
+            },
             Command::WaitIdle(reply) => {
                 // Whatever discovery recorded before the request is part of the wait.
                 self.load_new()?;
@@ -762,7 +791,9 @@ impl<'c> Scheduler<'c> {
     fn is_idle(&self) -> bool {
         self.tasks.is_empty()
             && self.sleeping.is_empty()
-            && (self.paused.is_some() || self.queue.iter().all(|p| self.is_held(p.job.destination_id)))
+            && (self.paused.is_some()
+                || self.policy_hold.is_some()
+                || self.queue.iter().all(|p| self.is_held(p.job.destination_id)))
     }
 
     fn answer_idle_waiters(&mut self) {
@@ -783,8 +814,14 @@ impl<'c> Scheduler<'c> {
             let breaker = self.breakers.get(&p.job.destination_id)?;
             breaker.open.as_ref().map(|(reason, _)| (p, reason.as_str()))
         });
-        let paused = self.queue.iter().filter(|p| self.paused.is_some() && !self.is_held(p.job.destination_id));
-        let paused = paused.map(|p| (p, "paused by user"));
+        let policy = self.policy_hold.as_ref().map(ToString::to_string);
+        let stopped = match (&self.paused, &policy) {
+            (Some(_), _) => Some("paused by user"),
+            (None, Some(reason)) => Some(reason.as_str()),
+            (None, None) => None,
+        };
+        let paused = self.queue.iter().filter(|p| stopped.is_some() && !self.is_held(p.job.destination_id));
+        let paused = paused.map(|p| (p, stopped.unwrap_or_default()));
         for (pending, reason) in held.chain(stale).chain(paused) {
             let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
             holds
@@ -822,6 +859,7 @@ impl<'c> Scheduler<'c> {
         uploads.sort_by_key(|u| u.job);
         Ok(SchedulerStatus {
             paused: self.paused.map(|(pause, _)| pause),
+            held_by: self.policy_hold.as_ref().map(ToString::to_string),
             uploads,
             holds: self.holds(),
             counts: crate::model::StateName::ALL.iter().map(|s| (s.as_str().to_owned(), counts.get(*s))).collect(),

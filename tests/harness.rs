@@ -46,16 +46,47 @@ impl Env {
     }
 
     /// Writes the standard config plus `extra` top-level keys. In-run retries
-    /// are fast so failure tests finish quickly.
+    /// are fast so failure tests finish quickly; power is read from this
+    /// environment's own (empty: mains-powered) power-supply folder, so the
+    /// machine running the tests cannot hold them back.
     pub fn write_config(&self, extra: &str) {
+        let power = self.power_supply_dir();
+        fs::create_dir_all(&power).expect("power folder");
         let text = format!(
-            "state_dir = {state}\n{extra}\n[retry]\nrun_delay = \"20ms\"\n\n[[source]]\npath = {source}\n\n\
-             [[destination]]\nname = \"backup\"\ntype = \"folder\"\npath = {dest}\n",
+            "state_dir = {state}\n{extra}\n[retry]\nrun_delay = \"20ms\"\n\n[policy]\npower_supply_dir = {power}\n\n\
+             [[source]]\npath = {source}\n\n[[destination]]\nname = \"backup\"\ntype = \"folder\"\npath = {dest}\n",
             state = quote(&self.state),
+            power = quote(&power),
             source = quote(&self.source),
             dest = quote(&self.dest),
         );
         fs::write(&self.config, text).expect("config");
+    }
+
+    /// The fake `/sys/class/power_supply` this environment's config reads.
+    pub fn power_supply_dir(&self) -> PathBuf {
+        self.dir.path().join("power_supply")
+    }
+
+    /// Lays out the fake power supply: on battery at `percent`, or on mains.
+    pub fn set_power(&self, on_battery: bool, percent: u8) {
+        let root = self.power_supply_dir();
+        for (name, files) in [
+            ("AC", vec![("type", "Mains".to_owned()), ("online", if on_battery { "0" } else { "1" }.to_owned())]),
+            (
+                "BAT0",
+                vec![
+                    ("type", "Battery".to_owned()),
+                    ("status", if on_battery { "Discharging" } else { "Charging" }.to_owned()),
+                    ("capacity", percent.to_string()),
+                ],
+            ),
+        ] {
+            fs::create_dir_all(root.join(name)).expect("supply");
+            for (file, content) in files {
+                fs::write(root.join(name).join(file), format!("{content}\n")).expect("supply file");
+            }
+        }
     }
 
     /// From now on, run the binary as an unprivileged user (when the tests

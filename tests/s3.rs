@@ -116,8 +116,10 @@ fn s3_env(server: &S3Server, extra: &str) -> Env {
     let env = Env::new();
     let state = quote(&env.state);
     let source = quote(&env.source);
+    let power = quote(&env.power_supply_dir());
     let text = format!(
-        "state_dir = {state}\n[retry]\nrun_delay = \"20ms\"\n\n[[source]]\npath = {source}\n\n\
+        "state_dir = {state}\n[retry]\nrun_delay = \"20ms\"\n\n[policy]\npower_supply_dir = {power}\n\n\
+         [[source]]\npath = {source}\n\n\
          [[destination]]\nname = \"bucket\"\ntype = \"s3\"\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
          prefix = \"backup\"\npath_style = true\naccess_key_id_env = \"TEST_S3_KEY\"\n\
          secret_access_key_env = \"TEST_S3_SECRET\"\nmultipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\n{extra}",

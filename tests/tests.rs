@@ -7,6 +7,7 @@ mod harness;
 mod backup;
 mod cli;
 mod compat;
+mod conditions;
 mod crash;
 mod daemon;
 mod faults;

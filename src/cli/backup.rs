@@ -17,6 +17,7 @@ use photosync::catalog::{Catalog, RunLock};
 use photosync::config::Config;
 use photosync::ipc::protocol::{Request, Response};
 use photosync::model::{JobId, StateName, Timestamp};
+use photosync::policy::Overrides;
 use photosync::scheduler::Hold;
 
 /// Arguments of `photosync backup`.
@@ -25,6 +26,13 @@ pub struct Args {
     /// Print one JSON summary object on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Upload now even on battery or outside the allowed windows (not on a
+    /// metered link: add --allow-metered for that).
+    #[arg(long, visible_alias = "ignore-conditions")]
+    now: bool,
+    /// Upload even on a metered connection.
+    #[arg(long)]
+    allow_metered: bool,
 }
 
 /// The `--json` summary.
@@ -106,7 +114,8 @@ fn run_here(config: &Config, args: &Args) -> anyhow::Result<BackupOutcome> {
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(backup::run(config, &mut catalog, observer, shutdown_signal()));
+    let overrides = Overrides { ignore_power_and_window: args.now, allow_metered: args.allow_metered };
+    let outcome = runtime.block_on(backup::run(config, &mut catalog, overrides, observer, shutdown_signal()));
     if let Some(bar) = &progress {
         bar.finish();
     }

@@ -1,10 +1,14 @@
-//! Pure scheduling decisions: when a failed job may run again.
+//! Pure scheduling decisions: whether uploads may run now ([`decide`], with
+//! [`Hysteresis`]) and when a failed job may run again ([`Backoff`]).
 //!
 //! Everything here is arithmetic on values the caller passes in (clock,
-//! jitter, configuration); the scheduler only applies the results. Later
-//! work adds the conditions policy (power, network, windows) beside
-//! [`Backoff`].
+//! jitter, conditions, configuration); the scheduler and the daemon only
+//! apply the results.
 
 mod backoff;
+mod conditions;
 
 pub use backoff::{Backoff, RetryDecision, decide_retry};
+pub use conditions::{
+    Conditions, Decision, HoldReason, Hysteresis, Network, Overrides, Policy, Power, Rule, Window, decide, parse_clock,
+};

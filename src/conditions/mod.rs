@@ -1,0 +1,195 @@
+//! Probes for the facts the policy decides on: power, network cost and the
+//! local time.
+//!
+//! This slice reads Linux's sysfs power-supply tree (its root is a
+//! parameter, so tests build fake trees) and decides network cost from the
+//! default route's interface and the configured `metered_interfaces` /
+//! `unmetered_interfaces`. The daemon polls them every `poll_interval`.
+//! `UPower` and `NetworkManager` over D-Bus and the macOS probes come next.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::policy::{Conditions, Network, Power};
+
+/// Reads the current conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// A folder laid out like `/sys/class/power_supply`.
+    pub power_supply_dir: PathBuf,
+    /// A file laid out like `/proc/net/route`.
+    pub route_file: PathBuf,
+    /// Interfaces to treat as metered.
+    pub metered_interfaces: Vec<String>,
+    /// Interfaces to treat as unmetered.
+    pub unmetered_interfaces: Vec<String>,
+}
+
+impl Probe {
+    /// Reads power, network and the local time now.
+    pub fn read(&self) -> Conditions {
+        Conditions {
+            power: read_power(&self.power_supply_dir),
+            network: read_network(&self.route_file, &self.metered_interfaces, &self.unmetered_interfaces),
+            minute_of_day: local_minute_of_day(),
+        }
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// Power from a sysfs power-supply tree: any online mains or USB supply, or
+/// a battery that is not discharging (full on a charger), counts as
+/// external power; a discharging battery as battery, with its capacity. A
+/// machine without batteries runs on external power; without the tree at
+/// all, power is unknown.
+pub fn read_power(dir: &Path) -> Power {
+    let Ok(entries) = fs::read_dir(dir) else { return Power::Unknown };
+    let mut external = false;
+    let mut discharging: Option<Option<u8>> = None;
+    for entry in entries.flatten() {
+        let supply = entry.path();
+        let kind = read_trimmed(&supply.join("type")).unwrap_or_default();
+        match kind.as_str() {
+            "Battery" => {
+                if read_trimmed(&supply.join("present")).as_deref() == Some("0") {
+                    continue;
+                }
+                if read_trimmed(&supply.join("scope")).as_deref() == Some("Device") {
+                    continue; // a mouse or headset battery, not the system's
+                }
+                let status = read_trimmed(&supply.join("status")).unwrap_or_default();
+                let capacity = read_trimmed(&supply.join("capacity")).and_then(|c| c.parse::<u8>().ok());
+                if status == "Discharging" {
+                    discharging = Some(capacity.map(|c| c.min(100)));
+                } else if matches!(status.as_str(), "Charging" | "Full" | "Not charging") {
+                    external = true;
+                }
+            }
+            _ => {
+                if read_trimmed(&supply.join("online")).as_deref() == Some("1") {
+                    external = true;
+                }
+            }
+        }
+    }
+    match (external, discharging) {
+        (true, _) | (false, None) => Power::External,
+        (false, Some(percent)) => Power::Battery { percent },
+    }
+}
+
+/// Network cost from the default route's interface and the configured lists.
+pub fn read_network(route_file: &Path, metered: &[String], unmetered: &[String]) -> Network {
+    let Some(interface) = default_route_interface(route_file) else { return Network::Unknown };
+    if metered.contains(&interface) {
+        Network::Metered { source: "metered_interfaces" }
+    } else if unmetered.contains(&interface) {
+        Network::Unmetered
+    } else {
+        Network::Unknown
+    }
+}
+
+/// The interface of the default IPv4 route in a `/proc/net/route` file.
+fn default_route_interface(route_file: &Path) -> Option<String> {
+    let table = fs::read_to_string(route_file).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (interface, destination) = (fields.next()?, fields.next()?);
+        (destination == "00000000").then(|| interface.to_owned())
+    })
+}
+
+/// Minutes since local midnight (UTC when the zone is unknown).
+pub fn local_minute_of_day() -> u16 {
+    let now = jiff::Zoned::now();
+    u16::try_from(now.hour()).unwrap_or(0) * 60 + u16::try_from(now.minute()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supply(root: &Path, name: &str, files: &[(&str, &str)]) {
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).expect("mkdir");
+        for (file, content) in files {
+            fs::write(dir.join(file), format!("{content}\n")).expect("write");
+        }
+    }
+
+    #[test]
+    fn power_from_fake_sysfs_trees() {
+        type Setup = fn(&Path);
+        let table: [(&str, Setup, Power); 6] = [
+            (
+                "on battery",
+                |r| {
+                    supply(r, "AC", &[("type", "Mains"), ("online", "0")]);
+                    supply(r, "BAT0", &[("type", "Battery"), ("status", "Discharging"), ("capacity", "41")]);
+                },
+                Power::Battery { percent: Some(41) },
+            ),
+            (
+                "on mains",
+                |r| {
+                    supply(r, "AC", &[("type", "Mains"), ("online", "1")]);
+                    supply(r, "BAT0", &[("type", "Battery"), ("status", "Charging"), ("capacity", "41")]);
+                },
+                Power::External,
+            ),
+            (
+                "full on a charger",
+                |r| {
+                    supply(r, "BAT0", &[("type", "Battery"), ("status", "Full"), ("capacity", "100")]);
+                },
+                Power::External,
+            ),
+            ("desktop without battery", |r| supply(r, "AC", &[("type", "Mains"), ("online", "1")]), Power::External),
+            (
+                "a mouse battery does not count",
+                |r| {
+                    supply(
+                        r,
+                        "hidpp_battery_0",
+                        &[("type", "Battery"), ("scope", "Device"), ("status", "Discharging")],
+                    );
+                },
+                Power::External,
+            ),
+            (
+                "usb-c charger",
+                |r| {
+                    supply(r, "ucsi-source-psy-USBC000:001", &[("type", "USB"), ("online", "1")]);
+                    supply(r, "BAT1", &[("type", "Battery"), ("status", "Discharging"), ("capacity", "90")]);
+                },
+                Power::External,
+            ),
+        ];
+        for (name, setup, expected) in table {
+            let dir = tempfile::tempdir().expect("tempdir");
+            setup(dir.path());
+            assert_eq!(read_power(dir.path()), expected, "{name}");
+        }
+        assert_eq!(read_power(Path::new("/nonexistent/power_supply")), Power::Unknown);
+    }
+
+    #[test]
+    fn network_from_the_default_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let route = dir.path().join("route");
+        fs::write(
+            &route,
+            "Iface\tDestination\tGateway\tFlags\n eth0\t0000A8C0\t00000000\t0001\nwwan0\t00000000\t0100A8C0\t0003\n",
+        )
+        .expect("write");
+        let list = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(read_network(&route, &list(&["wwan0"]), &[]), Network::Metered { source: "metered_interfaces" });
+        assert_eq!(read_network(&route, &[], &list(&["wwan0"])), Network::Unmetered);
+        assert_eq!(read_network(&route, &[], &[]), Network::Unknown);
+        assert_eq!(read_network(&dir.path().join("missing"), &list(&["wwan0"]), &[]), Network::Unknown);
+    }
+}
