@@ -88,7 +88,9 @@ pub async fn run(
     };
     let run_observer: Arc<dyn RunObserver> = observer.clone();
     let (retry, slots) = (config.retry, config.max_concurrent);
-    let drained = drain(catalog, &targets, retry, slots, run_observer, Some(discovery), hold, shutdown).await;
+    let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
+    let limits = (hold, bandwidth);
+    let drained = drain(catalog, &targets, retry, slots, run_observer, Some(discovery), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
     stop.store(true, Ordering::Relaxed);
     let scans = scanner.await.map_err(|e| Error::Runtime(std::io::Error::other(e)))?;

@@ -127,6 +127,8 @@ pub struct RawPolicy {
     pub poll_interval: Option<String>,
     /// Where the power-supply tree is (default `/sys/class/power_supply`).
     pub power_supply_dir: Option<String>,
+    /// Upload rate limit, e.g. `"2MiB"` or `"08:00,2MiB 18:00,off"`.
+    pub bandwidth: Option<String>,
 }
 
 /// `[[source]]`.
@@ -214,6 +216,8 @@ pub struct PolicyConfig {
     pub probe: crate::conditions::Probe,
     /// How often the daemon reads them.
     pub poll_interval: Duration,
+    /// Upload rate limits by time of day (all uploads together).
+    pub bandwidth: crate::policy::Timetable,
 }
 
 /// Retry tuning, validated.
@@ -582,7 +586,17 @@ impl Validator<'_> {
             Some(dir) => self.path("policy.power_supply_dir", dir)?,
             None => PathBuf::from("/sys/class/power_supply"),
         };
+        let bandwidth = match raw.bandwidth.as_deref() {
+            None => crate::policy::Timetable::unlimited(),
+            Some(text) => crate::policy::Timetable::parse(text).ok_or_else(|| {
+                self.error(
+                    "policy.bandwidth",
+                    &format!("`{text}` is not a rate like \"2MiB\" or \"08:00,2MiB 18:00,off\""),
+                )
+            })?,
+        };
         Ok(PolicyConfig {
+            bandwidth,
             rules,
             probe: crate::conditions::Probe {
                 power_supply_dir,
@@ -600,7 +614,8 @@ impl Validator<'_> {
 
     fn size(&self, key: &str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
         let Some(text) = value else { return Ok(default) };
-        parse_size(text).ok_or_else(|| self.error(key, &format!("`{text}` is not a size like \"16MiB\" or \"8MB\"")))
+        crate::policy::parse_size(text)
+            .ok_or_else(|| self.error(key, &format!("`{text}` is not a size like \"16MiB\" or \"8MB\"")))
     }
 
     fn s3(&self, i: usize, raw: &RawDestination) -> Result<S3Config, ConfigError> {
@@ -721,25 +736,6 @@ impl Validator<'_> {
     }
 }
 
-/// Parses sizes like `16MiB`, `8MB`, `5242880`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => return None,
-    };
-    number.checked_mul(factor)
-}
-
 /// The `key = value` pairs of `[section]` in an INI file (AWS credentials
 /// format; `[profile name]` is accepted too).
 fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
@@ -847,6 +843,7 @@ mod tests {
             (format!("{MINIMAL}\n[policy]\non_battery = \"maybe\""), "policy.on_battery"),
             (format!("{MINIMAL}\n[policy]\nwindows = [\"late\"]"), "policy.windows"),
             (format!("{MINIMAL}\n[policy]\nmin_battery_percent = 120"), "policy.min_battery_percent"),
+            (format!("{MINIMAL}\n[policy]\nbandwidth = \"fast\""), "policy.bandwidth"),
             (MINIMAL.replace("type = \"folder\"", "type = \"ftp\""), "destination[0].type"),
             (MINIMAL.replace("path = \"/mnt/nas\"", ""), "destination[0].path"),
             (MINIMAL.replace("path = \"/photos\"", "path = \"/p\"\ninclude = [\"[\"]"), "source[0].include"),
@@ -898,19 +895,6 @@ mod tests {
         ] {
             let message = parse(&bad).expect_err(key).to_string();
             assert!(message.contains(key), "{message}");
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        for (text, bytes) in [
-            ("16MiB", Some(16 << 20)),
-            ("8MB", Some(8_000_000)),
-            ("42", Some(42)),
-            ("1 GiB", Some(1 << 30)),
-            ("x", None),
-        ] {
-            assert_eq!(parse_size(text), bytes, "{text}");
         }
     }
 

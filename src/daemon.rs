@@ -117,8 +117,9 @@ async fn serve_config(
 }
 
 /// Reads the conditions every `poll_interval` and tells the scheduler when
-/// the policy's verdict changes: holds at once, resumes only after the
-/// hysteresis time of good conditions.
+/// the policy's verdict changes (holds at once, resumes only after the
+/// hysteresis time of good conditions) or the bandwidth timetable crosses a
+/// boundary.
 async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>) {
     let start = tokio::time::Instant::now();
     let hysteresis = policy.rules.hysteresis;
@@ -126,13 +127,23 @@ async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>)
     let Some(first) = read(policy.probe.clone()).await else { return };
     let mut sent = decide(&first, &policy.rules, Overrides::default());
     let mut state = Hysteresis::new(sent.clone());
-    if commands.send(Command::Conditions(sent.clone())).await.is_err() {
-        return;
+    let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
+    for command in [Command::Conditions(sent.clone()), Command::Bandwidth(rate)] {
+        if commands.send(command).await.is_err() {
+            return;
+        }
     }
     loop {
         let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
         tokio::time::sleep(pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval))).await;
         let Some(conditions) = read(policy.probe.clone()).await else { return };
+        let limit = policy.bandwidth.limit_at(conditions.minute_of_day);
+        if limit != rate {
+            rate = limit;
+            if commands.send(Command::Bandwidth(rate)).await.is_err() {
+                return;
+            }
+        }
         let raw = decide(&conditions, &policy.rules, Overrides::default());
         let effective = state.update(raw, start.elapsed(), hysteresis).clone();
         if effective != sent {

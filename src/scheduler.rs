@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::catalog::{Catalog, CatalogError, PendingJob, StateCounts};
 use crate::config::{DestinationConfig, RetryConfig};
-use crate::destination::{self, Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded};
+use crate::destination::{self, Destination, DestinationError, ProgressFn, Retry, Throttle, UploadRequest, Uploaded};
 use crate::discover::stat_of;
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{Decision, HoldReason, RetryDecision, decide_retry};
@@ -225,6 +225,8 @@ pub enum Command {
     /// The conditions policy changed its verdict: hold off (running uploads
     /// stop at a chunk boundary, uncharged) or run.
     Conditions(Decision),
+    /// The bandwidth timetable crossed a boundary (bytes per second, `None`: unlimited).
+    Bandwidth(Option<u64>),
 }
 
 /// Runs every queued job at `targets` until none is left that this run may
@@ -232,7 +234,8 @@ pub enum Command {
 /// uncharged). While `discovery` is open, each message on it means "the
 /// catalog changed": new jobs are loaded and join the run, which ends only
 /// once the channel is closed and the work is done.
-/// A `hold` from the conditions policy holds every job for the whole run.
+/// A `hold` from the conditions policy holds every job for the whole run;
+/// `bandwidth` limits all uploads together (bytes per second).
 #[allow(clippy::too_many_arguments)] // the one-shot run's resources, each distinct
 pub async fn drain(
     catalog: &mut Catalog,
@@ -241,12 +244,13 @@ pub async fn drain(
     max_concurrent: usize,
     observer: Arc<dyn RunObserver>,
     discovery: Option<mpsc::Receiver<()>>,
-    hold: Option<HoldReason>,
+    (hold, bandwidth): (Option<HoldReason>, Option<u64>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { retry, max_concurrent, mode: Mode::OneShot };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
     scheduler.policy_hold = hold;
+    scheduler.throttle.set_rate(bandwidth);
     scheduler.run(discovery, None, shutdown).await?;
     Ok(scheduler.into_report())
 }
@@ -292,6 +296,8 @@ pub struct Scheduler<'c> {
     broken: HashMap<DestinationId, String>,
     paused: Option<(Pause, Option<Instant>)>,
     policy_hold: Option<HoldReason>,
+    /// The upload rate limit shared by every upload.
+    throttle: Arc<Throttle>,
     next_retry: Option<Timestamp>,
     idle_waiters: Vec<oneshot::Sender<DrainReport>>,
     recent_errors: VecDeque<RecentError>,
@@ -326,6 +332,7 @@ impl<'c> Scheduler<'c> {
             broken: HashMap::new(),
             paused: None,
             policy_hold: None,
+            throttle: Arc::default(),
             next_retry: None,
             idle_waiters: Vec::new(),
             recent_errors: VecDeque::new(),
@@ -521,6 +528,7 @@ impl<'c> Scheduler<'c> {
             hash: pending.hash.clone(),
             modified,
             cancel: Arc::clone(&cancel),
+            throttle: Arc::clone(&self.throttle),
         };
         let task = self.tasks.spawn(async move { destination.upload(request, progress).await }).id();
         self.task_jobs.insert(task, running.id);
@@ -777,6 +785,7 @@ impl<'c> Scheduler<'c> {
                     }
                 }
             },
+            Command::Bandwidth(rate) => self.throttle.set_rate(rate),
             Command::WaitIdle(reply) => {
                 // Whatever discovery recorded before the request is part of the wait.
                 self.load_new()?;

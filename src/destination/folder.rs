@@ -23,6 +23,9 @@ use crate::model::{ContentHash, Receipt, RemoteKey};
 /// Copy granularity between progress reports.
 const CHUNK: u64 = 8 * 1024 * 1024;
 
+/// Copy granularity under a bandwidth limit.
+const LIMITED_CHUNK: u64 = 256 * 1024;
+
 /// A folder destination rooted at an absolute path.
 #[derive(Debug, Clone)]
 pub struct FolderDestination {
@@ -159,16 +162,19 @@ fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -
     let mut source = File::open(&request.source).map_err(|e| read_error(&request.source, &e))?;
     let mut out =
         OpenOptions::new().write(true).create(true).truncate(true).open(temp).map_err(|e| write_error(temp, &e))?;
+    // Small chunks under a bandwidth limit keep the rate smooth.
+    let chunk = if request.throttle.is_limited() { LIMITED_CHUNK } else { CHUNK };
     loop {
         if request.cancelled() {
             return Err(DestinationError::interrupted());
         }
         // `io::copy` between files uses copy_file_range (or a reflink) where the OS can.
-        let copied = io::copy(&mut (&mut source).take(CHUNK), &mut out).map_err(|e| copy_error(request, temp, &e))?;
+        let copied = io::copy(&mut (&mut source).take(chunk), &mut out).map_err(|e| copy_error(request, temp, &e))?;
         if copied == 0 {
             break;
         }
         progress(copied);
+        request.throttle.consume_blocking(copied);
     }
     let _ = out.set_modified(request.modified);
     out.sync_all().map_err(|e| write_error(temp, &e))?;
@@ -271,6 +277,7 @@ mod tests {
             hash,
             modified: SystemTime::UNIX_EPOCH,
             cancel: Arc::default(),
+            throttle: Arc::default(),
         }
     }
 

@@ -14,6 +14,9 @@
 
 pub mod folder;
 pub mod s3;
+mod throttle;
+
+pub use throttle::Throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct UploadRequest {
     /// [`DestinationError::interrupted`], keeping whatever progress it can
     /// resume from.
     pub cancel: Arc<AtomicBool>,
+    /// The upload rate limit shared by all uploads.
+    pub throttle: Arc<Throttle>,
 }
 
 impl UploadRequest {

@@ -197,23 +197,13 @@ impl S3Destination {
         }
         let url = action.sign(SIGN_FOR);
         let file = tokio::fs::File::open(&request.source).await.map_err(|e| read_error(request, &e))?;
-        let cancel = Arc::clone(&request.cancel);
-        let progress = Arc::clone(progress);
-        let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
-            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(std::io::Error::other("upload cancelled"));
-            }
-            if let Ok(bytes) = &chunk {
-                progress(bytes.len() as u64);
-            }
-            chunk
-        });
+        let chunks = tokio_util::io::ReaderStream::with_capacity(file, STREAM_CHUNK);
+        let body = metered(chunks, request, progress);
         let mut builder = self.client.put(url).header(CONTENT_LENGTH, request.size);
         for (name, value) in signed {
             builder = builder.header(name, value);
         }
-        let response =
-            send(builder.body(reqwest::Body::wrap_stream(body))).await.map_err(|e| interrupted_or(request, e))?;
+        let response = send(builder.body(body)).await.map_err(|e| interrupted_or(request, e))?;
         if response.status() == StatusCode::PRECONDITION_FAILED {
             return Ok(None);
         }
@@ -325,7 +315,11 @@ impl S3Destination {
             let mut action = self.bucket()?.upload_part(Some(&self.credentials), &key, part_number, &state.upload_id);
             action.headers_mut().insert("content-md5", content_md5.clone());
             let url = action.sign(SIGN_FOR);
-            let response = send(self.client.put(url).header("content-md5", &content_md5).body(data)).await?;
+            let len_header = data.len();
+            let chunks = futures_util::stream::iter(chunked(data).into_iter().map(Ok::<_, std::io::Error>));
+            let body = metered(chunks, request, progress);
+            let builder = self.client.put(url).header("content-md5", &content_md5).header(CONTENT_LENGTH, len_header);
+            let response = send(builder.body(body)).await.map_err(|e| interrupted_or(request, e))?;
             let response = ok_or_classify(response, "UploadPart").await?;
             let part = PartRecord {
                 number,
@@ -334,7 +328,6 @@ impl S3Destination {
                 size: len,
             };
             self.parts.record(request.job, &part).map_err(store_error)?;
-            progress(len);
             state.parts.push(part);
         }
         state.parts.sort_by_key(|p| p.number);
@@ -375,6 +368,43 @@ impl S3Destination {
             .map_err(|e| DestinationError::transient(format!("unreadable CompleteMultipartUpload answer: {e}")))?;
         Ok(parsed.etag().to_owned())
     }
+}
+
+/// Body chunk size: small enough for smooth rate limiting and prompt cancels.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// A request body from `chunks` that reports progress, honours the shared
+/// bandwidth limit, and stops when the upload is cancelled.
+fn metered(
+    chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    request: &UploadRequest,
+    progress: &ProgressFn,
+) -> reqwest::Body {
+    let (cancel, throttle, progress) =
+        (Arc::clone(&request.cancel), Arc::clone(&request.throttle), Arc::clone(progress));
+    let stream = chunks.then(move |chunk| {
+        let (cancel, throttle, progress) = (Arc::clone(&cancel), Arc::clone(&throttle), Arc::clone(&progress));
+        async move {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(std::io::Error::other("upload cancelled"));
+            }
+            let bytes = chunk?;
+            throttle.consume(bytes.len() as u64).await;
+            progress(bytes.len() as u64);
+            Ok(bytes)
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Splits a part into stream chunks without copying.
+fn chunked(mut data: bytes::Bytes) -> Vec<bytes::Bytes> {
+    let mut chunks = Vec::with_capacity(data.len() / STREAM_CHUNK + 1);
+    while data.len() > STREAM_CHUNK {
+        chunks.push(data.split_to(STREAM_CHUNK));
+    }
+    chunks.push(data);
+    chunks
 }
 
 enum Listed {

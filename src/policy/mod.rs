@@ -1,14 +1,17 @@
 //! Pure scheduling decisions: whether uploads may run now ([`decide`], with
-//! [`Hysteresis`]) and when a failed job may run again ([`Backoff`]).
+//! [`Hysteresis`]), how fast ([`Timetable`]), and when a failed job may run
+//! again ([`Backoff`]).
 //!
 //! Everything here is arithmetic on values the caller passes in (clock,
 //! jitter, conditions, configuration); the scheduler and the daemon only
 //! apply the results.
 
 mod backoff;
+mod bandwidth;
 mod conditions;
 
 pub use backoff::{Backoff, RetryDecision, decide_retry};
+pub use bandwidth::{Timetable, parse_size};
 pub use conditions::{
     Conditions, Decision, HoldReason, Hysteresis, Network, Overrides, Policy, Power, Rule, Window, decide, parse_clock,
 };
