@@ -75,10 +75,7 @@ pub async fn run(
         tokio::task::spawn_blocking(move || scan_all(&sources, &path, &stop, observer.as_ref(), &found))
     };
 
-    let probe = config.policy.probe.clone();
-    let conditions = tokio::task::spawn_blocking(move || probe.read())
-        .await
-        .map_err(|e| Error::Runtime(std::io::Error::other(e)))?;
+    let conditions = crate::conditions::read(&config.policy.probe).await;
     let hold = match decide(&conditions, &config.policy.rules, overrides) {
         Decision::Run => None,
         Decision::HoldOff(reason) => {

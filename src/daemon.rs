@@ -18,7 +18,7 @@ use tokio::sync::{RwLock, mpsc, oneshot};
 
 use crate::backup::BackupOutcome;
 use crate::catalog::{Catalog, JobFilter, RunLock};
-use crate::conditions::Probe;
+use crate::conditions;
 use crate::config::{Config, PolicyConfig};
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
@@ -123,8 +123,7 @@ async fn serve_config(
 async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>) {
     let start = tokio::time::Instant::now();
     let hysteresis = policy.rules.hysteresis;
-    let read = |probe: Probe| async move { tokio::task::spawn_blocking(move || probe.read()).await.ok() };
-    let Some(first) = read(policy.probe.clone()).await else { return };
+    let first = conditions::read(&policy.probe).await;
     let mut sent = decide(&first, &policy.rules, Overrides::default());
     let mut state = Hysteresis::new(sent.clone());
     let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
@@ -136,7 +135,7 @@ async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>)
     loop {
         let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
         tokio::time::sleep(pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval))).await;
-        let Some(conditions) = read(policy.probe.clone()).await else { return };
+        let conditions = conditions::read(&policy.probe).await;
         let limit = policy.bandwidth.limit_at(conditions.minute_of_day);
         if limit != rate {
             rate = limit;

@@ -100,3 +100,130 @@ fn the_daemon_holds_on_battery_and_resumes_after_the_hysteresis() {
     wait_until(Duration::from_secs(30), "the daemon holds again", || env.status()["state"] == "holding");
     drop(daemon);
 }
+
+/// A private D-Bus bus standing in for the system bus, with python-dbusmock
+/// serving `UPower` and `NetworkManager` on it.
+struct SystemBus {
+    address: String,
+    children: Vec<std::process::Child>,
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+impl SystemBus {
+    /// `None` (and a note) where dbus-daemon or python3-dbusmock is missing.
+    fn start() -> Option<SystemBus> {
+        let has_mock = std::process::Command::new(PYTHON)
+            .args(["-c", "import dbusmock"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_mock || std::process::Command::new("dbus-daemon").arg("--version").output().is_err() {
+            eprintln!("skipped: needs dbus-daemon and python3-dbusmock (`.ci/run` installs them)");
+            return None;
+        }
+        let mut daemon = std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(daemon.stdout.take().expect("stdout")), &mut line)
+            .expect("bus address");
+        let mut bus = SystemBus { address: line.trim().to_owned(), children: vec![daemon] };
+        for (template, parameters) in [("upower", r#"{"OnBattery": true}"#), ("networkmanager", "{}")] {
+            let mock = std::process::Command::new(PYTHON)
+                .args(["-m", "dbusmock", "--system", "--template", template, "-p", parameters])
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dbusmock");
+            bus.children.push(mock);
+        }
+        wait_until(Duration::from_secs(20), "the mocks answer", || bus.call("nm.GetAll(NM, dbus_interface=PROPS)"));
+        Some(bus)
+    }
+
+    /// Runs a Python statement with `bus`, `upower`, `nm` and a few names bound.
+    fn call(&self, statement: &str) -> bool {
+        let program = format!(
+            "import dbus\nbus = dbus.bus.BusConnection({:?})\nMOCK = 'org.freedesktop.DBus.Mock'\n\
+             PROPS = 'org.freedesktop.DBus.Properties'\nNM = 'org.freedesktop.NetworkManager'\n\
+             upower = bus.get_object('org.freedesktop.UPower', '/org/freedesktop/UPower')\n\
+             nm = bus.get_object(NM, '/org/freedesktop/NetworkManager')\n{statement}\n",
+            self.address
+        );
+        std::process::Command::new(PYTHON).args(["-c", &program]).output().is_ok_and(|o| o.status.success())
+    }
+
+    fn set_on_battery(&self, on_battery: bool) {
+        let value = if on_battery { "True" } else { "False" };
+        let done = self.call(&format!(
+            "upower.UpdateProperties('org.freedesktop.UPower', {{'OnBattery': {value}}}, dbus_interface=MOCK)"
+        ));
+        assert!(done, "set OnBattery");
+    }
+
+    fn set_metered(&self, metered: u32) {
+        let done = self.call(&format!(
+            "try:\n    nm.UpdateProperties(NM, {{'Metered': dbus.UInt32({metered})}}, dbus_interface=MOCK)\n\
+             except dbus.exceptions.DBusException:\n    nm.AddProperty(NM, 'Metered', dbus.UInt32({metered}), dbus_interface=MOCK)"
+        ));
+        assert!(done, "set Metered");
+    }
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn job_state(env: &Env) -> (String, String, i64) {
+    env.catalog()
+        .query_row("SELECT state, COALESCE(waiting_on, ''), attempts FROM jobs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("job")
+}
+
+#[test]
+fn upower_and_networkmanager_on_the_bus_hold_and_release_a_running_daemon() {
+    let Some(bus) = SystemBus::start() else { return };
+    let env = Env::new();
+    env.write_config("settle = \"100ms\"");
+    // Slow uploads down so one can be caught mid-way.
+    with_policy(&env, "poll_interval = \"100ms\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
+    env.use_system_bus(&bus.address);
+    bus.set_on_battery(false);
+    let _daemon = env.start_daemon();
+    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 4);
+
+    wait_until(Duration::from_secs(30), "the upload is under way", || {
+        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
+    });
+    let lost = std::time::Instant::now();
+    bus.set_on_battery(true);
+    wait_until(Duration::from_secs(10), "the upload stops", || job_state(&env).0 == "queued");
+    assert!(lost.elapsed() < Duration::from_secs(2), "stopped {:?} after the charger went", lost.elapsed());
+    assert_eq!(job_state(&env), ("queued".into(), "power".into(), 0), "waiting on power, no attempt charged");
+    let status = env.status();
+    assert_eq!(status["state"], "holding");
+    assert_eq!(status["reason"], "on battery", "{status}");
+
+    bus.set_metered(3);
+    bus.set_on_battery(false);
+    wait_until(Duration::from_secs(10), "the metered link is the reason now", || {
+        env.status()["reason"] == "metered connection (NetworkManager)"
+    });
+    bus.set_metered(2);
+    let good = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "the upload runs again", || job_state(&env).0 == "running");
+    assert!(good.elapsed() >= Duration::from_millis(900), "resumed only after the hysteresis");
+    wait_until(Duration::from_mins(1), "the upload completes", || job_state(&env).0 == "acknowledged");
+    assert_eq!(job_state(&env).2, 0, "still no attempt charged");
+    assert_eq!(tree(&env.dest).len(), 1);
+}

@@ -25,6 +25,8 @@ pub struct Env {
     pub config: PathBuf,
     /// Runs the binary as `NOBODY` through setpriv when set.
     binary_as_nobody: Option<PathBuf>,
+    /// The D-Bus system bus address the binary sees.
+    system_bus: std::cell::RefCell<String>,
 }
 
 impl Env {
@@ -36,6 +38,7 @@ impl Env {
             dest: root.join("dest"),
             state: root.join("state"),
             config: root.join("config.toml"),
+            system_bus: std::cell::RefCell::new(format!("unix:path={}", dir.path().join("no-system-bus").display())),
             dir,
             binary_as_nobody: None,
         };
@@ -136,6 +139,9 @@ impl Env {
             .args(args)
             .env("PHOTOSYNC_CONFIG", &self.config)
             .env("PHOTOSYNC_RUNTIME_DIR", self.runtime_dir())
+            // No system bus unless a test brings its own: the machine's battery
+            // and network must not hold tests back.
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.system_bus.borrow().clone())
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET");
         command
@@ -160,6 +166,11 @@ impl Env {
         let code = out.status.code().expect("exit code");
         assert_eq!(summary["exit_code"], code, "summary and exit code agree");
         (code, summary)
+    }
+
+    /// Points the binary at a (private) system bus.
+    pub fn use_system_bus(&self, address: &str) {
+        address.clone_into(&mut self.system_bus.borrow_mut());
     }
 
     /// Where this environment's daemon puts its control socket.

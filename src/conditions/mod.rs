@@ -1,11 +1,14 @@
 //! Probes for the facts the policy decides on: power, network cost and the
 //! local time.
 //!
-//! This slice reads Linux's sysfs power-supply tree (its root is a
-//! parameter, so tests build fake trees) and decides network cost from the
-//! default route's interface and the configured `metered_interfaces` /
-//! `unmetered_interfaces`. The daemon polls them every `poll_interval`.
-//! `UPower` and `NetworkManager` over D-Bus and the macOS probes come next.
+//! [`read`] asks `UPower` and `NetworkManager` on the D-Bus system bus first
+//! ([`dbus`]); whatever they cannot answer comes from Linux's sysfs
+//! power-supply tree (its root is a parameter, so tests build fake trees)
+//! and from the default route's interface checked against the configured
+//! `metered_interfaces` / `unmetered_interfaces`. The daemon polls every
+//! `poll_interval`. The macOS probes (`IOKit`, `Network.framework`) come next.
+
+pub mod dbus;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,22 @@ impl Probe {
             network: read_network(&self.route_file, &self.metered_interfaces, &self.unmetered_interfaces),
             minute_of_day: local_minute_of_day(),
         }
+    }
+}
+
+/// Reads the conditions: the system bus first, the local probes for the rest.
+pub async fn read(probe: &Probe) -> Conditions {
+    let bus = dbus::read().await;
+    let local = probe.clone();
+    let local = tokio::task::spawn_blocking(move || local.read()).await.unwrap_or(Conditions {
+        power: Power::Unknown,
+        network: Network::Unknown,
+        minute_of_day: local_minute_of_day(),
+    });
+    Conditions {
+        power: bus.power.unwrap_or(local.power),
+        network: bus.network.unwrap_or(local.network),
+        minute_of_day: local.minute_of_day,
     }
 }
 

@@ -1,0 +1,67 @@
+//! `UPower` and `NetworkManager` over the D-Bus system bus (the address comes
+//! from `DBUS_SYSTEM_BUS_ADDRESS` when set, so tests can use a private bus).
+//! Each answer is optional: a missing bus, service or property leaves that
+//! fact to the fallback probes.
+
+use std::time::Duration;
+
+use zbus::{Connection, Proxy};
+
+use crate::policy::{Network, Power};
+
+/// How long a read may take before the fallback is used.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the system bus said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusReading {
+    /// From `UPower`: `OnBattery`, with the display device's `Percentage`.
+    pub power: Option<Power>,
+    /// From `NetworkManager`: the manager's `Metered` property.
+    pub network: Option<Network>,
+}
+
+/// Reads power and network cost from the system bus.
+pub async fn read() -> BusReading {
+    let Ok(Ok(bus)) = tokio::time::timeout(TIMEOUT, Connection::system()).await else {
+        return BusReading::default();
+    };
+    let (power, network) = tokio::join!(
+        tokio::time::timeout(TIMEOUT, upower(&bus)),
+        tokio::time::timeout(TIMEOUT, network_manager(&bus)),
+    );
+    BusReading { power: power.ok().flatten(), network: network.ok().flatten() }
+}
+
+async fn property<T>(bus: &Connection, service: &str, path: &str, interface: &str, name: &str) -> Option<T>
+where
+    T: TryFrom<zbus::zvariant::OwnedValue>,
+    T::Error: Into<zbus::Error>,
+{
+    let proxy = Proxy::new(bus, service.to_owned(), path.to_owned(), interface.to_owned()).await.ok()?;
+    proxy.get_property::<T>(name).await.ok()
+}
+
+async fn upower(bus: &Connection) -> Option<Power> {
+    const SERVICE: &str = "org.freedesktop.UPower";
+    let on_battery: bool = property(bus, SERVICE, "/org/freedesktop/UPower", SERVICE, "OnBattery").await?;
+    if !on_battery {
+        return Some(Power::External);
+    }
+    let display = "/org/freedesktop/UPower/devices/DisplayDevice";
+    let percentage: Option<f64> = property(bus, SERVICE, display, "org.freedesktop.UPower.Device", "Percentage").await;
+    let percent = percentage.filter(|p| *p > 0.0).map(|p| p.clamp(0.0, 100.0).round() as u8);
+    Some(Power::Battery { percent })
+}
+
+/// `NMMetered`: 1 yes, 3 guess-yes count as metered (libnm's advice); 2 no,
+/// 4 guess-no as unmetered; 0 unknown.
+async fn network_manager(bus: &Connection) -> Option<Network> {
+    const SERVICE: &str = "org.freedesktop.NetworkManager";
+    let metered: u32 = property(bus, SERVICE, "/org/freedesktop/NetworkManager", SERVICE, "Metered").await?;
+    match metered {
+        1 | 3 => Some(Network::Metered { source: "NetworkManager" }),
+        2 | 4 => Some(Network::Unmetered),
+        _ => None,
+    }
+}
