@@ -132,9 +132,19 @@ async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>)
             return;
         }
     }
+    // Property changes on the system bus wake the loop at once; polling covers the rest.
+    let mut changes = conditions::dbus::changes().await;
     loop {
         let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
-        tokio::time::sleep(pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval))).await;
+        let wait = pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            event = next_change(&mut changes) => {
+                if event.is_none() {
+                    changes = None;
+                }
+            }
+        }
         let conditions = conditions::read(&policy.probe).await;
         let limit = policy.bandwidth.limit_at(conditions.minute_of_day);
         if limit != rate {
@@ -151,6 +161,14 @@ async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>)
             }
             sent = effective;
         }
+    }
+}
+
+async fn next_change(changes: &mut Option<impl futures_util::Stream<Item = ()> + Unpin>) -> Option<()> {
+    use futures_util::StreamExt as _;
+    match changes {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
     }
 }
 

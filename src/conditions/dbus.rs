@@ -65,3 +65,25 @@ async fn network_manager(bus: &Connection) -> Option<Network> {
         _ => None,
     }
 }
+
+/// A stream that yields whenever `UPower` or `NetworkManager` announce a
+/// property change, so the daemon re-reads at once instead of waiting for
+/// its next poll. `None` without a system bus.
+pub async fn changes() -> Option<impl futures_util::Stream<Item = ()> + Unpin + Send> {
+    use futures_util::StreamExt as _;
+    let Ok(Ok(bus)) = tokio::time::timeout(TIMEOUT, Connection::system()).await else { return None };
+    let mut streams = Vec::new();
+    for sender in ["org.freedesktop.UPower", "org.freedesktop.NetworkManager"] {
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(sender)
+            .ok()?
+            .interface("org.freedesktop.DBus.Properties")
+            .ok()?
+            .member("PropertiesChanged")
+            .ok()?
+            .build();
+        streams.push(zbus::MessageStream::for_match_rule(rule, &bus, Some(16)).await.ok()?);
+    }
+    Some(futures_util::stream::select_all(streams).map(|_| ()))
+}

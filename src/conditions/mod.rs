@@ -6,9 +6,13 @@
 //! power-supply tree (its root is a parameter, so tests build fake trees)
 //! and from the default route's interface checked against the configured
 //! `metered_interfaces` / `unmetered_interfaces`. The daemon polls every
-//! `poll_interval`. The macOS probes (`IOKit`, `Network.framework`) come next.
+//! `poll_interval` and re-reads at once when the bus announces a change. On
+//! macOS power comes from `pmset` ([`macos`]); its network cost
+//! (`Network.framework`'s `isExpensive`) is not read yet, so the interface
+//! lists decide there.
 
 pub mod dbus;
+pub mod macos;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,8 +35,12 @@ pub struct Probe {
 impl Probe {
     /// Reads power, network and the local time now.
     pub fn read(&self) -> Conditions {
+        #[cfg(target_os = "macos")]
+        let power = macos::read_power();
+        #[cfg(not(target_os = "macos"))]
+        let power = read_power(&self.power_supply_dir);
         Conditions {
-            power: read_power(&self.power_supply_dir),
+            power,
             network: read_network(&self.route_file, &self.metered_interfaces, &self.unmetered_interfaces),
             minute_of_day: local_minute_of_day(),
         }
