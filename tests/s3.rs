@@ -226,18 +226,9 @@ fn an_unreachable_server_defers_the_work() {
     assert_eq!(summary["failed"], 0);
 }
 
-#[test]
-fn a_killed_multipart_upload_resumes_without_resending_stored_parts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = S3Server::start(&dir.path().join("s3"));
-    let env = s3_env(&server, "");
-    let config =
-        fs::read_to_string(&env.config).expect("config").replace("part_size = \"5MiB\"", "part_size = \"8MiB\"");
-    fs::write(&env.config, config).expect("config");
-    let big = PathBuf::from("clip.mp4");
-    let content = write_video(&env.source.join(&big), 200 * 1024 * 1024, 5);
-    let parts_total = content.len().div_ceil(8 * 1024 * 1024) as u32;
-
+/// Starts `photosync backup` and kill -9s it once `parts` multipart parts
+/// are recorded in the catalog (and before the upload is complete).
+fn kill_backup_after_parts(env: &Env, parts: i64) {
     let stored = || -> i64 {
         rusqlite::Connection::open_with_flags(
             env.state.join("catalog.sqlite"),
@@ -254,10 +245,25 @@ fn a_killed_multipart_upload_resumes_without_resending_stored_parts() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_until(Duration::from_mins(2), "some parts are stored", || stored() >= 5);
+    wait_until(Duration::from_mins(2), "some parts are stored", || stored() >= parts);
     assert!(child.try_wait().expect("try_wait").is_none(), "still uploading when killed");
     child.kill().expect("kill -9");
     child.wait().expect("reap");
+}
+
+#[test]
+fn a_killed_multipart_upload_resumes_without_resending_stored_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let env = s3_env(&server, "");
+    let config =
+        fs::read_to_string(&env.config).expect("config").replace("part_size = \"5MiB\"", "part_size = \"8MiB\"");
+    fs::write(&env.config, config).expect("config");
+    let big = PathBuf::from("clip.mp4");
+    let content = write_video(&env.source.join(&big), 200 * 1024 * 1024, 5);
+    let parts_total = content.len().div_ceil(8 * 1024 * 1024) as u32;
+
+    kill_backup_after_parts(&env, 5);
     let recorded: Vec<u32> = env
         .catalog()
         .prepare("SELECT part_number FROM multipart_parts ORDER BY part_number")
@@ -285,25 +291,7 @@ fn the_open_upload_of_a_deleted_file_is_aborted() {
     let env = s3_env(&server, "");
     let big = env.source.join("gone.mp4");
     write_video(&big, 100 * 1024 * 1024, 6);
-    let stored = || -> i64 {
-        rusqlite::Connection::open_with_flags(
-            env.state.join("catalog.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
-        .unwrap_or(0)
-    };
-    let mut child = env
-        .command(["backup"])
-        .env("TEST_S3_KEY", KEY_ID)
-        .env("TEST_S3_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_until(Duration::from_mins(2), "some parts are stored", || stored() >= 2);
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+    kill_backup_after_parts(&env, 2);
     fs::remove_file(&big).expect("delete the source");
 
     let (code, summary) = backup(&env, SECRET);
