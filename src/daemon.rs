@@ -26,7 +26,7 @@ use crate::ipc::protocol::{DaemonStatus, ErrorCode, ProtocolError, Request, Resp
 use crate::ipc::server::{self, Handler};
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::{JobId, StateName, Timestamp};
-use crate::policy::{Hysteresis, Overrides, decide};
+use crate::policy::{Conditions, Hysteresis, Overrides, decide};
 use crate::scheduler::{Command, DrainReport, Mode, Scheduler, SchedulerStatus, Settings, Silent, open_targets};
 
 /// Runs the daemon until `shutdown` completes. Each message on `reload`
@@ -105,9 +105,13 @@ async fn serve_config(
     let (commands, inbox) = mpsc::channel(32);
     *service.handles.write().await = Some(Handles { commands: commands.clone(), discovery: Arc::clone(&discovery) });
 
-    let conditions = tokio::spawn(watch_conditions(config.policy.clone(), commands.clone()));
     let settings = Settings { retry: config.retry, max_concurrent: config.max_concurrent, mode: Mode::Service };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
+    // Know the conditions before the first upload starts.
+    let first = conditions::read(&config.policy.probe).await;
+    scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
+    scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
+    let conditions = tokio::spawn(watch_conditions(config.policy.clone(), first, commands.clone()));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
     *service.handles.write().await = None;
@@ -120,18 +124,13 @@ async fn serve_config(
 /// the policy's verdict changes (holds at once, resumes only after the
 /// hysteresis time of good conditions) or the bandwidth timetable crosses a
 /// boundary.
-async fn watch_conditions(policy: PolicyConfig, commands: mpsc::Sender<Command>) {
+/// `first` is the reading the scheduler started with.
+async fn watch_conditions(policy: PolicyConfig, first: Conditions, commands: mpsc::Sender<Command>) {
     let start = tokio::time::Instant::now();
     let hysteresis = policy.rules.hysteresis;
-    let first = conditions::read(&policy.probe).await;
     let mut sent = decide(&first, &policy.rules, Overrides::default());
     let mut state = Hysteresis::new(sent.clone());
     let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
-    for command in [Command::Conditions(sent.clone()), Command::Bandwidth(rate)] {
-        if commands.send(command).await.is_err() {
-            return;
-        }
-    }
     // Property changes on the system bus wake the loop at once; polling covers the rest.
     let mut changes = conditions::dbus::changes().await;
     loop {

@@ -249,8 +249,8 @@ pub async fn drain(
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { retry, max_concurrent, mode: Mode::OneShot };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
-    scheduler.policy_hold = hold;
-    scheduler.throttle.set_rate(bandwidth);
+    scheduler.apply_conditions(hold.map_or(Decision::Run, Decision::HoldOff));
+    scheduler.set_bandwidth(bandwidth);
     scheduler.run(discovery, None, shutdown).await?;
     Ok(scheduler.into_report())
 }
@@ -338,6 +338,31 @@ impl<'c> Scheduler<'c> {
             recent_errors: VecDeque::new(),
             report: DrainReport::default(),
         }
+    }
+
+    /// Applies the conditions policy's verdict: a hold stops running uploads
+    /// at their next chunk (they return to the queue uncharged) and starts
+    /// nothing new; `Run` lifts it.
+    pub fn apply_conditions(&mut self, decision: Decision) {
+        match decision {
+            Decision::HoldOff(reason) => {
+                tracing::info!("holding uploads: {reason}");
+                for flight in self.flights.values() {
+                    flight.cancel.store(true, Ordering::Relaxed);
+                }
+                self.policy_hold = Some(reason);
+            }
+            Decision::Run => {
+                if self.policy_hold.take().is_some() {
+                    tracing::info!("conditions allow uploads again");
+                }
+            }
+        }
+    }
+
+    /// Sets the shared upload rate limit (bytes per second; `None`: unlimited).
+    pub fn set_bandwidth(&self, rate: Option<u64>) {
+        self.throttle.set_rate(rate);
     }
 
     /// What the scheduler did, with the holds still in force.
@@ -771,21 +796,8 @@ impl<'c> Scheduler<'c> {
                     }
                 }
             }
-            Command::Conditions(decision) => match decision {
-                Decision::HoldOff(reason) => {
-                    tracing::info!("holding uploads: {reason}");
-                    for flight in self.flights.values() {
-                        flight.cancel.store(true, Ordering::Relaxed);
-                    }
-                    self.policy_hold = Some(reason);
-                }
-                Decision::Run => {
-                    if self.policy_hold.take().is_some() {
-                        tracing::info!("conditions allow uploads again");
-                    }
-                }
-            },
-            Command::Bandwidth(rate) => self.throttle.set_rate(rate),
+            Command::Conditions(decision) => self.apply_conditions(decision),
+            Command::Bandwidth(rate) => self.set_bandwidth(rate),
             Command::WaitIdle(reply) => {
                 // Whatever discovery recorded before the request is part of the wait.
                 self.load_new()?;
