@@ -287,3 +287,34 @@ fn a_client_of_another_user_is_refused() {
     assert!(stderr(&out).contains("belongs to another user"), "{}", stderr(&out));
     assert!(env.run(["status"]).status.success(), "its owner is still served");
 }
+
+#[test]
+fn pause_stops_an_upload_in_flight_without_charging_it() {
+    // A bandwidth limit keeps the upload running long enough to catch it.
+    let env = daemon_env("");
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"2MiB\"\n")).expect("config");
+    let _daemon = env.start_daemon();
+    let content = crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 8);
+    wait_until(PATIENCE, "the upload is under way", || {
+        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
+    });
+    let asked = std::time::Instant::now();
+    assert!(env.run(["pause"]).status.success());
+    let job = || -> (String, String, i64) {
+        env.catalog()
+            .query_row("SELECT state, COALESCE(waiting_on, ''), attempts FROM jobs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("job")
+    };
+    wait_until(PATIENCE, "the upload stops", || job().0 == "queued");
+    assert!(asked.elapsed() < Duration::from_secs(2), "stopped {:?} after pause", asked.elapsed());
+    assert_eq!(job(), ("queued".into(), "paused".into(), 0));
+    assert!(!env.dest.join("clip.mp4").exists(), "nothing half-written is published");
+
+    assert!(env.run(["resume"]).status.success());
+    wait_until(PATIENCE, "the upload completes after resume", || job().0 == "acknowledged");
+    assert_eq!(job().2, 0, "no attempt charged");
+    assert_eq!(fs::read(env.dest.join("clip.mp4")).expect("uploaded"), content);
+}
