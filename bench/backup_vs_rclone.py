@@ -11,7 +11,7 @@ cron job costs.
     bench/backup_vs_rclone.py [--target folder|s3] [--photos N] [--rounds R] [--work DIR] [--json]
 
 --target s3 runs an s3s-fs server on 127.0.0.1 (built once with
-`cargo install s3s-fs --features binary` into the work folder) and uploads
+`cargo install s3s-fs --features binary` into target/bench-tools) and uploads
 to a fresh bucket per tool and round. Client CPU is the uploading process's
 alone; the server runs as a separate process and is not counted.
 
@@ -55,7 +55,8 @@ S3_KEY, S3_SECRET = "benchkey", "benchsecret"
 
 def start_s3s_fs(work):
     """Builds (once) and starts s3s-fs on a free port; returns (process, endpoint, root)."""
-    tools = os.path.join(work, "..", "tools")
+    # Kept under target/ (ignored by git, survives between runs); never committed.
+    tools = os.path.join(REPO, "target", "bench-tools")
     binary = os.path.join(tools, "bin", "s3s-fs")
     if not os.path.exists(binary):
         subprocess.run(["cargo", "install", "--quiet", "s3s-fs", "--version", "0.14.1", "--features", "binary",
