@@ -436,7 +436,8 @@ impl<'c> Scheduler<'c> {
     /// Loads every queued job (after recovery, a retry, or a wake-up).
     fn reload(&mut self) -> Result<(), CatalogError> {
         let pending = self.catalog.pending(&self.destination_ids)?;
-        let known: HashSet<JobId> = self.queue.iter().map(|p| p.job.id).collect();
+        // Stale jobs are queued in the catalog too; they must not be queued twice.
+        let known: HashSet<JobId> = self.queue.iter().chain(&self.stale).map(|p| p.job.id).collect();
         let fresh: Vec<PendingJob> = pending.into_iter().filter(|p| !known.contains(&p.job.id)).collect();
         self.add(fresh);
         self.next_retry = self.catalog.next_retry()?;
