@@ -131,8 +131,8 @@ async fn watch_conditions(policy: PolicyConfig, first: Conditions, commands: mps
     let mut sent = decide(&first, &policy.rules, Overrides::default());
     let mut state = Hysteresis::new(sent.clone());
     let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
-    // Property changes on the system bus wake the loop at once; polling covers the rest.
-    let mut changes = conditions::dbus::changes().await;
+    // Announced changes (system bus signals, Darwin notifications) wake the loop at once; polling covers the rest.
+    let mut changes = conditions::changes().await;
     loop {
         let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
         let wait = pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval));

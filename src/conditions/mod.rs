@@ -7,9 +7,10 @@
 //! and from the default route's interface checked against the configured
 //! `metered_interfaces` / `unmetered_interfaces`. The daemon polls every
 //! `poll_interval` and re-reads at once when the bus announces a change. On
-//! macOS power comes from `pmset` ([`macos`]); its network cost
-//! (`Network.framework`'s `isExpensive`) is not read yet, so the interface
-//! lists decide there.
+//! macOS ([`macos`]) power comes from `pmset`, the network's cost from the
+//! primary interface's `EXPENSIVE` and `CONSTRAINED` kernel flags (what
+//! `Network.framework` reports as `isExpensive` and `isConstrained`), and
+//! Darwin notifications announce changes.
 
 pub mod dbus;
 pub mod macos;
@@ -36,14 +37,31 @@ impl Probe {
     /// Reads power, network and the local time now.
     pub fn read(&self) -> Conditions {
         #[cfg(target_os = "macos")]
-        let power = macos::read_power();
+        let (power, network) = (macos::read_power(), macos::read_network(&self.metered_interfaces));
         #[cfg(not(target_os = "macos"))]
-        let power = read_power(&self.power_supply_dir);
-        Conditions {
-            power,
-            network: read_network(&self.route_file, &self.metered_interfaces, &self.unmetered_interfaces),
-            minute_of_day: local_minute_of_day(),
-        }
+        let (power, network) = (
+            read_power(&self.power_supply_dir),
+            read_network(&self.route_file, &self.metered_interfaces, &self.unmetered_interfaces),
+        );
+        Conditions { power, network, minute_of_day: local_minute_of_day() }
+    }
+}
+
+/// A stream that yields whenever the system announces a change of power or
+/// network, so the daemon re-reads at once instead of at its next poll:
+/// `UPower` and `NetworkManager` signals on Linux, Darwin notifications on
+/// macOS. `None` when the system offers no such events.
+#[cfg_attr(target_os = "macos", expect(clippy::unused_async, reason = "only the D-Bus connection awaits"))]
+pub async fn changes() -> Option<std::pin::Pin<Box<dyn futures_util::Stream<Item = ()> + Send>>> {
+    #[cfg(target_os = "macos")]
+    {
+        let stream = macos::watch_notifications(Path::new("/usr/bin/notifyutil"), &macos::CHANGE_KEYS)?;
+        Some(Box::pin(stream))
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let stream = dbus::changes().await?;
+        Some(Box::pin(stream))
     }
 }
 
