@@ -489,9 +489,10 @@ impl<'c> Scheduler<'c> {
         // An earlier attempt may have left a multipart upload open on the server.
         if let Some(target) = self.targets.get(&pending.job.destination_id) {
             let (destination, job) = (Arc::clone(&target.destination), pending.job.id);
+            let key = RemoteKey(pending.rel_path.clone());
             self.tasks_aside.spawn(async move {
-                if let Err(e) = destination.discard(job).await {
-                    tracing::warn!(job = %job, "could not abort the cancelled job's upload: {e}");
+                if let Err(e) = destination.discard(job, &key).await {
+                    tracing::warn!(job = %job, "could not clean up after the cancelled job: {e}");
                 }
             });
         }

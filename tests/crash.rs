@@ -2,10 +2,13 @@
 //! up at the destination exactly once with the right content, and the
 //! catalog is intact.
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{Env, assert_same_tree, make_library, tree};
+use crate::harness::{Env, assert_same_tree, make_library, tree, write_photo};
 
 fn kill_then_rerun(acknowledged_before_kill: i64) {
     let env = Env::new();
@@ -45,4 +48,47 @@ fn kill_9_at_the_first_upload_then_rerun_loses_and_duplicates_nothing() {
 #[test]
 fn kill_9_mid_backup_then_rerun_loses_and_duplicates_nothing() {
     kill_then_rerun(120);
+}
+
+/// Names of the temporary copies below `dir`.
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(temporaries(&path));
+        } else if entry.file_name().to_string_lossy().contains(".photosync-") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A job cut short by kill -9 whose file is deleted before the rerun is
+/// cancelled rather than retried, so no retry removes its temporary copy:
+/// the cancellation must.
+#[test]
+fn kill_9_mid_copy_then_delete_the_file_leaves_no_temporary_copy() {
+    let env = Env::new();
+    // A bandwidth limit keeps the big copy in flight long enough to kill it.
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"16MiB\"\n")).expect("config");
+    let big = PathBuf::from("DCIM/big.jpg");
+    let small = PathBuf::from("DCIM/small.jpg");
+    write_photo(&env.source.join(&big), 48 << 20, 1);
+    let expected = BTreeMap::from([(small.clone(), write_photo(&env.source.join(&small), 4096, 2))]);
+
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let big_copy = || temporaries(&env.dest).iter().any(|t| t.to_string_lossy().contains(".big.jpg."));
+    crate::harness::wait_until(Duration::from_mins(1), "the big file is being copied", big_copy);
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    assert!(big_copy(), "the kill left the big file's temporary copy");
+    fs::remove_file(env.source.join(&big)).expect("delete the big file");
+
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(temporaries(&env.dest), Vec::<PathBuf>::new(), "the cancelled job's temporary copy is removed");
+    assert_same_tree(&tree(&env.dest), &expected);
+    assert_eq!(env.count_jobs("cancelled"), 1);
 }

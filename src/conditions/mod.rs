@@ -65,9 +65,12 @@ pub async fn changes() -> Option<std::pin::Pin<Box<dyn futures_util::Stream<Item
     }
 }
 
-/// Reads the conditions: the system bus first, the local probes for the rest.
+/// Reads the conditions: the system bus first (Linux), the local probes for the rest.
 pub async fn read(probe: &Probe) -> Conditions {
+    #[cfg(not(target_os = "macos"))]
     let bus = dbus::read().await;
+    #[cfg(target_os = "macos")]
+    let bus = dbus::BusReading::default();
     let local = probe.clone();
     let local = tokio::task::spawn_blocking(move || local.read()).await.unwrap_or(Conditions {
         power: Power::Unknown,

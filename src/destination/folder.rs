@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use super::{Destination, DestinationError, ProgressFn, UploadRequest, Uploaded, key_candidates};
 use crate::media::hash_file;
-use crate::model::{ContentHash, Receipt, RemoteKey};
+use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
 /// Copy granularity between progress reports.
 const CHUNK: u64 = 8 * 1024 * 1024;
@@ -54,6 +54,38 @@ impl Destination for FolderDestination {
             .await
             .map_err(|e| DestinationError::transient(format!("folder upload panicked: {e}")))?
     }
+
+    async fn discard(&self, job: JobId, key: &RemoteKey) -> Result<(), DestinationError> {
+        let dir = target_path(&self.root, key)?.parent().map(Path::to_path_buf).unwrap_or_default();
+        tokio::task::spawn_blocking(move || remove_temporaries(&dir, job))
+            .await
+            .map_err(|e| DestinationError::transient(format!("folder discard panicked: {e}")))?
+    }
+}
+
+/// Removes the temporary copies `job` left in `dir` (one per candidate name
+/// it tried); a missing folder has none.
+fn remove_temporaries(dir: &Path, job: JobId) -> Result<(), DestinationError> {
+    let suffix = format!(".photosync-{job}.tmp");
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(write_error(dir, &e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| write_error(dir, &e))?;
+        let name = entry.file_name();
+        let bytes = name.as_bytes();
+        if bytes.starts_with(b".") && bytes.ends_with(suffix.as_bytes()) {
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::info!(job = %job, "removed the temporary copy {}", path.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(write_error(&path, &e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_root(root: &Path) -> Result<(), DestinationError> {
@@ -322,6 +354,33 @@ mod tests {
         let uploaded = store(&root, &req, &no_progress()).expect("store");
         assert!(matches!(uploaded, Uploaded::AlreadyPresent(_)));
         assert!(!temp.exists(), "leftover temporary file removed");
+    }
+
+    /// A job cut short by a crash and then cancelled (its file was deleted)
+    /// never runs again, so only `discard` can remove its temporary copies.
+    #[tokio::test]
+    async fn discard_removes_only_the_cancelled_jobs_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("dest");
+        fs::create_dir_all(root.join("sub")).expect("root");
+        let req = request(dir.path(), "a.jpg", b"content");
+        let own = temp_path(&root.join("sub/a.jpg"), &req);
+        let own_candidate = temp_path(&root.join("sub/a-0123abcd.jpg"), &req);
+        let other = temp_path(&root.join("sub/b.jpg"), &UploadRequest { job: JobId(11), ..req.clone() });
+        let kept = ["sub/a.jpg", "sub/photosync-1.tmp"];
+        for path in [&own, &own_candidate, &other].into_iter().cloned().chain(kept.iter().map(|k| root.join(k))) {
+            fs::write(path, b"partial").expect("write");
+        }
+        let destination = FolderDestination { root: root.clone() };
+        destination.discard(JobId(1), &req.key).await.expect("discard");
+        assert!(!own.exists() && !own_candidate.exists(), "the job's temporaries are gone");
+        assert!(other.exists(), "job 11's temporary copy is not job 1's to remove");
+        for k in kept {
+            assert!(root.join(k).exists(), "{k} kept");
+        }
+        // Nothing to do when the folder was never created.
+        let missing = RemoteKey(b"never/made/x.jpg".to_vec());
+        destination.discard(JobId(1), &missing).await.expect("discard without a folder");
     }
 
     #[test]

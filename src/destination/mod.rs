@@ -135,9 +135,10 @@ pub trait Destination: Send + Sync {
     /// Stores the file, or finds it already stored, and returns a verified receipt.
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError>;
 
-    /// Releases whatever an unfinished upload of `job` left on the server
-    /// (an open multipart upload); called when the job is cancelled.
-    async fn discard(&self, _job: JobId) -> Result<(), DestinationError> {
+    /// Releases whatever an unfinished upload of `job` (stored under `key`)
+    /// left behind: an open multipart upload, a temporary copy from an
+    /// attempt cut short by a crash. Called when the job is cancelled.
+    async fn discard(&self, _job: JobId, _key: &RemoteKey) -> Result<(), DestinationError> {
         Ok(())
     }
 }

@@ -129,7 +129,7 @@ impl Destination for S3Destination {
         Err(DestinationError::permanent(format!("every candidate key for {} is taken by other content", request.key)))
     }
 
-    async fn discard(&self, job: JobId) -> Result<(), DestinationError> {
+    async fn discard(&self, job: JobId, _key: &RemoteKey) -> Result<(), DestinationError> {
         let Some(state) = self.parts.load(job).map_err(store_error)? else { return Ok(()) };
         let key = String::from_utf8_lossy(&state.key.0).into_owned();
         let url = self.bucket()?.abort_multipart_upload(Some(&self.credentials), &key, &state.upload_id).sign(SIGN_FOR);
