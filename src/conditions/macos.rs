@@ -4,7 +4,8 @@
 //! - power: `pmset -g batt` reports the providing power source and the
 //!   internal battery's charge, the same facts as `IOKit`'s
 //!   `IOPSGetProvidingPowerSourceType` and `IOPSCopyPowerSourcesInfo`;
-//! - network cost: `route -n get default` names the primary interface and
+//! - network cost: `route -n get default` names the primary interface (the
+//!   IPv6 one when there is no IPv4 default route) and
 //!   `ifconfig -v` prints its kernel flags. `EXPENSIVE` (set by configd for
 //!   cellular, Personal Hotspot and WWAN links) and `CONSTRAINED` (Low Data
 //!   Mode) are the flags that `Network.framework` reports as a path's
@@ -137,10 +138,15 @@ pub fn read_power() -> Power {
     run("/usr/bin/pmset", &["-g", "batt"]).map_or(Power::Unknown, |out| parse_pmset(&out))
 }
 
-/// Runs `route -n get default` and `ifconfig -v` on the interfaces it names.
+/// Runs `route -n get default` (IPv4, else IPv6) and `ifconfig -v` on the
+/// interfaces it names.
 #[cfg(target_os = "macos")]
 pub fn read_network(metered_interfaces: &[String]) -> Network {
-    let primary = run("/sbin/route", &["-n", "get", "default"]).and_then(|out| parse_route_interface(&out));
+    let route = |family: &[&str]| {
+        let args = [&["-n", "get"], family, &["default"]].concat();
+        run("/sbin/route", &args).and_then(|out| parse_route_interface(&out))
+    };
+    let primary = route(&[]).or_else(|| route(&["-inet6"]));
     network_from(primary, metered_interfaces, |interface| run("/sbin/ifconfig", &["-v", interface]))
 }
 
