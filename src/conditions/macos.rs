@@ -161,7 +161,7 @@ fn run(program: &str, args: &[&str]) -> Option<String> {
 /// key, exit") for each key, again after each notification. A key whose
 /// watcher fails or prints anything but its own name (notifyd refused the
 /// registration) is given up with a warning and left to polling; `None`
-/// when no watcher can be started at all.
+/// when `program` does not exist.
 pub fn watch_notifications(program: &Path, keys: &[&str]) -> Option<impl Stream<Item = ()> + Unpin + Send + use<>> {
     if !program.exists() {
         return None;
@@ -293,10 +293,8 @@ mod tests {
         );
     }
 
-    /// A stand-in for `notifyutil -1 KEY`: blocks until a line arrives on a
-    /// FIFO named after the key, then prints the key and exits, as notifyutil
-    /// does when the notification is delivered.
-    fn fake_notifyutil(dir: &std::path::Path, body: &str) -> PathBuf {
+    /// A stand-in for `notifyutil -1 KEY`, written as a shell script.
+    fn fake_notifyutil(dir: &Path, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt as _;
         let program = dir.join("notifyutil");
         std::fs::write(&program, format!("#!/bin/sh\n{body}\n")).expect("write script");
@@ -307,17 +305,21 @@ mod tests {
     #[tokio::test]
     async fn notifications_wake_the_watcher() {
         use futures_util::StreamExt as _;
+        use std::io::Write as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("post");
         let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
         assert!(status.success());
+        // Like notifyutil, the script waits for a notification (a line on
+        // the FIFO), prints the key and exits.
         let program =
             fake_notifyutil(dir.path(), &format!("read line < '{}'\n[ \"$1\" = -1 ] && echo \"$2\"", fifo.display()));
+        // Held open for reading and writing, the FIFO never blocks the test:
+        // a line posted before the script runs waits in the pipe for it.
+        let mut post = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).expect("open fifo");
         let mut changes = watch_notifications(&program, &["com.example.key"]).expect("watcher");
         for _ in 0..2 {
-            // Opening the FIFO for writing blocks until the watcher's script opens it to read.
-            let fifo = fifo.clone();
-            tokio::task::spawn_blocking(move || std::fs::write(fifo, "posted\n")).await.expect("join").expect("post");
+            post.write_all(b"posted\n").expect("post");
             let woke = tokio::time::timeout(Duration::from_secs(10), changes.next()).await;
             assert_eq!(woke.expect("a change within 10 s"), Some(()));
         }
