@@ -177,7 +177,7 @@ pub struct RawDestination {
     pub profile: Option<String>,
     /// For `s3`: files at least this large use multipart upload (default 64 MiB).
     pub multipart_threshold: Option<String>,
-    /// For `s3`: multipart part size (default 16 MiB, at least 5 MiB).
+    /// For `s3`: multipart part size (default 16 MiB, 5 MiB to 5 GiB).
     pub part_size: Option<String>,
 }
 
@@ -319,6 +319,9 @@ impl std::fmt::Debug for S3Credentials {
 
 /// Smallest part S3 accepts (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// The largest S3 multipart part.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
 
 impl DestinationKind {
     /// The `type` spelling.
@@ -642,6 +645,9 @@ impl Validator<'_> {
         if part_size < MIN_PART_SIZE {
             return Err(self.error(&key("part_size"), "must be at least 5 MiB (the S3 minimum)"));
         }
+        if part_size > MAX_PART_SIZE {
+            return Err(self.error(&key("part_size"), "must be at most 5 GiB (the S3 maximum)"));
+        }
         Ok(S3Config {
             endpoint,
             region: raw.region.clone().unwrap_or_else(|| "us-east-1".into()),
@@ -888,6 +894,7 @@ mod tests {
         assert!(!debug.contains("\"T\""), "secrets are redacted: {debug}");
         for (bad, key) in [
             (text.replace("part_size = \"8MiB\"", "part_size = \"1MiB\""), "part_size"),
+            (text.replace("part_size = \"8MiB\"", "part_size = \"6GiB\""), "part_size"),
             (text.replace("http://127.0.0.1:9000", "ftp://x"), "endpoint"),
             (text.replace("bucket = \"photos\"\n", ""), "bucket"),
             (text.replace("prefix = \"me\"", "prefix = \"../up\""), "prefix"),

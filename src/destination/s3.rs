@@ -228,7 +228,7 @@ impl S3Destination {
         let state = MultipartProgress {
             key: RemoteKey(key.as_bytes().to_vec()),
             upload_id: created.upload_id().to_owned(),
-            part_size: self.part_size,
+            part_size: part_size_for(request.size, self.part_size)?,
             parts: Vec::new(),
         };
         self.parts.begin(request.job, &state.key, &state.upload_id, state.part_size).map_err(store_error)?;
@@ -368,6 +368,22 @@ impl S3Destination {
             .map_err(|e| DestinationError::transient(format!("unreadable CompleteMultipartUpload answer: {e}")))?;
         Ok(parsed.etag().to_owned())
     }
+}
+
+/// S3 takes at most this many parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a file of `size` bytes: the configured one, raised in
+/// whole MiB when the file would otherwise need more than 10,000 parts (at
+/// the default 16 MiB, files over 156 GiB).
+fn part_size_for(size: u64, configured: u64) -> Result<u64, DestinationError> {
+    let part_size = configured.max(size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
+    if part_size > crate::config::MAX_PART_SIZE {
+        return Err(DestinationError::permanent(format!(
+            "a {size}-byte file is larger than S3 allows (10,000 parts of at most 5 GiB)"
+        )));
+    }
+    Ok(part_size)
 }
 
 /// Body chunk size: small enough for smooth rate limiting and prompt cancels.
@@ -596,6 +612,27 @@ mod tests {
         for (relative, expected) in table {
             assert_eq!(object_key("p/", &RemoteKey(relative.to_vec())), expected);
         }
+    }
+
+    #[test]
+    fn part_size_keeps_every_file_within_10000_parts() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        let table = [
+            (200 * MIB, 16 * MIB),             // the configured size
+            (10_000 * 16 * MIB, 16 * MIB),     // exactly 10,000 parts still fits
+            (10_000 * 16 * MIB + 1, 17 * MIB), // one byte more: raised by a whole MiB
+            (300 * GIB, (300 * GIB).div_ceil(10_000).next_multiple_of(MIB)),
+            (10_000 * 5 * GIB, 5 * GIB), // the largest S3 object photosync can send
+        ];
+        for (size, expected) in table {
+            let part = part_size_for(size, 16 * MIB).expect("fits");
+            assert_eq!(part, expected, "{size}");
+            assert!(size.div_ceil(part) <= 10_000, "{size} in {part}-byte parts");
+        }
+        assert_eq!(part_size_for(200 * MIB, 64 * MIB).expect("fits"), 64 * MIB, "a larger configured size is kept");
+        let too_big = part_size_for(10_000 * 5 * GIB + 1, 16 * MIB).expect_err("too big");
+        assert_eq!(too_big.retry, Retry::Permanent);
     }
 
     #[test]
