@@ -4,9 +4,9 @@
 Builds the release binary, makes a synthetic library with
 ../shared/tools/mklib.py (1,000 photos by default), then alternates
 `photosync backup` and `rclone copy` into fresh destinations, several rounds
-each, and prints median wall-clock and CPU seconds and their ratios. A second,
-no-op run of each (nothing new to copy) is timed too: that is what an hourly
-cron job costs.
+each, and prints median wall-clock and CPU seconds and their ratios, and
+each tool's peak memory. A second, no-op run of each (nothing new to copy)
+is timed too: that is what an hourly cron job costs.
 
     bench/backup_vs_rclone.py [--target folder|s3] [--photos N] [--rounds R] [--work DIR] [--json]
 
@@ -28,22 +28,25 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(cmd, env=None):
-    """Runs cmd, returns (wall seconds, child CPU seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    """Runs cmd, returns (wall seconds, CPU seconds, peak RSS in MiB) of that process alone."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{cmd[0]} failed ({proc.returncode}): {err.read().decode(errors='replace')}")
+    # Linux reports ru_maxrss in KiB.
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def count_files(root):
@@ -165,6 +168,8 @@ def main():
             "photosync_cpu_s_per_gib": round(med("photosync", 1) / gib, 3),
             "rclone_cpu_s_per_gib": round(med("rclone", 1) / gib, 3),
             "cpu_ratio": round(med("photosync", 1) / med("rclone", 1), 3),
+            "photosync_peak_rss_mib": round(med("photosync", 2), 1),
+            "rclone_peak_rss_mib": round(med("rclone", 2), 1),
         },
         "noop_run": {
             "photosync_s": round(med("photosync_noop", 0), 3), "rclone_s": round(med("rclone_noop", 0), 3),
@@ -180,6 +185,8 @@ def main():
           f"wall ratio {f['wall_ratio']:.2f}")
     print(f"            CPU s/GiB photosync {f['photosync_cpu_s_per_gib']:.2f}   rclone {f['rclone_cpu_s_per_gib']:.2f}   "
           f"cpu ratio {f['cpu_ratio']:.2f}")
+    print(f"            peak RSS photosync {f['photosync_peak_rss_mib']:.0f} MiB   "
+          f"rclone {f['rclone_peak_rss_mib']:.0f} MiB")
     print(f"no-op rerun photosync {n['photosync_s']:.3f} s   rclone {n['rclone_s']:.3f} s   "
           f"wall ratio {n['wall_ratio']:.2f}")
 

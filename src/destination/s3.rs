@@ -307,18 +307,21 @@ impl S3Destination {
             }
             let offset = u64::from(number - 1) * state.part_size;
             let len = state.part_size.min(request.size - offset);
-            let data = read_part(&file, offset, len).await.map_err(|e| read_error(request, &e))?;
-            let md5 = Md5::digest(&data);
+            // One pass hashes the part, a second streams it (from the page
+            // cache, usually), so no part is ever held in memory. Should the
+            // file change between the two, the server's Content-MD5 check
+            // rejects the part (BadDigest, retried).
+            let md5 = part_md5(&file, offset, len).await.map_err(|e| read_error(request, &e))?;
             let content_md5 = BASE64.encode(md5);
             let part_number =
                 u16::try_from(number).map_err(|_| DestinationError::permanent("more than 65535 parts"))?;
             let mut action = self.bucket()?.upload_part(Some(&self.credentials), &key, part_number, &state.upload_id);
             action.headers_mut().insert("content-md5", content_md5.clone());
             let url = action.sign(SIGN_FOR);
-            let len_header = data.len();
-            let chunks = futures_util::stream::iter(chunked(data).into_iter().map(Ok::<_, std::io::Error>));
+            let chunk = if request.throttle.is_limited() { STREAM_CHUNK } else { READ_CHUNK };
+            let chunks = part_chunks(&file, offset, len, chunk);
             let body = metered(chunks, request, progress);
-            let builder = self.client.put(url).header("content-md5", &content_md5).header(CONTENT_LENGTH, len_header);
+            let builder = self.client.put(url).header("content-md5", &content_md5).header(CONTENT_LENGTH, len);
             let response = send(builder.body(body)).await.map_err(|e| interrupted_or(request, e))?;
             let response = ok_or_classify(response, "UploadPart").await?;
             let part = PartRecord {
@@ -389,6 +392,10 @@ fn part_size_for(size: u64, configured: u64) -> Result<u64, DestinationError> {
 /// Body chunk size: small enough for smooth rate limiting and prompt cancels.
 const STREAM_CHUNK: usize = 256 * 1024;
 
+/// Read size for hashing parts, and for sending them without a rate limit:
+/// fewer, larger reads cost less.
+const READ_CHUNK: usize = 1024 * 1024;
+
 /// A request body from `chunks` that reports progress, honours the shared
 /// bandwidth limit, and stops when the upload is cancelled.
 fn metered(
@@ -413,31 +420,57 @@ fn metered(
     reqwest::Body::wrap_stream(stream)
 }
 
-/// Splits a part into stream chunks without copying.
-fn chunked(mut data: bytes::Bytes) -> Vec<bytes::Bytes> {
-    let mut chunks = Vec::with_capacity(data.len() / STREAM_CHUNK + 1);
-    while data.len() > STREAM_CHUNK {
-        chunks.push(data.split_to(STREAM_CHUNK));
-    }
-    chunks.push(data);
-    chunks
-}
-
 enum Listed {
     Gone,
     Parts(Vec<(u32, u64)>),
     Unsupported,
 }
 
-async fn read_part(file: &Arc<std::fs::File>, offset: u64, len: u64) -> std::io::Result<bytes::Bytes> {
+/// The MD5 of `len` bytes of `file` at `offset`.
+async fn part_md5(file: &Arc<std::fs::File>, offset: u64, len: u64) -> std::io::Result<[u8; 16]> {
     let file = Arc::clone(file);
     tokio::task::spawn_blocking(move || {
-        let mut buffer = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-        file.read_exact_at(&mut buffer, offset)?;
-        Ok(bytes::Bytes::from(buffer))
+        let mut md5 = Md5::new();
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let mut done = 0;
+        while done < len {
+            let n = usize::try_from((len - done).min(READ_CHUNK as u64)).map_err(std::io::Error::other)?;
+            file.read_exact_at(&mut buffer[..n], offset + done)?;
+            md5.update(&buffer[..n]);
+            done += n as u64;
+        }
+        Ok(md5.finalize().into())
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// `len` bytes of `file` at `offset` as a stream of `chunk`-byte pieces,
+/// each read when the body asks for it (positioned reads: nothing shares a
+/// file offset).
+fn part_chunks(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    chunk: usize,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    let file = Arc::clone(file);
+    futures_util::stream::try_unfold(0u64, move |done| {
+        let file = Arc::clone(&file);
+        async move {
+            if done >= len {
+                return Ok(None);
+            }
+            let n = usize::try_from((len - done).min(chunk as u64)).map_err(std::io::Error::other)?;
+            let piece = tokio::task::spawn_blocking(move || {
+                let mut buffer = vec![0u8; n];
+                file.read_exact_at(&mut buffer, offset + done).map(|()| bytes::Bytes::from(buffer))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((piece, done + n as u64)))
+        }
+    })
 }
 
 /// `prefix` + the layout key, made safe: `/`-separated segments, `%`, control
