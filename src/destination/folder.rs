@@ -66,7 +66,7 @@ impl Destination for FolderDestination {
 /// Removes the temporary copies `job` left in `dir` (one per candidate name
 /// it tried); a missing folder has none.
 fn remove_temporaries(dir: &Path, job: JobId) -> Result<(), DestinationError> {
-    let suffix = format!(".photosync-{job}.tmp");
+    let suffix = temp_suffix(job);
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -155,8 +155,13 @@ fn target_path(root: &Path, key: &RemoteKey) -> Result<PathBuf, DestinationError
 fn temp_path(target: &Path, request: &UploadRequest) -> PathBuf {
     let mut name = std::ffi::OsString::from(".");
     name.push(target.file_name().unwrap_or_default());
-    name.push(format!(".photosync-{}.tmp", request.job));
+    name.push(temp_suffix(request.job));
     target.with_file_name(name)
+}
+
+/// How every temporary copy of `job` ends: `.NAME.photosync-N.tmp`.
+fn temp_suffix(job: JobId) -> String {
+    format!(".photosync-{job}.tmp")
 }
 
 fn existing(target: &Path, size: u64, hash: &ContentHash) -> Result<Existing, DestinationError> {

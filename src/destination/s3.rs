@@ -426,6 +426,11 @@ enum Listed {
     Unsupported,
 }
 
+/// The size of the next read of at most `chunk` bytes, `done` of `len` read.
+fn next_piece(len: u64, done: u64, chunk: usize) -> std::io::Result<usize> {
+    usize::try_from((len - done).min(chunk as u64)).map_err(std::io::Error::other)
+}
+
 /// The MD5 of `len` bytes of `file` at `offset`.
 async fn part_md5(file: &Arc<std::fs::File>, offset: u64, len: u64) -> std::io::Result<[u8; 16]> {
     let file = Arc::clone(file);
@@ -434,7 +439,7 @@ async fn part_md5(file: &Arc<std::fs::File>, offset: u64, len: u64) -> std::io::
         let mut buffer = vec![0u8; READ_CHUNK];
         let mut done = 0;
         while done < len {
-            let n = usize::try_from((len - done).min(READ_CHUNK as u64)).map_err(std::io::Error::other)?;
+            let n = next_piece(len, done, READ_CHUNK)?;
             file.read_exact_at(&mut buffer[..n], offset + done)?;
             md5.update(&buffer[..n]);
             done += n as u64;
@@ -461,7 +466,7 @@ fn part_chunks(
             if done >= len {
                 return Ok(None);
             }
-            let n = usize::try_from((len - done).min(chunk as u64)).map_err(std::io::Error::other)?;
+            let n = next_piece(len, done, chunk)?;
             let piece = tokio::task::spawn_blocking(move || {
                 let mut buffer = vec![0u8; n];
                 file.read_exact_at(&mut buffer, offset + done).map(|()| bytes::Bytes::from(buffer))
