@@ -288,33 +288,37 @@ pub struct S3Config {
     pub prefix: String,
     /// Path-style addressing.
     pub path_style: bool,
-    /// Access keys (redacted in `Debug`).
-    pub credentials: S3Credentials,
+    /// Where the access keys come from.
+    pub credentials: S3CredentialSource,
     /// Files at least this large use multipart upload.
     pub multipart_threshold: u64,
     /// Multipart part size.
     pub part_size: u64,
 }
 
-/// S3 access keys. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Credentials {
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
-    /// Session token, for temporary credentials.
-    pub session_token: Option<String>,
-}
-
-impl std::fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+/// Where an S3 destination's access keys come from. The keys themselves
+/// are read when the destination is used (and again for every upload, so
+/// rotated session credentials are picked up): a command that never talks
+/// to the bucket (`status`, `jobs`) needs none of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3CredentialSource {
+    /// The named environment variables.
+    Vars {
+        /// Variable holding the access key id.
+        access_key_id: String,
+        /// Variable holding the secret access key.
+        secret_access_key: String,
+    },
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`)
+    /// when `file` is not set and they are, else a credentials file in the
+    /// AWS profile format.
+    Standard {
+        /// The credentials file (default `AWS_SHARED_CREDENTIALS_FILE` or
+        /// `~/.aws/credentials`).
+        file: Option<PathBuf>,
+        /// The profile (default `AWS_PROFILE` or `default`).
+        profile: Option<String>,
+    },
 }
 
 /// Smallest part S3 accepts (except the last).
@@ -660,63 +664,23 @@ impl Validator<'_> {
         })
     }
 
-    /// Keys from the named environment variables, else the standard AWS
-    /// ones, else a credentials file (AWS profile format).
-    fn s3_credentials(&self, i: usize, raw: &RawDestination) -> Result<S3Credentials, ConfigError> {
+    /// Where the keys come from: the named environment variables (both or
+    /// neither), else the standard AWS variables or a credentials file.
+    fn s3_credentials(&self, i: usize, raw: &RawDestination) -> Result<S3CredentialSource, ConfigError> {
         let key = |name: &str| format!("destination[{i}].{name}");
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         match (&raw.access_key_id_env, &raw.secret_access_key_env) {
-            (Some(id_var), Some(secret_var)) => {
-                let missing =
-                    |k: &str, var: &str| self.error(&key(k), &format!("environment variable {var} is not set"));
-                return Ok(S3Credentials {
-                    access_key_id: env(id_var).ok_or_else(|| missing("access_key_id_env", id_var))?,
-                    secret_access_key: env(secret_var).ok_or_else(|| missing("secret_access_key_env", secret_var))?,
-                    session_token: None,
-                });
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                Ok(S3CredentialSource::Vars { access_key_id: id.clone(), secret_access_key: secret.clone() })
             }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(
-                    self.error(&key("access_key_id_env"), "access_key_id_env and secret_access_key_env go together")
-                );
-            }
-            (None, None) => {}
+            (None, None) => Ok(S3CredentialSource::Standard {
+                file: raw.credentials_file.as_deref().map(|f| self.path(&key("credentials_file"), f)).transpose()?,
+                profile: raw.profile.clone(),
+            }),
+            _ => Err(self.error(
+                &key("access_key_id_env"),
+                "access_key_id_env and secret_access_key_env go together, each naming a variable",
+            )),
         }
-        if raw.credentials_file.is_none()
-            && let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-        {
-            return Ok(S3Credentials {
-                access_key_id: id,
-                secret_access_key: secret,
-                session_token: env("AWS_SESSION_TOKEN"),
-            });
-        }
-        let file = match &raw.credentials_file {
-            Some(f) => self.path(&key("credentials_file"), f)?,
-            None => env("AWS_SHARED_CREDENTIALS_FILE")
-                .map(PathBuf::from)
-                .or_else(|| directories::BaseDirs::new().map(|d| d.home_dir().join(".aws/credentials")))
-                .ok_or_else(|| self.error(&key("credentials_file"), "no credentials configured"))?,
-        };
-        let profile = raw.profile.clone().or_else(|| env("AWS_PROFILE")).unwrap_or_else(|| "default".into());
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            self.error(
-                &key("credentials_file"),
-                &format!(
-                    "no credentials: set access_key_id_env/secret_access_key_env, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
-                     or a credentials file ({}: {e})",
-                    file.display()
-                ),
-            )
-        })?;
-        let values = ini_section(&text, &profile);
-        let get = |name: &str| values.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let missing = || self.error(&key("profile"), &format!("profile [{profile}] in {} lacks keys", file.display()));
-        Ok(S3Credentials {
-            access_key_id: get("aws_access_key_id").ok_or_else(missing)?,
-            secret_access_key: get("aws_secret_access_key").ok_or_else(missing)?,
-            session_token: get("aws_session_token"),
-        })
     }
 
     fn destination(&self, i: usize, raw: &RawDestination) -> Result<DestinationConfig, ConfigError> {
@@ -740,27 +704,6 @@ impl Validator<'_> {
         };
         Ok(DestinationConfig { name, kind })
     }
-}
-
-/// The `key = value` pairs of `[section]` in an INI file (AWS credentials
-/// format; `[profile name]` is accepted too).
-fn ini_section(text: &str, section: &str) -> Vec<(String, String)> {
-    let mut current = None::<String>;
-    let mut values = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            let name = name.trim();
-            current = Some(name.strip_prefix("profile ").unwrap_or(name).trim().to_owned());
-        } else if current.as_deref() == Some(section)
-            && let Some((k, v)) = line.split_once('=')
-        {
-            values.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    values
 }
 
 /// The commented starter file `photosync init` writes.
@@ -874,31 +817,39 @@ mod tests {
         assert_eq!(config.destinations[0].kind.location(), "/mnt/nas/\"quoted\"");
     }
 
+    /// Regression: the keys were read while the config loaded, so `status`
+    /// and `jobs` failed for a user without the service's secrets.
     #[test]
-    fn s3_destination_with_credentials_from_a_profile_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let creds = dir.path().join("credentials");
-        std::fs::write(&creds, "[default]\naws_access_key_id = A\naws_secret_access_key = S\n[profile nas]\naws_access_key_id = B\naws_secret_access_key = T\n")
-            .expect("write");
-        let text = format!(
-            "[[source]]\npath = \"/p\"\n[[destination]]\nname = \"b2\"\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\n\
-             bucket = \"photos\"\nprefix = \"me\"\npath_style = true\ncredentials_file = {:?}\nprofile = \"nas\"\npart_size = \"8MiB\"\n",
-            creds.display().to_string()
-        );
-        let config = parse(&text).expect("valid");
+    fn s3_destination_loads_without_its_keys() {
+        let text = "[[source]]\npath = \"/p\"\n[[destination]]\nname = \"b2\"\ntype = \"s3\"\n\
+             endpoint = \"http://127.0.0.1:9000\"\nbucket = \"photos\"\nprefix = \"me\"\npath_style = true\n\
+             access_key_id_env = \"PHOTOSYNC_TEST_UNSET_ID\"\nsecret_access_key_env = \"PHOTOSYNC_TEST_UNSET_SECRET\"\n\
+             part_size = \"8MiB\"\n";
+        let config = parse(text).expect("valid without the variables set");
         let DestinationKind::S3(s3) = &config.destinations[0].kind else { panic!("not s3") };
         assert_eq!(s3.prefix, "me/");
         assert_eq!(s3.part_size, 8 << 20);
-        assert_eq!(s3.credentials.access_key_id, "B");
-        let debug = format!("{config:?}");
-        assert!(!debug.contains("\"T\""), "secrets are redacted: {debug}");
+        assert_eq!(
+            s3.credentials,
+            S3CredentialSource::Vars {
+                access_key_id: "PHOTOSYNC_TEST_UNSET_ID".into(),
+                secret_access_key: "PHOTOSYNC_TEST_UNSET_SECRET".into()
+            }
+        );
+        let profile = text.replace("access_key_id_env = \"PHOTOSYNC_TEST_UNSET_ID\"\nsecret_access_key_env = \"PHOTOSYNC_TEST_UNSET_SECRET\"\n", "credentials_file = \"creds\"\nprofile = \"nas\"\n");
+        let DestinationKind::S3(s3) = &parse(&profile).expect("valid").destinations[0].kind else { panic!("not s3") };
+        let expected = S3CredentialSource::Standard {
+            file: Some(PathBuf::from("/etc/photosync/creds")),
+            profile: Some("nas".into()),
+        };
+        assert_eq!(s3.credentials, expected, "relative to the config file");
         for (bad, key) in [
             (text.replace("part_size = \"8MiB\"", "part_size = \"1MiB\""), "part_size"),
             (text.replace("part_size = \"8MiB\"", "part_size = \"6GiB\""), "part_size"),
             (text.replace("http://127.0.0.1:9000", "ftp://x"), "endpoint"),
             (text.replace("bucket = \"photos\"\n", ""), "bucket"),
             (text.replace("prefix = \"me\"", "prefix = \"../up\""), "prefix"),
-            (text.replace("profile = \"nas\"", "profile = \"none\""), "profile"),
+            (text.replace("secret_access_key_env = \"PHOTOSYNC_TEST_UNSET_SECRET\"\n", ""), "access_key_id_env"),
         ] {
             let message = parse(&bad).expect_err(key).to_string();
             assert!(message.contains(key), "{message}");

@@ -23,7 +23,7 @@ fn main() {
         // A reader that went away (`photosync jobs | head`) is not an error.
         Err(error) if is_broken_pipe(&error) => cli::Exit::Done,
         Err(error) => {
-            eprintln!("photosync: {error:#}");
+            eprintln!("photosync: {}", cli::printable_lines(&format!("{error:#}")));
             cli::exit_for(&error)
         }
     };

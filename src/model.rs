@@ -174,6 +174,10 @@ pub enum WaitingOn {
     Paused,
     /// All upload slots are busy.
     Slot,
+    /// The source folder is not available (an unmounted disk, say).
+    Source,
+    /// The file is missing from its source; it is uploaded when it returns.
+    File,
 }
 
 impl WaitingOn {
@@ -186,14 +190,30 @@ impl WaitingOn {
             Self::Window => "window",
             Self::Paused => "paused",
             Self::Slot => "slot",
+            Self::Source => "source",
+            Self::File => "file",
         }
     }
 
     /// Parses the catalog spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Nothing, Self::Power, Self::Network, Self::Window, Self::Paused, Self::Slot]
+        [Self::Nothing, Self::Power, Self::Network, Self::Window, Self::Paused, Self::Slot, Self::Source, Self::File]
             .into_iter()
             .find(|w| w.as_str() == s)
+    }
+
+    /// Why a queued job waits, in words (`None` when it waits for nothing).
+    pub fn describe(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Nothing => return None,
+            Self::Power => "waiting for mains power",
+            Self::Network => "waiting for an unmetered network",
+            Self::Window => "waiting for an allowed time window",
+            Self::Paused => "paused by the user",
+            Self::Slot => "waiting for a free upload slot",
+            Self::Source => "waiting for its source folder (not mounted?)",
+            Self::File => "waiting for the file, which is missing from its source",
+        })
     }
 }
 
@@ -233,7 +253,8 @@ pub enum JobState {
         /// The receipt, kept so the content is never uploaded twice.
         receipt: Option<Receipt>,
     },
-    /// Terminal: the job no longer makes sense (e.g. the file was deleted).
+    /// The job no longer makes sense (the file was deleted, or replaced by
+    /// a newer version). Revived if that content is found at its path again.
     Cancelled {
         /// Why.
         reason: String,
@@ -415,6 +436,26 @@ impl Job {
         }
     }
 
+    /// `queued → queued`: records what the job now waits for.
+    pub fn wait(&self, waiting_on: WaitingOn) -> Result<Job, TransitionError> {
+        match self.state {
+            JobState::Queued { .. } => Ok(self.to(JobState::Queued { waiting_on }, self.attempts)),
+            _ => Err(self.refuse("wait")),
+        }
+    }
+
+    /// `cancelled → queued`: the file came back (or its old content is at
+    /// its path again), and what is in the source must reach the
+    /// destination whatever happened to an earlier job.
+    pub fn revive(&self) -> Result<Job, TransitionError> {
+        match self.state {
+            JobState::Cancelled { .. } => {
+                Ok(self.to(JobState::Queued { waiting_on: WaitingOn::Nothing }, self.attempts))
+            }
+            _ => Err(self.refuse("revive")),
+        }
+    }
+
     /// `queued → cancelled`, e.g. the source was deleted before upload.
     pub fn cancel(&self, reason: String) -> Result<Job, TransitionError> {
         match self.state {
@@ -459,7 +500,7 @@ mod tests {
     fn edges_match_the_lifecycle_table() {
         use StateName as S;
         type Edge = (&'static str, fn(&Job) -> Result<Job, TransitionError>, &'static [StateName]);
-        let edges: [Edge; 8] = [
+        let edges: [Edge; 10] = [
             ("start", |j| j.start(Timestamp(1)), &[S::Queued]),
             ("interrupt", |j| j.interrupt(WaitingOn::Power), &[S::Running]),
             ("succeed", |j| j.succeed(receipt()), &[S::Running]),
@@ -468,6 +509,8 @@ mod tests {
             ("requeue", Job::requeue, &[S::RetryWait, S::Failed]),
             ("acknowledge", Job::acknowledge, &[S::Succeeded, S::Failed]),
             ("cancel", |j| j.cancel("x".into()), &[S::Queued]),
+            ("wait", |j| j.wait(WaitingOn::File), &[S::Queued]),
+            ("revive", Job::revive, &[S::Cancelled]),
         ];
         for (name, edge, allowed) in edges {
             for state in all_states() {

@@ -159,3 +159,15 @@ fn a_file_deleted_after_its_upload_keeps_its_backup() {
     assert_eq!(code, 0, "{summary}");
     assert!(env.dest.join("a.jpg").exists(), "a backup is not a mirror");
 }
+
+/// Regression: a file whose name is 230–255 bytes long could never be
+/// backed up (its temporary name passed `NAME_MAX`: "File name too long").
+#[test]
+fn a_file_with_a_255_byte_name_is_backed_up() {
+    let env = Env::new();
+    let name = format!("{}.JPG", "n".repeat(251));
+    let content = write_photo(&env.source.join(&name), 5_000, 1);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(fs::read(env.dest.join(&name)).expect("copied"), content);
+}

@@ -118,3 +118,26 @@ fn help_documents_the_exit_codes() {
         assert!(help.contains(&format!("  {code}")), "{code} missing from --help:\n{help}");
     }
 }
+
+/// Regression: `photosync jobs` printed a file name's newline and ESC
+/// sequence as they were, so a name could rewrite the user's terminal.
+#[test]
+fn file_names_are_escaped_on_the_terminal() {
+    let env = Env::new();
+    let hostile = "evil\n\u{1b}[2J\u{1b}]0;owned\u{7}.jpg";
+    write_photo(&env.source.join(hostile), 2_000, 1);
+    fs::remove_dir(&env.dest).expect("keep the job queued");
+    assert_eq!(env.backup().0, 75);
+    for args in [&["jobs"][..], &["backup"]] {
+        let out = env.run(args);
+        let text = stdout(&out);
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "raw control characters: {text:?}");
+        assert!(!text.contains("evil\n"), "{text:?}");
+        if args == ["jobs"] {
+            assert!(text.contains("evil\\n\\u{1b}[2J"), "{text:?}");
+        }
+    }
+    let json = env.run(["jobs", "--json"]);
+    let jobs: Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(jobs[0]["path"].as_str().is_some_and(|p| p.ends_with(hostile)), "JSON keeps the name exact");
+}

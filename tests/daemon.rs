@@ -318,3 +318,26 @@ fn pause_stops_an_upload_in_flight_without_charging_it() {
     assert_eq!(job().2, 0, "no attempt charged");
     assert_eq!(fs::read(env.dest.join("clip.mp4")).expect("uploaded"), content);
 }
+
+/// Regression: a file touched without a content change (new mtime, same
+/// bytes) after its job was queued stayed "changed after the scan" until the
+/// daemon restarted.
+#[test]
+fn a_touched_file_is_uploaded_without_a_restart() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    assert!(env.run(["pause"]).status.success());
+    let photo = env.source.join("a.jpg");
+    let content = write_photo(&photo, 3_000, 1);
+    wait_until(PATIENCE, "the photo is queued", || env.count_jobs("queued") == 1);
+    let later = std::time::SystemTime::now() + Duration::from_mins(1);
+    fs::File::options().write(true).open(&photo).expect("open").set_modified(later).expect("touch");
+    // Discovery records the new stat (same content: no new version).
+    wait_until(PATIENCE, "the touch is recorded", || {
+        let mtime: i64 = env.catalog().query_row("SELECT mtime_ns FROM files", [], |r| r.get(0)).expect("stat cache");
+        mtime / 1_000_000_000 == later.duration_since(std::time::UNIX_EPOCH).expect("epoch").as_secs() as i64
+    });
+    assert!(env.run(["resume"]).status.success());
+    wait_until(PATIENCE, "the photo is uploaded", || acknowledged(&env) == 1);
+    assert_eq!(fs::read(env.dest.join("a.jpg")).expect("uploaded"), content);
+}

@@ -376,6 +376,19 @@ impl TestDaemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Like [`wait_until`], but a timeout shows the daemon's log.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !condition() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting until {what}; the daemon's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends a signal by name (TERM, INT, HUP, KILL).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill").args(["-s", name, &self.pid().to_string()]).status().expect("kill");

@@ -291,6 +291,8 @@ fn the_open_upload_of_a_deleted_file_is_aborted() {
     let env = s3_env(&server, "");
     let big = env.source.join("gone.mp4");
     write_video(&big, 100 * 1024 * 1024, 6);
+    // Another photo stays: a source that empties completely looks unmounted.
+    let kept = crate::harness::write_photo(&env.source.join("kept.jpg"), 2_000, 7);
     kill_backup_after_parts(&env, 2);
     fs::remove_file(&big).expect("delete the source");
 
@@ -299,5 +301,134 @@ fn the_open_upload_of_a_deleted_file_is_aborted() {
     assert_eq!(summary["cancelled"], 1, "{summary}");
     let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
     assert_eq!(open, 0, "the abandoned upload was aborted and forgotten");
-    assert!(server.objects().is_empty());
+    let objects = server.objects();
+    assert_eq!(objects.keys().collect::<Vec<_>>(), [Path::new("backup/kept.jpg")]);
+    assert_eq!(objects[Path::new("backup/kept.jpg")], kept);
+}
+
+/// SHA-256 of `bytes`, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(bytes).iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
+
+/// Every acknowledged receipt names an object that holds exactly the bytes
+/// whose SHA-256 the receipt records.
+fn assert_receipts_hold(env: &Env, server: &S3Server) {
+    let objects = server.objects();
+    let conn = env.catalog();
+    let mut stmt = conn
+        .prepare(
+            "SELECT receipt_key, receipt_sha256 FROM jobs WHERE state = 'acknowledged' AND receipt_key IS NOT NULL",
+        )
+        .expect("query");
+    let receipts: Vec<(Vec<u8>, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").map(|r| r.expect("row")).collect();
+    for (key, sha) in receipts {
+        let key = PathBuf::from(String::from_utf8(key).expect("utf-8 key"));
+        let object = objects.get(&key).unwrap_or_else(|| panic!("{} is acknowledged but not stored", key.display()));
+        assert_eq!(sha256_hex(object), sha, "{} holds other bytes than its receipt says", key.display());
+    }
+}
+
+/// Regression: two sources holding the same relative path (different
+/// videos above the multipart threshold) ended as one object with one
+/// source's bytes, both jobs acknowledged; the other video was nowhere.
+#[test]
+fn two_sources_with_the_same_path_keep_both_videos() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let second = dir.path().join("second-source");
+    let env = s3_env(&server, &format!("\n[[source]]\npath = {}\n", quote(&second)));
+    let a = write_video(&env.source.join("DCIM/clip.mp4"), 7 * 1024 * 1024, 1);
+    let b = write_video(&second.join("DCIM/clip.mp4"), 7 * 1024 * 1024 + 5, 2);
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], 2, "{summary}");
+    let objects = server.objects();
+    assert_eq!(objects.len(), 2, "{:?}", objects.keys());
+    assert!(objects.values().any(|v| *v == a) && objects.values().any(|v| *v == b), "both videos are stored");
+    assert_receipts_hold(&env, &server);
+}
+
+/// Regression: a video edited in place during a multipart upload was
+/// acknowledged with its scan-time SHA-256 while the object held a mix of
+/// old and new bytes; the original content was nowhere. The edit here even
+/// keeps the file's time, so only the bytes tell.
+#[test]
+fn a_video_edited_during_its_multipart_upload_is_never_acknowledged_as_the_scanned_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let env = s3_env(&server, "");
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"8MiB\"\n")).expect("config");
+    let video = env.source.join("clip.mp4");
+    let original = write_video(&video, 40 * 1024 * 1024, 3);
+    let mtime = fs::metadata(&video).expect("stat").modified().expect("mtime");
+
+    let child = env
+        .command(["backup", "--json"])
+        .env("TEST_S3_KEY", KEY_ID)
+        .env("TEST_S3_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let parts = || -> i64 {
+        rusqlite::Connection::open_with_flags(
+            env.state.join("catalog.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
+        .unwrap_or(0)
+    };
+    wait_until(Duration::from_mins(1), "two parts are sent", || parts() >= 2);
+    // Edit the last part, which has not been sent yet, in place.
+    let mut edited = original.clone();
+    let tail = original.len() - 1024 * 1024;
+    edited[tail..].copy_from_slice(&crate::harness::noise(1024 * 1024, 99));
+    {
+        use std::os::unix::fs::FileExt as _;
+        let file = fs::File::options().write(true).open(&video).expect("open");
+        file.write_all_at(&edited[tail..], tail as u64).expect("edit in place");
+        file.set_modified(mtime).expect("keep the time");
+    }
+    let out = child.wait_with_output().expect("backup ends");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(out.status.code(), Some(75), "the edited file waits for the next scan: {summary}\n{}", stderr(&out));
+    assert_eq!(env.count_jobs("acknowledged"), 0, "nothing is acknowledged as the scanned version");
+    assert!(server.objects().is_empty(), "no object of mixed bytes: {:?}", server.objects().keys());
+    let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
+    assert_eq!(open, 0, "the spoilt upload was aborted");
+
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.objects()[Path::new("backup/clip.mp4")], edited, "the edited version is what is stored");
+    assert_receipts_hold(&env, &server);
+}
+
+/// Regression: an object with the same content already at the key, written
+/// by another tool (no photosync metadata), was not recognised, and a
+/// second, hash-suffixed copy was stored.
+#[test]
+fn an_identical_object_written_by_another_tool_is_recognised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let env = s3_env(&server, "");
+    let photo = crate::harness::write_photo(&env.source.join("IMG_1.JPG"), 30_000, 1);
+    let video = write_video(&env.source.join("clip.mp4"), 6 * 1024 * 1024, 2);
+    // As rclone would have left them: plain objects, no metadata of ours.
+    for (name, content) in [("IMG_1.JPG", &photo), ("clip.mp4", &video)] {
+        crate::harness::write(&server.root.join(BUCKET).join("backup").join(name), content);
+    }
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["already_present"], 2, "{summary}");
+    assert_eq!(summary["uploaded"], 0, "{summary}");
+    assert_eq!(server.objects().len(), 2, "{:?}", server.objects().keys());
+    assert_receipts_hold(&env, &server);
 }

@@ -11,6 +11,7 @@ mod conditions;
 mod crash;
 mod daemon;
 mod faults;
+mod missing;
 mod s3;
 mod service;
 mod signals;

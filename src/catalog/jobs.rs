@@ -24,6 +24,9 @@ pub struct PendingJob {
     pub stat: FileStat,
     /// Its content hash.
     pub hash: ContentHash,
+    /// When discovery (re)queued it, in catalog order: jobs queued or
+    /// revived since the scheduler last looked have a higher number.
+    pub seq: i64,
 }
 
 impl PendingJob {
@@ -136,15 +139,30 @@ fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
     })
 }
 
+/// The next discovery sequence number (see [`PendingJob::seq`]).
+const NEXT_SEQ: &str = "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)";
+
 /// Creates a queued job for `asset` at every active destination that has
 /// none for it yet. Returns how many were created.
 pub(super) fn enqueue_asset(conn: &rusqlite::Connection, asset: AssetId, now: Timestamp) -> Result<usize> {
-    Ok(conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at)
-             SELECT ?1, d.id, 'queued', 'nothing', 0, ?2, ?2 FROM destinations d WHERE d.active = 1",
-        )?
-        .execute(params![asset.0, now.0])?)
+    let sql = format!(
+        "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at, seq)
+         SELECT ?1, d.id, 'queued', 'nothing', 0, ?2, ?2, {NEXT_SEQ} FROM destinations d WHERE d.active = 1"
+    );
+    Ok(conn.prepare_cached(&sql)?.execute(params![asset.0, now.0])?)
+}
+
+/// Queues again the cancelled jobs of `asset` at active destinations: its
+/// content is at its path (again), so it must reach every destination. The
+/// SQL form of [`Job::revive`]. Returns how many were revived.
+pub(super) fn revive_asset(conn: &rusqlite::Connection, asset: AssetId, now: Timestamp) -> Result<usize> {
+    let sql = format!(
+        "UPDATE jobs SET state = 'queued', waiting_on = 'nothing', last_error = COALESCE(error, last_error),
+                error = NULL, updated_at = ?2, seq = {NEXT_SEQ}
+         WHERE asset_id = ?1 AND state = 'cancelled'
+           AND destination_id IN (SELECT id FROM destinations WHERE active = 1)"
+    );
+    Ok(conn.prepare_cached(&sql)?.execute(params![asset.0, now.0])?)
 }
 
 /// The state columns a [`JobState`] is stored in.
@@ -202,19 +220,49 @@ impl Catalog {
     /// Creates a queued job for every current file of `source` at every
     /// active destination that has none yet. Returns how many were created.
     pub fn enqueue_current(&mut self, source: &str, now: Timestamp) -> Result<usize> {
-        Ok(self.conn.execute(
-            "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at)
-             SELECT f.asset_id, d.id, 'queued', 'nothing', 0, ?2, ?2
+        let sql = format!(
+            "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at, seq)
+             SELECT f.asset_id, d.id, 'queued', 'nothing', 0, ?2, ?2, {NEXT_SEQ}
              FROM files f CROSS JOIN destinations d
-             WHERE f.source = ?1 AND d.active = 1",
-            params![source, now.0],
-        )?)
+             WHERE f.source = ?1 AND d.active = 1"
+        );
+        Ok(self.conn.execute(&sql, params![source, now.0])?)
     }
 
-    /// Every queued job at the given destinations with an id above `after`
-    /// (jobs created since an earlier call), oldest first.
-    pub fn pending_after(&self, destinations: &[DestinationId], after: JobId) -> Result<Vec<PendingJob>> {
-        self.pending_where(destinations, after)
+    /// Every queued job at the given destinations whose [`PendingJob::seq`]
+    /// is above `after` (queued or revived since an earlier call), oldest first.
+    pub fn pending_after(&self, destinations: &[DestinationId], after: i64) -> Result<Vec<PendingJob>> {
+        self.pending_where("j.state = 'queued' AND j.seq > ?1", destinations, after)
+    }
+
+    /// One job as the scheduler needs it, read afresh (its asset's stat may
+    /// have changed since it was loaded); `None` unless it is queued.
+    pub fn pending_job(&self, id: JobId) -> Result<Option<PendingJob>> {
+        let all = self.pending_where("j.state = 'queued' AND j.id = ?1", &[], id.0)?;
+        Ok(all.into_iter().next())
+    }
+
+    /// Cancels a queued job whose file is gone (deleted, or replaced by a
+    /// newer version), unless discovery has meanwhile recorded its content
+    /// at its path again, in one guarded update. `Ok(false)`: it has, and
+    /// the job stays queued.
+    pub fn cancel_unless_current(&mut self, before: &Job, reason: &str, now: Timestamp) -> Result<bool> {
+        let after = before.cancel(reason.to_owned())?;
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET state = 'cancelled', waiting_on = NULL, error = ?2, last_error = ?2, updated_at = ?3
+                 WHERE id = ?1 AND state = 'queued' AND attempts = ?4
+                   AND NOT EXISTS (SELECT 1 FROM files WHERE asset_id = ?5)",
+            )?
+            .execute(params![after.id.0, reason, now.0, before.attempts, before.asset_id.0])?;
+        if changed == 1 {
+            return Ok(true);
+        }
+        match self.job(before.id)? {
+            Some(job) if job.state.name() == StateName::Queued => Ok(false),
+            _ => Err(CatalogError::Stale(before.id)),
+        }
     }
 
     /// Persists `after` as the new state of the job that was `before`, in one
@@ -333,21 +381,23 @@ impl Catalog {
 
     /// Every queued job at the given destinations, oldest first, with its asset.
     pub fn pending(&self, destinations: &[DestinationId]) -> Result<Vec<PendingJob>> {
-        self.pending_where(destinations, JobId(i64::MIN))
+        self.pending_where("j.state = 'queued' AND j.seq > ?1", destinations, i64::MIN)
     }
 
-    fn pending_where(&self, destinations: &[DestinationId], after: JobId) -> Result<Vec<PendingJob>> {
+    /// Queued jobs matching `condition` (one parameter, `value`), at the
+    /// given destinations (any when empty).
+    fn pending_where(&self, condition: &str, destinations: &[DestinationId], value: i64) -> Result<Vec<PendingJob>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256
+            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq
              FROM jobs j JOIN assets a ON a.id = j.asset_id
-             WHERE j.state = 'queued' AND j.id > ?1 ORDER BY j.id"
+             WHERE {condition} ORDER BY j.id"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![after.0])?;
+        let mut rows = stmt.query(params![value])?;
         let mut pending = Vec::new();
         while let Some(row) = rows.next()? {
             let job = job_from_row(row, 0)?;
-            if !destinations.contains(&job.destination_id) {
+            if !destinations.is_empty() && !destinations.contains(&job.destination_id) {
                 continue;
             }
             let hex: String = row.get(18)?;
@@ -362,6 +412,7 @@ impl Catalog {
                     inode: row.get::<_, i64>(17)? as u64,
                 },
                 hash,
+                seq: row.get(19)?,
                 job,
             });
         }

@@ -1,11 +1,12 @@
 //! Files and assets: the stat cache that lets a scan skip unchanged files,
 //! and the asset versions it records for changed ones.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::jobs::enqueue_asset;
+use super::jobs::{enqueue_asset, revive_asset};
 use super::{Catalog, Result};
 use crate::model::{AssetId, ContentHash, Timestamp};
 
@@ -105,15 +106,11 @@ impl ScanWriter<'_> {
             return Ok(Flushed::default());
         }
         let mut flushed = Flushed::default();
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = self.write_buffer(now, &mut flushed);
-        match result {
-            Ok(()) => self.conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        }
+        // A `Transaction` rolls back when dropped, so a failed write or a
+        // failed COMMIT (disk full, I/O error) never leaves the write lock held.
+        let tx = rusqlite::Transaction::new_unchecked(self.conn, rusqlite::TransactionBehavior::Immediate)?;
+        self.write_buffer(now, &mut flushed)?;
+        tx.commit()?;
         self.buffer.clear();
         Ok(flushed)
     }
@@ -157,8 +154,76 @@ impl ScanWriter<'_> {
             )?
             .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
             flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
+            flushed.jobs_queued += revive_asset(conn, AssetId(asset_id), now)? as u64;
             flushed.records += 1;
         }
+        Ok(())
+    }
+}
+
+impl Catalog {
+    /// Forgets the recorded files of `source` that a complete scan did not
+    /// find (`seen` holds every path it did): they were deleted or moved
+    /// away. Their assets stop being current, so their queued jobs are
+    /// cancelled rather than waited for; should the content come back, it is
+    /// recorded again and its job revived. Returns how many were forgotten.
+    pub fn forget_unseen(&mut self, source: &str, seen: &HashSet<Vec<u8>>) -> Result<u64> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let gone: Vec<Vec<u8>> = {
+            let mut stmt = tx.prepare_cached("SELECT rel_path FROM files WHERE source = ?1")?;
+            let rows = stmt.query_map(params![source], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut gone = Vec::new();
+            for rel_path in rows {
+                let rel_path = rel_path?;
+                if !seen.contains(&rel_path) {
+                    gone.push(rel_path);
+                }
+            }
+            gone
+        };
+        for rel_path in &gone {
+            tx.prepare_cached("DELETE FROM files WHERE source = ?1 AND rel_path = ?2")?
+                .execute(params![source, rel_path])?;
+        }
+        tx.commit()?;
+        Ok(gone.len() as u64)
+    }
+
+    /// Makes the stat cache forget what it knows of one file, so the next
+    /// scan reads it again (its content changed without its stat changing).
+    pub fn forget_stat(&mut self, source: &str, rel_path: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE files SET mtime_ns = -1 WHERE source = ?1 AND rel_path = ?2")?
+            .execute(params![source, rel_path])?;
+        Ok(())
+    }
+
+    /// Whether any file of `source` is recorded.
+    pub fn has_files(&self, source: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE source = ?1)")?
+            .query_row(params![source], |r| r.get(0))?)
+    }
+
+    /// The device the root of `source` was on when it was last scanned.
+    pub fn source_device(&self, source: &str) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT device FROM sources WHERE path = ?1")?
+            .query_row(params![source], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|d| d as u64))
+    }
+
+    /// Remembers the device the root of `source` is on.
+    pub fn record_source_device(&mut self, source: &str, device: u64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sources (path, device) VALUES (?1, ?2)
+                 ON CONFLICT (path) DO UPDATE SET device = excluded.device",
+            )?
+            .execute(params![source, device as i64])?;
         Ok(())
     }
 }

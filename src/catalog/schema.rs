@@ -87,6 +87,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, part_number)
     );
     ",
+    // 3: `seq` orders jobs by when they were (re)queued by discovery, so the
+    // scheduler loads revived jobs as well as new ones; `sources` remembers
+    // the device of each source root, so an unmounted disk is told apart
+    // from deleted photos. Jobs that older versions cancelled because their
+    // file was missing for a moment, and whose file is still recorded at its
+    // path, are queued again: what is in the source must reach the destination.
+    r"
+    ALTER TABLE jobs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET seq = id;
+    CREATE INDEX jobs_by_seq ON jobs (seq);
+    CREATE INDEX files_by_asset ON files (asset_id);
+    CREATE TABLE sources (
+        path    TEXT PRIMARY KEY,
+        device  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    UPDATE jobs SET state = 'queued', waiting_on = 'nothing', last_error = COALESCE(error, last_error), error = NULL
+     WHERE state = 'cancelled' AND asset_id IN (SELECT asset_id FROM files);
+    ",
 ];
 
 /// The schema version this build writes.

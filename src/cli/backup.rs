@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Exit;
 use super::control::{ask, unexpected};
-use super::output::{BackupProgress, NoProgress};
+use super::output::{BackupProgress, NoProgress, printable};
 use photosync::backup::{self, BackupObserver, BackupOutcome};
 use photosync::catalog::{Catalog, RunLock};
 use photosync::config::Config;
@@ -141,7 +141,7 @@ fn exit_code(outcome: &BackupOutcome, summary: &Summary) -> Exit {
         Exit::Interrupted
     } else if summary.failed > 0 {
         Exit::Failed
-    } else if summary.deferred > 0 {
+    } else if summary.deferred > 0 || !summary.deferrals.is_empty() {
         Exit::Deferred
     } else {
         Exit::Done
@@ -194,6 +194,14 @@ fn summarize(outcome: &BackupOutcome, seconds: f64) -> Summary {
         }
     }
 
+    // A source that was not there (an unmounted disk) was not scanned: what
+    // it holds now is unknown, so the run is not complete.
+    for reason in outcome.scans.iter().filter_map(|s| s.unavailable.as_ref()) {
+        if !deferrals.iter().any(|d| d.reason == *reason) {
+            deferrals.push(Deferral { reason: reason.clone(), jobs: 0, destination: None, next_attempt_at: None });
+        }
+    }
+
     let settling: u64 = outcome.scans.iter().map(|s| s.settling).sum();
     if settling > 0 {
         deferrals.push(Deferral {
@@ -241,18 +249,19 @@ fn print_human(out: &mut impl std::io::Write, s: &Summary) -> std::io::Result<()
         writeln!(out, "{} failed:", s.failures.len())?;
         for f in &s.failures {
             let job = f.job.map(|j| format!(" (job {j})")).unwrap_or_default();
-            writeln!(out, "  {}{job}: {}", f.path, f.reason)?;
+            writeln!(out, "  {}{job}: {}", printable(&f.path), printable(&f.reason))?;
         }
         if s.failures.iter().any(|f| f.job.is_some()) {
             writeln!(out, "Fix the cause, then `photosync retry --failed`.")?;
         }
     }
-    if s.deferred > 0 {
+    if s.deferred > 0 || !s.deferrals.is_empty() {
         writeln!(out, "{} deferred to a later run:", s.deferred)?;
         for d in &s.deferrals {
-            let dest = d.destination.as_deref().map(|n| format!("[{n}] ")).unwrap_or_default();
+            let dest = d.destination.as_deref().map(|n| format!("[{}] ", printable(n))).unwrap_or_default();
             let at = d.next_attempt_at.as_deref().map(|t| format!(", next try {t}")).unwrap_or_default();
-            writeln!(out, "  {dest}{} job(s){at}: {}", d.jobs, d.reason)?;
+            let jobs = if d.jobs > 0 { format!("{} job(s){at}: ", d.jobs) } else { String::new() };
+            writeln!(out, "  {dest}{jobs}{}", printable(&d.reason))?;
         }
     }
     if s.exit_code == Exit::Interrupted as i32 {

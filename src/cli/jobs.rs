@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use super::control::{ask, unexpected};
-use super::output::{describe_job, truncate_left};
+use super::output::{describe_job, printable, truncate_left};
 use super::{Exit, UsageError};
 use photosync::catalog::{Catalog, JobFilter};
 use photosync::config::Config;
@@ -57,9 +57,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
             job.id.0,
             job.state.as_str(),
             job.attempts,
-            job.destination,
-            truncate_left(&job.path, 48),
-            describe_job(job),
+            printable(&job.destination),
+            truncate_left(&printable(&job.path), 48),
+            printable(&describe_job(job)),
         )?;
     }
     Ok(Exit::Done)

@@ -23,7 +23,7 @@ use photosync::config::{Config, ConfigError};
 use photosync::ipc::client::ClientError;
 use photosync::ipc::protocol::ErrorCode;
 
-pub use output::log_writer;
+pub use output::{log_writer, printable_lines};
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! What people see: the progress bar, log lines that do not tear it, and
 //! short descriptions of jobs.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -126,9 +127,9 @@ impl BackupObserver for NoProgress {}
 pub fn describe_job(job: &JobView) -> String {
     let error = job.error.as_deref().unwrap_or("");
     match job.state {
-        StateName::Queued => match job.waiting_on {
-            Some(w) if w != WaitingOn::Nothing => format!("waiting on {}", w.as_str()),
-            _ => job.last_error.as_ref().map(|e| format!("last error: {e}")).unwrap_or_default(),
+        StateName::Queued => match job.waiting_on.and_then(WaitingOn::describe) {
+            Some(why) => why.to_owned(),
+            None => job.last_error.as_ref().map(|e| format!("last error: {e}")).unwrap_or_default(),
         },
         StateName::RetryWait => {
             let at = job.next_attempt_at.map(photosync::model::Timestamp::to_rfc3339).unwrap_or_default();
@@ -140,6 +141,36 @@ pub fn describe_job(job: &JobView) -> String {
         }
         StateName::Running => String::new(),
     }
+}
+
+/// `text` with every control character (newline, tab, ESC, the C1 range,
+/// DEL) shown as an escape, so a file name cannot rewrite the terminal or
+/// fake a line of output.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape_controls(text, false)
+}
+
+/// Like [`printable`], but keeps newlines: for messages of several lines.
+pub fn printable_lines(text: &str) -> Cow<'_, str> {
+    escape_controls(text, true)
+}
+
+fn escape_controls(text: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && !(keep_newlines && c == '\n');
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' if escaped(c) => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if escaped(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Keeps the end of a path that is too long for its column.
@@ -155,6 +186,15 @@ pub fn truncate_left(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: file names reached the terminal raw, so a name holding
+    /// a newline or an ESC sequence could rewrite the user's terminal.
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        assert_eq!(printable("IMG_1.JPG"), "IMG_1.JPG");
+        assert_eq!(printable("a\nb\tc\u{1b}[2Jd\u{9b}e\u{7f}"), "a\\nb\\tc\\u{1b}[2Jd\\u{9b}e\\u{7f}");
+        assert_eq!(printable_lines("line one\nline \u{1b}two"), "line one\nline \\u{1b}two");
+    }
 
     #[test]
     fn truncation_keeps_the_file_name() {

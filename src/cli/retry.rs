@@ -36,7 +36,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
         }
     };
     for reason in &refused {
-        eprintln!("photosync: {reason}");
+        eprintln!("photosync: {}", super::output::printable(reason));
     }
     println!("Queued {queued} job(s) again.");
     Ok(if refused.is_empty() { Exit::Done } else { Exit::Failed })

@@ -4,6 +4,7 @@ use std::io::Write as _;
 
 use super::Exit;
 use super::control::{require, unexpected};
+use super::output::printable;
 use photosync::config::Config;
 use photosync::ipc::protocol::{Request, Response};
 
@@ -29,7 +30,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
         let new: u64 = scans.iter().map(|s| s.new_versions).sum();
         writeln!(out, "Scanned: {media} photos and videos, {new} new.")?;
         for error in scans.iter().flat_map(|s| &s.errors) {
-            writeln!(out, "  {}: {}", error.path, error.reason)?;
+            writeln!(out, "  {}: {}", printable(&error.path), printable(&error.reason))?;
+        }
+        for reason in scans.iter().filter_map(|s| s.unavailable.as_deref()) {
+            writeln!(out, "  {}", printable(reason))?;
         }
     }
     let failed = scans.iter().any(|s| !s.errors.is_empty());

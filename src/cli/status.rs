@@ -7,7 +7,7 @@ use indicatif::{BinaryBytes, HumanDuration};
 
 use super::Exit;
 use super::control::{require, unexpected};
-use super::output::truncate_left;
+use super::output::{printable, truncate_left};
 use photosync::config::Config;
 use photosync::ipc::protocol::{DaemonStatus, Request, Response};
 use photosync::model::{StateName, Timestamp};
@@ -57,7 +57,7 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
     let up = HumanDuration(s.started_at.until(Timestamp::now()));
     writeln!(out, "photosync daemon {} (pid {}), up {up}: {}", s.version, s.pid, s.state)?;
     if let Some(reason) = &s.reason {
-        writeln!(out, "  {reason}")?;
+        writeln!(out, "  {}", printable(reason))?;
     }
     let watching = if s.watching { "watching sources live" } else { "NOT watching live (periodic scans only)" };
     let scan = match (s.scanning, s.last_scan) {
@@ -88,8 +88,8 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
             writeln!(
                 out,
                 "  {:<44} → {:<10} {:>10} / {:<10} {:>10}/s  {eta}",
-                truncate_left(&u.path, 44),
-                u.destination,
+                truncate_left(&printable(&u.path), 44),
+                printable(&u.destination),
                 BinaryBytes(u.bytes_done).to_string(),
                 BinaryBytes(u.bytes_total).to_string(),
                 BinaryBytes(u.rate as u64).to_string(),
@@ -97,12 +97,19 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
         }
     }
     for hold in &sched.holds {
-        writeln!(out, "holding {} job(s) for {}: {}", hold.jobs, hold.destination, hold.reason)?;
+        writeln!(
+            out,
+            "holding {} job(s) for {}: {}",
+            hold.jobs,
+            printable(&hold.destination),
+            printable(&hold.reason)
+        )?;
     }
     if !sched.recent_errors.is_empty() {
         writeln!(out, "recent errors:")?;
         for e in sched.recent_errors.iter().take(5) {
-            writeln!(out, "  {} job {} {}: {}", since(e.at), e.job, truncate_left(&e.path, 40), e.error)?;
+            let path = truncate_left(&printable(&e.path), 40);
+            writeln!(out, "  {} job {} {path}: {}", since(e.at), e.job, printable(&e.error))?;
         }
     }
     Ok(())

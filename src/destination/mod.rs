@@ -9,7 +9,13 @@
 //!   and bookkeeping harmless);
 //! - it never overwrites different content: a clash moves on to the next
 //!   name from [`key_candidates`];
-//! - it verifies what it stored (size and hash) before returning a receipt;
+//! - it answers [`Uploaded::AlreadyPresent`] only with proof that the bytes
+//!   there are the scanned ones (a hash the destination computed, or the
+//!   bytes read back), never on a name, a size or a claim in metadata;
+//! - it proves what it stored is exactly the scanned content (size and
+//!   SHA-256) before returning a receipt; a file that changed under the
+//!   upload is reported as [`Retry::SourceChanged`] and never acknowledged
+//!   as the scanned version;
 //! - every error says whether a retry can help ([`DestinationError::retryable`]).
 
 pub mod folder;
@@ -18,18 +24,28 @@ mod throttle;
 
 pub use throttle::Throttle;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{DestinationConfig, DestinationKind};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
+/// Bytes an upload accounts for as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Sent to the destination by this attempt.
+    Sent(u64),
+    /// Already at the destination from an earlier attempt, and kept.
+    Resumed(u64),
+}
+
 /// Reports bytes transferred as they move.
-pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+pub type ProgressFn = Arc<dyn Fn(Moved) + Send + Sync>;
 
 /// One upload: which file, under what key, with what content.
 #[derive(Debug, Clone)]
@@ -46,11 +62,12 @@ pub struct UploadRequest {
     pub hash: ContentHash,
     /// Modification time to preserve where the destination can.
     pub modified: SystemTime,
-    /// Set by the scheduler to ask the upload to stop (pause, shutdown). An
-    /// implementation checks it between chunks and returns
-    /// [`DestinationError::interrupted`], keeping whatever progress it can
-    /// resume from.
-    pub cancel: Arc<AtomicBool>,
+    /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
+    /// shutdown). An implementation checks it between chunks and races
+    /// every network wait against it ([`UploadRequest::unless_cancelled`]),
+    /// returning [`DestinationError::interrupted`] and keeping whatever
+    /// progress it can resume from.
+    pub cancel: CancellationToken,
     /// The upload rate limit shared by all uploads.
     pub throttle: Arc<Throttle>,
 }
@@ -58,7 +75,21 @@ pub struct UploadRequest {
 impl UploadRequest {
     /// Whether the scheduler asked this upload to stop.
     pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.cancel.is_cancelled()
+    }
+
+    /// Runs `work` (a request, a read of a response) unless the upload is
+    /// asked to stop first: a stalled server never keeps a pause, a hold or
+    /// a shutdown waiting.
+    pub async fn unless_cancelled<T>(
+        &self,
+        work: impl Future<Output = Result<T, DestinationError>>,
+    ) -> Result<T, DestinationError> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(DestinationError::interrupted()),
+            result = work => result,
+        }
     }
 }
 
@@ -90,6 +121,10 @@ pub enum Retry {
     /// Stopped because the scheduler asked (pause, shutdown): not a failure,
     /// no attempt is charged.
     Interrupted,
+    /// The source file changed or vanished since it was scanned: whatever
+    /// was stored is not the scanned version. No attempt is charged; the
+    /// file is read again first.
+    SourceChanged,
 }
 
 /// An upload or check that did not succeed.
@@ -115,6 +150,11 @@ impl DestinationError {
         Self { retry: Retry::Permanent, message: message.into(), retry_after: None }
     }
 
+    /// The source file is not the scanned version any more.
+    pub fn source_changed(message: impl Into<String>) -> Self {
+        Self { retry: Retry::SourceChanged, message: message.into(), retry_after: None }
+    }
+
     /// The upload stopped because it was asked to.
     pub fn interrupted() -> Self {
         Self { retry: Retry::Interrupted, message: "interrupted".into(), retry_after: None }
@@ -135,10 +175,11 @@ pub trait Destination: Send + Sync {
     /// Stores the file, or finds it already stored, and returns a verified receipt.
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError>;
 
-    /// Releases whatever an unfinished upload of `job` (stored under `key`)
-    /// left behind: an open multipart upload, a temporary copy from an
-    /// attempt cut short by a crash. Called when the job is cancelled.
-    async fn discard(&self, _job: JobId, _key: &RemoteKey) -> Result<(), DestinationError> {
+    /// Releases whatever an unfinished upload of `job` (content `hash`,
+    /// layout key `key`) left behind: an open multipart upload, a temporary
+    /// copy from an attempt cut short. Called when the job ends without its
+    /// own upload finishing (cancelled, or settled by another job's receipt).
+    async fn discard(&self, _job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {
         Ok(())
     }
 }
@@ -195,25 +236,47 @@ pub fn open(config: &DestinationConfig, parts: &Arc<dyn PartStore>) -> Arc<dyn D
     }
 }
 
+/// The longest file name most file systems take (`NAME_MAX`), in bytes.
+pub const NAME_MAX: usize = 255;
+
 /// The keys to try for content `hash` whose layout key is `key`, in order:
 /// the key itself, then the key with ever longer hash suffixes before the
 /// extension (`IMG_1.jpg`, `IMG_1-0a1b2c3d.jpg`, …). Deterministic, so a
-/// retried upload finds its own earlier copy.
+/// retried upload finds its own earlier copy. A suffixed name that would
+/// pass [`NAME_MAX`] bytes is shortened before the suffix (on a character
+/// boundary), so a long name can always move aside.
 pub fn key_candidates(key: &RemoteKey, hash: &ContentHash) -> Vec<RemoteKey> {
     let bytes = &key.0;
     let name_start = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
     let dot =
         bytes[name_start..].iter().rposition(|&b| b == b'.').filter(|&i| i > 0).map_or(bytes.len(), |i| name_start + i);
     let (stem, extension) = bytes.split_at(dot);
+    let (directory, name_stem) = stem.split_at(name_start);
     let mut candidates = vec![key.clone()];
     for len in [8, 16, 64] {
-        let mut k = stem.to_vec();
+        let suffix = hash.short(len);
+        let room = NAME_MAX.saturating_sub(1 + suffix.len() + extension.len());
+        let mut k = directory.to_vec();
+        k.extend_from_slice(truncate_utf8(name_stem, room));
         k.push(b'-');
-        k.extend_from_slice(hash.short(len).as_bytes());
+        k.extend_from_slice(suffix.as_bytes());
         k.extend_from_slice(extension);
         candidates.push(RemoteKey(k));
     }
     candidates
+}
+
+/// At most `max` bytes of `bytes`, not splitting a UTF-8 character.
+pub fn truncate_utf8(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut end = max;
+    // Continuation bytes are 0b10xx_xxxx: step back to a character start.
+    while end > 0 && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &bytes[..end]
 }
 
 #[cfg(test)]
@@ -236,5 +299,21 @@ mod tests {
             assert_eq!(candidates.len(), 4);
             assert!(candidates[3].to_string().contains(hash.as_hex()));
         }
+    }
+
+    /// Regression: a 250-byte name could not move aside (its suffixed name
+    /// passed `NAME_MAX`).
+    #[test]
+    fn suffixed_long_names_stay_within_name_max() {
+        let hash = ContentHash::from_digest(&[0xcd; 32]);
+        let long = format!("DCIM/{}é.jpg", "x".repeat(245));
+        let candidates = key_candidates(&RemoteKey(long.into_bytes()), &hash);
+        for candidate in &candidates[1..] {
+            let name = candidate.0.rsplit(|&b| b == b'/').next().expect("name");
+            assert!(name.len() <= NAME_MAX, "{} bytes", name.len());
+            assert!(std::str::from_utf8(&candidate.0).is_ok(), "no character is cut in two");
+            assert!(candidate.0.starts_with(b"DCIM/xxx") && candidate.0.ends_with(b".jpg"));
+        }
+        assert_ne!(candidates[1], candidates[2]);
     }
 }

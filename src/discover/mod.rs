@@ -5,12 +5,16 @@
 //! loop), keeps what `filter` admits, skips files whose size, mtime and
 //! inode match the catalog's stat cache, and reads every other file exactly
 //! once to sniff its type and hash its content. It then queues a job for
-//! every current file at every destination. Later work adds the notify
-//! watcher here.
+//! every current file at every destination. A complete scan of an available
+//! source also forgets the files it no longer finds ([`source`] decides
+//! what "available" means, so an unmounted disk is never taken for deleted
+//! photos). [`watch`] adds the live watcher for the daemon.
 
 mod filter;
+pub mod source;
 pub mod watch;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
@@ -40,6 +44,7 @@ pub struct ScanError {
 
 /// What one scan found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ScanReport {
     /// Photos and videos present in the source.
     pub media_files: u64,
@@ -58,6 +63,11 @@ pub struct ScanReport {
     /// Their paths, for the watcher to follow.
     #[serde(skip)]
     pub unsettled: Vec<PathBuf>,
+    /// Files recorded before that this (complete) scan no longer found.
+    pub gone: u64,
+    /// Why the source could not be scanned now (not mounted, say); its
+    /// jobs wait and nothing is concluded from its absence.
+    pub unavailable: Option<String>,
 }
 
 /// Scans `source`, records what changed, and queues jobs as it goes.
@@ -75,8 +85,11 @@ pub fn scan_source(
 ) -> Result<ScanReport, CatalogError> {
     let mut report = ScanReport::default();
     let root = &source.path;
-    let Some(root_text) = root_text(source, &mut report) else { return Ok(report) };
+    let Some(root_text) = available_root(catalog, source, &mut report)? else { return Ok(report) };
 
+    // Every candidate path that exists, so that what is missing can be forgotten.
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut complete = true;
     let mut writer = catalog.scan_writer(root_text);
     let walk = WalkDir::new(root)
         .follow_links(true)
@@ -84,18 +97,22 @@ pub fn scan_source(
         .filter_entry(|e| e.depth() == 0 || !filter::is_hidden(e.file_name()));
     for entry in walk {
         if stop.load(Ordering::Relaxed) {
+            complete = false;
             break;
         }
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
+                // A folder that could not be read hides files that are not gone.
+                complete &= e.loop_ancestor().is_some() || is_vanished(e.io_error());
                 note_walk_error(&e, &mut report);
                 continue;
             }
         };
-        if !entry.file_type().is_file() || candidate(source, entry.path()).is_none() {
+        let Some(relative) = (entry.file_type().is_file()).then(|| candidate(source, entry.path())).flatten() else {
             continue;
-        }
+        };
+        seen.insert(relative.as_os_str().as_bytes().to_vec());
         let metadata = match entry.metadata() {
             Ok(m) => m,
             Err(e) => {
@@ -109,6 +126,13 @@ pub fn scan_source(
         on_progress(&report, written);
     }
     let mut written = report.add(writer.finish(Timestamp::now())?);
+    if complete {
+        report.gone = catalog.forget_unseen(root_text, &seen)?;
+        if report.gone > 0 {
+            tracing::info!(source = %root.display(), files = report.gone, "files no longer in the source were forgotten");
+            written += report.gone;
+        }
+    }
     // Files recorded by earlier scans need jobs too when a destination was added.
     let for_new_destinations = catalog.enqueue_current(root_text, Timestamp::now())? as u64;
     report.jobs_queued += for_new_destinations;
@@ -121,10 +145,10 @@ pub fn scan_source(
 /// video that changed, and queues its jobs.
 pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> Result<ScanReport, CatalogError> {
     let mut report = ScanReport::default();
-    let Some(root_text) = root_text(source, &mut report) else { return Ok(report) };
     if candidate(source, path).is_none() {
         return Ok(report);
     }
+    let Some(root_text) = available_root(catalog, source, &mut report)? else { return Ok(report) };
     let metadata = match std::fs::metadata(path) {
         Ok(m) if m.is_file() => m,
         Ok(_) => return Ok(report),
@@ -151,21 +175,34 @@ pub fn candidate<'p>(source: &SourceConfig, path: &'p Path) -> Option<&'p Path> 
     (media && !hidden_dir && !is_ignored_name(name) && source.admits(relative)).then_some(relative)
 }
 
-fn root_text<'s>(source: &'s SourceConfig, report: &mut ScanReport) -> Option<&'s str> {
+/// The catalog spelling of the source's root when the source can be
+/// scanned now; otherwise `None`, with the reason in the report (an error for
+/// a source that never existed, `unavailable` for one that is not there now).
+fn available_root<'s>(
+    catalog: &mut Catalog,
+    source: &'s SourceConfig,
+    report: &mut ScanReport,
+) -> Result<Option<&'s str>, CatalogError> {
     let root = &source.path;
     let Some(text) = root.to_str() else {
         report.errors.push(error_at(root, "the source path is not valid UTF-8"));
-        return None;
+        return Ok(None);
     };
-    match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => Some(text),
-        Ok(_) => {
-            report.errors.push(error_at(root, "the source is not a folder"));
-            None
+    match source::availability(catalog, root, text)? {
+        source::Availability::Available { device } => {
+            if catalog.source_device(text)? != Some(device) {
+                catalog.record_source_device(text, device)?;
+            }
+            Ok(Some(text))
         }
-        Err(e) => {
-            report.errors.push(error_at(root, &format!("cannot read the source folder: {e}")));
-            None
+        source::Availability::Unavailable(reason) => {
+            tracing::warn!("{reason}; its photos wait until it is back");
+            report.unavailable = Some(reason);
+            Ok(None)
+        }
+        source::Availability::Broken(reason) => {
+            report.errors.push(error_at(root, &reason));
+            Ok(None)
         }
     }
 }

@@ -8,7 +8,13 @@
 //! half-written. Everything runs on one thread that blocks on a channel with
 //! a timeout set to the next deadline (a settle check or the next rescan):
 //! no polling while nothing happens. It has its own catalog connection and
-//! tells the scheduler through `found` whenever it wrote something.
+//! tells the scheduler through `found` whenever it wrote something, saw a
+//! file it already knew (one that came back, say), or finished a scan.
+//!
+//! Every few seconds each source's root is looked at (one `stat`): a root
+//! that went away (an unmounted disk) is noted, and one that came back, or
+//! is another folder now (remounted), is watched afresh and scanned, so the
+//! jobs that waited for it go on.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
 
+use super::source::{Availability, availability};
 use super::{ScanReport, candidate, scan_file, scan_source, stat_of};
 use crate::catalog::{Catalog, CatalogError, FileStat};
 use crate::config::SourceConfig;
@@ -98,6 +105,9 @@ impl Discovery {
             state: Arc::clone(&state),
             settling: HashMap::new(),
             next_rescan: Instant::now(),
+            roots: Vec::new(),
+            next_root_check: Instant::now(),
+            watcher: None,
             stop: Arc::clone(&stop),
         };
         let sender = messages.clone();
@@ -132,6 +142,21 @@ impl Drop for Discovery {
     }
 }
 
+/// A source's root as last seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Root {
+    /// Device and inode of the folder; `None` while it cannot be read.
+    identity: Option<(u64, u64)>,
+    /// Whether it could be scanned.
+    available: bool,
+}
+
+/// The device and inode of a folder.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 struct Worker {
     catalog: Catalog,
     sources: Vec<SourceConfig>,
@@ -141,13 +166,17 @@ struct Worker {
     /// Files seen changing: their last stat and since when it held.
     settling: HashMap<PathBuf, (FileStat, Instant)>,
     next_rescan: Instant,
+    /// What was last seen of each source's root.
+    roots: Vec<Root>,
+    next_root_check: Instant,
+    watcher: Option<notify::RecommendedWatcher>,
     stop: Arc<AtomicBool>,
 }
 
 impl Worker {
     fn run(mut self, inbox: &std_mpsc::Receiver<Message>, sender: std_mpsc::Sender<Message>) {
-        // Keep the watcher alive for as long as this thread runs.
-        let _watcher = self.watch(sender);
+        self.watcher = self.watch(sender);
+        self.roots = self.sources.iter().map(|s| Root { identity: identity(&s.path), available: true }).collect();
         loop {
             let deadline = self.next_deadline();
             let message = match inbox.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -165,6 +194,11 @@ impl Worker {
             }
             if let Err(e) = self.check_settled() {
                 tracing::error!("recording settled files failed: {e}");
+            }
+            if Instant::now() >= self.next_root_check
+                && let Err(e) = self.check_roots()
+            {
+                tracing::error!("scanning a source that came back failed: {e}");
             }
             if Instant::now() >= self.next_rescan
                 && let Err(e) = self.full_scan()
@@ -198,9 +232,57 @@ impl Worker {
         Some(watcher)
     }
 
+    /// How often the roots are looked at: soon enough that a remounted
+    /// card goes on within seconds, never more than once a second.
+    fn recheck_interval(&self) -> Duration {
+        self.settings.settle.clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// Looks at every source's root. One that went away is noted (its jobs
+    /// wait; the scheduler finds out by itself); one that came back, or is
+    /// another folder now, is watched afresh (the old watch went with the
+    /// old folder) and scanned.
+    fn check_roots(&mut self) -> Result<(), CatalogError> {
+        self.next_root_check = Instant::now() + self.recheck_interval();
+        let mut back = false;
+        for index in 0..self.sources.len() {
+            let now = identity(&self.sources[index].path);
+            let known = self.roots[index];
+            if known.available && now == known.identity {
+                continue;
+            }
+            let source = &self.sources[index];
+            let root_text = source.path.to_string_lossy().into_owned();
+            match availability(&self.catalog, &source.path, &root_text)? {
+                Availability::Available { .. } => {
+                    tracing::info!(source = %source.path.display(), "the source is available again");
+                    if let Some(watcher) = self.watcher.as_mut() {
+                        let _ = watcher.unwatch(&source.path);
+                        if let Err(e) = watcher.watch(&source.path, RecursiveMode::Recursive) {
+                            tracing::warn!(source = %source.path.display(), "{}", unwatched_message(&e, self.settings.rescan_interval));
+                        }
+                    }
+                    self.scan_one(index)?;
+                    back = true;
+                }
+                Availability::Unavailable(reason) | Availability::Broken(reason) => {
+                    if known.available {
+                        tracing::warn!("{reason}; its photos wait until it is back");
+                    }
+                    self.roots[index].available = false;
+                }
+            }
+            self.roots[index].identity = now;
+        }
+        if back {
+            let _ = self.found.try_send(());
+        }
+        Ok(())
+    }
+
     fn next_deadline(&self) -> Instant {
-        let settle = self.settling.values().map(|(_, since)| *since + self.settings.settle).min();
-        settle.map_or(self.next_rescan, |s| s.min(self.next_rescan))
+        let settle = self.settling.values().map(|(_, since)| *since + self.settings.settle);
+        settle.fold(self.next_rescan.min(self.next_root_check), Instant::min)
     }
 
     fn source_of(&self, path: &Path) -> Option<usize> {
@@ -267,7 +349,8 @@ impl Worker {
             for error in &report.errors {
                 tracing::warn!(path = %error.path, "{}", error.reason);
             }
-            wrote |= report.read > 0;
+            // Also a file already known: it may be one whose job waits for it.
+            wrote |= report.media_files > 0;
         }
         if wrote {
             let _ = self.found.try_send(());
@@ -277,34 +360,40 @@ impl Worker {
 
     fn full_scan(&mut self) -> Result<Vec<ScanReport>, CatalogError> {
         self.state.scanning.store(true, Ordering::Relaxed);
-        let cutoff = SystemTime::now().checked_sub(self.settings.settle);
-        let mut reports = Vec::with_capacity(self.sources.len());
-        let result = (|| {
-            for source in &self.sources {
-                let found = &self.found;
-                let report = scan_source(&mut self.catalog, source, cutoff, &self.stop, &mut |_, written| {
-                    if written > 0 {
-                        let _ = found.try_send(());
-                    }
-                })?;
-                for error in &report.errors {
-                    tracing::warn!(path = %error.path, "{}", error.reason);
-                }
-                let now = Instant::now();
-                for path in &report.unsettled {
-                    if let Ok(m) = std::fs::metadata(path) {
-                        self.settling.entry(path.clone()).or_insert((stat_of(&m), now));
-                    }
-                }
-                tracing::info!(source = %source.path.display(), media = report.media_files, new = report.new_versions, "scanned");
-                reports.push(report);
-            }
-            Ok(())
-        })();
+        let result = (0..self.sources.len()).map(|index| self.scan_one(index)).collect();
         self.state.scanning.store(false, Ordering::Relaxed);
         *self.state.last_scan.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
         self.next_rescan = Instant::now() + self.settings.rescan_interval;
-        result.map(|()| reports)
+        // Jobs set aside wait for a scan: tell the scheduler, whatever it found.
+        let _ = self.found.try_send(());
+        result
+    }
+
+    /// Scans one source, following the files still settling and noting
+    /// whether the source was there to scan.
+    fn scan_one(&mut self, index: usize) -> Result<ScanReport, CatalogError> {
+        let cutoff = SystemTime::now().checked_sub(self.settings.settle);
+        let source = &self.sources[index];
+        let found = &self.found;
+        let report = scan_source(&mut self.catalog, source, cutoff, &self.stop, &mut |_, written| {
+            if written > 0 {
+                let _ = found.try_send(());
+            }
+        })?;
+        for error in &report.errors {
+            tracing::warn!(path = %error.path, "{}", error.reason);
+        }
+        let now = Instant::now();
+        for path in &report.unsettled {
+            if let Ok(m) = std::fs::metadata(path) {
+                self.settling.entry(path.clone()).or_insert((stat_of(&m), now));
+            }
+        }
+        if let Some(root) = self.roots.get_mut(index) {
+            *root = Root { identity: identity(&source.path), available: report.unavailable.is_none() };
+        }
+        tracing::info!(source = %source.path.display(), media = report.media_files, new = report.new_versions, "scanned");
+        Ok(report)
     }
 }
 

@@ -1,0 +1,431 @@
+//! The S3-compatible destination (AWS, Backblaze B2, Cloudflare R2, `MinIO`,
+//! Garage, Ceph RGW, `RustFS`, …).
+//!
+//! Requests are signed by `rusty-s3` (`SigV4`, presigned URLs with the
+//! integrity headers among the signed ones) and sent with `reqwest` over
+//! rustls; files are streamed from disk, never loaded whole. The keys are
+//! read from where the config says for every upload ([`credentials`]).
+//!
+//! Nothing is ever overwritten: single `PUT`s and multipart completions
+//! carry `If-None-Match: *`, and a key that holds other content moves the
+//! upload to the next name. Nothing is acknowledged without proof that the
+//! object holds the scanned bytes: a single `PUT` is hashed (MD5 and
+//! SHA-256, in one read) before it is sent with `Content-MD5` and
+//! `x-amz-checksum-sha256`, which the server checks; [`multipart`] chains
+//! the parts' verified MD5s to the whole-file SHA-256. An object found at a
+//! key counts as ours only if the server's full-object SHA-256 or a
+//! single-part `ETag` (an MD5) says so, or its bytes read back do.
+
+mod credentials;
+mod http;
+mod multipart;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::StreamExt as _;
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_LENGTH;
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use sha2::{Digest as _, Sha256};
+
+use async_trait::async_trait;
+
+use self::http::{
+    READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, ok_or_classify, read_error, refusal,
+    send, send_for, store_error,
+};
+use self::multipart::Finished;
+use super::{Destination, DestinationError, PartStore, ProgressFn, UploadRequest, Uploaded, key_candidates};
+use crate::config::{S3Config, S3CredentialSource};
+use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
+
+pub use multipart::part_size_for;
+
+/// How long a presigned request stays valid (a part must start within it).
+const SIGN_FOR: Duration = Duration::from_hours(1);
+
+/// User metadata carrying the content hash (a hint for people and tools;
+/// photosync never takes it as proof).
+const HASH_META: &str = "x-amz-meta-photosync-sha256";
+
+/// An S3 bucket (and prefix) as a destination.
+pub struct S3Destination {
+    bucket: Result<Bucket, String>,
+    credentials: S3CredentialSource,
+    client: Result<reqwest::Client, String>,
+    prefix: String,
+    multipart_threshold: u64,
+    part_size: u64,
+    parts: Arc<dyn PartStore>,
+}
+
+/// What one operation works with: the bucket, the keys read for it, and
+/// the HTTP client.
+struct Session<'d> {
+    bucket: &'d Bucket,
+    keys: Credentials,
+    client: &'d reqwest::Client,
+}
+
+/// What a look at a key found.
+enum Looked {
+    /// No object.
+    Missing,
+    /// An object.
+    Found(Head),
+    /// The key may not be read (a write-only key): unknown.
+    Unknown,
+}
+
+/// What a `HEAD` says about an existing object.
+struct Head {
+    size: u64,
+    checksum_sha256: Option<String>,
+    etag: Option<String>,
+}
+
+impl S3Destination {
+    /// A destination for `config`, keeping multipart progress in `parts`.
+    pub fn new(config: &S3Config, parts: Arc<dyn PartStore>) -> Self {
+        let style = if config.path_style { UrlStyle::Path } else { UrlStyle::VirtualHost };
+        let bucket = Bucket::new(config.endpoint.clone(), style, config.bucket.clone(), config.region.clone())
+            .map_err(|e| format!("bucket {} at {}: {e}", config.bucket, config.endpoint));
+        // Without its timeouts a stalled server would hang uploads for good:
+        // a client that cannot be built is an error, never a fallback.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_mins(2))
+            .pool_idle_timeout(Duration::from_mins(1))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"));
+        Self {
+            bucket,
+            credentials: config.credentials.clone(),
+            client,
+            prefix: config.prefix.clone(),
+            multipart_threshold: config.multipart_threshold,
+            part_size: config.part_size,
+            parts,
+        }
+    }
+
+    /// The bucket, freshly read keys and the client, or why there are none.
+    fn session(&self) -> Result<Session<'_>, DestinationError> {
+        let bucket = self.bucket.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
+        let client = self.client.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
+        Ok(Session { bucket, keys: credentials::resolve(&self.credentials)?, client })
+    }
+}
+
+#[async_trait]
+impl Destination for S3Destination {
+    async fn check(&self) -> Result<(), DestinationError> {
+        let session = self.session()?;
+        let url = session.bucket.head_bucket(Some(&session.keys)).sign(SIGN_FOR);
+        let response = send(session.client.head(url)).await?;
+        // A key that may write but not list (or a clock off by a few
+        // minutes) is refused here; the uploads themselves tell.
+        if response.status() == StatusCode::FORBIDDEN {
+            tracing::warn!(
+                "HeadBucket was refused (403); carrying on, the uploads will tell whether the key may write"
+            );
+            return Ok(());
+        }
+        ok_or_classify(response, "HeadBucket").await.map(drop)
+    }
+
+    async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
+        let session = self.session()?;
+        if let Some(state) = self.parts.load(request.job).map_err(store_error)? {
+            let key = String::from_utf8_lossy(&state.key.0).into_owned();
+            if let Some(Finished::Stored(etag)) = self.resume(&session, &request, state, &progress).await? {
+                return Ok(Uploaded::Stored(receipt(&key, &request, Some(etag))));
+            }
+        }
+        let mut candidates = key_candidates(&request.key, &request.hash).into_iter();
+        let mut candidate = candidates.next();
+        // Whether the current candidate was already looked at again after a clash.
+        let mut second_look = false;
+        while let Some(relative) = candidate.take() {
+            let key = object_key(&self.prefix, &relative);
+            let looked = self.head(&session, &request, &key).await?;
+            match &looked {
+                Looked::Found(head) if self.holds(&session, &request, &key, head).await? => {
+                    return Ok(Uploaded::AlreadyPresent(receipt(&key, &request, head.etag.clone())));
+                }
+                Looked::Found(_) => {
+                    tracing::info!(key = %key, "key taken by other content; trying the next name");
+                    (candidate, second_look) = (candidates.next(), false);
+                    continue;
+                }
+                Looked::Missing | Looked::Unknown => {}
+            }
+            let stored = if request.size >= self.multipart_threshold {
+                self.multipart(&session, &request, &key, &progress).await?
+            } else {
+                self.put(&session, &request, &key, &progress).await?
+            };
+            match stored {
+                Finished::Stored(etag) => return Ok(Uploaded::Stored(receipt(&key, &request, Some(etag)))),
+                // Someone created the key while we uploaded: look at it once
+                // more (it may be this very content), else move on.
+                Finished::Taken | Finished::Gone if second_look || matches!(looked, Looked::Unknown) => {
+                    (candidate, second_look) = (candidates.next(), false);
+                }
+                Finished::Taken | Finished::Gone => (candidate, second_look) = (Some(relative), true),
+            }
+        }
+        Err(DestinationError::permanent(format!("every candidate key for {} is taken by other content", request.key)))
+    }
+
+    async fn discard(&self, job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {
+        let Some(state) = self.parts.load(job).map_err(store_error)? else { return Ok(()) };
+        let session = self.session()?;
+        let key = String::from_utf8_lossy(&state.key.0).into_owned();
+        let url = session.bucket.abort_multipart_upload(Some(&session.keys), &key, &state.upload_id).sign(SIGN_FOR);
+        let response = send(session.client.delete(url)).await?;
+        // Already gone (completed, expired or aborted) is fine too.
+        if response.status() != StatusCode::NOT_FOUND {
+            ok_or_classify(response, "AbortMultipartUpload").await?;
+        }
+        tracing::info!(key, "aborted the multipart upload of a cancelled job");
+        self.parts.forget(job).map_err(store_error)
+    }
+}
+
+impl S3Destination {
+    async fn head(
+        &self,
+        session: &Session<'_>,
+        request: &UploadRequest,
+        key: &str,
+    ) -> Result<Looked, DestinationError> {
+        let mut action = session.bucket.head_object(Some(&session.keys), key);
+        action.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+        let url = action.sign(SIGN_FOR);
+        let response = send_for(request, session.client.head(url).header("x-amz-checksum-mode", "ENABLED")).await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(Looked::Missing),
+            StatusCode::FORBIDDEN => return Ok(Looked::Unknown),
+            _ => {}
+        }
+        let response = ok_or_classify(response, "HeadObject").await?;
+        let headers = response.headers();
+        Ok(Looked::Found(Head {
+            size: header(headers, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0),
+            checksum_sha256: header(headers, "x-amz-checksum-sha256"),
+            etag: header(headers, "etag"),
+        }))
+    }
+
+    /// Whether the object at `key` provably holds the scanned content: the
+    /// server's full-object SHA-256, a single-part `ETag` equal to the
+    /// file's MD5, or else its bytes read back and hashed. Sizes must match
+    /// first; metadata is never taken as proof.
+    async fn holds(
+        &self,
+        session: &Session<'_>,
+        request: &UploadRequest,
+        key: &str,
+        head: &Head,
+    ) -> Result<bool, DestinationError> {
+        if head.size != request.size {
+            return Ok(false);
+        }
+        if let Some(sum) = head.checksum_sha256.as_deref().filter(|s| !s.contains('-')) {
+            return Ok(sum == sha256_base64(&request.hash));
+        }
+        let etag = head.etag.as_deref().map(|e| e.trim_matches('"').to_ascii_lowercase());
+        if let Some(etag) = etag.filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())) {
+            let (md5, _) = self.digest_file(request).await?;
+            if hex(&md5) == etag {
+                return Ok(true);
+            }
+            // Encrypted objects have ETags that are not MD5s: read it back.
+        }
+        tracing::info!(key, "reading the object back to see whether it is this file");
+        self.read_back_matches(session, request, key).await
+    }
+
+    /// The file's MD5, after checking that its SHA-256 is still the scanned one.
+    async fn digest_file(&self, request: &UploadRequest) -> Result<([u8; 16], ContentHash), DestinationError> {
+        let file = Arc::new(std::fs::File::open(&request.source).map_err(|e| read_error(request, &e))?);
+        let (md5, sha256) =
+            digest_range(&file, 0, request.size, Sha256::new()).await.map_err(|e| read_error(request, &e))?;
+        let sha256 = ContentHash::from_digest(&sha256.finalize());
+        if sha256 != request.hash {
+            return Err(DestinationError::source_changed(format!(
+                "{} changed since it was scanned",
+                request.source.display()
+            )));
+        }
+        Ok((md5, sha256))
+    }
+
+    /// Downloads the object and compares its SHA-256 with the scanned one.
+    async fn read_back_matches(
+        &self,
+        session: &Session<'_>,
+        request: &UploadRequest,
+        key: &str,
+    ) -> Result<bool, DestinationError> {
+        let url = session.bucket.get_object(Some(&session.keys), key).sign(SIGN_FOR);
+        let response = send_for(request, session.client.get(url)).await?;
+        if response.status() == StatusCode::FORBIDDEN {
+            return Ok(false);
+        }
+        let response = ok_or_classify(response, "GetObject").await?;
+        let mut body = response.bytes_stream();
+        let mut sha = Sha256::new();
+        while let Some(chunk) = request.unless_cancelled(async { Ok(body.next().await) }).await? {
+            sha.update(&chunk.map_err(http::transport)?);
+        }
+        Ok(ContentHash::from_digest(&sha.finalize()) == request.hash)
+    }
+
+    /// A single `PUT`, after hashing the file once more: the server checks
+    /// `Content-MD5` (and the SHA-256 where it can), so what it stores is
+    /// what was hashed, and that is the scanned content.
+    async fn put(
+        &self,
+        session: &Session<'_>,
+        request: &UploadRequest,
+        key: &str,
+        progress: &ProgressFn,
+    ) -> Result<Finished, DestinationError> {
+        let (md5, _) = self.digest_file(request).await?;
+        let content_md5 = BASE64.encode(md5);
+        let checksum = sha256_base64(&request.hash);
+        let signed = [
+            ("content-md5", content_md5.as_str()),
+            ("x-amz-checksum-sha256", checksum.as_str()),
+            (HASH_META, request.hash.as_hex()),
+            ("if-none-match", "*"),
+        ];
+        let mut action = session.bucket.put_object(Some(&session.keys), key);
+        for (name, value) in signed {
+            action.headers_mut().insert(name, value);
+        }
+        let url = action.sign(SIGN_FOR);
+        let file = Arc::new(std::fs::File::open(&request.source).map_err(|e| read_error(request, &e))?);
+        let chunk = if request.throttle.is_limited() { STREAM_CHUNK } else { READ_CHUNK };
+        let body = metered(file_chunks(&file, 0, request.size, chunk), request, progress);
+        let mut builder = session.client.put(url).header(CONTENT_LENGTH, request.size);
+        for (name, value) in signed {
+            builder = builder.header(name, value);
+        }
+        let response = send_for(request, builder.body(body)).await?;
+        if response.status() == StatusCode::PRECONDITION_FAILED {
+            return Ok(Finished::Taken);
+        }
+        if !response.status().is_success() {
+            let refusal = refusal(response, "PutObject").await;
+            // The file changed between the hash and the send.
+            if matches!(refusal.code.as_str(), "BadDigest" | "InvalidDigest")
+                && self.digest_file(request).await.is_err()
+            {
+                return Err(DestinationError::source_changed(format!(
+                    "{} changed while it was being uploaded",
+                    request.source.display()
+                )));
+            }
+            return Err(refusal.error);
+        }
+        Ok(Finished::Stored(header(response.headers(), "etag").unwrap_or_default()))
+    }
+
+    /// Deletes an object this upload created that turned out wrong
+    /// (`If-Match`, so nothing written since is touched where the server
+    /// supports it).
+    async fn delete_object(
+        &self,
+        session: &Session<'_>,
+        request: &UploadRequest,
+        key: &str,
+        etag: &str,
+    ) -> Result<(), DestinationError> {
+        let quoted = format!("\"{etag}\"");
+        let mut action = session.bucket.delete_object(Some(&session.keys), key);
+        action.headers_mut().insert("if-match", quoted.clone());
+        let url = action.sign(SIGN_FOR);
+        let response = send_for(request, session.client.delete(url).header("if-match", quoted)).await?;
+        if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::PRECONDITION_FAILED) {
+            return Ok(());
+        }
+        ok_or_classify(response, "DeleteObject").await.map(drop)
+    }
+}
+
+/// `prefix` + the layout key, made safe: `/`-separated segments, `%`, control
+/// characters and bytes that are not UTF-8 escaped as `%XX`, `.` and `..`
+/// segments escaped, so no file name can reach outside the prefix.
+pub fn object_key(prefix: &str, relative: &RemoteKey) -> String {
+    let mut key = prefix.to_owned();
+    for (i, segment) in relative.0.split(|&b| b == b'/').filter(|s| !s.is_empty()).enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        if segment == b"." || segment == b".." {
+            for _ in segment {
+                key.push_str("%2E");
+            }
+            continue;
+        }
+        for chunk in segment.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == '%' || c.is_control() {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        let _ = write!(key, "%{b:02X}");
+                    }
+                } else {
+                    key.push(c);
+                }
+            }
+            for b in chunk.invalid() {
+                let _ = write!(key, "%{b:02X}");
+            }
+        }
+    }
+    key
+}
+
+fn receipt(key: &str, request: &UploadRequest, etag: Option<String>) -> Receipt {
+    Receipt {
+        key: RemoteKey(key.as_bytes().to_vec()),
+        size: request.size,
+        sha256: request.hash.clone(),
+        version: etag.map(|e| e.trim_matches('"').to_owned()),
+    }
+}
+
+fn sha256_base64(hash: &ContentHash) -> String {
+    let hex = hash.as_hex();
+    let bytes: Vec<u8> =
+        (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    BASE64.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_stay_below_the_prefix() {
+        let table: [(&[u8], &str); 6] = [
+            (b"DCIM/IMG_1.JPG", "p/DCIM/IMG_1.JPG"),
+            (b"../../etc/passwd", "p/%2E%2E/%2E%2E/etc/passwd"),
+            (b"/abs//x.jpg", "p/abs/x.jpg"),
+            (b"a\nb.jpg", "p/a%0Ab.jpg"),
+            (b"50%.jpg", "p/50%25.jpg"),
+            (b"caf\xe9.jpg", "p/caf%E9.jpg"),
+        ];
+        for (relative, expected) in table {
+            assert_eq!(object_key("p/", &RemoteKey(relative.to_vec())), expected);
+        }
+    }
+}

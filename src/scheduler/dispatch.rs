@@ -1,0 +1,332 @@
+//! Starting jobs and settling what their uploads report, and the jobs set
+//! aside meanwhile: a file changed since its scan, a file missing from its
+//! source, a source that is not available. Nothing here concludes that a
+//! photo is gone while its source folder is not there to be asked.
+
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Aside, Breaker, Flight, Scheduler};
+use crate::catalog::{CatalogError, FileStat, PendingJob};
+use crate::destination::{DestinationError, Moved, ProgressFn, Retry, UploadRequest, Uploaded};
+use crate::discover::source::{Availability, availability};
+use crate::discover::stat_of;
+use crate::model::{Job, JobId, RemoteKey, Timestamp, WaitingOn};
+
+/// Why a file that is not where its job expects it was cancelled.
+const DELETED: &str = "the file was deleted before it was uploaded";
+
+/// Why a version of a file that was edited meanwhile was cancelled.
+const SUPERSEDED: &str = "superseded by a newer version of the file";
+
+impl Scheduler<'_> {
+    /// Starts one job, or settles it without uploading (already stored,
+    /// file gone), or sets it aside (file changed since the scan, file or
+    /// source missing).
+    pub(super) fn dispatch(&mut self, pending: PendingJob) -> Result<(), CatalogError> {
+        let destination_id = pending.job.destination_id;
+        let path = pending.path();
+        let modified = match std::fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.missing(pending),
+            Ok(m) if stat_of(&m) != pending.stat => return self.changed(pending, stat_of(&m)),
+            Ok(m) => UNIX_EPOCH + Duration::new(m.mtime().max(0) as u64, m.mtime_nsec().clamp(0, 999_999_999) as u32),
+            // The upload reports the read error with its classification.
+            Err(_) => SystemTime::UNIX_EPOCH,
+        };
+
+        // Same size, time and inode, but its path holds a newer version now
+        // (an edit that kept the file's time): nothing of this one is left.
+        if !self.catalog.is_current(pending.job.asset_id)? {
+            return self.cancel_gone(pending, SUPERSEDED);
+        }
+
+        let now = Timestamp::now();
+        if let Some(receipt) = self.catalog.find_receipt(destination_id, &pending.hash)? {
+            let running = pending.job.start(now)?;
+            self.catalog.apply(&pending.job, &running, now)?;
+            self.settle(&running, &Uploaded::AlreadyPresent(receipt), 0)?;
+            // An earlier attempt of this job, cut short, may have left something.
+            self.discard_leftovers(&pending);
+            return Ok(());
+        }
+
+        let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
+        let destination = Arc::clone(&target.destination);
+        let running = pending.job.start(now)?;
+        self.catalog.apply(&pending.job, &running, now)?;
+        if let Some(reason) = self.broken.get(&destination_id) {
+            self.catalog.apply(&running, &running.fail(reason.clone())?, now)?;
+            self.report.failed += 1;
+            self.observer.job_done();
+            return Ok(());
+        }
+        let (sent, resumed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let cancel = CancellationToken::new();
+        let progress: ProgressFn = {
+            let (sent, resumed, observer) = (Arc::clone(&sent), Arc::clone(&resumed), Arc::clone(&self.observer));
+            Arc::new(move |moved| {
+                let n = match moved {
+                    Moved::Sent(n) => {
+                        sent.fetch_add(n, Ordering::Relaxed);
+                        n
+                    }
+                    Moved::Resumed(n) => {
+                        resumed.fetch_add(n, Ordering::Relaxed);
+                        n
+                    }
+                };
+                observer.bytes(n as i64);
+            })
+        };
+        let request = UploadRequest {
+            job: running.id,
+            source: path,
+            key: RemoteKey(pending.rel_path.clone()),
+            size: pending.stat.size,
+            hash: pending.hash.clone(),
+            modified,
+            cancel: cancel.clone(),
+            throttle: Arc::clone(&self.throttle),
+        };
+        let task = self.tasks.spawn(async move { destination.upload(request, progress).await }).id();
+        self.task_jobs.insert(task, running.id);
+        self.busy.insert((destination_id, pending.hash.clone()));
+        self.busy_keys.insert((destination_id, pending.rel_path.clone()));
+        let started = Instant::now();
+        self.flights.insert(running.id, Flight { running, pending, sent, resumed, cancel, started });
+        Ok(())
+    }
+
+    /// The file is not at its path. If its source folder is not there
+    /// either, the job waits for the source. If the source is there and a
+    /// complete scan no longer records the file, it was deleted: the job is
+    /// cancelled (and revived should the file come back). Otherwise the job
+    /// waits for the file, or for the next complete scan to say it is gone.
+    fn missing(&mut self, pending: PendingJob) -> Result<(), CatalogError> {
+        let root = pending.source.to_string_lossy().into_owned();
+        match availability(self.catalog, &pending.source, &root)? {
+            Availability::Available { .. } => {
+                if self.catalog.is_current(pending.job.asset_id)? {
+                    self.set_aside(pending, Aside::FileMissing)
+                } else {
+                    self.cancel_gone(pending, DELETED)
+                }
+            }
+            Availability::Unavailable(reason) | Availability::Broken(reason) => {
+                self.set_aside(pending, Aside::SourceUnavailable(reason))
+            }
+        }
+    }
+
+    /// The file's stat differs from the one its content was hashed with:
+    /// either a newer version replaced it (cancel: that version has a job of
+    /// its own), or discovery has recorded the new stat already (a touch:
+    /// same content; go on with what the catalog says now), or discovery
+    /// has yet to read it again (wait for that).
+    fn changed(&mut self, pending: PendingJob, now: FileStat) -> Result<(), CatalogError> {
+        if !self.catalog.is_current(pending.job.asset_id)? {
+            return self.cancel_gone(pending, SUPERSEDED);
+        }
+        match self.catalog.pending_job(pending.job.id)? {
+            Some(fresh) if fresh.stat == now => {
+                self.queue.push_front(fresh);
+                Ok(())
+            }
+            _ => self.set_aside(pending, Aside::Changed),
+        }
+    }
+
+    /// Keeps a job out of the queue until discovery signals again; records
+    /// what it waits for, so `photosync jobs` can say why.
+    pub(super) fn set_aside(&mut self, mut pending: PendingJob, why: Aside) -> Result<(), CatalogError> {
+        let waiting_on = why.waiting_on();
+        if matches!(why, Aside::SourceUnavailable(_)) && self.source_recheck.is_none() {
+            self.source_recheck = Some(Instant::now() + super::SOURCE_RECHECK);
+        }
+        if pending.job.state != (crate::model::JobState::Queued { waiting_on }) {
+            let waiting = pending.job.wait(waiting_on)?;
+            self.catalog.apply(&pending.job, &waiting, Timestamp::now())?;
+            pending.job = waiting;
+        }
+        self.aside.push((pending, why));
+        Ok(())
+    }
+
+    /// Cancels a job whose content is no longer at its path, unless
+    /// discovery recorded it there again meanwhile (then it is set aside to
+    /// be looked at afresh).
+    fn cancel_gone(&mut self, pending: PendingJob, reason: &str) -> Result<(), CatalogError> {
+        if !self.catalog.cancel_unless_current(&pending.job, reason, Timestamp::now())? {
+            return self.set_aside(pending, Aside::Changed);
+        }
+        tracing::info!(path = %pending.path().display(), "{reason}");
+        self.report.cancelled += 1;
+        self.observer.job_done();
+        self.discard_leftovers(&pending);
+        Ok(())
+    }
+
+    /// Releases, beside the uploads, what an earlier attempt of a job that
+    /// ended without its own upload may have left: an open multipart
+    /// upload, a temporary copy.
+    fn discard_leftovers(&mut self, pending: &PendingJob) {
+        let Some(target) = self.targets.get(&pending.job.destination_id) else { return };
+        let (destination, job) = (Arc::clone(&target.destination), pending.job.id);
+        let (key, hash) = (RemoteKey(pending.rel_path.clone()), pending.hash.clone());
+        self.tasks_aside.spawn(async move {
+            if let Err(e) = destination.discard(job, &key, &hash).await {
+                tracing::warn!(job = %job, "could not clean up after the job: {e}");
+            }
+        });
+    }
+
+    /// Gives every job set aside another look, read afresh from the
+    /// catalog (discovery may have recorded a new stat for its file).
+    pub(super) fn reconsider_aside(&mut self) -> Result<(), CatalogError> {
+        for (pending, _) in std::mem::take(&mut self.aside) {
+            if let Some(fresh) = self.catalog.pending_job(pending.job.id)? {
+                self.queue.push_back(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks again at each source folder jobs wait for; the jobs of those
+    /// that are back go on (discovery may not have noticed a short absence).
+    pub(super) fn recheck_sources(&mut self) -> Result<(), CatalogError> {
+        self.source_recheck = None;
+        let mut roots: Vec<std::path::PathBuf> = self
+            .aside
+            .iter()
+            .filter(|(_, why)| matches!(why, Aside::SourceUnavailable(_)))
+            .map(|(p, _)| p.source.clone())
+            .collect();
+        roots.sort();
+        roots.dedup();
+        let mut back = Vec::new();
+        for root in roots {
+            let text = root.to_string_lossy().into_owned();
+            if matches!(availability(self.catalog, &root, &text)?, Availability::Available { .. }) {
+                tracing::info!(source = %root.display(), "the source is available again");
+                back.push(root);
+            }
+        }
+        let (returning, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.aside)
+            .into_iter()
+            .partition(|(p, why)| matches!(why, Aside::SourceUnavailable(_)) && back.contains(&p.source));
+        self.aside = still;
+        if self.aside.iter().any(|(_, why)| matches!(why, Aside::SourceUnavailable(_))) {
+            self.source_recheck = Some(Instant::now() + super::SOURCE_RECHECK);
+        }
+        for (pending, _) in returning {
+            if let Some(fresh) = self.catalog.pending_job(pending.job.id)? {
+                self.queue.push_back(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a receipt: `running → succeeded → acknowledged`. `sent` is
+    /// what this attempt wrote.
+    pub(super) fn settle(&mut self, running: &Job, uploaded: &Uploaded, sent: u64) -> Result<(), CatalogError> {
+        let succeeded = running.succeed(uploaded.receipt().clone())?;
+        self.catalog.apply(running, &succeeded, Timestamp::now())?;
+        let acknowledged = succeeded.acknowledge()?;
+        self.catalog.apply(&succeeded, &acknowledged, Timestamp::now())?;
+        match uploaded {
+            Uploaded::Stored(_) => {
+                self.report.uploaded += 1;
+                self.report.bytes_uploaded += sent;
+            }
+            Uploaded::AlreadyPresent(receipt) => {
+                self.report.already_present += 1;
+                self.observer.bytes(receipt.size as i64);
+            }
+        }
+        self.tries.remove(&running.id);
+        if let Some(breaker) = self.breakers.get_mut(&running.destination_id) {
+            *breaker = Breaker::default();
+        }
+        self.observer.job_done();
+        Ok(())
+    }
+
+    pub(super) fn joined(
+        &mut self,
+        joined: Result<(tokio::task::Id, Result<Uploaded, DestinationError>), tokio::task::JoinError>,
+    ) -> Result<(), CatalogError> {
+        let (task, outcome) = match joined {
+            Ok((task, outcome)) => (task, outcome),
+            Err(e) => (e.id(), Err(DestinationError::transient(format!("upload task failed: {e}")))),
+        };
+        match self.task_jobs.remove(&task) {
+            Some(job) => self.complete(job, outcome),
+            None => Ok(()),
+        }
+    }
+
+    fn complete(&mut self, job: JobId, outcome: Result<Uploaded, DestinationError>) -> Result<(), CatalogError> {
+        let Some(flight) = self.flights.remove(&job) else { return Ok(()) };
+        let destination = flight.running.destination_id;
+        self.busy.remove(&(destination, flight.pending.hash.clone()));
+        self.busy_keys.remove(&(destination, flight.pending.rel_path.clone()));
+        let sent = flight.sent.load(Ordering::Relaxed);
+        let moved = sent + flight.resumed.load(Ordering::Relaxed);
+        match outcome {
+            Ok(uploaded) => {
+                if matches!(uploaded, Uploaded::AlreadyPresent(_)) {
+                    self.observer.bytes(-(moved as i64));
+                }
+                self.settle(&flight.running, &uploaded, sent)
+            }
+            Err(error) if matches!(error.retry, Retry::Interrupted | Retry::SourceChanged) => {
+                self.observer.bytes(-(moved as i64));
+                let waiting_on = match (&self.paused, &self.policy_hold) {
+                    (Some(_), _) => WaitingOn::Paused,
+                    (None, Some(reason)) => reason.waiting_on(),
+                    (None, None) => WaitingOn::Nothing,
+                };
+                let queued = flight.running.interrupt(waiting_on)?;
+                self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
+                let mut pending = flight.pending;
+                pending.job = queued;
+                if error.retry == Retry::Interrupted {
+                    self.queue.push_front(pending);
+                    return Ok(());
+                }
+                self.source_changed(pending, &error)
+            }
+            Err(error) => {
+                self.observer.bytes(-(moved as i64));
+                self.failed(flight, &error)
+            }
+        }
+    }
+
+    /// An upload found its file changed (or gone) since the scan: what was
+    /// stored, if anything, is not acknowledged as the scanned version. The
+    /// file is looked at again: gone, replaced, or changed in place (then
+    /// the stat cache forgets it, so the next scan reads it again even if
+    /// its size and time did not change).
+    fn source_changed(&mut self, pending: PendingJob, error: &DestinationError) -> Result<(), CatalogError> {
+        let path = pending.path();
+        tracing::warn!(path = %path.display(), "{error}; it is read again before it is uploaded");
+        self.remember_error(pending.job.id, &path, &error.message);
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.missing(pending),
+            Ok(m) if stat_of(&m) != pending.stat => self.changed(pending, stat_of(&m)),
+            _ if !self.catalog.is_current(pending.job.asset_id)? => self.cancel_gone(pending, SUPERSEDED),
+            _ => {
+                let source = pending.source.to_string_lossy().into_owned();
+                self.catalog.forget_stat(&source, &pending.rel_path)?;
+                self.set_aside(pending, Aside::Changed)
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! What a failed upload leads to: an in-run retry, `retry_wait` with
+//! backoff, or `failed`; and the breaker that rests a destination after
+//! several jobs in a row spent their retries there.
+
+use tokio::time::Instant;
+
+use super::status::RecentError;
+use super::{BREAKER_THRESHOLD, Flight, Mode, RECENT_ERRORS, Scheduler, jitter, round};
+use crate::catalog::CatalogError;
+use crate::destination::DestinationError;
+use crate::model::{DestinationId, JobId, Timestamp};
+use crate::policy::{RetryDecision, decide_retry};
+
+impl Scheduler<'_> {
+    pub(super) fn remember_error(&mut self, job: JobId, path: &std::path::Path, error: &str) {
+        self.recent_errors.push_front(RecentError {
+            at: Timestamp::now(),
+            job,
+            path: path.display().to_string(),
+            error: error.to_owned(),
+        });
+        self.recent_errors.truncate(RECENT_ERRORS);
+    }
+
+    pub(super) fn failed(&mut self, flight: Flight, error: &DestinationError) -> Result<(), CatalogError> {
+        let Flight { running, mut pending, .. } = flight;
+        let path = pending.path();
+        self.remember_error(running.id, &path, &error.message);
+        let now = Timestamp::now();
+        if !error.retryable() {
+            tracing::warn!(path = %path.display(), "upload failed: {error}");
+            self.catalog.apply(&running, &running.fail(error.message.clone())?, now)?;
+            self.report.failed += 1;
+            self.observer.job_done();
+            return Ok(());
+        }
+        let tries = self.tries.entry(running.id).or_insert(0);
+        *tries += 1;
+        let tries = *tries;
+        let failures = running.attempts + 1;
+        let retry = self.settings.retry;
+        let budget_left = retry.max_attempts == 0 || failures < retry.max_attempts;
+        let quick = self.settings.mode == Mode::OneShot && tries < retry.attempts_per_run && budget_left;
+        let delay = error.retry_after.unwrap_or_else(|| retry.in_run.delay(tries, jitter()));
+        if quick && delay <= retry.in_run.cap {
+            tracing::warn!(path = %path.display(), "upload failed, retrying in {}: {error}", humantime::format_duration(round(delay)));
+            let waiting = running.defer(error.message.clone(), now.after(delay))?;
+            self.catalog.apply(&running, &waiting, now)?;
+            self.report.retries += 1;
+            pending.job = waiting;
+            self.sleeping.push((Instant::now() + delay, pending));
+            return Ok(());
+        }
+        self.tries.remove(&running.id);
+        match decide_retry(now, retry.backoff, failures, retry.max_attempts, error.retry_after, jitter()) {
+            RetryDecision::RetryAt(at) => {
+                tracing::warn!(path = %path.display(), "upload failed; next attempt at {}: {error}", at.to_rfc3339());
+                self.catalog.apply(&running, &running.defer(error.message.clone(), at)?, now)?;
+                self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
+                self.trip(running.destination_id, error);
+            }
+            RetryDecision::GiveUp => {
+                let message = format!("{error} (gave up after {failures} attempts)");
+                tracing::warn!(path = %path.display(), "upload failed for good: {message}");
+                self.catalog.apply(&running, &running.fail(message)?, now)?;
+                self.report.failed += 1;
+            }
+        }
+        self.observer.job_done();
+        Ok(())
+    }
+
+    /// Counts a job that exhausted its retries; enough in a row hold the destination.
+    fn trip(&mut self, destination: DestinationId, error: &DestinationError) {
+        let consecutive = {
+            let breaker = self.breakers.entry(destination).or_default();
+            breaker.consecutive += 1;
+            breaker.consecutive
+        };
+        if consecutive >= BREAKER_THRESHOLD {
+            let until = self.cooldown(consecutive);
+            let name = self.targets.get(&destination).map_or("?", |t| t.name.as_str());
+            tracing::warn!(destination = name, "{consecutive} uploads in a row failed; holding this destination");
+            let reason = format!("{consecutive} uploads in a row failed; last error: {error}");
+            if let Some(breaker) = self.breakers.get_mut(&destination) {
+                breaker.open = Some((reason, until));
+            }
+        }
+    }
+
+    /// How long a failing destination rests: the rest of a one-shot run, or
+    /// the backoff for that many failures in the daemon.
+    pub(super) fn cooldown(&self, failures: u32) -> Option<Instant> {
+        match self.settings.mode {
+            Mode::OneShot => None,
+            Mode::Service => Some(Instant::now() + self.settings.retry.backoff.ceiling(failures)),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! What the scheduler tells people: the run's totals, the holds and why,
+//! uploads in progress, recent errors; `photosync status` and the
+//! `backup` summary are built from these.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::Scheduler;
+use crate::catalog::{CatalogError, StateCounts};
+use crate::model::{JobId, Timestamp};
+
+/// Work left for later at one destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Destination label.
+    pub destination: String,
+    /// Why nothing more was sent there.
+    pub reason: String,
+    /// Jobs left queued.
+    pub jobs: u64,
+}
+
+/// What the scheduler has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    /// Jobs whose content was written to a destination.
+    pub uploaded: u64,
+    /// Jobs whose content the destination already had.
+    pub already_present: u64,
+    /// Bytes sent (a resumed upload counts only what it sent this time).
+    pub bytes_uploaded: u64,
+    /// Jobs cancelled because their file was deleted or replaced.
+    pub cancelled: u64,
+    /// Failed attempts retried within the run.
+    pub retries: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Destinations the scheduler is not using now, with the jobs waiting.
+    pub holds: Vec<Hold>,
+    /// The run was interrupted (signal); running jobs were requeued.
+    pub interrupted: bool,
+}
+
+/// One upload in progress, for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// The job.
+    pub job: JobId,
+    /// Source path (lossy UTF-8).
+    pub path: String,
+    /// Destination label.
+    pub destination: String,
+    /// Bytes at the destination so far (sent, or kept from an earlier attempt).
+    pub bytes_done: u64,
+    /// Size of the file.
+    pub bytes_total: u64,
+    /// Average rate since the upload started, bytes per second.
+    pub rate: f64,
+    /// Seconds to go at that rate, when known.
+    pub eta_seconds: Option<f64>,
+}
+
+/// An error seen recently, for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentError {
+    /// When.
+    pub at: Timestamp,
+    /// The job.
+    pub job: JobId,
+    /// Source path.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// A user pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// When it ends by itself; `None` until `resume`.
+    pub until: Option<Timestamp>,
+}
+
+/// The scheduler's view for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerStatus {
+    /// Set while paused by the user.
+    pub paused: Option<Pause>,
+    /// Why the conditions policy holds uploads back, if it does.
+    pub held_by: Option<String>,
+    /// Uploads in progress.
+    pub uploads: Vec<UploadStatus>,
+    /// Destinations on hold and why.
+    pub holds: Vec<Hold>,
+    /// Jobs per state (current destinations).
+    pub counts: BTreeMap<String, u64>,
+    /// When the next job in `retry_wait` is due.
+    pub next_retry: Option<Timestamp>,
+    /// The last errors, newest first.
+    pub recent_errors: Vec<RecentError>,
+    /// Totals since the scheduler started.
+    pub totals: DrainReport,
+}
+
+impl Scheduler<'_> {
+    pub(super) fn holds(&self) -> Vec<Hold> {
+        let mut holds: BTreeMap<(&str, &str), Hold> = BTreeMap::new();
+        let aside = self.aside.iter().map(|(p, why)| (p, why.reason()));
+        let held = self.queue.iter().filter_map(|p| {
+            let breaker = self.breakers.get(&p.job.destination_id)?;
+            breaker.open.as_ref().map(|(reason, _)| (p, reason.as_str()))
+        });
+        let policy = self.policy_hold.as_ref().map(ToString::to_string);
+        let stopped = match (&self.paused, &policy) {
+            (Some(_), _) => Some("paused by user"),
+            (None, Some(reason)) => Some(reason.as_str()),
+            (None, None) => None,
+        };
+        let paused = self.queue.iter().filter(|p| stopped.is_some() && !self.is_held(p.job.destination_id));
+        let paused = paused.map(|p| (p, stopped.unwrap_or_default()));
+        for (pending, reason) in held.chain(aside).chain(paused) {
+            let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
+            holds
+                .entry((name, reason))
+                .or_insert_with(|| Hold { destination: name.to_owned(), reason: reason.to_owned(), jobs: 0 })
+                .jobs += 1;
+        }
+        holds.into_values().collect()
+    }
+
+    pub(super) fn status(&self) -> Result<SchedulerStatus, CatalogError> {
+        let counts: StateCounts = self.catalog.counts()?;
+        let mut uploads: Vec<UploadStatus> = self
+            .flights
+            .values()
+            .map(|f| {
+                let sent = f.sent.load(Ordering::Relaxed);
+                let done = sent + f.resumed.load(Ordering::Relaxed);
+                let elapsed = f.started.elapsed().as_secs_f64();
+                let rate = if elapsed > 0.0 { sent as f64 / elapsed } else { 0.0 };
+                let left = f.pending.stat.size.saturating_sub(done) as f64;
+                UploadStatus {
+                    job: f.running.id,
+                    path: f.pending.path().display().to_string(),
+                    destination: self
+                        .targets
+                        .get(&f.running.destination_id)
+                        .map_or_else(String::new, |t| t.name.clone()),
+                    bytes_done: done,
+                    bytes_total: f.pending.stat.size,
+                    rate,
+                    eta_seconds: (rate > 0.0).then(|| left / rate),
+                }
+            })
+            .collect();
+        uploads.sort_by_key(|u| u.job);
+        Ok(SchedulerStatus {
+            paused: self.paused.map(|(pause, _)| pause),
+            held_by: self.policy_hold.as_ref().map(ToString::to_string),
+            uploads,
+            holds: self.holds(),
+            counts: crate::model::StateName::ALL.iter().map(|s| (s.as_str().to_owned(), counts.get(*s))).collect(),
+            next_retry: self.next_retry,
+            recent_errors: self.recent_errors.iter().cloned().collect(),
+            totals: DrainReport { holds: Vec::new(), ..self.report.clone() },
+        })
+    }
+}
