@@ -179,6 +179,9 @@ pub struct RawDestination {
     pub multipart_threshold: Option<String>,
     /// For `s3`: multipart part size (default 16 MiB, 5 MiB to 5 GiB).
     pub part_size: Option<String>,
+    /// For `s3`: how long the server may stay silent before a request is
+    /// given up and retried (default 2 min).
+    pub timeout: Option<String>,
 }
 
 /// Validated configuration.
@@ -294,6 +297,8 @@ pub struct S3Config {
     pub multipart_threshold: u64,
     /// Multipart part size.
     pub part_size: u64,
+    /// How long the server may stay silent (connecting, or mid-request).
+    pub timeout: Duration,
 }
 
 /// Where an S3 destination's access keys come from. The keys themselves
@@ -661,6 +666,7 @@ impl Validator<'_> {
             credentials: self.s3_credentials(i, raw)?,
             multipart_threshold: multipart_threshold.max(MIN_PART_SIZE),
             part_size,
+            timeout: self.duration(&key("timeout"), raw.timeout.as_deref(), Duration::from_mins(2))?,
         })
     }
 

@@ -40,6 +40,7 @@ pub async fn run(
     ready: impl FnOnce(&Path),
 ) -> Result<(), Error> {
     let _lock = RunLock::acquire(&config.state_dir)?;
+    raise_open_file_limit();
     let socket = socket_path(&runtime_dir(config.runtime_dir.as_deref(), &config.state_dir));
     let listener = server::bind(&socket).map_err(|e| Error::Socket(e.to_string()))?;
     let catalog_path = config.catalog_path();
@@ -168,6 +169,21 @@ async fn next_change(changes: &mut Option<impl futures_util::Stream<Item = ()> +
     match changes {
         Some(stream) => stream.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Lets the daemon open as many files as its hard limit allows (up to
+/// 65,536): control connections, catalog connections and the files being
+/// read and uploaded all need one.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.unwrap_or(u64::MAX).min(65_536);
+    if limit.current.is_some_and(|current| current < wanted) {
+        let raised = Rlimit { current: Some(wanted), maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("cannot raise the open file limit: {e}");
+        }
     }
 }
 

@@ -259,33 +259,48 @@ fn garbage_and_oversized_frames_get_errors_and_the_daemon_keeps_serving() {
     assert!(env.run(["status"]).status.success(), "the daemon still serves");
 }
 
-#[test]
-fn a_client_of_another_user_is_refused() {
-    let env = daemon_env("");
-    let _daemon = env.start_daemon();
-    if !crate::harness::is_root() {
-        eprintln!("skipped: needs root to act as another user (the uid check is also unit-tested)");
-        return;
-    }
-    // Open the way to the socket so only the daemon's own check stands.
-    for path in [env.dir.path().to_path_buf(), env.runtime_dir()] {
-        fs::set_permissions(&path, Permissions::from_mode(0o755)).expect("chmod dir");
-    }
-    fs::set_permissions(env.socket(), Permissions::from_mode(0o666)).expect("chmod socket");
+/// Runs `photosync status` as the unprivileged user `nobody`, with this
+/// environment's config and runtime folder.
+fn status_as_nobody(env: &crate::harness::Env) -> std::process::Output {
+    assert!(crate::harness::is_root(), "acting as another user needs root (CI runs the tests as root)");
+    fs::set_permissions(env.dir.path(), Permissions::from_mode(0o755)).expect("chmod dir");
     fs::set_permissions(&env.config, Permissions::from_mode(0o644)).expect("chmod config");
     let bin = env.dir.path().join("photosync-for-nobody");
     fs::copy(crate::harness::BIN, &bin).expect("copy binary");
-    let out = Command::new("setpriv")
+    Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin)
         .arg("status")
         .env("PHOTOSYNC_CONFIG", &env.config)
         .env("PHOTOSYNC_RUNTIME_DIR", env.runtime_dir())
         .output()
-        .expect("run status as nobody");
-    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+        .expect("run status as nobody")
+}
+
+/// Regression: another user's `photosync status` exited 1 (documented: 3).
+#[test]
+fn a_client_of_another_user_is_refused() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    // Open the way to the socket so only the daemon's own check stands.
+    fs::set_permissions(env.runtime_dir(), Permissions::from_mode(0o755)).expect("chmod dir");
+    fs::set_permissions(env.socket(), Permissions::from_mode(0o666)).expect("chmod socket");
+    let out = status_as_nobody(&env);
+    assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains("belongs to another user"), "{}", stderr(&out));
     assert!(env.run(["status"]).status.success(), "its owner is still served");
+}
+
+/// Regression: a user who may not enter another user's runtime folder got
+/// exit 1 and "Permission denied" three times over.
+#[test]
+fn a_socket_another_user_may_not_reach_is_exit_3_said_once() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let out = status_as_nobody(&env);
+    assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let said = stderr(&out).to_lowercase();
+    assert_eq!(said.matches("permission denied").count(), 1, "{said}");
 }
 
 #[test]
@@ -340,4 +355,51 @@ fn a_touched_file_is_uploaded_without_a_restart() {
     assert!(env.run(["resume"]).status.success());
     wait_until(PATIENCE, "the photo is uploaded", || acknowledged(&env) == 1);
     assert_eq!(fs::read(env.dest.join("a.jpg")).expect("uploaded"), content);
+}
+
+/// Runs photosync with `args`, killing it if it has not finished within `timeout`.
+fn run_within(env: &crate::harness::Env, args: &[&str], timeout: Duration) -> std::process::Output {
+    let mut child = env
+        .command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("photosync {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Regression: control connections that had said hello were never timed
+/// out or capped; about a thousand idle clients left `status` unanswered and
+/// scans failing with "Too many open files".
+#[test]
+fn a_thousand_idle_clients_do_not_keep_status_from_answering() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.unwrap_or(u64::MAX).min(4096);
+    assert!(wanted >= 1200, "the test needs 1,200 open files (hard limit {:?})", limit.maximum);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: limit.maximum }).expect("raise the limit");
+
+    let env = daemon_env("");
+    // The usual limit of a session: 1,024 open files.
+    let daemon = env.start_daemon_under(&["prlimit", "--nofile=1024:1024", "--"], &[]);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = UnixStream::connect(env.socket()).expect("connect");
+        stream.write_all(&frame(json!({"type": "hello", "version": 1}).to_string().as_bytes())).expect("hello");
+        idle.push(stream);
+    }
+    let out = run_within(&env, &["status"], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", stderr(&out));
+    write_photo(&env.source.join("after.jpg"), 2_000, 1);
+    daemon.wait_until(PATIENCE, "a photo is still found and uploaded", || acknowledged(&env) == 1);
+    assert!(!daemon.log().contains("Too many open files"), "{}", daemon.log());
+    drop(idle);
 }

@@ -121,8 +121,24 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut command = match &self.binary_as_nobody {
-            Some(bin) => {
+        self.command_under(&[], args)
+    }
+
+    /// Like [`Env::command`], run under `wrapper` (a program and its
+    /// arguments, e.g. `prlimit --nofile=1024:1024 --`).
+    pub fn command_under<I, S>(&self, wrapper: &[&str], args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = match (&self.binary_as_nobody, wrapper) {
+            (None, [program, rest @ ..]) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            (Some(_), [_, ..]) => panic!("a wrapper and another user do not go together"),
+            (Some(bin), []) => {
                 let mut c = Command::new("setpriv");
                 c.args([
                     format!("--reuid={NOBODY}"),
@@ -133,7 +149,7 @@ impl Env {
                 c.arg(bin);
                 c
             }
-            None => Command::new(BIN),
+            (None, []) => Command::new(BIN),
         };
         command
             .args(args)
@@ -185,9 +201,20 @@ impl Env {
 
     /// Starts `photosync daemon` and waits until it answers on its socket.
     pub fn start_daemon(&self) -> TestDaemon {
+        self.start_daemon_with(&[])
+    }
+
+    /// Starts `photosync daemon` with these environment variables set.
+    pub fn start_daemon_with(&self, vars: &[(&str, &str)]) -> TestDaemon {
+        self.start_daemon_under(&[], vars)
+    }
+
+    /// Starts `photosync daemon` under `wrapper` (see [`Env::command_under`]).
+    pub fn start_daemon_under(&self, wrapper: &[&str], vars: &[(&str, &str)]) -> TestDaemon {
         let log = self.dir.path().join(format!("daemon-{}.log", fastrand_suffix()));
         let child = self
-            .command(["daemon", "-v"])
+            .command_under(wrapper, ["daemon", "-v"])
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()

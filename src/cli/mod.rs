@@ -48,7 +48,7 @@ Exit codes:
   0    done: everything found is uploaded and acknowledged
   1    some jobs failed permanently or files could not be read (listed in the summary)
   2    usage or configuration error
-  3    the daemon is not running (status, pause, resume, scan)
+  3    the daemon is not running or not reachable (status, pause, resume, scan)
   75   deferred: work remains for a later run (destination unavailable, retries
        waiting, another photosync using the catalog); nothing failed
   130  interrupted";
@@ -143,7 +143,7 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
             return Exit::Deferred;
         }
         match cause.downcast_ref::<ClientError>() {
-            Some(ClientError::NotRunning(_)) => return Exit::NotRunning,
+            Some(ClientError::NotRunning(_) | ClientError::NotReachable { .. }) => return Exit::NotRunning,
             Some(ClientError::Refused(e)) if e.code == ErrorCode::Unavailable => return Exit::Deferred,
             _ => {}
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixStream;
 
 use super::framing::{FrameError, read_frame, write_frame};
-use super::protocol::{MAX_REQUEST, MAX_RESPONSE, ProtocolError, Request, Response, VERSION};
+use super::protocol::{ErrorCode, MAX_REQUEST, MAX_RESPONSE, ProtocolError, Request, Response, VERSION};
 
 /// Why a request did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,15 @@ pub enum ClientError {
     /// No daemon listens on the socket.
     #[error("the photosync daemon is not running (no answer on {0})")]
     NotRunning(PathBuf),
+    /// A daemon may run, but this user may not talk to it (another user's
+    /// socket or runtime folder).
+    #[error("cannot reach the daemon at {path}: {reason}")]
+    NotReachable {
+        /// The socket.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
     /// The daemon answered with an error.
     #[error("the daemon refused: {0}")]
     Refused(ProtocolError),
@@ -46,6 +55,10 @@ impl Client {
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
                 return Err(ClientError::NotRunning(path.to_owned()));
             }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let reason = "permission denied (the socket belongs to another user)".to_owned();
+                return Err(ClientError::NotReachable { path: path.to_owned(), reason });
+            }
             Err(e) => return Err(ClientError::Frame(e.into())),
         };
         // A daemon that refuses us (another user) may answer and close before
@@ -58,6 +71,9 @@ impl Client {
         };
         match answer {
             Response::Hello { pid, .. } => Ok(Client { stream, daemon_pid: pid }),
+            Response::Error(e) if e.code == ErrorCode::Forbidden => {
+                Err(ClientError::NotReachable { path: path.to_owned(), reason: e.message })
+            }
             Response::Error(e) => Err(e.into()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -1,23 +1,45 @@
 //! The daemon side of the control socket: binding safely, checking peers,
 //! the hello, and one task per connection. What requests do is the
 //! [`Handler`]'s business.
+//!
+//! Connections are capped ([`MAX_CONNECTIONS`]) and one that sits idle for
+//! [`IDLE_TIMEOUT`] is closed; when the cap is reached, the connection idle
+//! the longest makes room for the new one. A thousand idle clients cannot
+//! keep `status` from being answered or use up the daemon's files.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::framing::{FrameError, read_frame, write_frame};
 use super::protocol::{ErrorCode, MAX_REQUEST, MAX_RESPONSE, ProtocolError, Request, Response, VERSION};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may wait between requests before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_mins(1);
+
+/// What the accept loop knows of each connection: whether it waits for a
+/// request (and since when), and how to close it.
+struct Slot {
+    idle_since: Option<Instant>,
+    close: CancellationToken,
+}
+
+type Slots = Arc<Mutex<HashMap<u64, Slot>>>;
 
 /// Answers requests. Called once per request, concurrently across connections.
 #[async_trait]
@@ -77,12 +99,29 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
 pub async fn serve(listener: UnixListener, handler: Arc<dyn Handler>, shutdown: impl Future<Output = ()>) {
     let uid = rustix::process::getuid().as_raw();
     let mut connections = JoinSet::new();
+    let slots: Slots = Arc::default();
+    let mut next_id = 0u64;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(connection(stream, Arc::clone(&handler), uid));
+                Ok((mut stream, _)) => {
+                    if !make_room(&slots) {
+                        reply_error(&mut stream, ErrorCode::Unavailable, "the daemon is busy with other clients; try again").await;
+                        continue;
+                    }
+                    next_id += 1;
+                    let close = CancellationToken::new();
+                    lock(&slots).insert(next_id, Slot { idle_since: Some(Instant::now()), close: close.clone() });
+                    let (handler, slots) = (Arc::clone(&handler), Arc::clone(&slots));
+                    let id = next_id;
+                    connections.spawn(async move {
+                        tokio::select! {
+                            () = connection(stream, handler, uid, &slots, id) => {}
+                            () = close.cancelled() => {}
+                        }
+                        lock(&slots).remove(&id);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!("control socket accept failed: {e}");
@@ -95,6 +134,33 @@ pub async fn serve(listener: UnixListener, handler: Arc<dyn Handler>, shutdown: 
         }
     }
     connections.abort_all();
+}
+
+fn lock(slots: &Slots) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+    slots.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Below the cap, or made so by closing the connection idle the longest.
+/// `false` when every connection is busy with a request.
+fn make_room(slots: &Slots) -> bool {
+    let mut slots = lock(slots);
+    if slots.len() < MAX_CONNECTIONS {
+        return true;
+    }
+    let oldest = slots.iter().filter_map(|(id, slot)| slot.idle_since.map(|since| (since, *id))).min();
+    let Some((_, id)) = oldest else { return false };
+    if let Some(slot) = slots.remove(&id) {
+        tracing::debug!("closing an idle control connection to make room");
+        slot.close.cancel();
+    }
+    true
+}
+
+/// Marks a connection busy (`None`) or idle since now.
+fn mark(slots: &Slots, id: u64, idle: bool) {
+    if let Some(slot) = lock(slots).get_mut(&id) {
+        slot.idle_since = idle.then(Instant::now);
+    }
 }
 
 async fn reply_error(stream: &mut UnixStream, code: ErrorCode, message: impl Into<String>) {
@@ -112,7 +178,7 @@ fn frame_error(error: &FrameError) -> Option<(ErrorCode, String, bool)> {
     }
 }
 
-async fn connection(mut stream: UnixStream, handler: Arc<dyn Handler>, uid: u32) {
+async fn connection(mut stream: UnixStream, handler: Arc<dyn Handler>, uid: u32, slots: &Slots, id: u64) {
     match stream.peer_cred() {
         Ok(peer) if peer.uid() == uid => {}
         Ok(peer) => {
@@ -149,7 +215,13 @@ async fn connection(mut stream: UnixStream, handler: Arc<dyn Handler>, uid: u32)
         }
     }
     loop {
-        let request = match read_frame::<Request>(&mut stream, MAX_REQUEST).await {
+        mark(slots, id, true);
+        let Ok(frame) = tokio::time::timeout(IDLE_TIMEOUT, read_frame::<Request>(&mut stream, MAX_REQUEST)).await
+        else {
+            return;
+        };
+        mark(slots, id, false);
+        let request = match frame {
             Ok(Request::Hello { .. }) => {
                 reply_error(&mut stream, ErrorCode::BadRequest, "hello was already exchanged").await;
                 continue;

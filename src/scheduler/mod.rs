@@ -55,6 +55,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How many recent errors `status` shows.
 const RECENT_ERRORS: usize = 10;
 
+/// The longest `Retry-After` a one-shot run waits out itself rather than
+/// leave the work to a later run.
+const RETRY_AFTER_IN_RUN: Duration = Duration::from_mins(1);
+
 /// How often the daemon looks again at a source folder that was not there
 /// (a disk unmounted for a moment is back within this).
 const SOURCE_RECHECK: Duration = Duration::from_secs(2);
@@ -342,29 +346,22 @@ impl<'c> Scheduler<'c> {
         mut commands: Option<mpsc::Receiver<Command>>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), CatalogError> {
-        for target in self.targets.values() {
-            match target.destination.check().await {
-                Ok(()) => {}
-                // Bad credentials, a missing bucket: every job would fail the same way.
-                Err(e) if e.retry == Retry::Permanent => {
-                    tracing::error!(destination = %target.name, "destination unusable: {e}");
-                    self.broken.insert(target.id, e.message);
-                }
-                Err(e) => {
-                    tracing::warn!(destination = %target.name, "destination unavailable: {e}");
-                    let until = self.cooldown(BREAKER_THRESHOLD);
-                    let open = Some((e.message, until));
-                    self.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open });
-                }
-            }
+        tokio::pin!(shutdown);
+        if !self.check_destinations(&mut shutdown).await {
+            self.report.interrupted = true;
+            return Ok(());
         }
         self.reload()?;
-        tokio::pin!(shutdown);
         loop {
             self.fill()?;
             self.answer_idle_waiters();
             let working = !self.tasks.is_empty() || !self.sleeping.is_empty();
             if self.settings.mode == Mode::OneShot && !working && discovery.is_none() {
+                // Never end a run while jobs it deferred are due already.
+                if self.catalog.requeue_due(Timestamp::now())? > 0 {
+                    self.reload()?;
+                    continue;
+                }
                 break;
             }
             let wake = self.next_wake();
@@ -394,6 +391,47 @@ impl<'c> Scheduler<'c> {
         let _ =
             tokio::time::timeout(SHUTDOWN_GRACE, async { while self.tasks_aside.join_next().await.is_some() {} }).await;
         Ok(())
+    }
+
+    /// Checks every destination before the first upload. A permanent
+    /// failure (bad credentials, no bucket) fails its jobs at once; a
+    /// transient one holds the destination, except that a one-shot run
+    /// first tries again within the run (honouring `Retry-After`), as it
+    /// does for uploads. `false` when `shutdown` came first.
+    async fn check_destinations(&mut self, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        let targets: Vec<Target> = self.targets.values().cloned().collect();
+        for target in targets {
+            let mut tries = 0;
+            loop {
+                let error = match target.destination.check().await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                };
+                // Bad credentials, a missing bucket: every job would fail the same way.
+                if error.retry == Retry::Permanent {
+                    tracing::error!(destination = %target.name, "destination unusable: {error}");
+                    self.broken.insert(target.id, error.message);
+                    break;
+                }
+                tries += 1;
+                let retry = self.settings.retry;
+                let delay = error.retry_after.unwrap_or_else(|| retry.in_run.delay(tries, jitter()));
+                if self.settings.mode == Mode::OneShot && tries < retry.attempts_per_run && delay <= RETRY_AFTER_IN_RUN
+                {
+                    tracing::warn!(destination = %target.name, "destination unavailable, trying again in {}: {error}", humantime::format_duration(round(delay)));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = shutdown.as_mut() => return false,
+                    }
+                }
+                tracing::warn!(destination = %target.name, "destination unavailable: {error}");
+                let until = self.cooldown(BREAKER_THRESHOLD);
+                let open = Some((error.message, until));
+                self.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open });
+                break;
+            }
+        }
+        true
     }
 
     /// Loads every queued job (after recovery, a retry, or a wake-up).

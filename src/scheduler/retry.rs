@@ -5,7 +5,7 @@
 use tokio::time::Instant;
 
 use super::status::RecentError;
-use super::{BREAKER_THRESHOLD, Flight, Mode, RECENT_ERRORS, Scheduler, jitter, round};
+use super::{BREAKER_THRESHOLD, Flight, Mode, RECENT_ERRORS, RETRY_AFTER_IN_RUN, Scheduler, jitter, round};
 use crate::catalog::CatalogError;
 use crate::destination::DestinationError;
 use crate::model::{DestinationId, JobId, Timestamp};
@@ -42,7 +42,9 @@ impl Scheduler<'_> {
         let budget_left = retry.max_attempts == 0 || failures < retry.max_attempts;
         let quick = self.settings.mode == Mode::OneShot && tries < retry.attempts_per_run && budget_left;
         let delay = error.retry_after.unwrap_or_else(|| retry.in_run.delay(tries, jitter()));
-        if quick && delay <= retry.in_run.cap {
+        // A wait the server asked for is waited out within the run up to a limit.
+        let in_run_limit = if error.retry_after.is_some() { RETRY_AFTER_IN_RUN } else { retry.in_run.cap };
+        if quick && delay <= in_run_limit {
             tracing::warn!(path = %path.display(), "upload failed, retrying in {}: {error}", humantime::format_duration(round(delay)));
             let waiting = running.defer(error.message.clone(), now.after(delay))?;
             self.catalog.apply(&running, &waiting, now)?;
@@ -55,9 +57,18 @@ impl Scheduler<'_> {
         match decide_retry(now, retry.backoff, failures, retry.max_attempts, error.retry_after, jitter()) {
             RetryDecision::RetryAt(at) => {
                 tracing::warn!(path = %path.display(), "upload failed; next attempt at {}: {error}", at.to_rfc3339());
-                self.catalog.apply(&running, &running.defer(error.message.clone(), at)?, now)?;
-                self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
+                let waiting = running.defer(error.message.clone(), at)?;
+                self.catalog.apply(&running, &waiting, now)?;
                 self.trip(running.destination_id, error);
+                // Due within moments: a one-shot run waits for it rather
+                // than leave it to a run an hour away.
+                if self.settings.mode == Mode::OneShot && now.until(at) <= in_run_limit {
+                    self.report.retries += 1;
+                    pending.job = waiting;
+                    self.sleeping.push((Instant::now() + now.until(at), pending));
+                    return Ok(());
+                }
+                self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
             }
             RetryDecision::GiveUp => {
                 let message = format!("{error} (gave up after {failures} attempts)");

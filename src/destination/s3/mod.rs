@@ -97,8 +97,8 @@ impl S3Destination {
         // Without its timeouts a stalled server would hang uploads for good:
         // a client that cannot be built is an error, never a fallback.
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_mins(2))
+            .connect_timeout(config.timeout.min(Duration::from_secs(15)))
+            .read_timeout(config.timeout)
             .pool_idle_timeout(Duration::from_mins(1))
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"));

@@ -1,0 +1,186 @@
+//! The S3 destination through the fault-injecting proxy: servers that
+//! refuse, forget, stall, cut connections and misreport, one at a time and
+//! all together. Every file must arrive once with the right content, and
+//! nothing may be acknowledged without proof.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::harness::{assert_same_tree, make_library, write_photo, write_video};
+use crate::proxy::{Fault, Proxy, Request, has_param};
+use crate::s3_server::{KEY_ID, S3Server, SECRET, assert_receipts_hold, backup, s3_env_at, under_prefix};
+
+/// Fails the `n`-th request (from 0) that `matches`, once.
+fn nth(n: usize, matches: impl Fn(&Request) -> bool + Send + Sync + 'static, fault: Fault) -> crate::proxy::Script {
+    let seen = Arc::new(AtomicUsize::new(0));
+    Box::new(
+        move |request| {
+            if matches(request) && seen.fetch_add(1, Ordering::SeqCst) == n { fault.clone() } else { Fault::Pass }
+        },
+    )
+}
+
+/// Regression: one 503 or 429 on the first request of a one-shot run (the
+/// destination check) ended the run with exit 75 and no retry, even when
+/// `Retry-After` was 2 s.
+#[test]
+fn a_503_with_retry_after_on_the_first_request_is_waited_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let slow_down = Fault::Answer { status: 503, code: "SlowDown", retry_after: Some(2) };
+    let proxy = Proxy::start(&server.endpoint, nth(0, |_| true, slow_down));
+    let env = s3_env_at(&proxy.endpoint, "");
+    let media = make_library(&env.source, 3, 2_000);
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], media.len(), "{summary}");
+    let seen = proxy.seen();
+    assert_eq!(seen[0].fault, "answer");
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_secs(2), "Retry-After was not waited out: {gap:?}");
+}
+
+/// Regression: a multipart upload the server no longer knew (404
+/// `NoSuchUpload` on a part) failed the job for good with "check the access
+/// key" instead of starting the upload again.
+#[test]
+fn an_upload_the_server_forgot_is_started_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let forgot = Fault::Answer { status: 404, code: "NoSuchUpload", retry_after: None };
+    let proxy = Proxy::start(&server.endpoint, nth(1, Request::is_part, forgot));
+    let env = s3_env_at(&proxy.endpoint, "");
+    let video = write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 4);
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.objects()[Path::new("backup/clip.mp4")], video);
+    let creates = proxy.seen().iter().filter(|s| s.method == "POST" && has_param(&s.target, "uploads")).count();
+    assert_eq!(creates, 2, "the upload was started again");
+    assert_receipts_hold(&env, &server);
+}
+
+/// Changes the `ETag` in a `CompleteMultipartUpload` answer to another one
+/// of the same shape (as a server that stored something else would report).
+fn wrong_etag(answer: &mut [u8]) {
+    let text = String::from_utf8_lossy(answer).into_owned();
+    let Some(start) = text.find("<ETag>") else { return };
+    let dash = text[start..].find('-').map_or(text.len(), |d| start + d);
+    for byte in &mut answer[start + "<ETag>".len()..dash] {
+        if byte.is_ascii_hexdigit() {
+            *byte = if *byte == b'0' { b'1' } else { b'0' };
+        }
+    }
+}
+
+/// Regression: a failed check after completing a multipart upload left the
+/// object in place, and the retry found it "already present" by its
+/// metadata and acknowledged it without proof.
+#[test]
+fn a_failed_check_after_completion_is_not_taken_for_an_upload_already_present() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let proxy = Proxy::start(&server.endpoint, nth(0, Request::is_complete, Fault::Rewrite(wrong_etag)));
+    let env = s3_env_at(&proxy.endpoint, "");
+    let video = write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 5);
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["already_present"], 0, "{summary}");
+    assert_eq!(summary["uploaded"], 1, "{summary}");
+    let completions = proxy.seen().iter().filter(|s| s.method == "POST" && s.target.contains("uploadId=")).count();
+    assert_eq!(completions, 2, "the doubtful object was removed and sent again");
+    assert_eq!(server.objects()[Path::new("backup/clip.mp4")], video);
+    assert_receipts_hold(&env, &server);
+}
+
+/// Regression: a stalled S3 request ignored pause (cancellation was only
+/// looked at between body chunks), so the upload stayed "running" until
+/// the server answered or the timeout passed.
+#[test]
+fn pause_stops_an_upload_stalled_on_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let proxy = Proxy::start(&server.endpoint, nth(0, Request::is_part, Fault::Stall(Duration::from_mins(10))));
+    let env = s3_env_at(&proxy.endpoint, "timeout = \"10m\"\n");
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, format!("settle = \"300ms\"\n{config}")).expect("config");
+    write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 6);
+    let daemon = env.start_daemon_with(&[("TEST_S3_KEY", KEY_ID), ("TEST_S3_SECRET", SECRET)]);
+    daemon.wait_until(Duration::from_secs(30), "a part is stalled on the server", || {
+        proxy.seen().iter().any(|s| s.fault == "stall")
+    });
+    assert_eq!(env.count_jobs("running"), 1);
+    assert!(env.run(["pause"]).status.success());
+    daemon.wait_until(Duration::from_secs(30), "the stalled upload stops and waits, uncharged", || {
+        env.count_jobs("queued") == 1 && env.count_jobs("running") == 0
+    });
+    let attempts: i64 = env.catalog().query_row("SELECT attempts FROM jobs", [], |r| r.get(0)).expect("attempts");
+    assert_eq!(attempts, 0);
+    assert!(env.run(["resume"]).status.success());
+    daemon
+        .wait_until(Duration::from_mins(1), "the upload finishes after resume", || env.count_jobs("acknowledged") == 1);
+}
+
+/// About a fifth of all requests fail: 500s, 503s and 429s with
+/// `Retry-After`, connections reset while the body is sent, stalls longer
+/// than the client's timeout. Every file still arrives intact, nothing
+/// fails for good, and every `Retry-After` is waited out.
+#[test]
+fn every_file_arrives_while_a_fifth_of_requests_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let rng = std::sync::Mutex::new(fastrand::Rng::with_seed(20_261_202));
+    let script: crate::proxy::Script = Box::new(move |_| {
+        let mut rng = rng.lock().expect("rng");
+        if rng.u8(0..100) >= 20 {
+            return Fault::Pass;
+        }
+        match rng.u8(0..5) {
+            0 => Fault::Answer { status: 500, code: "InternalError", retry_after: None },
+            1 => Fault::Answer { status: 503, code: "SlowDown", retry_after: Some(1) },
+            2 => Fault::Answer { status: 429, code: "TooManyRequests", retry_after: Some(1) },
+            3 => Fault::ResetMidBody,
+            _ => Fault::Stall(Duration::from_secs(3)),
+        }
+    });
+    let proxy = Proxy::start(&server.endpoint, script);
+    let env = s3_env_at(&proxy.endpoint, "timeout = \"1s\"\n");
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(&env.config, config.replace("[retry]\n", "[retry]\nattempts_per_run = 12\n")).expect("config");
+    let mut media = make_library(&env.source, 40, 20_000);
+    for (i, name) in ["Videos/long_a.mp4", "Videos/long_b.mp4"].into_iter().enumerate() {
+        let rel = PathBuf::from(name);
+        media.insert(rel.clone(), write_video(&env.source.join(&rel), 11 * 1024 * 1024 + i, 40 + i as u64));
+    }
+    media.insert(PathBuf::from("late.jpg"), write_photo(&env.source.join("late.jpg"), 1_000, 41));
+
+    let out = env
+        .command(["backup", "--json"])
+        .env("TEST_S3_KEY", KEY_ID)
+        .env("TEST_S3_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("backup");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(out.status.code(), Some(0), "{summary}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_same_tree(&server.objects(), &under_prefix(&media));
+    assert_receipts_hold(&env, &server);
+
+    let seen = proxy.seen();
+    let faults = seen.iter().filter(|s| s.fault != "pass").count();
+    assert!(faults * 100 >= seen.len() * 10, "{faults} of {} requests were faulted", seen.len());
+    for (i, asked) in seen.iter().enumerate().filter(|(_, s)| s.retry_after.is_some()) {
+        let wait = Duration::from_secs(asked.retry_after.unwrap_or_default());
+        if let Some(next) = seen[i + 1..].iter().find(|s| s.operation() == asked.operation()) {
+            assert!(
+                next.at - asked.at >= wait,
+                "{} came back after {:?}, not {wait:?}",
+                asked.operation(),
+                next.at - asked.at
+            );
+        }
+    }
+}
