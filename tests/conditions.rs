@@ -228,3 +228,27 @@ fn upower_and_networkmanager_on_the_bus_hold_and_release_a_running_daemon() {
     assert_eq!(job_state(&env).2, 0, "still no attempt charged");
     assert_eq!(tree(&env.dest).len(), 1);
 }
+
+/// Regression: `backup --now` (and `--allow-metered`) were ignored when a
+/// daemon ran: the daemon kept holding and the backup exited 75.
+#[test]
+fn backup_now_through_a_daemon_lifts_the_battery_hold_for_that_backup() {
+    let env = Env::new();
+    env.write_config("settle = \"300ms\"\n");
+    env.set_power(true, 41);
+    let media = make_library(&env.source, 3, 1_000);
+    let daemon = env.start_daemon();
+    daemon.wait_until(Duration::from_secs(30), "the photos are found and held", || {
+        env.status()["state"] == "holding" && env.count_jobs("queued") == media.len() as i64
+    });
+    let (code, summary) = backup_with(&env, &["--now"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(tree(&env.dest).len(), media.len());
+    daemon.wait_until(Duration::from_secs(30), "the hold is back once the backup is done", || {
+        env.status()["state"] == "holding"
+    });
+    crate::harness::write_photo(&env.source.join("later.jpg"), 1_000, 9);
+    daemon.wait_until(Duration::from_secs(30), "the new photo is found", || env.count_jobs("queued") == 1);
+    let (code, summary) = backup_with(&env, &[]);
+    assert_eq!(code, 75, "without --now the battery holds again: {summary}");
+}

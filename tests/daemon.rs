@@ -384,14 +384,14 @@ fn a_thousand_idle_clients_do_not_keep_status_from_answering() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let wanted = limit.maximum.unwrap_or(u64::MAX).min(4096);
-    assert!(wanted >= 1200, "the test needs 1,200 open files (hard limit {:?})", limit.maximum);
+    assert!(wanted >= 1300, "the test needs 1,300 open files (hard limit {:?})", limit.maximum);
     setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: limit.maximum }).expect("raise the limit");
 
     let env = daemon_env("");
     // The usual limit of a session: 1,024 open files.
     let daemon = env.start_daemon_under(&["prlimit", "--nofile=1024:1024", "--"], &[]);
     let mut idle = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..1100 {
         let mut stream = UnixStream::connect(env.socket()).expect("connect");
         stream.write_all(&frame(json!({"type": "hello", "version": 1}).to_string().as_bytes())).expect("hello");
         idle.push(stream);
@@ -402,4 +402,44 @@ fn a_thousand_idle_clients_do_not_keep_status_from_answering() {
     daemon.wait_until(PATIENCE, "a photo is still found and uploaded", || acknowledged(&env) == 1);
     assert!(!daemon.log().contains("Too many open files"), "{}", daemon.log());
     drop(idle);
+}
+
+/// Regression: a SIGHUP reload dropped the user's `pause`.
+#[test]
+fn a_pause_outlives_a_reload() {
+    let env = daemon_env("");
+    let daemon = env.start_daemon();
+    assert!(env.run(["pause"]).status.success());
+    daemon.signal("HUP");
+    daemon.wait_until(PATIENCE, "the reload is done", || daemon.log().contains("configuration reloaded"));
+    daemon.wait_until(PATIENCE, "the daemon answers again", || env.run(["status"]).status.success());
+    assert_eq!(env.status()["state"], "paused");
+    write_photo(&env.source.join("a.jpg"), 1_000, 1);
+    daemon.wait_until(PATIENCE, "the photo is queued, not uploaded", || env.count_jobs("queued") == 1);
+    assert_eq!(acknowledged(&env), 0);
+}
+
+/// Regression: any catalog error (`SQLITE_BUSY`, a full disk, an I/O error)
+/// ended the daemon. Here another process keeps the catalog's write lock
+/// past the busy timeout; the daemon waits it out and carries on.
+#[test]
+fn a_catalog_kept_locked_does_not_end_the_daemon() {
+    let env = daemon_env("");
+    let mut daemon = env.start_daemon();
+    assert!(env.run(["pause"]).status.success());
+    let media = make_library(&env.source, 4, 2_000);
+    daemon.wait_until(PATIENCE, "the photos are queued", || env.count_jobs("queued") == media.len() as i64);
+    let locker = rusqlite::Connection::open(env.state.join("catalog.sqlite")).expect("open the catalog");
+    locker.execute_batch("BEGIN EXCLUSIVE").expect("take the write lock");
+    assert!(env.run(["resume"]).status.success());
+    wait_until(Duration::from_mins(1), "the daemon hits the locked catalog", || {
+        daemon.log().contains("the catalog failed") || !daemon.is_running()
+    });
+    assert!(daemon.is_running(), "the daemon ended:\n{}", daemon.log());
+    locker.execute_batch("COMMIT").expect("let go");
+    drop(locker);
+    daemon.wait_until(Duration::from_mins(1), "every photo is uploaded", || acknowledged(&env) == media.len() as i64);
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert!(env.run(["status"]).status.success());
+    assert_same_tree(&tree(&env.dest), &media);
 }

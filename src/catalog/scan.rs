@@ -256,6 +256,33 @@ mod tests {
         assert_eq!(w.finish(Timestamp(3)).expect("finish").new_versions, 1, "edited content is a new version");
     }
 
+    /// Regression: the scan writer's raw `BEGIN`/`COMMIT` kept the write
+    /// lock when `COMMIT` failed (disk full, I/O error), so every later
+    /// write by anyone failed with "busy".
+    #[test]
+    fn a_failed_commit_releases_the_write_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        // A foreign key broken inside the transaction and checked only at
+        // COMMIT makes the COMMIT itself fail.
+        catalog
+            .conn
+            .execute_batch(
+                "CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TEMP TRIGGER break_commit AFTER INSERT ON main.files BEGIN
+                   INSERT INTO child VALUES (42);
+                 END;",
+            )
+            .expect("set up a failing commit");
+        let mut w = catalog.scan_writer("/src");
+        w.record(b"a.jpg", FileStat { size: 1, mtime_ns: 1, inode: 1 }, hash(1), Timestamp(1)).expect("buffered");
+        assert!(w.finish(Timestamp(1)).is_err(), "the commit fails");
+        assert!(catalog.conn.is_autocommit(), "no transaction (and no write lock) is left open");
+        let other = Connection::open(dir.path().join("c.sqlite")).expect("second connection");
+        other.execute_batch("BEGIN IMMEDIATE; COMMIT;").expect("another writer gets the lock");
+    }
+
     #[test]
     fn records_are_written_in_batches() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -87,7 +87,8 @@ struct Deferral {
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
     let started = Instant::now();
     // With a daemon running, it owns the catalog: ask it to do the backup.
-    let outcome = match ask(config, &Request::Backup)? {
+    let request = Request::Backup { now: args.now, allow_metered: args.allow_metered };
+    let outcome = match ask(config, &request)? {
         Some(Response::Backup(outcome)) => *outcome,
         Some(other) => return Err(unexpected(&other)),
         None => run_here(config, args)?,

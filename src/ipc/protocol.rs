@@ -54,7 +54,14 @@ pub enum Request {
         state: Option<StateName>,
     },
     /// Scan, then wait until the queue is drained (or held), and report.
-    Backup,
+    Backup {
+        /// Upload now even on battery or outside the allowed windows.
+        #[serde(default)]
+        now: bool,
+        /// Upload even on a metered connection.
+        #[serde(default)]
+        allow_metered: bool,
+    },
 }
 
 /// Daemon → CLI.
@@ -168,5 +175,7 @@ mod tests {
         let back: Request = serde_json::from_str(r#"{"type":"jobs","state":"failed"}"#).expect("parse");
         assert_eq!(back, Request::Jobs { state: Some(StateName::Failed) });
         assert!(serde_json::from_str::<Request>(r#"{"type":"format_disk"}"#).is_err());
+        let older: Request = serde_json::from_str(r#"{"type":"backup"}"#).expect("an older client's backup");
+        assert_eq!(older, Request::Backup { now: false, allow_metered: false });
     }
 }

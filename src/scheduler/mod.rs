@@ -327,6 +327,21 @@ impl<'c> Scheduler<'c> {
         }
     }
 
+    /// The user's pause in force, if any.
+    pub fn pause(&self) -> Option<Pause> {
+        self.paused.map(|(pause, _)| pause)
+    }
+
+    /// Puts a pause back in force (after a reload); one whose time has
+    /// passed is over.
+    pub fn restore_pause(&mut self, pause: Option<Pause>) {
+        let now = Timestamp::now();
+        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now)).map(|pause| {
+            let deadline = pause.until.map(|at| Instant::now() + now.until(at));
+            (pause, deadline)
+        });
+    }
+
     /// Sets the shared upload rate limit (bytes per second; `None`: unlimited).
     pub fn set_bandwidth(&self, rate: Option<u64>) {
         self.throttle.set_rate(rate);

@@ -5,29 +5,40 @@
 //! `backup` run, is refused), bind the socket (replacing a stale one),
 //! return every `running` job to `queued`, then run discovery and the
 //! scheduler until shutdown. A reload (SIGHUP) stops both cleanly, re-reads
-//! the config and starts them again; the socket stays up throughout and
-//! answers "unavailable" for the moment in between. Shutdown stops uploads
-//! at a chunk boundary, requeues them uncharged, and removes the socket.
+//! the config and starts them again, keeping a user's pause; the socket stays
+//! up throughout and answers "unavailable" for the moment in between. A
+//! catalog failure (busy, disk full, I/O error) does not end the daemon:
+//! discovery and the scheduler stop as after a crash, and start again after
+//! a backoff, recovering from the catalog as at start-up. Shutdown stops
+//! uploads at a chunk boundary, requeues them uncharged, and removes the
+//! socket. [`service`] answers the control socket.
+
+mod service;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use tokio::sync::{RwLock, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::backup::BackupOutcome;
-use crate::catalog::{Catalog, JobFilter, RunLock};
+use self::service::{Handles, Service};
+use crate::catalog::{Catalog, RunLock};
 use crate::conditions;
 use crate::config::{Config, PolicyConfig};
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
-use crate::ipc::protocol::{DaemonStatus, ErrorCode, ProtocolError, Request, Response};
-use crate::ipc::server::{self, Handler};
+use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
-use crate::model::{JobId, StateName, Timestamp};
+use crate::model::Timestamp;
 use crate::policy::{Conditions, Hysteresis, Overrides, decide};
-use crate::scheduler::{Command, DrainReport, Mode, Scheduler, SchedulerStatus, Settings, Silent, open_targets};
+use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets};
+
+/// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
+const CATALOG_RETRY: Duration = Duration::from_secs(1);
+
+/// The longest wait between attempts to use a failing catalog.
+const CATALOG_RETRY_CAP: Duration = Duration::from_mins(1);
 
 /// Runs the daemon until `shutdown` completes. Each message on `reload`
 /// re-reads the config from `config_path`. `ready` is called once the socket
@@ -50,7 +61,7 @@ pub async fn run(
         tracing::info!(recovered, "resumed jobs left running by the last run");
     }
 
-    let service = Arc::new(Service { handles: RwLock::new(None), catalog_path, started_at: Timestamp::now() });
+    let service = Arc::new(Service::new(catalog_path.clone()));
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, service.clone(), async {
         let _ = server_stopped.await;
@@ -59,6 +70,9 @@ pub async fn run(
     tracing::info!(socket = %socket.display(), "photosync daemon started");
 
     tokio::pin!(shutdown);
+    // A user's pause outlives reloads and catalog failures.
+    let mut pause: Option<Pause> = None;
+    let mut backoff = CATALOG_RETRY;
     let result = loop {
         let mut reloading = false;
         let stop = async {
@@ -67,8 +81,25 @@ pub async fn run(
                 Some(()) = reload.recv() => reloading = true,
             }
         };
-        if let Err(e) = serve_config(&config, &mut catalog, &service, stop).await {
-            break Err(e);
+        match serve_config(&config, &mut catalog, &service, &mut pause, stop).await {
+            Ok(()) => backoff = CATALOG_RETRY,
+            Err(Error::Catalog(e)) => {
+                let wait = humantime::format_duration(backoff);
+                tracing::error!("the catalog failed: {e}; starting again in {wait}");
+                service.set_trouble(Some(format!("the catalog failed ({e}); the daemon starts again in {wait}")));
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => break Ok(()),
+                }
+                backoff = (backoff * 2).min(CATALOG_RETRY_CAP);
+                // As after a crash: a fresh connection, running jobs back to the queue.
+                match Catalog::open(&catalog_path).and_then(|mut c| c.recover(Timestamp::now()).map(|_| c)) {
+                    Ok(reopened) => catalog = reopened,
+                    Err(e) => tracing::error!("the catalog still fails: {e}"),
+                }
+                continue;
+            }
+            Err(e) => break Err(e),
         }
         if !reloading {
             break Ok(());
@@ -92,11 +123,13 @@ pub async fn run(
     result
 }
 
-/// Runs discovery and the scheduler for one configuration until `stop`.
+/// Runs discovery and the scheduler for one configuration until `stop`,
+/// starting with the user's `pause` and leaving it as the user left it.
 async fn serve_config(
     config: &Config,
     catalog: &mut Catalog,
     service: &Service,
+    pause: &mut Option<Pause>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let targets = open_targets(catalog, &config.destinations)?;
@@ -104,18 +137,27 @@ async fn serve_config(
     let settings = WatchSettings { settle: config.settle, rescan_interval: config.rescan_interval };
     let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found)?);
     let (commands, inbox) = mpsc::channel(32);
-    *service.handles.write().await = Some(Handles { commands: commands.clone(), discovery: Arc::clone(&discovery) });
+    let (overrides, overridden) = watch::channel(Overrides::default());
+    *service.handles.write().await = Some(Handles {
+        commands: commands.clone(),
+        discovery: Arc::clone(&discovery),
+        policy: config.policy.clone(),
+        overrides: Arc::new(overrides),
+    });
+    service.set_trouble(None);
 
     let settings = Settings { retry: config.retry, max_concurrent: config.max_concurrent, mode: Mode::Service };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
+    scheduler.restore_pause(*pause);
     // Know the conditions before the first upload starts.
     let first = conditions::read(&config.policy.probe).await;
     scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
     scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
-    let conditions = tokio::spawn(watch_conditions(config.policy.clone(), first, commands.clone()));
+    let conditions = tokio::spawn(watch_conditions(config.policy.clone(), first, overridden, commands.clone()));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
     *service.handles.write().await = None;
+    *pause = scheduler.pause();
     drop(scheduler);
     drop(discovery);
     Ok(result?)
@@ -124,9 +166,14 @@ async fn serve_config(
 /// Reads the conditions every `poll_interval` and tells the scheduler when
 /// the policy's verdict changes (holds at once, resumes only after the
 /// hysteresis time of good conditions) or the bandwidth timetable crosses a
-/// boundary.
-/// `first` is the reading the scheduler started with.
-async fn watch_conditions(policy: PolicyConfig, first: Conditions, commands: mpsc::Sender<Command>) {
+/// boundary. The verdict takes the `overrides` of a running `backup --now`
+/// into account. `first` is the reading the scheduler started with.
+async fn watch_conditions(
+    policy: PolicyConfig,
+    first: Conditions,
+    mut overrides: watch::Receiver<Overrides>,
+    commands: mpsc::Sender<Command>,
+) {
     let start = tokio::time::Instant::now();
     let hysteresis = policy.rules.hysteresis;
     let mut sent = decide(&first, &policy.rules, Overrides::default());
@@ -144,6 +191,16 @@ async fn watch_conditions(policy: PolicyConfig, first: Conditions, commands: mps
                     changes = None;
                 }
             }
+            still_open = overrides.changed() => {
+                if still_open.is_err() {
+                    return;
+                }
+                // Whoever set them told the scheduler; judge by them from now on.
+                let now = conditions::read(&policy.probe).await;
+                sent = decide(&now, &policy.rules, *overrides.borrow());
+                state = Hysteresis::new(sent.clone());
+                continue;
+            }
         }
         let conditions = conditions::read(&policy.probe).await;
         let limit = policy.bandwidth.limit_at(conditions.minute_of_day);
@@ -153,7 +210,7 @@ async fn watch_conditions(policy: PolicyConfig, first: Conditions, commands: mps
                 return;
             }
         }
-        let raw = decide(&conditions, &policy.rules, Overrides::default());
+        let raw = decide(&conditions, &policy.rules, *overrides.borrow());
         let effective = state.update(raw, start.elapsed(), hysteresis).clone();
         if effective != sent {
             if commands.send(Command::Conditions(effective.clone())).await.is_err() {
@@ -206,149 +263,4 @@ pub fn notify_service_manager(state: &str) {
     if let Err(e) = sent {
         tracing::debug!("cannot notify the service manager: {e}");
     }
-}
-
-#[derive(Clone)]
-struct Handles {
-    commands: mpsc::Sender<Command>,
-    discovery: Arc<Discovery>,
-}
-
-/// The control socket's handler: one method per request.
-struct Service {
-    handles: RwLock<Option<Handles>>,
-    catalog_path: PathBuf,
-    started_at: Timestamp,
-}
-
-fn refused(code: ErrorCode, message: impl Into<String>) -> Response {
-    Response::Error(ProtocolError::new(code, message))
-}
-
-#[async_trait]
-impl Handler for Service {
-    async fn handle(&self, request: Request) -> Response {
-        let Some(handles) = self.handles.read().await.clone() else {
-            return refused(ErrorCode::Unavailable, "the daemon is reloading its configuration; try again");
-        };
-        let result = match request {
-            Request::Hello { .. } => Err(ProtocolError::new(ErrorCode::BadRequest, "hello was already exchanged")),
-            Request::Status => self.status(&handles).await,
-            Request::Pause { until } => {
-                ask(&handles, |reply| Command::Pause { until, reply }).await.map(|()| Response::Done)
-            }
-            Request::Resume => ask(&handles, Command::Resume).await.map(|()| Response::Done),
-            Request::Retry { jobs } => retry(&handles, jobs).await,
-            Request::Scan => scan(&handles).await.map(|scans| Response::Scanned { scans }),
-            Request::Jobs { state } => self.jobs(state).await,
-            Request::Backup => self.backup(&handles).await,
-        };
-        result.unwrap_or_else(Response::Error)
-    }
-}
-
-/// Sends a command to the scheduler and waits for its reply.
-async fn ask<T>(handles: &Handles, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ProtocolError> {
-    let gone = || ProtocolError::new(ErrorCode::Unavailable, "the scheduler is stopping");
-    let (reply, answer) = oneshot::channel();
-    handles.commands.send(command(reply)).await.map_err(|_| gone())?;
-    answer.await.map_err(|_| gone())
-}
-
-async fn scan(handles: &Handles) -> Result<Vec<crate::discover::ScanReport>, ProtocolError> {
-    handles.discovery.scan_now().await.map_err(|e| ProtocolError::new(ErrorCode::Internal, e))
-}
-
-async fn retry(handles: &Handles, jobs: Vec<JobId>) -> Result<Response, ProtocolError> {
-    let results = ask(handles, |reply| Command::Retry { jobs, reply })
-        .await?
-        .map_err(|e| ProtocolError::new(ErrorCode::Internal, e))?;
-    let (mut queued, mut refused) = (Vec::new(), Vec::new());
-    for result in results {
-        match result {
-            Ok(id) => queued.push(id),
-            Err(reason) => refused.push(reason),
-        }
-    }
-    Ok(Response::Retried { queued, refused })
-}
-
-impl Service {
-    /// Runs a read-only catalog query off the async threads.
-    async fn read<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&Catalog) -> Result<T, crate::catalog::CatalogError> + Send + 'static,
-    ) -> Result<T, ProtocolError> {
-        let path = self.catalog_path.clone();
-        let internal = |e: String| ProtocolError::new(ErrorCode::Internal, e);
-        tokio::task::spawn_blocking(move || match Catalog::open_read_only(&path)? {
-            Some(catalog) => query(&catalog).map(Some),
-            None => Ok(None),
-        })
-        .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| internal(e.to_string()))?
-        .ok_or_else(|| internal("the catalog is missing".into()))
-    }
-
-    async fn status(&self, handles: &Handles) -> Result<Response, ProtocolError> {
-        let scheduler: SchedulerStatus = ask(handles, Command::Status).await?;
-        let (state, reason) = describe(&scheduler);
-        let discovery = handles.discovery.state();
-        Ok(Response::Status(Box::new(DaemonStatus {
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at: self.started_at,
-            state,
-            reason,
-            scanning: discovery.scanning(),
-            watching: discovery.watching(),
-            last_scan: discovery.last_scan(),
-            scheduler,
-        })))
-    }
-
-    async fn jobs(&self, state: Option<StateName>) -> Result<Response, ProtocolError> {
-        let jobs = self.read(move |c| c.list(JobFilter { state, active_only: false })).await?;
-        Ok(Response::Jobs { jobs })
-    }
-
-    /// Scans, waits for the queue to drain (or be held), and reports what
-    /// happened since the request arrived.
-    async fn backup(&self, handles: &Handles) -> Result<Response, ProtocolError> {
-        let before: SchedulerStatus = ask(handles, Command::Status).await?;
-        let scans = scan(handles).await?;
-        let after: DrainReport = ask(handles, Command::WaitIdle).await?;
-        let drain = DrainReport {
-            uploaded: after.uploaded - before.totals.uploaded,
-            already_present: after.already_present - before.totals.already_present,
-            bytes_uploaded: after.bytes_uploaded - before.totals.bytes_uploaded,
-            cancelled: after.cancelled - before.totals.cancelled,
-            retries: after.retries - before.totals.retries,
-            failed: after.failed - before.totals.failed,
-            holds: after.holds,
-            interrupted: false,
-        };
-        let only = |state| JobFilter { state: Some(state), active_only: true };
-        let (counts, failed, retry_wait) = self
-            .read(move |c| Ok((c.counts()?, c.list(only(StateName::Failed))?, c.list(only(StateName::RetryWait))?)))
-            .await?;
-        Ok(Response::Backup(Box::new(BackupOutcome { recovered: 0, scans, drain, counts, failed, retry_wait })))
-    }
-}
-
-/// The one-word state and its reason, as `status` shows them.
-fn describe(status: &SchedulerStatus) -> (String, Option<String>) {
-    if let Some(pause) = status.paused {
-        let until = pause.until.map_or_else(|| " until resumed".to_owned(), |t| format!(" until {}", t.to_rfc3339()));
-        return ("paused".into(), Some(format!("paused by user{until}")));
-    }
-    if let Some(reason) = &status.held_by {
-        return ("holding".into(), Some(reason.clone()));
-    }
-    if !status.holds.is_empty() {
-        let reasons: Vec<String> = status.holds.iter().map(|h| format!("{}: {}", h.destination, h.reason)).collect();
-        return ("holding".into(), Some(reasons.join("; ")));
-    }
-    if status.uploads.is_empty() { ("idle".into(), None) } else { ("uploading".into(), None) }
 }
