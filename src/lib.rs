@@ -21,6 +21,7 @@
 //! - [`backup`] is the one-shot pipeline behind `photosync backup`.
 //! - [`daemon`] runs discovery (with the live watcher in [`discover::watch`])
 //!   and the scheduler for `photosync daemon`, controlled over [`ipc`].
+//! - [`verify`] proves acknowledged receipts against the destinations.
 //!
 //! Dependencies point downward: `daemon → ipc::server → scheduler →
 //! {catalog, discover, destination, policy, media} → {config, model}`, and
@@ -40,7 +41,7 @@ pub mod ipc;
 pub mod media;
 pub mod model;
 pub mod policy;
-
 pub mod scheduler;
+pub mod verify;
 
 pub use error::Error;

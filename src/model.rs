@@ -25,7 +25,7 @@ pub struct JobId(pub i64);
 pub struct AssetId(pub i64);
 
 /// Row id of a destination in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct DestinationId(pub i64);
 
@@ -456,6 +456,18 @@ impl Job {
         }
     }
 
+    /// `acknowledged → queued`: `photosync verify` found the receipt's
+    /// object missing or changed at the destination, so the content is
+    /// uploaded again (the receipt is dropped).
+    pub fn repair(&self) -> Result<Job, TransitionError> {
+        match &self.state {
+            JobState::Acknowledged { receipt: Some(_) } => {
+                Ok(self.to(JobState::Queued { waiting_on: WaitingOn::Nothing }, self.attempts))
+            }
+            _ => Err(self.refuse("repair")),
+        }
+    }
+
     /// `queued → cancelled`, e.g. the source was deleted before upload.
     pub fn cancel(&self, reason: String) -> Result<Job, TransitionError> {
         match self.state {
@@ -500,7 +512,7 @@ mod tests {
     fn edges_match_the_lifecycle_table() {
         use StateName as S;
         type Edge = (&'static str, fn(&Job) -> Result<Job, TransitionError>, &'static [StateName]);
-        let edges: [Edge; 10] = [
+        let edges: [Edge; 11] = [
             ("start", |j| j.start(Timestamp(1)), &[S::Queued]),
             ("interrupt", |j| j.interrupt(WaitingOn::Power), &[S::Running]),
             ("succeed", |j| j.succeed(receipt()), &[S::Running]),
@@ -511,6 +523,7 @@ mod tests {
             ("cancel", |j| j.cancel("x".into()), &[S::Queued]),
             ("wait", |j| j.wait(WaitingOn::File), &[S::Queued]),
             ("revive", Job::revive, &[S::Cancelled]),
+            ("repair", Job::repair, &[S::Acknowledged]),
         ];
         for (name, edge, allowed) in edges {
             for state in all_states() {

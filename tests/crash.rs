@@ -92,3 +92,30 @@ fn kill_9_mid_copy_then_delete_the_file_leaves_no_temporary_copy() {
     assert_same_tree(&tree(&env.dest), &expected);
     assert_eq!(env.count_jobs("cancelled"), 1);
 }
+
+/// Regression: a copy cut short started again from zero (and the summary's
+/// `bytes_uploaded` counted the whole file), so under repeated
+/// interruptions big videos never finished and starved the photos queued
+/// behind them. The rerun carries on from the temporary copy.
+#[test]
+fn kill_9_mid_copy_then_rerun_carries_on_from_the_copy_so_far() {
+    let env = Env::new();
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"16MiB\"\n")).expect("config");
+    let big = PathBuf::from("DCIM/big.jpg");
+    let content = write_photo(&env.source.join(&big), 48 << 20, 1);
+    let expected = BTreeMap::from([(big, content.clone())]);
+
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let copied_so_far = || temporaries(&env.dest).first().and_then(|t| fs::metadata(t).ok()).map_or(0, |m| m.len());
+    crate::harness::wait_until(Duration::from_mins(1), "a third is copied", || copied_so_far() >= 16 << 20);
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let kept = copied_so_far();
+    assert!(kept < content.len() as u64, "killed mid-copy");
+
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["bytes_uploaded"], content.len() as u64 - kept, "only the rest was copied: {summary}");
+    assert_same_tree(&tree(&env.dest), &expected);
+}

@@ -18,3 +18,4 @@ mod s3_faults;
 mod s3_server;
 mod service;
 mod signals;
+mod verify;

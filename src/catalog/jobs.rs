@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::{Deserialize, Serialize};
 
 use super::{Catalog, CatalogError, FileStat, Result};
 use crate::config::DestinationConfig;
@@ -34,55 +33,6 @@ impl PendingJob {
     pub fn path(&self) -> PathBuf {
         use std::os::unix::ffi::OsStrExt as _;
         self.source.join(std::ffi::OsStr::from_bytes(&self.rel_path))
-    }
-}
-
-/// One row of `photosync jobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobView {
-    /// Job id.
-    pub id: JobId,
-    /// Lifecycle state.
-    pub state: StateName,
-    /// Attempts charged.
-    pub attempts: u32,
-    /// Destination label.
-    pub destination: String,
-    /// Absolute source path (lossy UTF-8).
-    pub path: String,
-    /// Asset size in bytes.
-    pub size: u64,
-    /// For queued jobs: what they wait on.
-    pub waiting_on: Option<WaitingOn>,
-    /// For jobs in `retry_wait`: when they are due.
-    pub next_attempt_at: Option<Timestamp>,
-    /// The current error (`retry_wait`, failed) or cancel reason.
-    pub error: Option<String>,
-    /// The most recent error, kept after recovery.
-    pub last_error: Option<String>,
-    /// Where the destination stores it, once uploaded.
-    pub receipt_key: Option<String>,
-    /// Last transition time.
-    pub updated_at: Timestamp,
-}
-
-/// Which jobs to list.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JobFilter {
-    /// Only this state.
-    pub state: Option<StateName>,
-    /// Only jobs for destinations in the current config.
-    pub active_only: bool,
-}
-
-/// Number of jobs in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateCounts([u64; StateName::ALL.len()]);
-
-impl StateCounts {
-    /// Jobs in `state`.
-    pub fn get(&self, state: StateName) -> u64 {
-        self.0[state as usize]
     }
 }
 
@@ -336,6 +286,20 @@ impl Catalog {
         Ok(recovered)
     }
 
+    /// Queues again acknowledged jobs whose receipt no longer holds at the
+    /// destination (see [`Job::repair`]). Returns the jobs queued.
+    pub fn repair(&mut self, ids: &[JobId], now: Timestamp) -> Result<Vec<JobId>> {
+        let mut repaired = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(job) = self.job(id)? else { continue };
+            if let Ok(queued) = job.repair() {
+                self.apply(&job, &queued, now)?;
+                repaired.push(id);
+            }
+        }
+        Ok(repaired)
+    }
+
     /// Moves every `retry_wait` job that is due by `now` back to `queued`.
     pub fn requeue_due(&mut self, now: Timestamp) -> Result<usize> {
         let mut woken = 0;
@@ -459,64 +423,12 @@ impl Catalog {
             })
             .optional()?)
     }
-
-    /// Jobs for display, newest first within each state ordering by id.
-    pub fn list(&self, filter: JobFilter) -> Result<Vec<JobView>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT j.id, j.state, j.attempts, d.name, a.source, a.rel_path, a.size, j.waiting_on,
-                    j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at
-             FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id
-             WHERE (?1 IS NULL OR j.state = ?1) AND (?2 = 0 OR d.active = 1)
-             ORDER BY j.id",
-        )?;
-        let mut rows = stmt.query(params![filter.state.map(StateName::as_str), filter.active_only])?;
-        let mut views = Vec::new();
-        while let Some(row) = rows.next()? {
-            let id = JobId(row.get(0)?);
-            let state_text: String = row.get(1)?;
-            let state = StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state")))?;
-            let source: String = row.get(4)?;
-            let rel: Vec<u8> = row.get(5)?;
-            let waiting_on: Option<String> = row.get(7)?;
-            let receipt_key: Option<Vec<u8>> = row.get(11)?;
-            views.push(JobView {
-                id,
-                state,
-                attempts: row.get(2)?,
-                destination: row.get(3)?,
-                path: format!("{}/{}", source.trim_end_matches('/'), String::from_utf8_lossy(&rel)),
-                size: row.get::<_, i64>(6)? as u64,
-                waiting_on: waiting_on.as_deref().and_then(WaitingOn::parse),
-                next_attempt_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-                error: row.get(9)?,
-                last_error: row.get(10)?,
-                receipt_key: receipt_key.map(|k| String::from_utf8_lossy(&k).into_owned()),
-                updated_at: Timestamp(row.get(12)?),
-            });
-        }
-        Ok(views)
-    }
-
-    /// How many jobs for destinations in the current config are in each state.
-    pub fn counts(&self) -> Result<StateCounts> {
-        let mut counts = StateCounts::default();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT j.state, COUNT(*) FROM jobs j JOIN destinations d ON d.id = j.destination_id
-             WHERE d.active = 1 GROUP BY j.state",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let text: String = row.get(0)?;
-            let state = StateName::parse(&text).ok_or_else(|| corrupt(format!("unknown state {text:?}")))?;
-            counts.0[state as usize] = row.get::<_, i64>(1)? as u64;
-        }
-        Ok(counts)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::JobFilter;
     use crate::config::DestinationKind;
 
     fn setup() -> (tempfile::TempDir, Catalog, DestinationId) {

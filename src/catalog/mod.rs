@@ -4,7 +4,8 @@
 //! the numbered migrations in `schema` and sets WAL mode; [`RunLock`] keeps
 //! two writers (two cron runs, or a run and a daemon) off the same catalog.
 //! Typed queries live beside the tables they read: `scan` for files and
-//! assets, `jobs` for the upload queue.
+//! assets, `jobs` for the upload queue, `listing` for what people are shown
+//! of it, `uploads` for multipart progress.
 //!
 //! Durability: every job transition is one `UPDATE` in its own transaction,
 //! committed before the caller acts on it. `synchronous = NORMAL` in WAL mode
@@ -14,6 +15,7 @@
 //! "already present" instead of storing it twice).
 
 mod jobs;
+mod listing;
 mod scan;
 mod schema;
 mod uploads;
@@ -27,7 +29,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::model::{JobId, TransitionError};
 
-pub use jobs::{JobFilter, JobView, PendingJob, StateCounts};
+pub use jobs::PendingJob;
+pub use listing::{JobFilter, JobView, ReceiptRow, StateCounts};
 pub use scan::{FileStat, Flushed, ScanWriter};
 pub use uploads::UploadLog;
 

@@ -13,6 +13,7 @@ mod resume;
 mod retry;
 mod scan;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -46,7 +47,8 @@ pub enum Exit {
 const EXIT_CODES: &str = "\
 Exit codes:
   0    done: everything found is uploaded and acknowledged
-  1    some jobs failed permanently or files could not be read (listed in the summary)
+  1    some jobs failed permanently or files could not be read (listed in the summary);
+       verify: something is missing or corrupt at a destination
   2    usage or configuration error
   3    the daemon is not running or not reachable (status, pause, resume, scan)
   75   deferred: work remains for a later run (destination unavailable, retries
@@ -91,6 +93,9 @@ enum Command {
     Jobs(jobs::Args),
     /// Queue failed or retry-waiting jobs again, now.
     Retry(retry::Args),
+    /// Prove that every uploaded file is still at its destination, intact
+    /// (with --repair, upload again what is not).
+    Verify(verify::Args),
 }
 
 impl Cli {
@@ -122,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Scan(args) => scan::run(&Config::load(&config_path)?, &args),
         Command::Jobs(args) => jobs::run(&Config::load(&config_path)?, &args),
         Command::Retry(args) => retry::run(&Config::load(&config_path)?, &args),
+        Command::Verify(args) => verify::run(&Config::load(&config_path)?, &args),
     }
 }
 
@@ -145,6 +151,7 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
         match cause.downcast_ref::<ClientError>() {
             Some(ClientError::NotRunning(_) | ClientError::NotReachable { .. }) => return Exit::NotRunning,
             Some(ClientError::Refused(e)) if e.code == ErrorCode::Unavailable => return Exit::Deferred,
+            Some(ClientError::Refused(e)) if e.code == ErrorCode::Invalid => return Exit::Usage,
             _ => {}
         }
     }

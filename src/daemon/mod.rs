@@ -143,6 +143,7 @@ async fn serve_config(
         discovery: Arc::clone(&discovery),
         policy: config.policy.clone(),
         overrides: Arc::new(overrides),
+        targets: targets.clone(),
     });
     service.set_trouble(None);
 

@@ -18,7 +18,8 @@ use crate::ipc::protocol::{DaemonStatus, ErrorCode, ProtocolError, Request, Resp
 use crate::ipc::server::Handler;
 use crate::model::{JobId, StateName, Timestamp};
 use crate::policy::{Overrides, decide};
-use crate::scheduler::{Command, DrainReport, SchedulerStatus};
+use crate::scheduler::{Command, DrainReport, SchedulerStatus, Target};
+use crate::verify::{self, VerifyOptions};
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct Handles {
     pub policy: PolicyConfig,
     /// Overrides in force (`backup --now`), shared with the conditions watcher.
     pub overrides: Arc<watch::Sender<Overrides>>,
+    /// The destinations, for `verify`.
+    pub targets: Vec<Target>,
 }
 
 /// The control socket's handler: one method per request.
@@ -81,6 +84,7 @@ impl Handler for Service {
             Request::Retry { jobs } => retry(&handles, jobs).await,
             Request::Scan => scan(&handles).await.map(|scans| Response::Scanned { scans }),
             Request::Jobs { state } => self.jobs(state).await,
+            Request::Verify { options, repair } => self.verify(&handles, options, repair).await,
             Request::Backup { now, allow_metered } => {
                 let overrides = Overrides { ignore_power_and_window: now, allow_metered };
                 self.backup(&handles, overrides).await
@@ -154,6 +158,23 @@ impl Service {
     async fn jobs(&self, state: Option<StateName>) -> Result<Response, ProtocolError> {
         let jobs = self.read(move |c| c.list(JobFilter { state, active_only: false })).await?;
         Ok(Response::Jobs { jobs })
+    }
+
+    /// Checks the receipts at the destinations asked for; with `repair`,
+    /// has the scheduler queue what is missing or corrupt again.
+    async fn verify(&self, handles: &Handles, options: VerifyOptions, repair: bool) -> Result<Response, ProtocolError> {
+        let targets =
+            verify::chosen(&handles.targets, &options).map_err(|e| ProtocolError::new(ErrorCode::Invalid, e))?;
+        let ids: Vec<_> = targets.iter().map(|t| t.id).collect();
+        let receipts = self.read(move |c| c.receipts(&ids)).await?;
+        let mut report = verify::verify(receipts, &targets, &options, &verify::Quiet).await;
+        if repair && report.found_damage() {
+            let jobs = report.broken_jobs();
+            report.repaired = ask(handles, |reply| Command::Repair { jobs, reply })
+                .await?
+                .map_err(|e| ProtocolError::new(ErrorCode::Internal, e))?;
+        }
+        Ok(Response::Verified(Box::new(report)))
     }
 
     /// Scans, waits for the queue to drain (or be held), and reports what

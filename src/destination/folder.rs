@@ -21,7 +21,8 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{
-    Destination, DestinationError, Moved, NAME_MAX, ProgressFn, UploadRequest, Uploaded, key_candidates, truncate_utf8,
+    Destination, DestinationError, Moved, NAME_MAX, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates,
+    truncate_utf8,
 };
 use crate::media::hash_file;
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
@@ -59,6 +60,33 @@ impl Destination for FolderDestination {
         tokio::task::spawn_blocking(move || store(&root, &request, &progress))
             .await
             .map_err(|e| DestinationError::transient(format!("folder upload panicked: {e}")))?
+    }
+
+    async fn verify(&self, receipt: &Receipt, _deep: bool) -> Result<Verdict, DestinationError> {
+        let (root, receipt) = (self.root.clone(), receipt.clone());
+        tokio::task::spawn_blocking(move || {
+            check_root(&root)?;
+            let target = target_path(&root, &receipt.key)?;
+            Ok(match fs::symlink_metadata(&target) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Verdict::Missing,
+                Err(e) => return Err(write_error(&target, &e)),
+                Ok(m) if !m.is_file() => Verdict::Differs("it is not a file".into()),
+                Ok(m) if m.len() != receipt.size => {
+                    Verdict::Differs(format!("{} bytes instead of {}", m.len(), receipt.size))
+                }
+                Ok(_) => match hash_file(&target) {
+                    Ok((hash, _)) if hash == receipt.sha256 => Verdict::Holds,
+                    Ok((hash, _)) => Verdict::Differs(format!(
+                        "its content changed (sha256 {} instead of {})",
+                        hash.short(12),
+                        receipt.sha256.short(12)
+                    )),
+                    Err(e) => return Err(write_error(&target, &e)),
+                },
+            })
+        })
+        .await
+        .map_err(|e| DestinationError::transient(format!("folder verify panicked: {e}")))?
     }
 
     async fn discard(&self, job: JobId, key: &RemoteKey, hash: &ContentHash) -> Result<(), DestinationError> {

@@ -24,7 +24,6 @@ mod throttle;
 
 pub use throttle::Throttle;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -64,8 +63,8 @@ pub struct UploadRequest {
     pub modified: SystemTime,
     /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
     /// shutdown). An implementation checks it between chunks and races
-    /// every network wait against it ([`UploadRequest::unless_cancelled`]),
-    /// returning [`DestinationError::interrupted`] and keeping whatever
+    /// every network wait against it, returning
+    /// [`DestinationError::interrupted`] and keeping whatever
     /// progress it can resume from.
     pub cancel: CancellationToken,
     /// The upload rate limit shared by all uploads.
@@ -76,20 +75,6 @@ impl UploadRequest {
     /// Whether the scheduler asked this upload to stop.
     pub fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
-    }
-
-    /// Runs `work` (a request, a read of a response) unless the upload is
-    /// asked to stop first: a stalled server never keeps a pause, a hold or
-    /// a shutdown waiting.
-    pub async fn unless_cancelled<T>(
-        &self,
-        work: impl Future<Output = Result<T, DestinationError>>,
-    ) -> Result<T, DestinationError> {
-        tokio::select! {
-            biased;
-            () = self.cancel.cancelled() => Err(DestinationError::interrupted()),
-            result = work => result,
-        }
     }
 }
 
@@ -109,6 +94,17 @@ impl Uploaded {
             Self::Stored(r) | Self::AlreadyPresent(r) => r,
         }
     }
+}
+
+/// What a look at a receipt's object found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The object is there with the receipt's size and content.
+    Holds,
+    /// Nothing is at the receipt's key.
+    Missing,
+    /// Something else is there; why, in words.
+    Differs(String),
 }
 
 /// Whether retrying can help.
@@ -174,6 +170,12 @@ pub trait Destination: Send + Sync {
 
     /// Stores the file, or finds it already stored, and returns a verified receipt.
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError>;
+
+    /// Proves that `receipt` still holds: the object is at its key with its
+    /// size and SHA-256. What "proves" costs depends on the destination
+    /// (a folder re-reads the file; S3 trusts the server's checksum or
+    /// `ETag` unless `deep`, when it reads the object back).
+    async fn verify(&self, receipt: &Receipt, deep: bool) -> Result<Verdict, DestinationError>;
 
     /// Releases whatever an unfinished upload of `job` (content `hash`,
     /// layout key `key`) left behind: an open multipart upload, a temporary

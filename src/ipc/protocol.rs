@@ -13,6 +13,7 @@ use crate::catalog::JobView;
 use crate::discover::ScanReport;
 use crate::model::{JobId, StateName, Timestamp};
 use crate::scheduler::SchedulerStatus;
+use crate::verify::{VerifyOptions, VerifyReport};
 
 /// Protocol version spoken by this build.
 pub const VERSION: u32 = 1;
@@ -52,6 +53,13 @@ pub enum Request {
     Jobs {
         /// Only this state.
         state: Option<StateName>,
+    },
+    /// Check acknowledged receipts against the destinations.
+    Verify {
+        /// What to check.
+        options: VerifyOptions,
+        /// Queue what is missing or corrupt for upload again.
+        repair: bool,
     },
     /// Scan, then wait until the queue is drained (or held), and report.
     Backup {
@@ -100,6 +108,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Backup`].
     Backup(Box<BackupOutcome>),
+    /// Answer to [`Request::Verify`].
+    Verified(Box<VerifyReport>),
     /// The request failed.
     Error(ProtocolError),
 }

@@ -151,6 +151,14 @@ pub enum Command {
     Conditions(Decision),
     /// The bandwidth timetable crossed a boundary (bytes per second, `None`: unlimited).
     Bandwidth(Option<u64>),
+    /// Queue these acknowledged jobs again: `photosync verify` found their
+    /// objects missing or changed.
+    Repair {
+        /// The jobs.
+        jobs: Vec<JobId>,
+        /// The jobs queued, or why none could be.
+        reply: oneshot::Sender<Result<Vec<JobId>, String>>,
+    },
 }
 
 /// Runs every queued job at `targets` until none is left that this run may
@@ -582,6 +590,15 @@ impl<'c> Scheduler<'c> {
                     }
                 }
             }
+            Command::Repair { jobs, reply } => match self.catalog.repair(&jobs, Timestamp::now()) {
+                Ok(repaired) => {
+                    self.reload()?;
+                    let _ = reply.send(Ok(repaired));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            },
             Command::Conditions(decision) => self.apply_conditions(decision),
             Command::Bandwidth(rate) => self.set_bandwidth(rate),
             Command::WaitIdle(reply) => {

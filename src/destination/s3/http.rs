@@ -5,6 +5,7 @@
 //! reach a message or a log.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use md5::{Digest as _, Md5};
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
 
 use crate::destination::{DestinationError, Moved, ProgressFn, Retry, UploadRequest};
 
@@ -29,23 +31,27 @@ pub async fn send(request: RequestBuilder) -> Result<Response, DestinationError>
     request.send().await.map_err(transport)
 }
 
-/// Sends a request for an upload, giving up at once if the upload is
-/// asked to stop (a stalled server never holds up a pause or shutdown).
-pub async fn send_for(upload: &UploadRequest, request: RequestBuilder) -> Result<Response, DestinationError> {
-    let cancel = upload.cancel.clone();
-    upload
-        .unless_cancelled(async move {
-            request
-                .send()
-                .await
-                .map_err(|e| if cancel.is_cancelled() { DestinationError::interrupted() } else { transport(e) })
-        })
-        .await
+/// Runs `work` unless `cancel` fires first (then: interrupted).
+pub async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    work: impl Future<Output = Result<T, DestinationError>>,
+) -> Result<T, DestinationError> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(DestinationError::interrupted()),
+        result = work => result,
+    }
+}
+
+/// Sends a request, giving up at once if `cancel` fires (a stalled server
+/// never holds up a pause or shutdown).
+pub async fn send_for(cancel: &CancellationToken, request: RequestBuilder) -> Result<Response, DestinationError> {
+    until_cancelled(cancel, async { request.send().await.map_err(transport) }).await
 }
 
 /// The whole body of a response, as text.
-pub async fn text(upload: &UploadRequest, response: Response) -> Result<String, DestinationError> {
-    upload.unless_cancelled(async { response.text().await.map_err(transport) }).await
+pub async fn text(cancel: &CancellationToken, response: Response) -> Result<String, DestinationError> {
+    until_cancelled(cancel, async { response.text().await.map_err(transport) }).await
 }
 
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`

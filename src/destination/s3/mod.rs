@@ -33,13 +33,14 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use sha2::{Digest as _, Sha256};
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use self::http::{
     READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, ok_or_classify, read_error, refusal,
-    send, send_for, store_error,
+    send, send_for, store_error, until_cancelled,
 };
 use self::multipart::Finished;
-use super::{Destination, DestinationError, PartStore, ProgressFn, UploadRequest, Uploaded, key_candidates};
+use super::{Destination, DestinationError, PartStore, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates};
 use crate::config::{S3Config, S3CredentialSource};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
@@ -152,7 +153,7 @@ impl Destination for S3Destination {
         let mut second_look = false;
         while let Some(relative) = candidate.take() {
             let key = object_key(&self.prefix, &relative);
-            let looked = self.head(&session, &request, &key).await?;
+            let looked = self.head(&session, &request.cancel, &key).await?;
             match &looked {
                 Looked::Found(head) if self.holds(&session, &request, &key, head).await? => {
                     return Ok(Uploaded::AlreadyPresent(receipt(&key, &request, head.etag.clone())));
@@ -182,6 +183,46 @@ impl Destination for S3Destination {
         Err(DestinationError::permanent(format!("every candidate key for {} is taken by other content", request.key)))
     }
 
+    async fn verify(&self, receipt: &Receipt, deep: bool) -> Result<Verdict, DestinationError> {
+        let session = self.session()?;
+        let key = String::from_utf8_lossy(&receipt.key.0).into_owned();
+        let never = CancellationToken::new();
+        let head = match self.head(&session, &never, &key).await? {
+            Looked::Missing => return Ok(Verdict::Missing),
+            Looked::Unknown => {
+                return Err(DestinationError::permanent(format!("{key} may not be read with this key (403)")));
+            }
+            Looked::Found(head) => head,
+        };
+        if head.size != receipt.size {
+            return Ok(Verdict::Differs(format!("{} bytes instead of {}", head.size, receipt.size)));
+        }
+        let etag = head.etag.as_deref().map(|e| e.trim_matches('"'));
+        let checksum = head.checksum_sha256.as_deref().filter(|s| !s.contains('-'));
+        if !deep {
+            if let Some(sum) = checksum {
+                return Ok(if sum == sha256_base64(&receipt.sha256) {
+                    Verdict::Holds
+                } else {
+                    Verdict::Differs("the server's SHA-256 of it is another".into())
+                });
+            }
+            // The ETag recorded with the receipt is the server's digest of what it stored then.
+            if etag.is_some() && etag == receipt.version.as_deref() {
+                return Ok(Verdict::Holds);
+            }
+        }
+        Ok(match self.read_back(&session, &never, &key).await? {
+            Some(hash) if hash == receipt.sha256 => Verdict::Holds,
+            Some(hash) => Verdict::Differs(format!(
+                "its content changed (sha256 {} instead of {})",
+                hash.short(12),
+                receipt.sha256.short(12)
+            )),
+            None => Verdict::Missing,
+        })
+    }
+
     async fn discard(&self, job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {
         let Some(state) = self.parts.load(job).map_err(store_error)? else { return Ok(()) };
         let session = self.session()?;
@@ -201,13 +242,13 @@ impl S3Destination {
     async fn head(
         &self,
         session: &Session<'_>,
-        request: &UploadRequest,
+        cancel: &CancellationToken,
         key: &str,
     ) -> Result<Looked, DestinationError> {
         let mut action = session.bucket.head_object(Some(&session.keys), key);
         action.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
         let url = action.sign(SIGN_FOR);
-        let response = send_for(request, session.client.head(url).header("x-amz-checksum-mode", "ENABLED")).await?;
+        let response = send_for(cancel, session.client.head(url).header("x-amz-checksum-mode", "ENABLED")).await?;
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(Looked::Missing),
             StatusCode::FORBIDDEN => return Ok(Looked::Unknown),
@@ -248,7 +289,7 @@ impl S3Destination {
             // Encrypted objects have ETags that are not MD5s: read it back.
         }
         tracing::info!(key, "reading the object back to see whether it is this file");
-        self.read_back_matches(session, request, key).await
+        Ok(self.read_back(session, &request.cancel, key).await? == Some(request.hash.clone()))
     }
 
     /// The file's MD5, after checking that its SHA-256 is still the scanned one.
@@ -266,25 +307,26 @@ impl S3Destination {
         Ok((md5, sha256))
     }
 
-    /// Downloads the object and compares its SHA-256 with the scanned one.
-    async fn read_back_matches(
+    /// Downloads the object and hashes it; `None` when it is not there or
+    /// may not be read.
+    async fn read_back(
         &self,
         session: &Session<'_>,
-        request: &UploadRequest,
+        cancel: &CancellationToken,
         key: &str,
-    ) -> Result<bool, DestinationError> {
+    ) -> Result<Option<ContentHash>, DestinationError> {
         let url = session.bucket.get_object(Some(&session.keys), key).sign(SIGN_FOR);
-        let response = send_for(request, session.client.get(url)).await?;
-        if response.status() == StatusCode::FORBIDDEN {
-            return Ok(false);
+        let response = send_for(cancel, session.client.get(url)).await?;
+        if matches!(response.status(), StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
+            return Ok(None);
         }
         let response = ok_or_classify(response, "GetObject").await?;
         let mut body = response.bytes_stream();
         let mut sha = Sha256::new();
-        while let Some(chunk) = request.unless_cancelled(async { Ok(body.next().await) }).await? {
+        while let Some(chunk) = until_cancelled(cancel, async { Ok(body.next().await) }).await? {
             sha.update(&chunk.map_err(http::transport)?);
         }
-        Ok(ContentHash::from_digest(&sha.finalize()) == request.hash)
+        Ok(Some(ContentHash::from_digest(&sha.finalize())))
     }
 
     /// A single `PUT`, after hashing the file once more: the server checks
@@ -318,7 +360,7 @@ impl S3Destination {
         for (name, value) in signed {
             builder = builder.header(name, value);
         }
-        let response = send_for(request, builder.body(body)).await?;
+        let response = send_for(&request.cancel, builder.body(body)).await?;
         if response.status() == StatusCode::PRECONDITION_FAILED {
             return Ok(Finished::Taken);
         }
@@ -352,7 +394,7 @@ impl S3Destination {
         let mut action = session.bucket.delete_object(Some(&session.keys), key);
         action.headers_mut().insert("if-match", quoted.clone());
         let url = action.sign(SIGN_FOR);
-        let response = send_for(request, session.client.delete(url).header("if-match", quoted)).await?;
+        let response = send_for(&request.cancel, session.client.delete(url).header("if-match", quoted)).await?;
         if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::PRECONDITION_FAILED) {
             return Ok(());
         }

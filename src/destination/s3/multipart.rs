@@ -76,8 +76,9 @@ impl S3Destination {
         let mut action = session.bucket.create_multipart_upload(Some(&session.keys), key);
         action.headers_mut().insert(HASH_META, request.hash.as_hex());
         let url = action.sign(super::SIGN_FOR);
-        let response = send_for(request, session.client.post(url).header(HASH_META, request.hash.as_hex())).await?;
-        let body = text(request, ok_or_classify(response, "CreateMultipartUpload").await?).await?;
+        let response =
+            send_for(&request.cancel, session.client.post(url).header(HASH_META, request.hash.as_hex())).await?;
+        let body = text(&request.cancel, ok_or_classify(response, "CreateMultipartUpload").await?).await?;
         let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
             .map_err(|e| DestinationError::transient(format!("unreadable CreateMultipartUpload answer: {e}")))?;
         let state = MultipartProgress {
@@ -102,7 +103,7 @@ impl S3Destination {
         progress: &ProgressFn,
     ) -> Result<Option<Finished>, DestinationError> {
         let key = String::from_utf8_lossy(&state.key.0).into_owned();
-        match self.head(session, request, &key).await? {
+        match self.head(session, &request.cancel, &key).await? {
             // Completed just before a crash: completion only ever follows a
             // SHA-256 check of the recorded parts, so an object whose ETag
             // is theirs holds the scanned content.
@@ -152,14 +153,14 @@ impl S3Destination {
         upload_id: &str,
     ) -> Result<Listed, DestinationError> {
         let url = session.bucket.list_parts(Some(&session.keys), key, upload_id).sign(super::SIGN_FOR);
-        let response = send_for(request, session.client.get(url)).await?;
+        let response = send_for(&request.cancel, session.client.get(url)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(Listed::Gone),
             // Not supported, or not allowed for this key: trust what was recorded.
             StatusCode::NOT_IMPLEMENTED | StatusCode::FORBIDDEN => return Ok(Listed::Unsupported),
             _ => {}
         }
-        let body = text(request, ok_or_classify(response, "ListParts").await?).await?;
+        let body = text(&request.cancel, ok_or_classify(response, "ListParts").await?).await?;
         Ok(match rusty_s3::actions::ListParts::parse_response(&body) {
             Ok(list) => Listed::Parts(list.parts.iter().map(|p| (u32::from(p.number), p.size)).collect()),
             Err(_) => Listed::Unsupported,
@@ -222,7 +223,7 @@ impl S3Destination {
         }
         state.parts.sort_by_key(|p| p.number);
         // For servers that ignore If-None-Match on completion.
-        if let Looked::Found(_) = self.head(session, request, &key).await? {
+        if let Looked::Found(_) = self.head(session, &request.cancel, &key).await? {
             self.abort(session, request, &state).await?;
             return Ok(Finished::Taken);
         }
@@ -257,7 +258,7 @@ impl S3Destination {
         let chunk = if request.throttle.is_limited() { STREAM_CHUNK } else { READ_CHUNK };
         let body = metered(file_chunks(file, offset, len, chunk), request, progress);
         let builder = session.client.put(url).header("content-md5", &content_md5).header(CONTENT_LENGTH, len);
-        let response = send_for(request, builder.body(body)).await?;
+        let response = send_for(&request.cancel, builder.body(body)).await?;
         if !response.status().is_success() {
             let refusal = refusal(response, "UploadPart").await;
             if refusal.code == "NoSuchUpload" {
@@ -281,7 +282,8 @@ impl S3Destination {
         action.headers_mut().insert("if-none-match", "*");
         let url = action.sign(super::SIGN_FOR);
         let body = action.body();
-        let response = send_for(request, session.client.post(url).header("if-none-match", "*").body(body)).await?;
+        let response =
+            send_for(&request.cancel, session.client.post(url).header("if-none-match", "*").body(body)).await?;
         if !response.status().is_success() {
             let refusal = refusal(response, "CompleteMultipartUpload").await;
             return match (refusal.status, refusal.code.as_str()) {
@@ -293,7 +295,7 @@ impl S3Destination {
                 _ => Err(refusal.error),
             };
         }
-        let text = text(request, response).await?;
+        let text = text(&request.cancel, response).await?;
         // S3 may answer 200 and still report an error in the body.
         if text.contains("<Error>") {
             let refusal = super::http::refusal_of(
@@ -323,7 +325,7 @@ impl S3Destination {
     ) -> Result<(), DestinationError> {
         let etag = etag.trim_matches('"');
         let conventional = !etag.contains('-') || etag == multipart_etag(&state.parts);
-        let size_ok = match self.head(session, request, key).await? {
+        let size_ok = match self.head(session, &request.cancel, key).await? {
             Looked::Found(head) => head.size == request.size,
             Looked::Missing => false,
             Looked::Unknown => true,
@@ -348,7 +350,7 @@ impl S3Destination {
         let key = String::from_utf8_lossy(&state.key.0).into_owned();
         let url =
             session.bucket.abort_multipart_upload(Some(&session.keys), &key, &state.upload_id).sign(super::SIGN_FOR);
-        let response = send_for(request, session.client.delete(url)).await?;
+        let response = send_for(&request.cancel, session.client.delete(url)).await?;
         // Already gone (completed, expired or aborted) is fine too.
         if response.status() != StatusCode::NOT_FOUND {
             ok_or_classify(response, "AbortMultipartUpload").await?;
