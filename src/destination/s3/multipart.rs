@@ -340,7 +340,9 @@ impl S3Destination {
         )))
     }
 
-    /// Aborts `state`'s upload and forgets it.
+    /// Aborts `state`'s upload and forgets it. An abort the server refuses
+    /// (it no longer knows the upload, or the key may not abort) is logged,
+    /// not fatal: what is left costs storage, never a photo.
     pub(super) async fn abort(
         &self,
         session: &Session<'_>,
@@ -352,8 +354,10 @@ impl S3Destination {
             session.bucket.abort_multipart_upload(Some(&session.keys), &key, &state.upload_id).sign(super::SIGN_FOR);
         let response = send_for(&request.cancel, session.client.delete(url)).await?;
         // Already gone (completed, expired or aborted) is fine too.
-        if response.status() != StatusCode::NOT_FOUND {
-            ok_or_classify(response, "AbortMultipartUpload").await?;
+        if response.status() != StatusCode::NOT_FOUND
+            && let Err(e) = ok_or_classify(response, "AbortMultipartUpload").await
+        {
+            tracing::warn!(key, "could not abort a multipart upload (it may be left on the server): {e}");
         }
         self.parts.forget(request.job).map_err(store_error)
     }
