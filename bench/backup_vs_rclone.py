@@ -2,7 +2,7 @@
 """photosync backup vs rclone copy, same library, same machine, same run.
 
 Builds the release binary, makes a synthetic library with
-../shared/tools/mklib.py (1,000 photos by default), then alternates
+bench/library.py (1,000 photos by default), then alternates
 `photosync backup` and `rclone copy` into fresh destinations, several rounds
 each, and prints median wall-clock and CPU seconds and their ratios, and
 each tool's peak memory. A second, no-op run of each (nothing new to copy)
@@ -91,7 +91,8 @@ def main():
     ap.add_argument("--photo-kib", type=int, nargs=2, default=[200, 4000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default=os.path.join(REPO, "bench", "out"))
-    ap.add_argument("--mklib", default=os.path.join(REPO, "..", "shared", "tools", "mklib.py"))
+    ap.add_argument("--library", default=os.path.join(REPO, "bench", "library.py"),
+                    help="the library generator (bench/library.py)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     a = ap.parse_args()
 
@@ -104,7 +105,7 @@ def main():
     os.makedirs(a.work)
     lib = os.path.join(a.work, "lib")
     made = subprocess.run(
-        [sys.executable, a.mklib, lib, "--photos", str(a.photos), "--videos", "0",
+        [sys.executable, a.library, lib, "--photos", str(a.photos), "--videos", "0",
          "--photo-kib", *map(str, a.photo_kib)],
         check=True, capture_output=True, text=True)
     library = json.loads(made.stdout)

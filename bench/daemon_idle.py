@@ -2,7 +2,7 @@
 """Daemon costs: idle CPU and memory while watching a large library, and
 `photosync status` latency with a large catalog.
 
-1. Makes a 20,000-file library (small JPEGs, ../shared/tools/mklib.py), starts
+1. Makes a 20,000-file library (small JPEGs, bench/library.py), starts
    `photosync daemon`, waits until everything is uploaded, then samples the
    daemon's CPU time and RSS from /proc over 60 s of idleness.
 2. Stops it, grows the catalog to 100,000 jobs (synthetic acknowledged rows
@@ -97,7 +97,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=100000)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--work", default=os.path.join(REPO, "bench", "out", "daemon"))
-    ap.add_argument("--mklib", default=os.path.join(REPO, "..", "shared", "tools", "mklib.py"))
+    ap.add_argument("--library", default=os.path.join(REPO, "bench", "library.py"),
+                    help="the library generator (bench/library.py)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -107,7 +108,7 @@ def main():
     os.makedirs(a.work)
     lib, dest, state = (os.path.join(a.work, d) for d in ("lib", "dest", "state"))
     os.makedirs(dest)
-    subprocess.run([sys.executable, a.mklib, lib, "--photos", str(a.files), "--videos", "0",
+    subprocess.run([sys.executable, a.library, lib, "--photos", str(a.files), "--videos", "0",
                     "--photo-kib", "4", "8", "--no-junk"], check=True, capture_output=True)
     config = os.path.join(a.work, "config.toml")
     with open(config, "w") as f:

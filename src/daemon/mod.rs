@@ -11,7 +11,7 @@
 //! discovery and the scheduler stop as after a crash, and start again after
 //! a backoff, recovering from the catalog as at start-up. Shutdown stops
 //! uploads at a chunk boundary, requeues them uncharged, and removes the
-//! socket. [`service`] answers the control socket.
+//! socket. `service` answers the control socket.
 
 mod service;
 

@@ -4,14 +4,14 @@
 //! Requests are signed by `rusty-s3` (`SigV4`, presigned URLs with the
 //! integrity headers among the signed ones) and sent with `reqwest` over
 //! rustls; files are streamed from disk, never loaded whole. The keys are
-//! read from where the config says for every upload ([`credentials`]).
+//! read from where the config says for every upload (`credentials`).
 //!
 //! Nothing is ever overwritten: single `PUT`s and multipart completions
 //! carry `If-None-Match: *`, and a key that holds other content moves the
 //! upload to the next name. Nothing is acknowledged without proof that the
 //! object holds the scanned bytes: a single `PUT` is hashed (MD5 and
 //! SHA-256, in one read) before it is sent with `Content-MD5` and
-//! `x-amz-checksum-sha256`, which the server checks; [`multipart`] chains
+//! `x-amz-checksum-sha256`, which the server checks; `multipart` chains
 //! the parts' verified MD5s to the whole-file SHA-256. An object found at a
 //! key counts as ours only if the server's full-object SHA-256 or a
 //! single-part `ETag` (an MD5) says so, or its bytes read back do.
@@ -361,7 +361,8 @@ impl S3Destination {
             builder = builder.header(name, value);
         }
         let response = send_for(&request.cancel, builder.body(body)).await?;
-        if response.status() == StatusCode::PRECONDITION_FAILED {
+        // Taken, or a write raced ours (409): look at the key again.
+        if matches!(response.status(), StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT) {
             return Ok(Finished::Taken);
         }
         if !response.status().is_success() {

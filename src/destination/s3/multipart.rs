@@ -288,7 +288,9 @@ impl S3Destination {
             let refusal = refusal(response, "CompleteMultipartUpload").await;
             return match (refusal.status, refusal.code.as_str()) {
                 (_, "NoSuchUpload") => Ok(Finished::Gone),
-                (StatusCode::PRECONDITION_FAILED, _) | (_, "PreconditionFailed") => {
+                // Taken, or a write raced ours (409: AWS asks to start over).
+                (StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT, _)
+                | (_, "PreconditionFailed" | "ConditionalRequestConflict") => {
                     self.abort(session, request, state).await?;
                     Ok(Finished::Taken)
                 }
