@@ -256,3 +256,30 @@ fn jobs_need_no_s3_secrets() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(crate::harness::stdout(&out).contains("No jobs"), "{}", crate::harness::stdout(&out));
 }
+
+/// Regression: S3 keys were read once, when the config loaded, so a running
+/// daemon never picked up rotated or refreshed credentials.
+#[test]
+fn a_daemon_picks_up_rotated_keys_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let env = s3_env(&server, "");
+    let credentials = env.dir.path().join("credentials");
+    let keys = |secret: &str| {
+        fs::write(&credentials, format!("[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {secret}\n"))
+            .expect("credentials");
+    };
+    keys("an-old-secret");
+    let config = fs::read_to_string(&env.config).expect("config").replace(
+        "access_key_id_env = \"TEST_S3_KEY\"\nsecret_access_key_env = \"TEST_S3_SECRET\"\n",
+        &format!("credentials_file = {}\n", quote(&credentials)),
+    );
+    fs::write(&env.config, format!("settle = \"300ms\"\n{config}")).expect("config");
+    let daemon = env.start_daemon();
+    crate::harness::write_photo(&env.source.join("a.jpg"), 2_000, 1);
+    daemon.wait_until(Duration::from_secs(30), "the upload is refused", || env.count_jobs("failed") == 1);
+
+    keys(SECRET);
+    assert!(env.run(["retry", "--failed"]).status.success());
+    daemon.wait_until(Duration::from_secs(30), "the new keys are used", || env.count_jobs("acknowledged") == 1);
+}

@@ -20,12 +20,14 @@
 //!
 //! `dispatch` starts jobs and settles their outcomes (and sets aside those
 //! whose file or source is missing), `retry` decides what a failure leads
-//! to, `status` builds what people are shown.
+//! to, `commands` answers the daemon, `status` builds what people are shown.
 
+mod commands;
 mod dispatch;
 mod retry;
 mod status;
 
+pub use commands::Command;
 pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadStatus};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -120,46 +122,6 @@ pub trait RunObserver: Send + Sync {
 /// An observer that ignores everything.
 pub struct Silent;
 impl RunObserver for Silent {}
-
-/// A request to the running scheduler; each carries its reply channel.
-#[derive(Debug)]
-pub enum Command {
-    /// Report status.
-    Status(oneshot::Sender<SchedulerStatus>),
-    /// Stop uploads (in-flight ones stop at a chunk boundary, uncharged)
-    /// until `until`, or until resumed.
-    Pause {
-        /// When the pause ends by itself.
-        until: Option<Timestamp>,
-        /// Acknowledgement.
-        reply: oneshot::Sender<()>,
-    },
-    /// End a pause.
-    Resume(oneshot::Sender<()>),
-    /// Requeue these jobs now (all failed and retry-waiting ones when empty).
-    Retry {
-        /// Jobs to requeue.
-        jobs: Vec<JobId>,
-        /// Per job: requeued, or why not.
-        reply: oneshot::Sender<Result<Vec<Result<JobId, String>>, String>>,
-    },
-    /// Reply once nothing is left to do now (queue empty, nothing running),
-    /// or at once while paused.
-    WaitIdle(oneshot::Sender<DrainReport>),
-    /// The conditions policy changed its verdict: hold off (running uploads
-    /// stop at a chunk boundary, uncharged) or run.
-    Conditions(Decision),
-    /// The bandwidth timetable crossed a boundary (bytes per second, `None`: unlimited).
-    Bandwidth(Option<u64>),
-    /// Queue these acknowledged jobs again: `photosync verify` found their
-    /// objects missing or changed.
-    Repair {
-        /// The jobs.
-        jobs: Vec<JobId>,
-        /// The jobs queued, or why none could be.
-        reply: oneshot::Sender<Result<Vec<JobId>, String>>,
-    },
-}
 
 /// Runs every queued job at `targets` until none is left that this run may
 /// do, or until `shutdown` completes (running jobs then return to `queued`,
@@ -554,81 +516,6 @@ impl<'c> Scheduler<'c> {
             self.recheck_sources()?;
         }
         Ok(())
-    }
-
-    fn handle(&mut self, command: Command) -> Result<(), CatalogError> {
-        match command {
-            Command::Status(reply) => {
-                let _ = reply.send(self.status()?);
-            }
-            Command::Pause { until, reply } => {
-                let deadline = until.map(|at| Instant::now() + Timestamp::now().until(at));
-                self.paused = Some((Pause { until }, deadline));
-                for flight in self.flights.values() {
-                    flight.cancel.cancel();
-                }
-                tracing::info!(until = ?until.map(Timestamp::to_rfc3339), "paused");
-                let _ = reply.send(());
-            }
-            Command::Resume(reply) => {
-                self.paused = None;
-                tracing::info!("resumed");
-                let _ = reply.send(());
-            }
-            Command::Retry { jobs, reply } => {
-                let busy: HashSet<JobId> = self.sleeping.iter().map(|(_, p)| p.job.id).collect();
-                let jobs: Vec<JobId> = jobs.into_iter().filter(|id| !busy.contains(id)).collect();
-                match self.catalog.requeue(&jobs, Timestamp::now()) {
-                    Ok(results) => {
-                        // Requeued jobs start fresh: clear cool-downs so they are tried now.
-                        self.breakers.clear();
-                        self.reload()?;
-                        let _ = reply.send(Ok(results));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
-            }
-            Command::Repair { jobs, reply } => match self.catalog.repair(&jobs, Timestamp::now()) {
-                Ok(repaired) => {
-                    self.reload()?;
-                    let _ = reply.send(Ok(repaired));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e.to_string()));
-                }
-            },
-            Command::Conditions(decision) => self.apply_conditions(decision),
-            Command::Bandwidth(rate) => self.set_bandwidth(rate),
-            Command::WaitIdle(reply) => {
-                // Whatever discovery recorded before the request is part of the wait.
-                self.load_new()?;
-                self.idle_waiters.push(reply);
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether nothing is left to do now: no upload running or waiting for an
-    /// in-run retry, and every queued job is held (or the user paused).
-    fn is_idle(&self) -> bool {
-        self.tasks.is_empty()
-            && self.sleeping.is_empty()
-            && (self.paused.is_some()
-                || self.policy_hold.is_some()
-                || self.queue.iter().all(|p| self.is_held(p.job.destination_id)))
-    }
-
-    fn answer_idle_waiters(&mut self) {
-        if self.idle_waiters.is_empty() || !self.is_idle() {
-            return;
-        }
-        let mut report = self.report.clone();
-        report.holds = self.holds();
-        for waiter in self.idle_waiters.drain(..) {
-            let _ = waiter.send(report.clone());
-        }
     }
 
     /// Stops every upload at its next chunk boundary (up to a grace period),
