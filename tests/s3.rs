@@ -3,12 +3,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{make_library, quote, stderr, wait_until, write_video};
 use crate::s3_server::{
-    BUCKET, KEY_ID, S3Server, SECRET, assert_receipts_hold, backup, kill_backup_after_parts, s3_env, under_prefix,
+    BUCKET, KEY_ID, S3Server, SECRET, assert_receipts_hold, backup, kill_backup_after_parts, parts_recorded, s3_env,
+    spawn_backup, under_prefix,
 };
 
 #[test]
@@ -182,23 +182,8 @@ fn a_video_edited_during_its_multipart_upload_is_never_acknowledged_as_the_scann
     let original = write_video(&video, 40 * 1024 * 1024, 3);
     let mtime = fs::metadata(&video).expect("stat").modified().expect("mtime");
 
-    let child = env
-        .command(["backup", "--json"])
-        .env("TEST_S3_KEY", KEY_ID)
-        .env("TEST_S3_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let parts = || -> i64 {
-        rusqlite::Connection::open_with_flags(
-            env.state.join("catalog.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
-        .unwrap_or(0)
-    };
-    wait_until(Duration::from_mins(1), "two parts are sent", || parts() >= 2);
+    let child = spawn_backup(&env, &["backup", "--json"]);
+    wait_until(Duration::from_mins(1), "two parts are sent", || parts_recorded(&env) >= 2);
     // Edit the last part, which has not been sent yet, in place.
     let mut edited = original.clone();
     let tail = original.len() - 1024 * 1024;

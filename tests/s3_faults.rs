@@ -4,14 +4,13 @@
 //! nothing may be acknowledged without proof.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::harness::{assert_same_tree, make_library, write_photo, write_video};
 use crate::proxy::{Fault, Proxy, Request, has_param};
-use crate::s3_server::{KEY_ID, S3Server, SECRET, assert_receipts_hold, backup, s3_env_at, under_prefix};
+use crate::s3_server::{KEY_ID, S3Server, SECRET, assert_receipts_hold, backup, s3_env_at, spawn_backup, under_prefix};
 
 /// Fails the `n`-th request (from 0) that `matches`, once.
 fn nth(n: usize, matches: impl Fn(&Request) -> bool + Send + Sync + 'static, fault: Fault) -> crate::proxy::Script {
@@ -158,13 +157,7 @@ fn every_file_arrives_while_a_fifth_of_requests_fail() {
     }
     media.insert(PathBuf::from("late.jpg"), write_photo(&env.source.join("late.jpg"), 1_000, 41));
 
-    let out = env
-        .command(["backup", "--json"])
-        .env("TEST_S3_KEY", KEY_ID)
-        .env("TEST_S3_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .output()
-        .expect("backup");
+    let out = spawn_backup(&env, &["backup", "--json"]).wait_with_output().expect("backup");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
     assert_eq!(out.status.code(), Some(0), "{summary}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(summary["failed"], 0, "{summary}");

@@ -151,26 +151,29 @@ pub fn under_prefix(media: &BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<PathBuf, Vec
     media.iter().map(|(k, v)| (Path::new("backup").join(k), v.clone())).collect()
 }
 
+/// Multipart parts recorded in the catalog so far (0 while there is none).
+pub fn parts_recorded(env: &Env) -> i64 {
+    rusqlite::Connection::open_with_flags(env.state.join("catalog.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// `photosync backup` started in the background with the test keys.
+pub fn spawn_backup(env: &Env, args: &[&str]) -> std::process::Child {
+    env.command(args)
+        .env("TEST_S3_KEY", KEY_ID)
+        .env("TEST_S3_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 /// Starts `photosync backup` and kill -9s it once `parts` multipart parts
 /// are recorded in the catalog (and before the upload is complete).
 pub fn kill_backup_after_parts(env: &Env, parts: i64) {
-    let stored = || -> i64 {
-        rusqlite::Connection::open_with_flags(
-            env.state.join("catalog.sqlite"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
-        .unwrap_or(0)
-    };
-    let mut child = env
-        .command(["backup"])
-        .env("TEST_S3_KEY", KEY_ID)
-        .env("TEST_S3_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    wait_until(Duration::from_mins(2), "some parts are stored", || stored() >= parts);
+    let mut child = spawn_backup(env, &["backup"]);
+    wait_until(Duration::from_mins(2), "some parts are stored", || parts_recorded(env) >= parts);
     assert!(child.try_wait().expect("try_wait").is_none(), "still uploading when killed");
     child.kill().expect("kill -9");
     child.wait().expect("reap");
