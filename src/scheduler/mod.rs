@@ -320,7 +320,7 @@ impl<'c> Scheduler<'c> {
     /// What the scheduler did, with the holds still in force.
     pub fn into_report(mut self) -> DrainReport {
         self.report.holds = self.holds();
-        self.report
+        std::mem::take(&mut self.report)
     }
 
     /// The loop. Ends on `shutdown`, or in [`Mode::OneShot`] once no work is
@@ -538,6 +538,17 @@ impl<'c> Scheduler<'c> {
         }
         self.report.interrupted = true;
         Ok(())
+    }
+}
+
+impl Drop for Scheduler<'_> {
+    /// Uploads outlive a scheduler that ends on an error (a blocking copy
+    /// cannot be aborted): ask them to stop at their next chunk, so none
+    /// races the next run of the same job.
+    fn drop(&mut self) {
+        for flight in self.flights.values() {
+            flight.cancel.cancel();
+        }
     }
 }
 
