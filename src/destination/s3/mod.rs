@@ -9,12 +9,13 @@
 //! Nothing is ever overwritten: single `PUT`s and multipart completions
 //! carry `If-None-Match: *`, and a key that holds other content moves the
 //! upload to the next name. Nothing is acknowledged without proof that the
-//! object holds the scanned bytes: a single `PUT` is hashed (MD5 and
-//! SHA-256, in one read) before it is sent with `Content-MD5` and
-//! `x-amz-checksum-sha256`, which the server checks; `multipart` chains
-//! the parts' verified MD5s to the whole-file SHA-256. An object found at a
-//! key counts as ours only if the server's full-object SHA-256 or a
-//! single-part `ETag` (an MD5) says so, or its bytes read back do.
+//! object holds the scanned bytes: a single `PUT` carries the scanned
+//! SHA-256 as `x-amz-checksum-sha256`, which a server that checks it echoes
+//! back (where it does not, the file's MD5 is compared with the `ETag`
+//! afterwards); `multipart` chains the parts' verified MD5s to the
+//! whole-file SHA-256. An object found at a key counts as ours only if the
+//! server's full-object SHA-256 or a single-part `ETag` (an MD5) says so, or
+//! its bytes read back do.
 
 mod credentials;
 mod http;
@@ -329,9 +330,13 @@ impl S3Destination {
         Ok(Some(ContentHash::from_digest(&sha.finalize())))
     }
 
-    /// A single `PUT`, after hashing the file once more: the server checks
-    /// `Content-MD5` (and the SHA-256 where it can), so what it stores is
-    /// what was hashed, and that is the scanned content.
+    /// A single `PUT` carrying the scanned SHA-256 as
+    /// `x-amz-checksum-sha256`. A server that checks it (AWS, R2, `MinIO`,
+    /// `s3s`) refuses other bytes and echoes the checksum back: that echo is
+    /// the proof, at no cost. Where the server does not echo it, the proof
+    /// comes after: the file's SHA-256 must still be the scanned one and its
+    /// MD5 the object's `ETag`, or else the object read back must hash to
+    /// it; an object that fails is deleted (it is the one just created).
     async fn put(
         &self,
         session: &Session<'_>,
@@ -339,15 +344,9 @@ impl S3Destination {
         key: &str,
         progress: &ProgressFn,
     ) -> Result<Finished, DestinationError> {
-        let (md5, _) = self.digest_file(request).await?;
-        let content_md5 = BASE64.encode(md5);
         let checksum = sha256_base64(&request.hash);
-        let signed = [
-            ("content-md5", content_md5.as_str()),
-            ("x-amz-checksum-sha256", checksum.as_str()),
-            (HASH_META, request.hash.as_hex()),
-            ("if-none-match", "*"),
-        ];
+        let signed =
+            [("x-amz-checksum-sha256", checksum.as_str()), (HASH_META, request.hash.as_hex()), ("if-none-match", "*")];
         let mut action = session.bucket.put_object(Some(&session.keys), key);
         for (name, value) in signed {
             action.headers_mut().insert(name, value);
@@ -367,18 +366,46 @@ impl S3Destination {
         }
         if !response.status().is_success() {
             let refusal = refusal(response, "PutObject").await;
-            // The file changed between the hash and the send.
-            if matches!(refusal.code.as_str(), "BadDigest" | "InvalidDigest")
-                && self.digest_file(request).await.is_err()
-            {
-                return Err(DestinationError::source_changed(format!(
-                    "{} changed while it was being uploaded",
-                    request.source.display()
-                )));
+            // The server found other bytes than the scanned ones: did the file change?
+            if matches!(refusal.code.as_str(), "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch") {
+                self.digest_file(request).await?;
             }
             return Err(refusal.error);
         }
-        Ok(Finished::Stored(header(response.headers(), "etag").unwrap_or_default()))
+        let etag = header(response.headers(), "etag").unwrap_or_default();
+        if header(response.headers(), "x-amz-checksum-sha256").as_deref() == Some(checksum.as_str()) {
+            return Ok(Finished::Stored(etag));
+        }
+        self.prove_put(session, request, key, &etag).await?;
+        Ok(Finished::Stored(etag))
+    }
+
+    /// Proves, after the fact, that a `PUT` the server did not vouch for
+    /// stored the scanned bytes; deletes the object if it did not.
+    async fn prove_put(
+        &self,
+        session: &Session<'_>,
+        request: &UploadRequest,
+        key: &str,
+        etag: &str,
+    ) -> Result<(), DestinationError> {
+        let unquoted = etag.trim_matches('"').to_ascii_lowercase();
+        let proven = match self.digest_file(request).await {
+            Ok((md5, _)) if hex(&md5) == unquoted => true,
+            // Encrypted objects have ETags that are not MD5s: read it back.
+            Ok(_) => self.read_back(session, &request.cancel, key).await? == Some(request.hash.clone()),
+            Err(changed) => {
+                self.delete_object(session, request, key, &unquoted).await?;
+                return Err(changed);
+            }
+        };
+        if proven {
+            return Ok(());
+        }
+        self.delete_object(session, request, key, &unquoted).await?;
+        Err(DestinationError::transient(format!(
+            "{key}: the stored object is not what was sent; it was removed and is sent again"
+        )))
     }
 
     /// Deletes an object this upload created that turned out wrong
