@@ -30,7 +30,7 @@ fn small_and_multipart_uploads_arrive_intact_once() {
         .query_row("SELECT COUNT(*) FROM jobs WHERE receipt_version IS NOT NULL", [], |r| r.get(0))
         .expect("query");
     assert_eq!(versions, media.len() as i64, "every receipt keeps the ETag");
-    let left: i64 = env.catalog().query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
+    let left: i64 = env.catalog().query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)).expect("q");
     assert_eq!(left, 0, "finished uploads leave no multipart record");
 
     let (code, summary) = backup(&env, SECRET);
@@ -107,7 +107,7 @@ fn a_killed_multipart_upload_resumes_without_resending_stored_parts() {
     kill_backup_after_parts(&env, 5);
     let recorded: Vec<u32> = env
         .catalog()
-        .prepare("SELECT part_number FROM multipart_parts ORDER BY part_number")
+        .prepare("SELECT number FROM session_pieces ORDER BY number")
         .expect("query")
         .query_map([], |r| r.get(0))
         .expect("rows")
@@ -140,7 +140,7 @@ fn the_open_upload_of_a_deleted_file_is_aborted() {
     let (code, summary) = backup(&env, SECRET);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["cancelled"], 1, "{summary}");
-    let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
+    let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)).expect("q");
     assert_eq!(open, 0, "the abandoned upload was aborted and forgotten");
     let objects = server.objects();
     assert_eq!(objects.keys().collect::<Vec<_>>(), [Path::new("backup/kept.jpg")]);
@@ -199,7 +199,7 @@ fn a_video_edited_during_its_multipart_upload_is_never_acknowledged_as_the_scann
     assert_eq!(out.status.code(), Some(75), "the edited file waits for the next scan: {summary}\n{}", stderr(&out));
     assert_eq!(env.count_jobs("acknowledged"), 0, "nothing is acknowledged as the scanned version");
     assert!(server.objects().is_empty(), "no object of mixed bytes: {:?}", server.objects().keys());
-    let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
+    let open: i64 = env.catalog().query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)).expect("q");
     assert_eq!(open, 0, "the spoilt upload was aborted");
 
     let (code, summary) = backup(&env, SECRET);

@@ -224,7 +224,7 @@ fn twenty_kill_9s_during_an_s3_upload_lose_and_double_nothing() {
     let conn = env.catalog();
     let verdict: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
     assert_eq!(verdict, "ok");
-    let open: i64 = conn.query_row("SELECT COUNT(*) FROM multipart_uploads", [], |r| r.get(0)).expect("q");
+    let open: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)).expect("q");
     assert_eq!(open, 0, "no multipart upload is left in the catalog");
     let on_server: Vec<String> = std::fs::read_dir(&server.root)
         .expect("server root")

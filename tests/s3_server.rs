@@ -154,7 +154,7 @@ pub fn under_prefix(media: &BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<PathBuf, Vec
 /// Multipart parts recorded in the catalog so far (0 while there is none).
 pub fn parts_recorded(env: &Env) -> i64 {
     rusqlite::Connection::open_with_flags(env.state.join("catalog.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM multipart_parts", [], |r| r.get(0)))
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM session_pieces", [], |r| r.get(0)))
         .unwrap_or(0)
 }
 

@@ -5,7 +5,7 @@
 //! two writers (two cron runs, or a run and a daemon) off the same catalog.
 //! Typed queries live beside the tables they read: `scan` for files and
 //! assets, `jobs` for the upload queue, `listing` for what people are shown
-//! of it, `uploads` for multipart progress.
+//! of it, `sessions` for resumable uploads.
 //!
 //! Durability: every job transition is one `UPDATE` in its own transaction,
 //! committed before the caller acts on it. `synchronous = NORMAL` in WAL mode
@@ -18,7 +18,7 @@ mod jobs;
 mod listing;
 mod scan;
 mod schema;
-mod uploads;
+mod sessions;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
@@ -32,7 +32,7 @@ use crate::model::{JobId, TransitionError};
 pub use jobs::PendingJob;
 pub use listing::{JobFilter, JobView, ReceiptRow, StateCounts};
 pub use scan::{FileStat, Flushed, ScanWriter};
-pub use uploads::UploadLog;
+pub use sessions::SessionLog;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

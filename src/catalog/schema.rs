@@ -105,6 +105,32 @@ const MIGRATIONS: &[&str] = &[
     UPDATE jobs SET state = 'queued', waiting_on = 'nothing', last_error = COALESCE(error, last_error), error = NULL
      WHERE state = 'cancelled' AND asset_id IN (SELECT asset_id FROM files);
     ",
+    // 4: resumable uploads of any destination: an opaque, versioned session
+    // per job and its confirmed pieces, replacing the S3-only multipart
+    // tables (open multipart uploads are carried across).
+    r"
+    CREATE TABLE sessions (
+        job_id      INTEGER PRIMARY KEY REFERENCES jobs (id),
+        kind        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE session_pieces (
+        job_id  INTEGER NOT NULL REFERENCES sessions (job_id) ON DELETE CASCADE,
+        number  INTEGER NOT NULL,
+        data    TEXT NOT NULL,
+        PRIMARY KEY (job_id, number)
+    );
+    INSERT INTO sessions (job_id, kind, version, state, created_at)
+      SELECT job_id, 's3-multipart', 1,
+             json_object('key', CAST(key AS TEXT), 'upload_id', upload_id, 'part_size', part_size), started_at
+      FROM multipart_uploads;
+    INSERT INTO session_pieces (job_id, number, data)
+      SELECT job_id, part_number, json_object('etag', etag, 'md5', md5, 'size', size) FROM multipart_parts;
+    DROP TABLE multipart_parts;
+    DROP TABLE multipart_uploads;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -131,5 +157,50 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upload open when a catalog of version 3 is migrated goes on from
+    /// the parts it had, now as a session.
+    #[test]
+    fn open_multipart_uploads_are_carried_into_sessions() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.pragma_update(None, "user_version", 3).expect("version 3");
+        conn.execute_batch(
+            "INSERT INTO destinations VALUES (1, 'b', 's3', 'x', 1);
+             INSERT INTO assets VALUES (1, '/s', X'612E6D7034', 9, 1, 1, 'ab', 1);
+             INSERT INTO jobs (id, asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at, seq)
+               VALUES (7, 1, 1, 'queued', 'nothing', 0, 1, 1, 1);
+             INSERT INTO multipart_uploads VALUES (7, CAST('p/a.mp4' AS BLOB), 'up-1', 5242880, 42);
+             INSERT INTO multipart_parts VALUES (7, 1, '\"e1\"', 'aa', 5242880), (7, 2, '\"e2\"', 'bb', 4);",
+        )
+        .expect("an open upload");
+        migrate(&mut conn).expect("migrate");
+        let (kind, state, created): (String, String, i64) = conn
+            .query_row("SELECT kind, state, created_at FROM sessions WHERE job_id = 7", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("session");
+        assert_eq!(kind, "s3-multipart");
+        let state: serde_json::Value = serde_json::from_str(&state).expect("json");
+        assert_eq!(state, serde_json::json!({"key": "p/a.mp4", "upload_id": "up-1", "part_size": 5_242_880}));
+        assert_eq!(created, 42);
+        let pieces: Vec<(u32, String)> = conn
+            .prepare("SELECT number, data FROM session_pieces WHERE job_id = 7 ORDER BY number")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(pieces.len(), 2);
+        let second: serde_json::Value = serde_json::from_str(&pieces[1].1).expect("json");
+        assert_eq!(second, serde_json::json!({"etag": "\"e2\"", "md5": "bb", "size": 4}));
     }
 }

@@ -20,8 +20,10 @@
 
 pub mod folder;
 pub mod s3;
+pub mod session;
 mod throttle;
 
+pub use session::{Session, SessionStore, StoreError};
 pub use throttle::Throttle;
 
 use std::path::PathBuf;
@@ -186,55 +188,12 @@ pub trait Destination: Send + Sync {
     }
 }
 
-/// A failure of the [`PartStore`].
-pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One finished part of a multipart upload, as the destination confirmed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartRecord {
-    /// Part number, from 1.
-    pub number: u32,
-    /// The `ETag` the server returned for it.
-    pub etag: String,
-    /// MD5 of the part, hex (the server verified it).
-    pub md5: String,
-    /// Bytes in the part.
-    pub size: u64,
-}
-
-/// A multipart upload in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MultipartProgress {
-    /// The object key it writes.
-    pub key: RemoteKey,
-    /// The server's upload id.
-    pub upload_id: String,
-    /// Part size it was started with.
-    pub part_size: u64,
-    /// Parts finished so far.
-    pub parts: Vec<PartRecord>,
-}
-
-/// Durable multipart progress, per job (the catalog implements it). A
-/// destination records the upload id before sending parts and each part as
-/// soon as the server confirms it; after a crash it resumes from there.
-pub trait PartStore: Send + Sync {
-    /// The upload in progress for `job`, if any.
-    fn load(&self, job: JobId) -> Result<Option<MultipartProgress>, StoreError>;
-    /// Records a new upload for `job`, replacing any older one.
-    fn begin(&self, job: JobId, key: &RemoteKey, upload_id: &str, part_size: u64) -> Result<(), StoreError>;
-    /// Records a finished part.
-    fn record(&self, job: JobId, part: &PartRecord) -> Result<(), StoreError>;
-    /// Drops the record once the upload is complete or abandoned.
-    fn forget(&self, job: JobId) -> Result<(), StoreError>;
-}
-
-/// Builds the destination a config entry describes. `parts` keeps multipart
-/// progress for destinations that resume uploads.
-pub fn open(config: &DestinationConfig, parts: &Arc<dyn PartStore>) -> Arc<dyn Destination> {
+/// Builds the destination a config entry describes. `sessions` keeps the
+/// progress of destinations that resume uploads.
+pub fn open(config: &DestinationConfig, sessions: &Arc<dyn SessionStore>) -> Arc<dyn Destination> {
     match &config.kind {
         DestinationKind::Folder { path } => Arc::new(folder::FolderDestination::new(path.clone())),
-        DestinationKind::S3(s3) => Arc::new(s3::S3Destination::new(s3, Arc::clone(parts))),
+        DestinationKind::S3(s3) => Arc::new(s3::S3Destination::new(s3, Arc::clone(sessions))),
     }
 }
 

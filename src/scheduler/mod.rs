@@ -79,11 +79,11 @@ pub struct Target {
 /// Records the configured destinations in the catalog and opens each one.
 pub fn open_targets(catalog: &mut Catalog, destinations: &[DestinationConfig]) -> Result<Vec<Target>, CatalogError> {
     let ids = catalog.sync_destinations(destinations)?;
-    let parts: Arc<dyn destination::PartStore> = Arc::new(catalog.upload_log()?);
+    let sessions: Arc<dyn destination::SessionStore> = Arc::new(catalog.session_log()?);
     Ok(destinations
         .iter()
         .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d, &parts) })
+        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d, &sessions) })
         .collect())
 }
 

@@ -256,11 +256,6 @@ pub fn read_error(request: &UploadRequest, e: &std::io::Error) -> DestinationErr
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
-pub fn store_error(e: crate::destination::StoreError) -> DestinationError {
-    DestinationError::transient(format!("cannot record upload progress in the catalog: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,10 +38,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::http::{
     READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, ok_or_classify, read_error, refusal,
-    send, send_for, store_error, until_cancelled,
+    send, send_for, until_cancelled,
 };
 use self::multipart::Finished;
-use super::{Destination, DestinationError, PartStore, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates};
+use super::{
+    Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
+};
 use crate::config::{S3Config, S3CredentialSource};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
@@ -62,12 +64,12 @@ pub struct S3Destination {
     prefix: String,
     multipart_threshold: u64,
     part_size: u64,
-    parts: Arc<dyn PartStore>,
+    sessions: Arc<dyn SessionStore>,
 }
 
 /// What one operation works with: the bucket, the keys read for it, and
 /// the HTTP client.
-struct Session<'d> {
+struct Access<'d> {
     bucket: &'d Bucket,
     keys: Credentials,
     client: &'d reqwest::Client,
@@ -91,8 +93,8 @@ struct Head {
 }
 
 impl S3Destination {
-    /// A destination for `config`, keeping multipart progress in `parts`.
-    pub fn new(config: &S3Config, parts: Arc<dyn PartStore>) -> Self {
+    /// A destination for `config`, keeping multipart uploads in `sessions`.
+    pub fn new(config: &S3Config, sessions: Arc<dyn SessionStore>) -> Self {
         let style = if config.path_style { UrlStyle::Path } else { UrlStyle::VirtualHost };
         let bucket = Bucket::new(config.endpoint.clone(), style, config.bucket.clone(), config.region.clone())
             .map_err(|e| format!("bucket {} at {}: {e}", config.bucket, config.endpoint));
@@ -111,24 +113,24 @@ impl S3Destination {
             prefix: config.prefix.clone(),
             multipart_threshold: config.multipart_threshold,
             part_size: config.part_size,
-            parts,
+            sessions,
         }
     }
 
     /// The bucket, freshly read keys and the client, or why there are none.
-    fn session(&self) -> Result<Session<'_>, DestinationError> {
+    fn access(&self) -> Result<Access<'_>, DestinationError> {
         let bucket = self.bucket.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
         let client = self.client.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
-        Ok(Session { bucket, keys: credentials::resolve(&self.credentials)?, client })
+        Ok(Access { bucket, keys: credentials::resolve(&self.credentials)?, client })
     }
 }
 
 #[async_trait]
 impl Destination for S3Destination {
     async fn check(&self) -> Result<(), DestinationError> {
-        let session = self.session()?;
-        let url = session.bucket.head_bucket(Some(&session.keys)).sign(SIGN_FOR);
-        let response = send(session.client.head(url)).await?;
+        let access = self.access()?;
+        let url = access.bucket.head_bucket(Some(&access.keys)).sign(SIGN_FOR);
+        let response = send(access.client.head(url)).await?;
         // A key that may write but not list (or a clock off by a few
         // minutes) is refused here; the uploads themselves tell.
         if response.status() == StatusCode::FORBIDDEN {
@@ -141,10 +143,10 @@ impl Destination for S3Destination {
     }
 
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
-        let session = self.session()?;
-        if let Some(state) = self.parts.load(request.job).map_err(store_error)? {
-            let key = String::from_utf8_lossy(&state.key.0).into_owned();
-            if let Some(Finished::Stored(etag)) = self.resume(&session, &request, state, &progress).await? {
+        let access = self.access()?;
+        if let Some(state) = self.load_progress(request.job)? {
+            let key = state.key.clone();
+            if let Some(Finished::Stored(etag)) = self.resume(&access, &request, state, &progress).await? {
                 return Ok(Uploaded::Stored(receipt(&key, &request, Some(etag))));
             }
         }
@@ -154,9 +156,9 @@ impl Destination for S3Destination {
         let mut second_look = false;
         while let Some(relative) = candidate.take() {
             let key = object_key(&self.prefix, &relative);
-            let looked = self.head(&session, &request.cancel, &key).await?;
+            let looked = self.head(&access, &request.cancel, &key).await?;
             match &looked {
-                Looked::Found(head) if self.holds(&session, &request, &key, head).await? => {
+                Looked::Found(head) if self.holds(&access, &request, &key, head).await? => {
                     return Ok(Uploaded::AlreadyPresent(receipt(&key, &request, head.etag.clone())));
                 }
                 Looked::Found(_) => {
@@ -167,9 +169,9 @@ impl Destination for S3Destination {
                 Looked::Missing | Looked::Unknown => {}
             }
             let stored = if request.size >= self.multipart_threshold {
-                self.multipart(&session, &request, &key, &progress).await?
+                self.multipart(&access, &request, &key, &progress).await?
             } else {
-                self.put(&session, &request, &key, &progress).await?
+                self.put(&access, &request, &key, &progress).await?
             };
             match stored {
                 Finished::Stored(etag) => return Ok(Uploaded::Stored(receipt(&key, &request, Some(etag)))),
@@ -185,10 +187,10 @@ impl Destination for S3Destination {
     }
 
     async fn verify(&self, receipt: &Receipt, deep: bool) -> Result<Verdict, DestinationError> {
-        let session = self.session()?;
+        let access = self.access()?;
         let key = String::from_utf8_lossy(&receipt.key.0).into_owned();
         let never = CancellationToken::new();
-        let head = match self.head(&session, &never, &key).await? {
+        let head = match self.head(&access, &never, &key).await? {
             Looked::Missing => return Ok(Verdict::Missing),
             Looked::Unknown => {
                 return Err(DestinationError::permanent(format!("{key} may not be read with this key (403)")));
@@ -213,7 +215,7 @@ impl Destination for S3Destination {
                 return Ok(Verdict::Holds);
             }
         }
-        Ok(match self.read_back(&session, &never, &key).await? {
+        Ok(match self.read_back(&access, &never, &key).await? {
             Some(hash) if hash == receipt.sha256 => Verdict::Holds,
             Some(hash) => Verdict::Differs(format!(
                 "its content changed (sha256 {} instead of {})",
@@ -225,31 +227,31 @@ impl Destination for S3Destination {
     }
 
     async fn discard(&self, job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {
-        let Some(state) = self.parts.load(job).map_err(store_error)? else { return Ok(()) };
-        let session = self.session()?;
-        let key = String::from_utf8_lossy(&state.key.0).into_owned();
-        let url = session.bucket.abort_multipart_upload(Some(&session.keys), &key, &state.upload_id).sign(SIGN_FOR);
-        let response = send(session.client.delete(url)).await?;
+        let Some(state) = self.load_progress(job)? else { return Ok(()) };
+        let access = self.access()?;
+        let key = state.key.clone();
+        let url = access.bucket.abort_multipart_upload(Some(&access.keys), &key, &state.upload_id).sign(SIGN_FOR);
+        let response = send(access.client.delete(url)).await?;
         // Already gone (completed, expired or aborted) is fine too.
         if response.status() != StatusCode::NOT_FOUND {
             ok_or_classify(response, "AbortMultipartUpload").await?;
         }
         tracing::info!(key, "aborted the multipart upload of a cancelled job");
-        self.parts.forget(job).map_err(store_error)
+        self.forget_progress(job)
     }
 }
 
 impl S3Destination {
     async fn head(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         cancel: &CancellationToken,
         key: &str,
     ) -> Result<Looked, DestinationError> {
-        let mut action = session.bucket.head_object(Some(&session.keys), key);
+        let mut action = access.bucket.head_object(Some(&access.keys), key);
         action.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
         let url = action.sign(SIGN_FOR);
-        let response = send_for(cancel, session.client.head(url).header("x-amz-checksum-mode", "ENABLED")).await?;
+        let response = send_for(cancel, access.client.head(url).header("x-amz-checksum-mode", "ENABLED")).await?;
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(Looked::Missing),
             StatusCode::FORBIDDEN => return Ok(Looked::Unknown),
@@ -270,7 +272,7 @@ impl S3Destination {
     /// first; metadata is never taken as proof.
     async fn holds(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         head: &Head,
@@ -290,7 +292,7 @@ impl S3Destination {
             // Encrypted objects have ETags that are not MD5s: read it back.
         }
         tracing::info!(key, "reading the object back to see whether it is this file");
-        Ok(self.read_back(session, &request.cancel, key).await? == Some(request.hash.clone()))
+        Ok(self.read_back(access, &request.cancel, key).await? == Some(request.hash.clone()))
     }
 
     /// The file's MD5, after checking that its SHA-256 is still the scanned one.
@@ -312,12 +314,12 @@ impl S3Destination {
     /// may not be read.
     async fn read_back(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         cancel: &CancellationToken,
         key: &str,
     ) -> Result<Option<ContentHash>, DestinationError> {
-        let url = session.bucket.get_object(Some(&session.keys), key).sign(SIGN_FOR);
-        let response = send_for(cancel, session.client.get(url)).await?;
+        let url = access.bucket.get_object(Some(&access.keys), key).sign(SIGN_FOR);
+        let response = send_for(cancel, access.client.get(url)).await?;
         if matches!(response.status(), StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
             return Ok(None);
         }
@@ -339,7 +341,7 @@ impl S3Destination {
     /// it; an object that fails is deleted (it is the one just created).
     async fn put(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         progress: &ProgressFn,
@@ -347,7 +349,7 @@ impl S3Destination {
         let checksum = sha256_base64(&request.hash);
         let signed =
             [("x-amz-checksum-sha256", checksum.as_str()), (HASH_META, request.hash.as_hex()), ("if-none-match", "*")];
-        let mut action = session.bucket.put_object(Some(&session.keys), key);
+        let mut action = access.bucket.put_object(Some(&access.keys), key);
         for (name, value) in signed {
             action.headers_mut().insert(name, value);
         }
@@ -355,7 +357,7 @@ impl S3Destination {
         let file = Arc::new(std::fs::File::open(&request.source).map_err(|e| read_error(request, &e))?);
         let chunk = if request.throttle.is_limited() { STREAM_CHUNK } else { READ_CHUNK };
         let body = metered(file_chunks(&file, 0, request.size, chunk), request, progress);
-        let mut builder = session.client.put(url).header(CONTENT_LENGTH, request.size);
+        let mut builder = access.client.put(url).header(CONTENT_LENGTH, request.size);
         for (name, value) in signed {
             builder = builder.header(name, value);
         }
@@ -376,7 +378,7 @@ impl S3Destination {
         if header(response.headers(), "x-amz-checksum-sha256").as_deref() == Some(checksum.as_str()) {
             return Ok(Finished::Stored(etag));
         }
-        self.prove_put(session, request, key, &etag).await?;
+        self.prove_put(access, request, key, &etag).await?;
         Ok(Finished::Stored(etag))
     }
 
@@ -384,7 +386,7 @@ impl S3Destination {
     /// stored the scanned bytes; deletes the object if it did not.
     async fn prove_put(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         etag: &str,
@@ -393,16 +395,16 @@ impl S3Destination {
         let proven = match self.digest_file(request).await {
             Ok((md5, _)) if hex(&md5) == unquoted => true,
             // Encrypted objects have ETags that are not MD5s: read it back.
-            Ok(_) => self.read_back(session, &request.cancel, key).await? == Some(request.hash.clone()),
+            Ok(_) => self.read_back(access, &request.cancel, key).await? == Some(request.hash.clone()),
             Err(changed) => {
-                self.delete_object(session, request, key, &unquoted).await?;
+                self.delete_object(access, request, key, &unquoted).await?;
                 return Err(changed);
             }
         };
         if proven {
             return Ok(());
         }
-        self.delete_object(session, request, key, &unquoted).await?;
+        self.delete_object(access, request, key, &unquoted).await?;
         Err(DestinationError::transient(format!(
             "{key}: the stored object is not what was sent; it was removed and is sent again"
         )))
@@ -413,16 +415,16 @@ impl S3Destination {
     /// supports it).
     async fn delete_object(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         etag: &str,
     ) -> Result<(), DestinationError> {
         let quoted = format!("\"{etag}\"");
-        let mut action = session.bucket.delete_object(Some(&session.keys), key);
+        let mut action = access.bucket.delete_object(Some(&access.keys), key);
         action.headers_mut().insert("if-match", quoted.clone());
         let url = action.sign(SIGN_FOR);
-        let response = send_for(&request.cancel, session.client.delete(url).header("if-match", quoted)).await?;
+        let response = send_for(&request.cancel, access.client.delete(url).header("if-match", quoted)).await?;
         if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::PRECONDITION_FAILED) {
             return Ok(());
         }

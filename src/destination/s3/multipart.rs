@@ -1,7 +1,8 @@
 //! Multipart uploads that resume after a crash and prove what they stored.
 //!
-//! The upload id is recorded before any part is sent and each part as soon
-//! as the server confirms it ([`PartStore`]). The proof chain: every part
+//! The upload id is recorded (as a [`Session`] of kind `s3-multipart`)
+//! before any part is sent, and each part as soon as the server confirms
+//! it. The proof chain: every part
 //! goes up with `Content-MD5`, which the server checks against what it
 //! received; the same read that computed that MD5 feeds a SHA-256 of the
 //! whole file, and the upload is completed only if that SHA-256 is the one
@@ -24,14 +25,65 @@ use sha2::Sha256;
 
 use super::http::{
     READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, ok_or_classify, read_error, refusal,
-    send_for, store_error, text,
+    send_for, text,
 };
-use super::{HASH_META, Looked, S3Destination, Session};
-use crate::destination::{DestinationError, Moved, MultipartProgress, PartRecord, ProgressFn, UploadRequest};
-use crate::model::{ContentHash, RemoteKey};
+use super::{Access, HASH_META, Looked, S3Destination};
+use serde::{Deserialize, Serialize};
+
+use crate::destination::session::{Session, store_error, to_json};
+use crate::destination::{DestinationError, Moved, ProgressFn, UploadRequest};
+use crate::model::{ContentHash, JobId};
 
 /// S3 takes at most this many parts per upload.
 const MAX_PARTS: u64 = 10_000;
+
+/// The session kind, and the version of what it records.
+const SESSION: (&str, u32) = ("s3-multipart", 1);
+
+/// One finished part of a multipart upload, as the server confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// Part number, from 1 (the session piece's number).
+    #[serde(skip)]
+    pub number: u32,
+    /// The `ETag` the server returned for it.
+    pub etag: String,
+    /// MD5 of the part, hex (the server verified it).
+    pub md5: String,
+    /// Bytes in the part.
+    pub size: u64,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartProgress {
+    /// The object key it writes.
+    pub key: String,
+    /// The server's upload id.
+    pub upload_id: String,
+    /// Part size it was started with.
+    pub part_size: u64,
+    /// Parts finished so far.
+    pub parts: Vec<PartRecord>,
+}
+
+/// What the session records besides the parts.
+#[derive(Serialize, Deserialize)]
+struct UploadState {
+    key: String,
+    upload_id: String,
+    part_size: u64,
+}
+
+impl MultipartProgress {
+    /// The upload a session records, if it is one of ours in this version.
+    fn from_session(record: &Session) -> Option<MultipartProgress> {
+        let (state, parts): (UploadState, Vec<PartRecord>) = record.decode(SESSION.0, SESSION.1)?;
+        let numbers = record.pieces.iter().map(|(n, _)| *n);
+        let parts = parts.into_iter().zip(numbers).map(|(part, number)| PartRecord { number, ..part }).collect();
+        Some(MultipartProgress { key: state.key, upload_id: state.upload_id, part_size: state.part_size, parts })
+    }
+}
 
 /// How a multipart upload ended.
 pub enum Finished {
@@ -45,21 +97,37 @@ pub enum Finished {
 }
 
 impl S3Destination {
+    /// The multipart upload recorded for `job`, if any (another kind of
+    /// record, or an older version, is dropped: the upload starts afresh).
+    pub(super) fn load_progress(&self, job: JobId) -> Result<Option<MultipartProgress>, DestinationError> {
+        let Some(record) = self.sessions.load(job).map_err(store_error)? else { return Ok(None) };
+        let progress = MultipartProgress::from_session(&record);
+        if progress.is_none() {
+            self.sessions.forget(job).map_err(store_error)?;
+        }
+        Ok(progress)
+    }
+
+    /// Forgets `job`'s recorded upload.
+    pub(super) fn forget_progress(&self, job: JobId) -> Result<(), DestinationError> {
+        self.sessions.forget(job).map_err(store_error)
+    }
+
     /// Uploads the file to `key` in parts, starting over once if the server
     /// forgets the upload midway.
     pub(super) async fn multipart(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         progress: &ProgressFn,
     ) -> Result<Finished, DestinationError> {
         for _ in 0..2 {
-            let state = self.create(session, request, key).await?;
-            match self.send_parts(session, request, state, progress).await? {
+            let state = self.create(access, request, key).await?;
+            match self.send_parts(access, request, state, progress).await? {
                 Finished::Gone => {
                     tracing::info!(key, "the server forgot the multipart upload; starting it again");
-                    self.parts.forget(request.job).map_err(store_error)?;
+                    self.forget_progress(request.job)?;
                 }
                 finished => return Ok(finished),
             }
@@ -69,25 +137,27 @@ impl S3Destination {
 
     async fn create(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
     ) -> Result<MultipartProgress, DestinationError> {
-        let mut action = session.bucket.create_multipart_upload(Some(&session.keys), key);
+        let mut action = access.bucket.create_multipart_upload(Some(&access.keys), key);
         action.headers_mut().insert(HASH_META, request.hash.as_hex());
         let url = action.sign(super::SIGN_FOR);
         let response =
-            send_for(&request.cancel, session.client.post(url).header(HASH_META, request.hash.as_hex())).await?;
+            send_for(&request.cancel, access.client.post(url).header(HASH_META, request.hash.as_hex())).await?;
         let body = text(&request.cancel, ok_or_classify(response, "CreateMultipartUpload").await?).await?;
         let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
             .map_err(|e| DestinationError::transient(format!("unreadable CreateMultipartUpload answer: {e}")))?;
         let state = MultipartProgress {
-            key: RemoteKey(key.as_bytes().to_vec()),
+            key: key.to_owned(),
             upload_id: created.upload_id().to_owned(),
             part_size: part_size_for(request.size, self.part_size)?,
             parts: Vec::new(),
         };
-        self.parts.begin(request.job, &state.key, &state.upload_id, state.part_size).map_err(store_error)?;
+        let record =
+            UploadState { key: state.key.clone(), upload_id: state.upload_id.clone(), part_size: state.part_size };
+        self.sessions.begin(request.job, SESSION.0, SESSION.1, &to_json(&record)?).map_err(store_error)?;
         tracing::debug!(key, upload_id = %state.upload_id, "multipart upload started");
         Ok(state)
     }
@@ -97,13 +167,13 @@ impl S3Destination {
     /// the key), and the upload starts afresh.
     pub(super) async fn resume(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         mut state: MultipartProgress,
         progress: &ProgressFn,
     ) -> Result<Option<Finished>, DestinationError> {
-        let key = String::from_utf8_lossy(&state.key.0).into_owned();
-        match self.head(session, &request.cancel, &key).await? {
+        let key = state.key.clone();
+        match self.head(access, &request.cancel, &key).await? {
             // Completed just before a crash: completion only ever follows a
             // SHA-256 check of the recorded parts, so an object whose ETag
             // is theirs holds the scanned content.
@@ -112,20 +182,20 @@ impl S3Destination {
                     && covers(&state, request.size)
                     && head.etag.as_deref().map(|e| e.trim_matches('"')) == Some(&multipart_etag(&state.parts)) =>
             {
-                self.parts.forget(request.job).map_err(store_error)?;
+                self.forget_progress(request.job)?;
                 return Ok(Some(Finished::Stored(head.etag.unwrap_or_default())));
             }
             Looked::Found(_) => {
                 tracing::info!(key, "the key of an interrupted upload now holds an object; starting afresh");
-                self.abort(session, request, &state).await?;
+                self.abort(access, request, &state).await?;
                 return Ok(None);
             }
             Looked::Missing | Looked::Unknown => {}
         }
-        match self.listed_parts(session, request, &key, &state.upload_id).await? {
+        match self.listed_parts(access, request, &key, &state.upload_id).await? {
             Listed::Gone => {
                 tracing::info!(key, "the server expired the multipart upload; starting it again");
-                self.parts.forget(request.job).map_err(store_error)?;
+                self.forget_progress(request.job)?;
                 return Ok(None);
             }
             // The persisted list is the source of truth (some servers omit
@@ -136,9 +206,9 @@ impl S3Destination {
             Listed::Unsupported => {}
         }
         tracing::info!(key, done = state.parts.len(), "resuming multipart upload");
-        match self.send_parts(session, request, state, progress).await? {
+        match self.send_parts(access, request, state, progress).await? {
             Finished::Gone => {
-                self.parts.forget(request.job).map_err(store_error)?;
+                self.forget_progress(request.job)?;
                 Ok(None)
             }
             finished => Ok(Some(finished)),
@@ -147,13 +217,13 @@ impl S3Destination {
 
     async fn listed_parts(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         upload_id: &str,
     ) -> Result<Listed, DestinationError> {
-        let url = session.bucket.list_parts(Some(&session.keys), key, upload_id).sign(super::SIGN_FOR);
-        let response = send_for(&request.cancel, session.client.get(url)).await?;
+        let url = access.bucket.list_parts(Some(&access.keys), key, upload_id).sign(super::SIGN_FOR);
+        let response = send_for(&request.cancel, access.client.get(url)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(Listed::Gone),
             // Not supported, or not allowed for this key: trust what was recorded.
@@ -172,12 +242,12 @@ impl S3Destination {
     /// chain gives the scanned hash.
     async fn send_parts(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         mut state: MultipartProgress,
         progress: &ProgressFn,
     ) -> Result<Finished, DestinationError> {
-        let key = String::from_utf8_lossy(&state.key.0).into_owned();
+        let key = state.key.clone();
         let count = request.size.div_ceil(state.part_size).max(1);
         let count =
             u32::try_from(count).map_err(|_| DestinationError::permanent("file too large for multipart upload"))?;
@@ -197,7 +267,7 @@ impl S3Destination {
             whole = next;
             if let Some(done) = state.parts.iter().find(|p| p.number == number) {
                 if done.md5 != hex(&md5) || done.size != len {
-                    self.abort(session, request, &state).await?;
+                    self.abort(access, request, &state).await?;
                     return Err(DestinationError::source_changed(format!(
                         "{} changed since part {number} of it was sent",
                         request.source.display()
@@ -207,15 +277,15 @@ impl S3Destination {
                 continue;
             }
             let Some(part) =
-                self.send_part(session, request, &state, &file, (number, offset, len), md5, progress).await?
+                self.send_part(access, request, &state, &file, (number, offset, len), md5, progress).await?
             else {
                 return Ok(Finished::Gone);
             };
-            self.parts.record(request.job, &part).map_err(store_error)?;
+            self.sessions.record(request.job, part.number, &to_json(&part)?).map_err(store_error)?;
             state.parts.push(part);
         }
         if ContentHash::from_digest(&whole.finalize()) != request.hash {
-            self.abort(session, request, &state).await?;
+            self.abort(access, request, &state).await?;
             return Err(DestinationError::source_changed(format!(
                 "{} changed while it was being uploaded",
                 request.source.display()
@@ -223,16 +293,16 @@ impl S3Destination {
         }
         state.parts.sort_by_key(|p| p.number);
         // For servers that ignore If-None-Match on completion.
-        if let Looked::Found(_) = self.head(session, &request.cancel, &key).await? {
-            self.abort(session, request, &state).await?;
+        if let Looked::Found(_) = self.head(access, &request.cancel, &key).await? {
+            self.abort(access, request, &state).await?;
             return Ok(Finished::Taken);
         }
-        let finished = self.complete(session, request, &key, &state).await?;
+        let finished = self.complete(access, request, &key, &state).await?;
         if let Finished::Stored(etag) = &finished {
-            self.check_completed(session, request, &key, &state, etag).await?;
+            self.check_completed(access, request, &key, &state, etag).await?;
         }
         if !matches!(finished, Finished::Gone) {
-            self.parts.forget(request.job).map_err(store_error)?;
+            self.forget_progress(request.job)?;
         }
         Ok(finished)
     }
@@ -241,7 +311,7 @@ impl S3Destination {
     #[allow(clippy::too_many_arguments)] // one part's coordinates, each distinct
     async fn send_part(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         state: &MultipartProgress,
         file: &Arc<std::fs::File>,
@@ -249,15 +319,15 @@ impl S3Destination {
         md5: [u8; 16],
         progress: &ProgressFn,
     ) -> Result<Option<PartRecord>, DestinationError> {
-        let key = String::from_utf8_lossy(&state.key.0);
+        let key = &state.key;
         let content_md5 = BASE64.encode(md5);
         let part_number = u16::try_from(number).map_err(|_| DestinationError::permanent("more than 65535 parts"))?;
-        let mut action = session.bucket.upload_part(Some(&session.keys), &key, part_number, &state.upload_id);
+        let mut action = access.bucket.upload_part(Some(&access.keys), key, part_number, &state.upload_id);
         action.headers_mut().insert("content-md5", content_md5.clone());
         let url = action.sign(super::SIGN_FOR);
         let chunk = if request.throttle.is_limited() { STREAM_CHUNK } else { READ_CHUNK };
         let body = metered(file_chunks(file, offset, len, chunk), request, progress);
-        let builder = session.client.put(url).header("content-md5", &content_md5).header(CONTENT_LENGTH, len);
+        let builder = access.client.put(url).header("content-md5", &content_md5).header(CONTENT_LENGTH, len);
         let response = send_for(&request.cancel, builder.body(body)).await?;
         if !response.status().is_success() {
             let refusal = refusal(response, "UploadPart").await;
@@ -272,18 +342,18 @@ impl S3Destination {
 
     async fn complete(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         state: &MultipartProgress,
     ) -> Result<Finished, DestinationError> {
         let etags = state.parts.iter().map(|p| p.etag.as_str());
-        let mut action = session.bucket.complete_multipart_upload(Some(&session.keys), key, &state.upload_id, etags);
+        let mut action = access.bucket.complete_multipart_upload(Some(&access.keys), key, &state.upload_id, etags);
         action.headers_mut().insert("if-none-match", "*");
         let url = action.sign(super::SIGN_FOR);
         let body = action.body();
         let response =
-            send_for(&request.cancel, session.client.post(url).header("if-none-match", "*").body(body)).await?;
+            send_for(&request.cancel, access.client.post(url).header("if-none-match", "*").body(body)).await?;
         if !response.status().is_success() {
             let refusal = refusal(response, "CompleteMultipartUpload").await;
             return match (refusal.status, refusal.code.as_str()) {
@@ -291,7 +361,7 @@ impl S3Destination {
                 // Taken, or a write raced ours (409: AWS asks to start over).
                 (StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT, _)
                 | (_, "PreconditionFailed" | "ConditionalRequestConflict") => {
-                    self.abort(session, request, state).await?;
+                    self.abort(access, request, state).await?;
                     Ok(Finished::Taken)
                 }
                 _ => Err(refusal.error),
@@ -319,7 +389,7 @@ impl S3Destination {
     /// ours: the completion created it) and the upload fails, to be retried.
     async fn check_completed(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         key: &str,
         state: &MultipartProgress,
@@ -327,7 +397,7 @@ impl S3Destination {
     ) -> Result<(), DestinationError> {
         let etag = etag.trim_matches('"');
         let conventional = !etag.contains('-') || etag == multipart_etag(&state.parts);
-        let size_ok = match self.head(session, &request.cancel, key).await? {
+        let size_ok = match self.head(access, &request.cancel, key).await? {
             Looked::Found(head) => head.size == request.size,
             Looked::Missing => false,
             Looked::Unknown => true,
@@ -335,8 +405,8 @@ impl S3Destination {
         if conventional && size_ok {
             return Ok(());
         }
-        self.parts.forget(request.job).map_err(store_error)?;
-        self.delete_object(session, request, key, etag).await?;
+        self.forget_progress(request.job)?;
+        self.delete_object(access, request, key, etag).await?;
         Err(DestinationError::transient(format!(
             "{key}: the completed object does not match what was sent (ETag {etag}); it was removed and is sent again"
         )))
@@ -347,21 +417,21 @@ impl S3Destination {
     /// not fatal: what is left costs storage, never a photo.
     pub(super) async fn abort(
         &self,
-        session: &Session<'_>,
+        access: &Access<'_>,
         request: &UploadRequest,
         state: &MultipartProgress,
     ) -> Result<(), DestinationError> {
-        let key = String::from_utf8_lossy(&state.key.0).into_owned();
+        let key = state.key.clone();
         let url =
-            session.bucket.abort_multipart_upload(Some(&session.keys), &key, &state.upload_id).sign(super::SIGN_FOR);
-        let response = send_for(&request.cancel, session.client.delete(url)).await?;
+            access.bucket.abort_multipart_upload(Some(&access.keys), &key, &state.upload_id).sign(super::SIGN_FOR);
+        let response = send_for(&request.cancel, access.client.delete(url)).await?;
         // Already gone (completed, expired or aborted) is fine too.
         if response.status() != StatusCode::NOT_FOUND
             && let Err(e) = ok_or_classify(response, "AbortMultipartUpload").await
         {
             tracing::warn!(key, "could not abort a multipart upload (it may be left on the server): {e}");
         }
-        self.parts.forget(request.job).map_err(store_error)
+        self.forget_progress(request.job)
     }
 }
 
