@@ -19,6 +19,7 @@
 //! - every error says whether a retry can help ([`DestinationError::retryable`]).
 
 pub mod folder;
+pub mod http;
 pub mod s3;
 pub mod session;
 mod throttle;

@@ -1,67 +1,13 @@
-//! Talking HTTP to an S3 server: sending (never waiting past a cancel),
-//! request bodies streamed from disk with progress and the bandwidth limit,
-//! and retry classification of what the server answers, at this boundary.
-//! Presigned URLs (they carry the access key id and a signature) never
-//! reach a message or a log.
+//! What an S3 server's refusals mean: the error code in the XML body on top
+//! of the HTTP status (`SlowDown`, `BadDigest`, `NoSuchUpload`…), classified
+//! at this boundary. Sending, bodies and status classification are the
+//! shared pieces in [`crate::destination::http`].
 
-use std::fmt::Write as _;
-use std::future::Future;
-use std::os::unix::fs::FileExt as _;
-use std::sync::Arc;
-use std::time::Duration;
-
-use futures_util::StreamExt as _;
-use md5::{Digest as _, Md5};
 use reqwest::header::HeaderMap;
-use reqwest::{RequestBuilder, Response, StatusCode};
-use sha2::Sha256;
-use tokio_util::sync::CancellationToken;
+use reqwest::{Response, StatusCode};
 
-use crate::destination::{DestinationError, Moved, ProgressFn, Retry, UploadRequest};
-
-/// Body chunk size under a bandwidth limit: small enough for a smooth rate.
-pub const STREAM_CHUNK: usize = 256 * 1024;
-
-/// Read size for hashing, and for sending without a rate limit: fewer,
-/// larger reads cost less.
-pub const READ_CHUNK: usize = 1024 * 1024;
-
-/// Sends a request; transport failures (refused, reset, timed out) are transient.
-pub async fn send(request: RequestBuilder) -> Result<Response, DestinationError> {
-    request.send().await.map_err(transport)
-}
-
-/// Runs `work` unless `cancel` fires first (then: interrupted).
-pub async fn until_cancelled<T>(
-    cancel: &CancellationToken,
-    work: impl Future<Output = Result<T, DestinationError>>,
-) -> Result<T, DestinationError> {
-    tokio::select! {
-        biased;
-        () = cancel.cancelled() => Err(DestinationError::interrupted()),
-        result = work => result,
-    }
-}
-
-/// Sends a request, giving up at once if `cancel` fires (a stalled server
-/// never holds up a pause or shutdown).
-pub async fn send_for(cancel: &CancellationToken, request: RequestBuilder) -> Result<Response, DestinationError> {
-    until_cancelled(cancel, async { request.send().await.map_err(transport) }).await
-}
-
-/// The whole body of a response, as text.
-pub async fn text(cancel: &CancellationToken, response: Response) -> Result<String, DestinationError> {
-    until_cancelled(cancel, async { response.text().await.map_err(transport) }).await
-}
-
-#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
-pub fn transport(e: reqwest::Error) -> DestinationError {
-    let kind = if e.is_timeout() { "timed out" } else { "failed" };
-    // The URL is presigned: keep it (access key id, signature) out of messages and logs.
-    let e = e.without_url();
-    let cause = std::error::Error::source(&e).map(|c| format!(" ({c})")).unwrap_or_default();
-    DestinationError::transient(format!("S3 request {kind}: {e}{cause}"))
-}
+use crate::destination::http::{retry_after, retry_for};
+use crate::destination::{DestinationError, Retry};
 
 /// A request the server refused: the classified error and the S3 error code.
 pub struct Refusal {
@@ -109,12 +55,7 @@ pub fn refusal_of(status: StatusCode, headers: &HeaderMap, body: &str, operation
             | "ExpiredToken"
             | "ConditionalRequestConflict"
     );
-    let retry = if status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::CONFLICT
-        || transient_code
-    {
+    let retry = if retry_for(status) == Retry::Transient || status == StatusCode::CONFLICT || transient_code {
         Retry::Transient
     } else {
         if status == StatusCode::FORBIDDEN {
@@ -122,138 +63,16 @@ pub fn refusal_of(status: StatusCode, headers: &HeaderMap, body: &str, operation
         }
         Retry::Permanent
     };
-    let retry_after = header(headers, "retry-after").and_then(|v| parse_retry_after(&v));
+    let retry_after = retry_after(headers);
     Refusal { error: DestinationError { retry, message, retry_after }, code, status }
 }
 
-/// `Retry-After` in seconds, or as an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate(value)?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(value: &str) -> Option<std::time::SystemTime> {
-    let parsed = jiff::fmt::rfc2822::parse(value).ok()?;
-    Some(std::time::SystemTime::from(parsed.timestamp()))
-}
-
+/// The text of the first `<field>` element of an S3 XML body.
 pub fn xml_field(body: &str, field: &str) -> Option<String> {
     let open = format!("<{field}>");
     let start = body.find(&open)? + open.len();
     let end = body[start..].find(&format!("</{field}>"))? + start;
     Some(body[start..end].trim().to_owned())
-}
-
-pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// A request body from `chunks` that reports progress, honours the shared
-/// bandwidth limit, and stops when the upload is cancelled.
-pub fn metered(
-    chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
-    request: &UploadRequest,
-    progress: &ProgressFn,
-) -> reqwest::Body {
-    let (cancel, throttle, progress) = (request.cancel.clone(), Arc::clone(&request.throttle), Arc::clone(progress));
-    let stream = chunks.then(move |chunk| {
-        let (cancel, throttle, progress) = (cancel.clone(), Arc::clone(&throttle), Arc::clone(&progress));
-        async move {
-            if cancel.is_cancelled() {
-                return Err(std::io::Error::other("upload cancelled"));
-            }
-            let bytes = chunk?;
-            throttle.consume(bytes.len() as u64).await;
-            progress(Moved::Sent(bytes.len() as u64));
-            Ok(bytes)
-        }
-    });
-    reqwest::Body::wrap_stream(stream)
-}
-
-/// The size of the next read of at most `chunk` bytes, `done` of `len` read.
-fn next_piece(len: u64, done: u64, chunk: usize) -> std::io::Result<usize> {
-    usize::try_from((len - done).min(chunk as u64)).map_err(std::io::Error::other)
-}
-
-/// The MD5 of `len` bytes of `file` at `offset`, feeding the same bytes to
-/// `whole` (the running SHA-256 of the whole file), in one read.
-pub async fn digest_range(
-    file: &Arc<std::fs::File>,
-    offset: u64,
-    len: u64,
-    mut whole: Sha256,
-) -> std::io::Result<([u8; 16], Sha256)> {
-    let file = Arc::clone(file);
-    tokio::task::spawn_blocking(move || {
-        let mut md5 = Md5::new();
-        let mut buffer = vec![0u8; READ_CHUNK];
-        let mut done = 0;
-        while done < len {
-            let n = next_piece(len, done, READ_CHUNK)?;
-            file.read_exact_at(&mut buffer[..n], offset + done)?;
-            md5.update(&buffer[..n]);
-            whole.update(&buffer[..n]);
-            done += n as u64;
-        }
-        Ok((md5.finalize().into(), whole))
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// `len` bytes of `file` at `offset` as a stream of `chunk`-byte pieces,
-/// each read when the body asks for it (positioned reads: nothing shares a
-/// file offset).
-pub fn file_chunks(
-    file: &Arc<std::fs::File>,
-    offset: u64,
-    len: u64,
-    chunk: usize,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    let file = Arc::clone(file);
-    futures_util::stream::try_unfold(0u64, move |done| {
-        let file = Arc::clone(&file);
-        async move {
-            if done >= len {
-                return Ok(None);
-            }
-            let n = next_piece(len, done, chunk)?;
-            let piece = tokio::task::spawn_blocking(move || {
-                let mut buffer = vec![0u8; n];
-                file.read_exact_at(&mut buffer, offset + done).map(|()| bytes::Bytes::from(buffer))
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            Ok(Some((piece, done + n as u64)))
-        }
-    })
-}
-
-/// Reading the source failed. A file gone since the scan is
-/// [`Retry::SourceChanged`]; an unreadable one will not get better.
-pub fn read_error(request: &UploadRequest, e: &std::io::Error) -> DestinationError {
-    let message = format!("cannot read {}: {e}", request.source.display());
-    match e.kind() {
-        std::io::ErrorKind::NotFound => DestinationError::source_changed(format!(
-            "{} vanished while it was being uploaded",
-            request.source.display()
-        )),
-        std::io::ErrorKind::PermissionDenied => DestinationError::permanent(message),
-        _ => DestinationError::transient(message),
-    }
 }
 
 #[cfg(test)]
@@ -285,7 +104,6 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", "7".parse().expect("header"));
         let refusal = refusal_of(StatusCode::SERVICE_UNAVAILABLE, &headers, "", "PutObject");
-        assert_eq!(refusal.error.retry_after, Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO), "a date in the past");
+        assert_eq!(refusal.error.retry_after, Some(std::time::Duration::from_secs(7)));
     }
 }

@@ -36,11 +36,12 @@ use sha2::{Digest as _, Sha256};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use self::http::{
-    READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, ok_or_classify, read_error, refusal,
-    send, send_for, until_cancelled,
-};
+use self::http::{ok_or_classify, refusal};
 use self::multipart::Finished;
+use super::http::{
+    READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, read_error, send, send_for,
+    until_cancelled,
+};
 use super::{
     Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
 };
@@ -327,7 +328,7 @@ impl S3Destination {
         let mut body = response.bytes_stream();
         let mut sha = Sha256::new();
         while let Some(chunk) = until_cancelled(cancel, async { Ok(body.next().await) }).await? {
-            sha.update(&chunk.map_err(http::transport)?);
+            sha.update(&chunk.map_err(super::http::transport)?);
         }
         Ok(Some(ContentHash::from_digest(&sha.finalize())))
     }

@@ -23,11 +23,11 @@ use reqwest::header::CONTENT_LENGTH;
 use rusty_s3::S3Action as _;
 use sha2::Sha256;
 
-use super::http::{
-    READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, ok_or_classify, read_error, refusal,
-    send_for, text,
-};
+use super::http::{ok_or_classify, refusal};
 use super::{Access, HASH_META, Looked, S3Destination};
+use crate::destination::http::{
+    READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, read_error, send_for, text,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::destination::session::{Session, store_error, to_json};
