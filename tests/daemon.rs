@@ -38,14 +38,17 @@ fn uploads_what_is_there_then_what_arrives() {
 
 #[test]
 fn a_file_copied_in_slowly_is_uploaded_once_and_complete() {
-    let env = daemon_env("");
+    // A settle time well above the gap between two chunks even when the
+    // machine is busy (a gap longer than it would rightly count as settled).
+    let env = Env::new();
+    env.write_config("settle = \"1s\"\n");
     let _daemon = env.start_daemon();
     let path = env.source.join("slow.mp4");
     let content = crate::harness::noise(400_000, 3);
     let mut header = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
     header.extend(&content);
-    // The copy itself takes time: a chunk every 100 ms for two seconds, far
-    // longer than the 300 ms settle time between the first and last write.
+    // The copy itself takes time: a chunk every 100 ms for two seconds,
+    // longer than the settle time between the first and last write.
     let mut file = fs::File::create(&path).expect("create");
     for chunk in header.chunks(header.len() / 20 + 1) {
         file.write_all(chunk).expect("write chunk");

@@ -437,7 +437,7 @@ mod tests {
         let ids = catalog
             .sync_destinations(&[DestinationConfig {
                 name: "nas".into(),
-                kind: DestinationKind::Folder { path: "/mnt/nas".into() },
+                kind: DestinationKind::Folder(crate::destination::folder::FolderConfig { path: "/mnt/nas".into() }),
             }])
             .expect("sync");
         let mut w = catalog.scan_writer("/src");

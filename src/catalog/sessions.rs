@@ -120,7 +120,7 @@ mod tests {
     fn a_session_and_its_pieces_round_trip_and_are_forgotten_together() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
-        let folder = DestinationKind::Folder { path: "/d".into() };
+        let folder = DestinationKind::Folder(crate::destination::folder::FolderConfig { path: "/d".into() });
         catalog.sync_destinations(&[DestinationConfig { name: "d".into(), kind: folder }]).expect("sync");
         let mut w = catalog.scan_writer("/s");
         w.record(

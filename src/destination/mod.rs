@@ -1,6 +1,8 @@
 //! Where uploads go. A small [`Destination`] trait, one implementation per
-//! `type` in the config ([`folder`] now; S3 and `WebDAV` later), chosen by
-//! [`open`].
+//! `type` in the config, each in a folder of its own that owns its keys, its
+//! client and its error classification ([`folder`], [`s3`]); the
+//! [`registry`] maps a `type` to it. [`http`] holds what every HTTP
+//! destination shares, [`session`] the resumable-upload records.
 //!
 //! The contract every implementation keeps:
 //! - an upload is idempotent: if the destination already holds the same
@@ -20,6 +22,7 @@
 
 pub mod folder;
 pub mod http;
+pub mod registry;
 pub mod s3;
 pub mod session;
 mod throttle;
@@ -34,7 +37,6 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DestinationConfig, DestinationKind};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
 /// Bytes an upload accounts for as it goes.
@@ -186,15 +188,6 @@ pub trait Destination: Send + Sync {
     /// own upload finishing (cancelled, or settled by another job's receipt).
     async fn discard(&self, _job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {
         Ok(())
-    }
-}
-
-/// Builds the destination a config entry describes. `sessions` keeps the
-/// progress of destinations that resume uploads.
-pub fn open(config: &DestinationConfig, sessions: &Arc<dyn SessionStore>) -> Arc<dyn Destination> {
-    match &config.kind {
-        DestinationKind::Folder { path } => Arc::new(folder::FolderDestination::new(path.clone())),
-        DestinationKind::S3(s3) => Arc::new(s3::S3Destination::new(s3, Arc::clone(sessions))),
     }
 }
 

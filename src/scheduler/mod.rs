@@ -83,7 +83,7 @@ pub fn open_targets(catalog: &mut Catalog, destinations: &[DestinationConfig]) -
     Ok(destinations
         .iter()
         .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: destination::open(d, &sessions) })
+        .map(|(d, id)| Target { id, name: d.name.clone(), destination: d.kind.open(&sessions) })
         .collect())
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use rusty_s3::Credentials;
 
-use crate::config::S3CredentialSource;
+use super::S3CredentialSource;
 use crate::destination::DestinationError;
 
 /// Reads the keys now. A missing variable, file or profile is a permanent

@@ -17,9 +17,12 @@
 //! server's full-object SHA-256 or a single-part `ETag` (an MD5) says so, or
 //! its bytes read back do.
 
+mod config;
 mod credentials;
 mod http;
 mod multipart;
+
+pub use config::{MAX_PART_SIZE, MIN_PART_SIZE, S3Config, S3CredentialSource};
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -45,7 +48,6 @@ use super::http::{
 use super::{
     Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
 };
-use crate::config::{S3Config, S3CredentialSource};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
 pub use multipart::part_size_for;

@@ -451,7 +451,7 @@ fn covers(state: &MultipartProgress, size: u64) -> bool {
 /// the default 16 MiB, files over 156 GiB).
 pub fn part_size_for(size: u64, configured: u64) -> Result<u64, DestinationError> {
     let part_size = configured.max(size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
-    if part_size > crate::config::MAX_PART_SIZE {
+    if part_size > super::MAX_PART_SIZE {
         return Err(DestinationError::permanent(format!(
             "a {size}-byte file is larger than S3 allows (10,000 parts of at most 5 GiB)"
         )));

@@ -10,7 +10,11 @@
 //! published either way, so a bad resume costs a fresh copy, never a wrong
 //! file. The destination root is never created here: a missing root usually
 //! means an unmounted disk, and writing into the empty mount point would be
-//! wrong.
+//! wrong. `config` holds its keys.
+
+mod config;
+
+pub use config::FolderConfig;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,73 @@
+//! The destinations photosync knows: one [`DestinationKind`] variant per
+//! `type`, and the one place that maps a `type` to the folder that parses
+//! its keys and builds it. Adding a destination is its folder under
+//! `destination/` plus a line in each match here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::folder::{FolderConfig, FolderDestination};
+use super::s3::{S3Config, S3Destination};
+use super::{Destination, SessionStore};
+use crate::config::{ConfigError, Section};
+
+/// Every `type` a `[[destination]]` may have.
+pub const TYPES: &[&str] = &["folder", "s3"];
+
+/// A destination's type and its validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationKind {
+    /// A local or mounted folder.
+    Folder(FolderConfig),
+    /// S3-compatible object storage.
+    S3(Box<S3Config>),
+}
+
+/// Validates the keys (all but `name` and `type`) of a destination of `type_name`.
+pub fn parse(type_name: &str, table: toml::Table, section: &Section<'_>) -> Result<DestinationKind, ConfigError> {
+    match type_name {
+        "folder" => FolderConfig::parse(table, section).map(DestinationKind::Folder),
+        "s3" => S3Config::parse(table, section).map(|c| DestinationKind::S3(Box::new(c))),
+        other => {
+            let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
+            Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
+        }
+    }
+}
+
+impl DestinationKind {
+    /// The `type` spelling.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Folder(_) => "folder",
+            Self::S3(_) => "s3",
+        }
+    }
+
+    /// What identifies the physical target (a folder path, a bucket URL and
+    /// prefix): a destination whose location changes is a new destination.
+    pub fn location(&self) -> String {
+        match self {
+            Self::Folder(folder) => folder.path.display().to_string(),
+            Self::S3(s3) => format!("{}#{}/{}", s3.endpoint, s3.bucket, s3.prefix),
+        }
+    }
+
+    /// The local folder it writes into, if it is one (a source inside it
+    /// would back up its own copies).
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            Self::Folder(folder) => Some(&folder.path),
+            Self::S3(_) => None,
+        }
+    }
+
+    /// Builds the destination; `sessions` keeps the progress of those that
+    /// resume uploads.
+    pub fn open(&self, sessions: &Arc<dyn SessionStore>) -> Arc<dyn Destination> {
+        match self {
+            Self::Folder(folder) => Arc::new(FolderDestination::new(folder.path.clone())),
+            Self::S3(s3) => Arc::new(S3Destination::new(s3, Arc::clone(sessions))),
+        }
+    }
+}
