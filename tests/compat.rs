@@ -114,3 +114,44 @@ fn json_shapes_are_stable() {
         ])
     );
 }
+
+/// The shape of a JSON value: every string, number and boolean replaced by
+/// its type's name, arrays by the shape of their first element.
+fn shape(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(items) => Value::Array(items.first().map(shape).into_iter().collect()),
+        Value::String(_) => Value::from("string"),
+        Value::Number(_) => Value::from("number"),
+        Value::Bool(_) => Value::from("bool"),
+        Value::Null => Value::Null,
+    }
+}
+
+/// `status --json` is what scripts read: its shape is pinned in
+/// `tests/fixtures/status-shape.json`. Set `PHOTOSYNC_UPDATE_SNAPSHOTS=1`
+/// to write the file anew after a deliberate change (and bump the protocol
+/// version if old clients would break).
+#[test]
+fn status_json_matches_its_snapshot() {
+    let env = Env::new();
+    env.write_config("settle = \"300ms\"\n");
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[retry]\n", "[retry]\nmax_attempts = 1\n")).expect("config");
+    fs::write(env.dest.join("DCIM"), b"in the way").expect("a file where a folder must go");
+    write_photo(&env.source.join("DCIM/IMG_1.JPG"), 1_000, 1);
+    let daemon = env.start_daemon();
+    daemon.wait_until(std::time::Duration::from_secs(30), "the upload fails", || env.count_jobs("failed") == 1);
+    assert!(env.run(["pause"]).status.success());
+    write_photo(&env.source.join("b.jpg"), 1_000, 2);
+    daemon.wait_until(std::time::Duration::from_secs(30), "the new photo is held", || {
+        env.status()["scheduler"]["holds"].as_array().is_some_and(|h| !h.is_empty())
+    });
+    let actual = serde_json::to_string_pretty(&shape(&env.status())).expect("json") + "\n";
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/status-shape.json");
+    if std::env::var_os("PHOTOSYNC_UPDATE_SNAPSHOTS").is_some() {
+        fs::write(&fixture, &actual).expect("write the snapshot");
+    }
+    let expected = fs::read_to_string(&fixture).expect("the snapshot");
+    assert_eq!(actual, expected, "status --json changed shape; see the doc comment");
+}

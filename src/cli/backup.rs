@@ -16,9 +16,9 @@ use photosync::backup::{self, BackupObserver, BackupOutcome};
 use photosync::catalog::{Catalog, RunLock};
 use photosync::config::Config;
 use photosync::ipc::protocol::{Request, Response};
+use photosync::ipc::wire;
 use photosync::model::{JobId, StateName, Timestamp};
 use photosync::policy::Overrides;
-use photosync::scheduler::Hold;
 
 /// Arguments of `photosync backup`.
 #[derive(Debug, clap::Args)]
@@ -91,7 +91,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
     let outcome = match ask(config, &request)? {
         Some(Response::Backup(outcome)) => *outcome,
         Some(other) => return Err(unexpected(&other)),
-        None => run_here(config, args)?,
+        None => photosync::daemon::wire::backup(&run_here(config, args)?),
     };
     let summary = summarize(&outcome, started.elapsed().as_secs_f64());
     let mut out = std::io::stdout().lock();
@@ -137,7 +137,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn exit_code(outcome: &BackupOutcome, summary: &Summary) -> Exit {
+fn exit_code(outcome: &wire::Backup, summary: &Summary) -> Exit {
     if outcome.drain.interrupted {
         Exit::Interrupted
     } else if summary.failed > 0 {
@@ -149,7 +149,7 @@ fn exit_code(outcome: &BackupOutcome, summary: &Summary) -> Exit {
     }
 }
 
-fn summarize(outcome: &BackupOutcome, seconds: f64) -> Summary {
+fn summarize(outcome: &wire::Backup, seconds: f64) -> Summary {
     let mut failures: Vec<Failure> = outcome
         .scans
         .iter()
@@ -167,7 +167,7 @@ fn summarize(outcome: &BackupOutcome, seconds: f64) -> Summary {
         .drain
         .holds
         .iter()
-        .map(|Hold { destination, reason, jobs }| Deferral {
+        .map(|wire::Hold { destination, reason, jobs }| Deferral {
             reason: reason.clone(),
             jobs: *jobs,
             destination: Some(destination.clone()),
@@ -212,8 +212,7 @@ fn summarize(outcome: &BackupOutcome, seconds: f64) -> Summary {
             next_attempt_at: None,
         });
     }
-    let counts = &outcome.counts;
-    let deferred = counts.get(StateName::Queued) + counts.get(StateName::RetryWait) + settling;
+    let deferred = outcome.count(StateName::Queued) + outcome.count(StateName::RetryWait) + settling;
     let mut summary = Summary {
         discovered: outcome.scans.iter().map(|s| s.media_files).sum(),
         new: outcome.scans.iter().map(|s| s.new_versions).sum(),

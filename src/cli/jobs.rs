@@ -35,7 +35,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
         Some(other) => return Err(unexpected(&other)),
         // No daemon: read the catalog directly.
         None => match Catalog::open_read_only(&config.catalog_path())? {
-            Some(catalog) => catalog.list(JobFilter { state, active_only: false })?,
+            Some(catalog) => catalog
+                .list(JobFilter { state, active_only: false })?
+                .iter()
+                .map(photosync::daemon::wire::job)
+                .collect(),
             None => Vec::new(),
         },
     };

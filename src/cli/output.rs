@@ -10,8 +10,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use photosync::backup::BackupObserver;
-use photosync::catalog::JobView;
 use photosync::discover::ScanReport;
+use photosync::ipc::wire;
 use photosync::model::{StateName, WaitingOn};
 use photosync::scheduler::RunObserver;
 
@@ -124,7 +124,7 @@ impl RunObserver for NoProgress {}
 impl BackupObserver for NoProgress {}
 
 /// One line saying why a job is where it is.
-pub fn describe_job(job: &JobView) -> String {
+pub fn describe_job(job: &wire::Job) -> String {
     let error = job.error.as_deref().unwrap_or("");
     match job.state {
         StateName::Queued => match job.waiting_on.and_then(WaitingOn::describe) {

@@ -14,6 +14,7 @@
 //! socket. `service` answers the control socket.
 
 mod service;
+pub mod wire;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

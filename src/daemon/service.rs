@@ -9,6 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use tokio::sync::{RwLock, mpsc, oneshot, watch};
 
+use super::wire;
 use crate::backup::BackupOutcome;
 use crate::catalog::{Catalog, JobFilter};
 use crate::conditions;
@@ -82,7 +83,9 @@ impl Handler for Service {
             }
             Request::Resume => ask(&handles, Command::Resume).await.map(|()| Response::Done),
             Request::Retry { jobs } => retry(&handles, jobs).await,
-            Request::Scan => scan(&handles).await.map(|scans| Response::Scanned { scans }),
+            Request::Scan => {
+                scan(&handles).await.map(|scans| Response::Scanned { scans: scans.iter().map(wire::scan).collect() })
+            }
             Request::Jobs { state } => self.jobs(state).await,
             Request::Verify { options, repair } => self.verify(&handles, options, repair).await,
             Request::Backup { now, allow_metered } => {
@@ -151,13 +154,13 @@ impl Service {
             scanning: discovery.scanning(),
             watching: discovery.watching(),
             last_scan: discovery.last_scan(),
-            scheduler,
+            scheduler: wire::scheduler(&scheduler),
         })))
     }
 
     async fn jobs(&self, state: Option<StateName>) -> Result<Response, ProtocolError> {
         let jobs = self.read(move |c| c.list(JobFilter { state, active_only: false })).await?;
-        Ok(Response::Jobs { jobs })
+        Ok(Response::Jobs { jobs: jobs.iter().map(wire::job).collect() })
     }
 
     /// Checks the receipts at the destinations asked for; with `repair`,
@@ -210,7 +213,8 @@ impl Service {
         let (counts, failed, retry_wait) = self
             .read(move |c| Ok((c.counts()?, c.list(only(StateName::Failed))?, c.list(only(StateName::RetryWait))?)))
             .await?;
-        Ok(Response::Backup(Box::new(BackupOutcome { recovered: 0, scans, drain, counts, failed, retry_wait })))
+        let outcome = BackupOutcome { recovered: 0, scans, drain, counts, failed, retry_wait };
+        Ok(Response::Backup(Box::new(wire::backup(&outcome))))
     }
 }
 

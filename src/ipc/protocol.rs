@@ -8,11 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backup::BackupOutcome;
-use crate::catalog::JobView;
-use crate::discover::ScanReport;
+use super::wire;
 use crate::model::{JobId, StateName, Timestamp};
-use crate::scheduler::SchedulerStatus;
 use crate::verify::{VerifyOptions, VerifyReport};
 
 /// Protocol version spoken by this build.
@@ -99,15 +96,15 @@ pub enum Response {
     /// Answer to [`Request::Scan`].
     Scanned {
         /// One report per source.
-        scans: Vec<ScanReport>,
+        scans: Vec<wire::Scan>,
     },
     /// Answer to [`Request::Jobs`].
     Jobs {
         /// The jobs.
-        jobs: Vec<JobView>,
+        jobs: Vec<wire::Job>,
     },
     /// Answer to [`Request::Backup`].
-    Backup(Box<BackupOutcome>),
+    Backup(Box<wire::Backup>),
     /// Answer to [`Request::Verify`].
     Verified(Box<VerifyReport>),
     /// The request failed.
@@ -134,7 +131,7 @@ pub struct DaemonStatus {
     /// When the last full scan finished.
     pub last_scan: Option<Timestamp>,
     /// The scheduler's view.
-    pub scheduler: SchedulerStatus,
+    pub scheduler: wire::Scheduler,
 }
 
 /// Typed error codes, so the CLI can pick its exit code.

@@ -1,0 +1,190 @@
+//! The payloads of the control socket's answers, as they travel and as
+//! `--json` prints them. They belong to the protocol, not to the scheduler or
+//! the catalog: those can change their own structs freely, and only a change
+//! here (with [`super::protocol::VERSION`] bumped where it breaks older
+//! clients) changes what scripts read. The daemon fills them in
+//! ([`crate::daemon::wire`]); a test pins the shape of `status --json`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{JobId, StateName, Timestamp, WaitingOn};
+
+/// What the scheduler is doing, for `photosync status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scheduler {
+    /// Set while paused by the user.
+    pub paused: Option<Pause>,
+    /// Why the conditions policy holds uploads back, if it does.
+    pub held_by: Option<String>,
+    /// Uploads in progress.
+    pub uploads: Vec<Upload>,
+    /// Work held back and why, per destination and reason.
+    pub holds: Vec<Hold>,
+    /// Jobs per state (current destinations), by state name.
+    pub counts: BTreeMap<String, u64>,
+    /// When the next job in `retry_wait` is due.
+    pub next_retry: Option<Timestamp>,
+    /// The last errors, newest first.
+    pub recent_errors: Vec<RecentError>,
+    /// Totals since the scheduler started.
+    pub totals: Totals,
+}
+
+/// A user pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// When it ends by itself; `None` until `resume`.
+    pub until: Option<Timestamp>,
+}
+
+/// One upload in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The job.
+    pub job: JobId,
+    /// Source path (lossy UTF-8).
+    pub path: String,
+    /// Destination label.
+    pub destination: String,
+    /// Bytes at the destination so far.
+    pub bytes_done: u64,
+    /// Size of the file.
+    pub bytes_total: u64,
+    /// Bytes per second since the upload started.
+    pub rate: f64,
+    /// Seconds to go at that rate, when known.
+    pub eta_seconds: Option<f64>,
+}
+
+/// Work held back at one destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Destination label.
+    pub destination: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Jobs held.
+    pub jobs: u64,
+}
+
+/// An error seen recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentError {
+    /// When.
+    pub at: Timestamp,
+    /// The job.
+    pub job: JobId,
+    /// Source path.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What uploading did (since the daemon started, or in one backup).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Files written to a destination.
+    pub uploaded: u64,
+    /// Files a destination already had.
+    pub already_present: u64,
+    /// Bytes sent.
+    pub bytes_uploaded: u64,
+    /// Jobs cancelled (file deleted or replaced).
+    pub cancelled: u64,
+    /// Failed attempts retried.
+    pub retries: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Work held back and why.
+    pub holds: Vec<Hold>,
+    /// The run was interrupted (signal).
+    pub interrupted: bool,
+}
+
+/// One row of `photosync jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Job id.
+    pub id: JobId,
+    /// Lifecycle state.
+    pub state: StateName,
+    /// Attempts charged.
+    pub attempts: u32,
+    /// Destination label.
+    pub destination: String,
+    /// Absolute source path (lossy UTF-8).
+    pub path: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// For queued jobs: what they wait on.
+    pub waiting_on: Option<WaitingOn>,
+    /// For jobs in `retry_wait`: when they are due.
+    pub next_attempt_at: Option<Timestamp>,
+    /// The current error (`retry_wait`, failed) or cancel reason.
+    pub error: Option<String>,
+    /// The most recent error, kept after recovery.
+    pub last_error: Option<String>,
+    /// Where the destination stores it, once uploaded.
+    pub receipt_key: Option<String>,
+    /// Last transition time.
+    pub updated_at: Timestamp,
+}
+
+/// What one scan of one source found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Scan {
+    /// Photos and videos present.
+    pub media_files: u64,
+    /// Of those, files read because they were new or changed.
+    pub read: u64,
+    /// Content versions not seen at their path before.
+    pub new_versions: u64,
+    /// Bytes read to hash.
+    pub bytes_read: u64,
+    /// Jobs queued.
+    pub jobs_queued: u64,
+    /// Files and folders that could not be read.
+    pub errors: Vec<ScanError>,
+    /// Files still changing, left for later.
+    pub settling: u64,
+    /// Files recorded before that the scan no longer found.
+    pub gone: u64,
+    /// Why the source could not be scanned now (not mounted, say).
+    pub unavailable: Option<String>,
+}
+
+/// A file or folder that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanError {
+    /// The path.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What a backup did and left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    /// Jobs an interrupted earlier run left running, requeued.
+    pub recovered: u64,
+    /// One report per source.
+    pub scans: Vec<Scan>,
+    /// What uploading did.
+    pub drain: Totals,
+    /// Jobs per state at the end (current destinations), by state name.
+    pub counts: BTreeMap<String, u64>,
+    /// Every failed job.
+    pub failed: Vec<Job>,
+    /// Every job waiting to retry.
+    pub retry_wait: Vec<Job>,
+}
+
+impl Backup {
+    /// Jobs in `state` at the end.
+    pub fn count(&self, state: StateName) -> u64 {
+        self.counts.get(state.as_str()).copied().unwrap_or(0)
+    }
+}
