@@ -19,3 +19,4 @@ mod s3_server;
 mod service;
 mod signals;
 mod verify;
+mod webdav;

@@ -1,6 +1,6 @@
 //! Where uploads go. A small [`Destination`] trait, one implementation per
 //! `type` in the config, each in a folder of its own that owns its keys, its
-//! client and its error classification ([`folder`], [`s3`]); the
+//! client and its error classification ([`folder`], [`s3`], [`webdav`]); the
 //! [`registry`] maps a `type` to it. [`http`] holds what every HTTP
 //! destination shares, [`session`] the resumable-upload records.
 //!
@@ -26,6 +26,7 @@ pub mod registry;
 pub mod s3;
 pub mod session;
 mod throttle;
+pub mod webdav;
 
 pub use session::{Session, SessionStore, StoreError};
 pub use throttle::Throttle;
@@ -219,6 +220,18 @@ pub fn key_candidates(key: &RemoteKey, hash: &ContentHash) -> Vec<RemoteKey> {
         candidates.push(RemoteKey(k));
     }
     candidates
+}
+
+/// The hidden name a copy of `name` has while `job` writes it:
+/// `.NAME.photosync-N.tmp`, NAME shortened so the whole stays within
+/// [`NAME_MAX`]. Deterministic, so a retry finds (and carries on from, or
+/// removes) its own.
+pub fn temp_name(name: &[u8], job: JobId) -> Vec<u8> {
+    let suffix = format!(".photosync-{job}.tmp");
+    let mut temp = b".".to_vec();
+    temp.extend_from_slice(truncate_utf8(name, NAME_MAX - 1 - suffix.len()));
+    temp.extend_from_slice(suffix.as_bytes());
+    temp
 }
 
 /// At most `max` bytes of `bytes`, not splitting a UTF-8 character.

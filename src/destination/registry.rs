@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use super::folder::{FolderConfig, FolderDestination};
 use super::s3::{S3Config, S3Destination};
+use super::webdav::{WebDavConfig, WebDavDestination};
 use super::{Destination, SessionStore};
 use crate::config::{ConfigError, Section};
 
 /// Every `type` a `[[destination]]` may have.
-pub const TYPES: &[&str] = &["folder", "s3"];
+pub const TYPES: &[&str] = &["folder", "s3", "webdav"];
 
 /// A destination's type and its validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub enum DestinationKind {
     Folder(FolderConfig),
     /// S3-compatible object storage.
     S3(Box<S3Config>),
+    /// A WebDAV server (Nextcloud, a NAS…).
+    WebDav(Box<WebDavConfig>),
 }
 
 /// Validates the keys (all but `name` and `type`) of a destination of `type_name`.
@@ -28,6 +31,7 @@ pub fn parse(type_name: &str, table: toml::Table, section: &Section<'_>) -> Resu
     match type_name {
         "folder" => FolderConfig::parse(table, section).map(DestinationKind::Folder),
         "s3" => S3Config::parse(table, section).map(|c| DestinationKind::S3(Box::new(c))),
+        "webdav" => WebDavConfig::parse(table, section).map(|c| DestinationKind::WebDav(Box::new(c))),
         other => {
             let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
             Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
@@ -41,6 +45,7 @@ impl DestinationKind {
         match self {
             Self::Folder(_) => "folder",
             Self::S3(_) => "s3",
+            Self::WebDav(_) => "webdav",
         }
     }
 
@@ -50,6 +55,7 @@ impl DestinationKind {
         match self {
             Self::Folder(folder) => folder.path.display().to_string(),
             Self::S3(s3) => format!("{}#{}/{}", s3.endpoint, s3.bucket, s3.prefix),
+            Self::WebDav(webdav) => webdav.url.to_string(),
         }
     }
 
@@ -58,7 +64,7 @@ impl DestinationKind {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Self::Folder(folder) => Some(&folder.path),
-            Self::S3(_) => None,
+            Self::S3(_) | Self::WebDav(_) => None,
         }
     }
 
@@ -68,6 +74,7 @@ impl DestinationKind {
         match self {
             Self::Folder(folder) => Arc::new(FolderDestination::new(folder.path.clone())),
             Self::S3(s3) => Arc::new(S3Destination::new(s3, Arc::clone(sessions))),
+            Self::WebDav(webdav) => Arc::new(WebDavDestination::new(webdav, Arc::clone(sessions))),
         }
     }
 }

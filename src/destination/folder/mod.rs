@@ -25,8 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{
-    Destination, DestinationError, Moved, NAME_MAX, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates,
-    truncate_utf8,
+    Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates, temp_name,
 };
 use crate::media::hash_file;
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
@@ -188,17 +187,8 @@ fn target_path(root: &Path, key: &RemoteKey) -> Result<PathBuf, DestinationError
 /// `.NAME.photosync-N.tmp` beside the target, NAME shortened so the whole
 /// name stays within `NAME_MAX` (a long photo name must still fit).
 fn temp_path(target: &Path, job: JobId) -> PathBuf {
-    let suffix = temp_suffix(job);
     let name = target.file_name().unwrap_or_default().as_bytes();
-    let mut temp = b".".to_vec();
-    temp.extend_from_slice(truncate_utf8(name, NAME_MAX - 1 - suffix.len()));
-    temp.extend_from_slice(suffix.as_bytes());
-    target.with_file_name(OsStr::from_bytes(&temp))
-}
-
-/// How every temporary copy of `job` ends: `.NAME.photosync-N.tmp`.
-fn temp_suffix(job: JobId) -> String {
-    format!(".photosync-{job}.tmp")
+    target.with_file_name(OsStr::from_bytes(&temp_name(name, job)))
 }
 
 fn existing(target: &Path, size: u64, hash: &ContentHash) -> Result<Existing, DestinationError> {
@@ -535,7 +525,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("dest");
         fs::create_dir(&root).expect("root");
-        let name = format!("{}.jpg", "n".repeat(NAME_MAX - 4));
+        let name = format!("{}.jpg", "n".repeat(crate::destination::NAME_MAX - 4));
         let req = UploadRequest { key: RemoteKey(name.clone().into_bytes()), ..request(dir.path(), "a.jpg", b"x") };
         store(&root, &req, &no_progress()).expect("stored under its own name");
         assert_eq!(fs::read(root.join(&name)).expect("read"), b"x");
