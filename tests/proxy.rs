@@ -144,6 +144,50 @@ impl Drop for Proxy {
     }
 }
 
+/// The head of an HTTP/1.1 request.
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    /// The header lines as sent.
+    pub lines: Vec<String>,
+    /// `Content-Length` (bodies without one are not supported).
+    pub length: usize,
+}
+
+impl Head {
+    /// A header's value (the first of that name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.lines.iter().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Reads a request's head; `None` when the connection closes first.
+pub fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Head>> {
+    let mut raw = Vec::new();
+    loop {
+        let before = raw.len();
+        reader.read_until(b'\n', &mut raw)?;
+        if raw.len() == before {
+            return Ok(None);
+        }
+        if raw.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let (method, target) = (request_line.next().unwrap_or_default(), request_line.next().unwrap_or_default());
+    let lines: Vec<String> = lines.filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let mut head = Head { method: method.to_owned(), target: target.to_owned(), lines, length: 0 };
+    assert!(head.header("transfer-encoding").is_none(), "only bodies with a Content-Length are handled");
+    head.length = head.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some(head))
+}
+
 /// Handles one connection: one request.
 fn serve(
     client: TcpStream,
@@ -152,33 +196,11 @@ fn serve(
     script: &(dyn Fn(&Request) -> Fault + Send + Sync),
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
-    let mut head = Vec::new();
-    loop {
-        let before = head.len();
-        reader.read_until(b'\n', &mut head)?;
-        if head.len() == before {
-            return Ok(()); // closed before a request
-        }
-        if head.ends_with(b"\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (request_line.next().unwrap_or_default(), request_line.next().unwrap_or_default());
-    let mut length = 0usize;
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':').unwrap_or((line, ""));
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-length" => length = value.trim().parse().unwrap_or(0),
-            "connection" => continue,
-            "transfer-encoding" => panic!("the proxy only handles bodies with a Content-Length"),
-            _ => {}
-        }
-        headers.push(line.to_owned());
-    }
+    let Some(head) = read_head(&mut reader)? else { return Ok(()) };
+    let (method, target, length) = (head.method.as_str(), head.target.as_str(), head.length);
+    // The proxy speaks for the connection itself.
+    let headers: Vec<&String> =
+        head.lines.iter().filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
     let fault = script(&Request { method: method.to_owned(), target: target.to_owned() });
     log.lock().unwrap_or_else(PoisonError::into_inner).push(Seen {
         at: Instant::now(),

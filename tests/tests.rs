@@ -12,6 +12,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod missing;
+mod nextcloud;
 mod proxy;
 mod s3;
 mod s3_faults;
