@@ -8,12 +8,16 @@ each, and prints median wall-clock and CPU seconds and their ratios, and
 each tool's peak memory. A second, no-op run of each (nothing new to copy)
 is timed too: that is what an hourly cron job costs.
 
-    bench/backup_vs_rclone.py [--target folder|s3] [--photos N] [--rounds R] [--work DIR] [--json]
+    bench/backup_vs_rclone.py [--target folder|s3|webdav] [--photos N] [--rounds R] [--work DIR] [--json]
 
 --target s3 runs an s3s-fs server on 127.0.0.1 (built once with
 `cargo install s3s-fs --features binary` into target/bench-tools) and uploads
 to a fresh bucket per tool and round. Client CPU is the uploading process's
 alone; the server runs as a separate process and is not counted.
+
+--target webdav runs `rclone serve webdav` on 127.0.0.1 (with a user and
+password), a fresh server of a fresh folder per tool and round; rclone
+copies with its WebDAV backend (vendor other).
 
 Ratios are the figure to quote (the machines are noisy); photosync < 1.0
 means faster or cheaper than rclone. photosync fsyncs every file and its
@@ -56,6 +60,26 @@ def count_files(root):
 S3_KEY, S3_SECRET = "benchkey", "benchsecret"
 
 
+def free_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(port, name):
+    import socket
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit(f"{name} did not start")
+            time.sleep(0.1)
+
+
 def start_s3s_fs(work):
     """Builds (once) and starts s3s-fs on a free port; returns (process, endpoint, root)."""
     # Kept under target/ (ignored by git, survives between runs); never committed.
@@ -64,29 +88,31 @@ def start_s3s_fs(work):
     if not os.path.exists(binary):
         subprocess.run(["cargo", "install", "--quiet", "s3s-fs", "--version", "0.14.1", "--features", "binary",
                         "--root", tools], check=True)
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     root = os.path.join(work, "s3")
     os.makedirs(root, exist_ok=True)
     proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", S3_KEY,
                              "--secret-key", S3_SECRET, root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                sys.exit("s3s-fs did not start")
-            time.sleep(0.1)
+    wait_for(port, "s3s-fs")
     return proc, f"http://127.0.0.1:{port}", root
+
+
+DAV_USER, DAV_PASS = "bench", "benchpass"
+
+
+def start_rclone_webdav(root):
+    """Starts `rclone serve webdav` of root on a free port; returns (process, endpoint)."""
+    port = free_port()
+    proc = subprocess.Popen(["rclone", "serve", "webdav", root, "--addr", f"127.0.0.1:{port}",
+                             "--user", DAV_USER, "--pass", DAV_PASS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(port, "rclone serve webdav")
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", choices=["folder", "s3"], default="folder")
+    ap.add_argument("--target", choices=["folder", "s3", "webdav"], default="folder")
     ap.add_argument("--photos", type=int, default=1000)
     ap.add_argument("--photo-kib", type=int, nargs=2, default=[200, 4000])
     ap.add_argument("--rounds", type=int, default=3)
@@ -112,7 +138,7 @@ def main():
         check=True, capture_output=True, text=True)
     library = json.loads(made.stdout)
 
-    env = dict(os.environ, RUST_LOG="warn", BENCH_S3_KEY=S3_KEY, BENCH_S3_SECRET=S3_SECRET)
+    env = dict(os.environ, RUST_LOG="warn", BENCH_S3_KEY=S3_KEY, BENCH_S3_SECRET=S3_SECRET, BENCH_DAV_PASS=DAV_PASS)
     env.pop("PHOTOSYNC_CONFIG", None)
     rclone_env = dict(os.environ, RCLONE_CONFIG=os.path.join(a.work, "rclone.conf"))
     server = None
@@ -123,6 +149,11 @@ def main():
         rclone_env.update(RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
                           RCLONE_CONFIG_BENCH_ENDPOINT=endpoint, RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3_KEY,
                           RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=S3_SECRET, RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true")
+    elif a.target == "webdav":
+        obscured = subprocess.run(["rclone", "obscure", DAV_PASS], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        rclone_env.update(RCLONE_CONFIG_BENCH_TYPE="webdav", RCLONE_CONFIG_BENCH_VENDOR="other",
+                          RCLONE_CONFIG_BENCH_USER=DAV_USER, RCLONE_CONFIG_BENCH_PASS=obscured)
     results = {"photosync": [], "rclone": [], "photosync_noop": [], "rclone_noop": []}
     for _ in range(a.rounds):
         for tool in ("photosync", "rclone"):
@@ -131,12 +162,25 @@ def main():
                 destination = (f'type = "s3"\nendpoint = "{endpoint}"\nbucket = "bucket-{tool}"\npath_style = true\n'
                                'access_key_id_env = "BENCH_S3_KEY"\nsecret_access_key_env = "BENCH_S3_SECRET"\n')
                 rclone_dest = f"bench:bucket-{tool}"
+            elif a.target == "webdav":
+                dest = os.path.join(a.work, "dav", f"folder-{tool}")
+                rclone_dest = "bench:"
             else:
                 dest = os.path.join(a.work, f"dest-{tool}")
                 destination = f'type = "folder"\npath = "{dest}"\n'
                 rclone_dest = dest
             shutil.rmtree(dest, ignore_errors=True)
             os.makedirs(dest)
+            if a.target == "webdav":
+                # A server of its own for every run: rclone's caches listings,
+                # and would still list what was removed behind its back.
+                if server:
+                    server.terminate()
+                    server.wait()
+                server, endpoint = start_rclone_webdav(dest)
+                destination = (f'type = "webdav"\nurl = "{endpoint}/"\nusername = "{DAV_USER}"\n'
+                               'password_env = "BENCH_DAV_PASS"\n')
+                rclone_env["RCLONE_CONFIG_BENCH_URL"] = endpoint
             if tool == "photosync":
                 state = os.path.join(a.work, "state")
                 shutil.rmtree(state, ignore_errors=True)

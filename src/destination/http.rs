@@ -64,7 +64,16 @@ pub fn transport(e: reqwest::Error) -> DestinationError {
     let kind = if e.is_timeout() { "timed out" } else { "failed" };
     // The URL is presigned: keep it (access key id, signature) out of messages and logs.
     let e = e.without_url();
-    let cause = std::error::Error::source(&e).map(|c| format!(" ({c})")).unwrap_or_default();
+    // The whole chain: "error decoding response body" alone does not say
+    // whether the server hung up, stalled or sent garbage.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.dedup();
+    let cause = if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(": ")) };
     DestinationError::transient(format!("request {kind}: {e}{cause}"))
 }
 
@@ -228,5 +237,26 @@ mod tests {
         headers.insert("retry-after", "7".parse().expect("header"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO), "a date in the past");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_says_why() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nten bytes!").await;
+        });
+        let response = reqwest::get(format!("http://{address}/")).await.expect("head arrives");
+        let error = response.bytes().await.expect_err("the body is cut short");
+        let message = transport(error).message;
+        assert!(message.starts_with("request failed: "), "{message}");
+        // Not only the first cause ("error reading a body from connection"):
+        // what lay beneath it too ("end of file before message length reached").
+        let (_, causes) = message.split_once(" (").expect("causes");
+        assert!(causes.contains(": "), "{message}");
     }
 }
