@@ -42,6 +42,7 @@ pub mod media;
 pub mod model;
 pub mod policy;
 pub mod scheduler;
+pub mod secrets;
 pub mod verify;
 
 pub use error::Error;

@@ -8,6 +8,7 @@ mod daemon;
 mod init;
 mod jobs;
 mod output;
+mod password;
 mod pause;
 mod resume;
 mod retry;
@@ -96,6 +97,9 @@ enum Command {
     /// Prove that every uploaded file is still at its destination, intact
     /// (with --repair, upload again what is not).
     Verify(verify::Args),
+    /// Keep a destination's password in the system keyring (Secret Service,
+    /// macOS Keychain).
+    Password(password::Args),
 }
 
 impl Cli {
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Jobs(args) => jobs::run(&Config::load(&config_path)?, &args),
         Command::Retry(args) => retry::run(&Config::load(&config_path)?, &args),
         Command::Verify(args) => verify::run(&Config::load(&config_path)?, &args),
+        Command::Password(args) => password::run(&Config::load(&config_path)?, &args),
     }
 }
 

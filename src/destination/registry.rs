@@ -68,6 +68,17 @@ impl DestinationKind {
         }
     }
 
+    /// The OS keyring account its password is filed under, if it uses one.
+    pub fn keyring_account(&self) -> Option<&str> {
+        match self {
+            Self::WebDav(webdav) => match &webdav.password {
+                crate::destination::webdav::PasswordSource::Keyring(account) => Some(account),
+                _ => None,
+            },
+            Self::Folder(_) | Self::S3(_) => None,
+        }
+    }
+
     /// Builds the destination; `sessions` keeps the progress of those that
     /// resume uploads.
     pub fn open(&self, sessions: &Arc<dyn SessionStore>) -> Arc<dyn Destination> {

@@ -19,6 +19,8 @@ struct Raw {
     password_env: Option<String>,
     /// A file whose first line is the password.
     password_file: Option<String>,
+    /// The account the password is filed under in the OS keyring.
+    password_keyring: Option<String>,
     /// `nextcloud` (also ownCloud) or `generic`; default: told by the URL.
     vendor: Option<String>,
     /// Allow `http://` to a host other than this machine.
@@ -41,6 +43,8 @@ pub enum PasswordSource {
     Env(String),
     /// The first line of this file.
     File(PathBuf),
+    /// The OS keyring's entry for this account (service `photosync`).
+    Keyring(String),
 }
 
 /// The kind of server, for the features only some have.
@@ -90,7 +94,7 @@ impl WebDavConfig {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(section.error(
                 "url",
-                "put the user in `username` and the password in `password_env` or `password_file`, not in the URL",
+                "put the user in `username` and the password in `password_env`, `password_file` or `password_keyring`, not in the URL",
             ));
         }
         if url.scheme() == "http" && !is_loopback(&url) && raw.insecure_http != Some(true) {
@@ -102,13 +106,19 @@ impl WebDavConfig {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        let password = match (raw.password_env, raw.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(section.error("password_env", "password_env and password_file do not go together"));
+        let password = match (raw.password_env, raw.password_file, raw.password_keyring) {
+            (Some(var), None, None) => PasswordSource::Env(var),
+            (None, Some(file), None) => PasswordSource::File(section.path("password_file", &file)?),
+            (None, None, Some(account)) if account.trim().is_empty() => {
+                return Err(section.error("password_keyring", "names the keyring account; it cannot be empty"));
             }
-            (Some(var), None) => PasswordSource::Env(var),
-            (None, Some(file)) => PasswordSource::File(section.path("password_file", &file)?),
-            (None, None) => PasswordSource::None,
+            (None, None, Some(account)) => PasswordSource::Keyring(account),
+            (None, None, None) => PasswordSource::None,
+            _ => {
+                return Err(
+                    section.error("password_env", "choose one of password_env, password_file and password_keyring")
+                );
+            }
         };
         let vendor = match raw.vendor.as_deref() {
             Some("generic") => Vendor::Generic,
@@ -188,6 +198,8 @@ mod tests {
             destination("url = \"https://nas.local:5006/photo/backup/\"\npassword_file = \"dav-pass\"").expect("valid");
         assert_eq!(nas.vendor, Vendor::Generic);
         assert_eq!(nas.password, PasswordSource::File("/etc/photosync/dav-pass".into()));
+        let keyring = destination("url = \"https://nas.local/\"\npassword_keyring = \"nas\"").expect("valid");
+        assert_eq!(keyring.password, PasswordSource::Keyring("nas".into()));
 
         assert!(destination("url = \"http://127.0.0.1:8080/\"").is_ok(), "loopback may be plain http");
         for (keys, key) in [
@@ -197,6 +209,8 @@ mod tests {
             ("url = \"https://nas.local/\"\nvendor = \"nextcloud\"", "remote.php"),
             ("url = \"https://nas.local/\"\nchunk_size = \"1MiB\"", "chunk_size"),
             ("url = \"https://nas.local/\"\npassword = \"in-the-file\"", "password"),
+            ("url = \"https://nas.local/\"\npassword_keyring = \"\"", "password_keyring"),
+            ("url = \"https://nas.local/\"\npassword_env = \"A\"\npassword_keyring = \"b\"", "choose one"),
         ] {
             let message = destination(keys).expect_err(keys).to_string();
             assert!(message.contains(key), "{message}");

@@ -113,6 +113,12 @@ impl WebDavDestination {
                     |e| DestinationError::permanent(format!("cannot read the password file {}: {e}", path.display())),
                 )?,
             ),
+            // A keyring that is not there may come (a desktop session
+            // starting); an entry that is not there needs the user.
+            PasswordSource::Keyring(account) => Some(crate::secrets::read(account).map_err(|e| match e {
+                crate::secrets::SecretError::Missing(_) => DestinationError::permanent(e.to_string()),
+                crate::secrets::SecretError::Unavailable(_) => DestinationError::transient(e.to_string()),
+            })?),
         };
         Ok(Access { client, username: self.config.username.as_deref(), password })
     }
