@@ -21,6 +21,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use super::{DestinationError, Moved, ProgressFn, Retry, UploadRequest};
+use crate::model::ContentHash;
 
 /// Body chunk size under a bandwidth limit: small enough for a smooth rate.
 pub const STREAM_CHUNK: usize = 256 * 1024;
@@ -55,6 +56,16 @@ pub async fn send_for(cancel: &CancellationToken, request: RequestBuilder) -> Re
 /// The whole body of a response, as text.
 pub async fn text(cancel: &CancellationToken, response: Response) -> Result<String, DestinationError> {
     until_cancelled(cancel, async { response.text().await.map_err(transport) }).await
+}
+
+/// The SHA-256 of a response body, read to its end (a read-back).
+pub async fn body_sha256(cancel: &CancellationToken, response: Response) -> Result<ContentHash, DestinationError> {
+    let mut body = response.bytes_stream();
+    let mut sha = Sha256::new();
+    while let Some(chunk) = until_cancelled(cancel, async { Ok(body.next().await) }).await? {
+        sha.update(&chunk.map_err(transport)?);
+    }
+    Ok(ContentHash::from_digest(&sha.finalize()))
 }
 
 /// A request that got no answer (refused, reset, timed out): transient,

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_LENGTH;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -43,7 +42,6 @@ use self::http::{ok_or_classify, refusal};
 use self::multipart::Finished;
 use super::http::{
     READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, read_error, send, send_for,
-    until_cancelled,
 };
 use super::{
     Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
@@ -327,12 +325,7 @@ impl S3Destination {
             return Ok(None);
         }
         let response = ok_or_classify(response, "GetObject").await?;
-        let mut body = response.bytes_stream();
-        let mut sha = Sha256::new();
-        while let Some(chunk) = until_cancelled(cancel, async { Ok(body.next().await) }).await? {
-            sha.update(&chunk.map_err(super::http::transport)?);
-        }
-        Ok(Some(ContentHash::from_digest(&sha.finalize())))
+        Ok(Some(super::http::body_sha256(cancel, response).await?))
     }
 
     /// A single `PUT` carrying the scanned SHA-256 as

@@ -283,12 +283,7 @@ impl WebDavDestination {
             return Ok(None);
         }
         let response = ok_or_classify(response, "GET").await?;
-        let mut body = response.bytes_stream();
-        let mut sha = Sha256::new();
-        while let Some(chunk) = super::http::until_cancelled(cancel, async { Ok(body.next().await) }).await? {
-            sha.update(&chunk.map_err(super::http::transport)?);
-        }
-        Ok(Some(ContentHash::from_digest(&sha.finalize())))
+        Ok(Some(super::http::body_sha256(cancel, response).await?))
     }
 
     /// After the file took its name: the server must report the scanned
