@@ -22,6 +22,7 @@
 //! - [`daemon`] runs discovery (with the live watcher in [`discover::watch`])
 //!   and the scheduler for `photosync daemon`, controlled over [`ipc`].
 //! - [`verify`] proves acknowledged receipts against the destinations.
+//! - [`secrets`] reads and stores destination passwords in the system keyring.
 //!
 //! Dependencies point downward: `daemon → ipc::server → scheduler →
 //! {catalog, discover, destination, policy, media} → {config, model}`, and

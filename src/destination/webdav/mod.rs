@@ -11,7 +11,7 @@
 //! where the server keeps checksums, as Nextcloud does for the
 //! `OC-Checksum` photosync sends). Missing folders are created with `MKCOL`
 //! once and remembered. Large files to Nextcloud go up in chunks that
-//! resume after a crash ([`nextcloud`]). `config` holds the keys; the
+//! resume after a crash (`nextcloud.rs`). `config` holds the keys; the
 //! password is read when the destination is used and never shown.
 
 mod config;
