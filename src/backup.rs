@@ -64,7 +64,7 @@ pub async fn run(
     if recovered > 0 {
         tracing::info!(recovered, "resumed jobs an earlier run left running");
     }
-    let targets = open_targets(catalog, &config.destinations)?;
+    let targets = open_targets(catalog, config)?;
     catalog.requeue_due(now)?;
 
     let stop = Arc::new(AtomicBool::new(false));

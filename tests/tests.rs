@@ -15,6 +15,7 @@ mod keyring;
 mod missing;
 mod nextcloud;
 mod proxy;
+mod rclone;
 mod s3;
 mod s3_faults;
 mod s3_server;

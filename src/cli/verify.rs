@@ -78,7 +78,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
 fn run_here(config: &Config, options: &VerifyOptions, repair: bool, show: bool) -> anyhow::Result<VerifyReport> {
     let _lock = RunLock::acquire(&config.state_dir)?;
     let mut catalog = Catalog::open(&config.catalog_path())?;
-    let targets = open_targets(&mut catalog, &config.destinations)?;
+    let targets = open_targets(&mut catalog, config)?;
     let chosen = verify::chosen(&targets, options).map_err(UsageError)?;
     let ids: Vec<_> = chosen.iter().map(|t| t.id).collect();
     let receipts = catalog.receipts(&ids)?;

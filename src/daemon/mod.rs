@@ -133,7 +133,7 @@ async fn serve_config(
     pause: &mut Option<Pause>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let targets = open_targets(catalog, &config.destinations)?;
+    let targets = open_targets(catalog, config)?;
     let (found, discovered) = mpsc::channel(1);
     let settings = WatchSettings { settle: config.settle, rescan_interval: config.rescan_interval };
     let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found)?);

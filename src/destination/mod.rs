@@ -1,6 +1,6 @@
 //! Where uploads go. A small [`Destination`] trait, one implementation per
 //! `type` in the config, each in a folder of its own that owns its keys, its
-//! client and its error classification ([`folder`], [`s3`], [`webdav`]); the
+//! client and its error classification ([`folder`], [`s3`], [`webdav`], [`rclone`]); the
 //! [`registry`] maps a `type` to it. [`http`] holds what every HTTP
 //! destination shares, [`session`] the resumable-upload records.
 //!
@@ -22,6 +22,7 @@
 
 pub mod folder;
 pub mod http;
+pub mod rclone;
 pub mod registry;
 pub mod s3;
 pub mod session;
@@ -31,6 +32,7 @@ pub mod webdav;
 pub use session::{Session, SessionStore, StoreError};
 pub use throttle::Throttle;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -220,6 +222,40 @@ pub fn key_candidates(key: &RemoteKey, hash: &ContentHash) -> Vec<RemoteKey> {
         candidates.push(RemoteKey(k));
     }
     candidates
+}
+
+/// `prefix` + the layout key, made safe: `/`-separated segments, `%`, control
+/// characters and bytes that are not UTF-8 escaped as `%XX`, `.` and `..`
+/// segments escaped, so no file name can reach outside the prefix.
+pub fn object_key(prefix: &str, relative: &RemoteKey) -> String {
+    let mut key = prefix.to_owned();
+    for (i, segment) in relative.0.split(|&b| b == b'/').filter(|s| !s.is_empty()).enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        if segment == b"." || segment == b".." {
+            for _ in segment {
+                key.push_str("%2E");
+            }
+            continue;
+        }
+        for chunk in segment.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == '%' || c.is_control() {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        let _ = write!(key, "%{b:02X}");
+                    }
+                } else {
+                    key.push(c);
+                }
+            }
+            for b in chunk.invalid() {
+                let _ = write!(key, "%{b:02X}");
+            }
+        }
+    }
+    key
 }
 
 /// The hidden name a copy of `name` has while `job` writes it:

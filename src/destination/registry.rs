@@ -7,13 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::folder::{FolderConfig, FolderDestination};
+use super::rclone::{RcloneConfig, RcloneDestination};
 use super::s3::{S3Config, S3Destination};
 use super::webdav::{WebDavConfig, WebDavDestination};
 use super::{Destination, SessionStore};
 use crate::config::{ConfigError, Section};
 
 /// Every `type` a `[[destination]]` may have.
-pub const TYPES: &[&str] = &["folder", "s3", "webdav"];
+pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone"];
 
 /// A destination's type and its validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum DestinationKind {
     S3(Box<S3Config>),
     /// A WebDAV server (Nextcloud, a NAS…).
     WebDav(Box<WebDavConfig>),
+    /// A remote of the user's rclone config, through `rclone rcd`.
+    Rclone(Box<RcloneConfig>),
 }
 
 /// Validates the keys (all but `name` and `type`) of a destination of `type_name`.
@@ -32,6 +35,7 @@ pub fn parse(type_name: &str, table: toml::Table, section: &Section<'_>) -> Resu
         "folder" => FolderConfig::parse(table, section).map(DestinationKind::Folder),
         "s3" => S3Config::parse(table, section).map(|c| DestinationKind::S3(Box::new(c))),
         "webdav" => WebDavConfig::parse(table, section).map(|c| DestinationKind::WebDav(Box::new(c))),
+        "rclone" => RcloneConfig::parse(table, section).map(|c| DestinationKind::Rclone(Box::new(c))),
         other => {
             let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
             Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
@@ -46,6 +50,7 @@ impl DestinationKind {
             Self::Folder(_) => "folder",
             Self::S3(_) => "s3",
             Self::WebDav(_) => "webdav",
+            Self::Rclone(_) => "rclone",
         }
     }
 
@@ -56,6 +61,7 @@ impl DestinationKind {
             Self::Folder(folder) => folder.path.display().to_string(),
             Self::S3(s3) => format!("{}#{}/{}", s3.endpoint, s3.bucket, s3.prefix),
             Self::WebDav(webdav) => webdav.url.to_string(),
+            Self::Rclone(rclone) => format!("rclone {}", rclone.remote),
         }
     }
 
@@ -64,7 +70,7 @@ impl DestinationKind {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Self::Folder(folder) => Some(&folder.path),
-            Self::S3(_) | Self::WebDav(_) => None,
+            Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) => None,
         }
     }
 
@@ -75,17 +81,18 @@ impl DestinationKind {
                 crate::destination::webdav::PasswordSource::Keyring(account) => Some(account),
                 _ => None,
             },
-            Self::Folder(_) | Self::S3(_) => None,
+            Self::Folder(_) | Self::S3(_) | Self::Rclone(_) => None,
         }
     }
 
     /// Builds the destination; `sessions` keeps the progress of those that
-    /// resume uploads.
-    pub fn open(&self, sessions: &Arc<dyn SessionStore>) -> Arc<dyn Destination> {
+    /// resume uploads; helpers it runs (rclone) listen in `runtime_dir`.
+    pub fn open(&self, sessions: &Arc<dyn SessionStore>, runtime_dir: &Path) -> Arc<dyn Destination> {
         match self {
             Self::Folder(folder) => Arc::new(FolderDestination::new(folder.path.clone())),
             Self::S3(s3) => Arc::new(S3Destination::new(s3, Arc::clone(sessions))),
             Self::WebDav(webdav) => Arc::new(WebDavDestination::new(webdav, Arc::clone(sessions))),
+            Self::Rclone(rclone) => Arc::new(RcloneDestination::new(rclone, runtime_dir)),
         }
     }
 }

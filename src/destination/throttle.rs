@@ -38,6 +38,11 @@ impl Throttle {
         }
     }
 
+    /// The limit in bytes per second, if one is in force.
+    pub fn rate(&self) -> Option<u64> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).rate
+    }
+
     /// Whether a limit is in force (uploads then use smaller chunks).
     pub fn is_limited(&self) -> bool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).rate.is_some()

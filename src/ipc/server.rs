@@ -58,21 +58,19 @@ pub enum BindError {
     #[error("{0} belongs to another user; refusing to put the control socket there")]
     NotOurs(PathBuf),
     /// Anything else.
-    #[error("cannot create the control socket {path}: {source}")]
+    #[error("cannot create {path}: {source}")]
     Io {
-        /// The socket path.
+        /// The socket or its folder.
         path: PathBuf,
         /// Why.
         source: io::Error,
     },
 }
 
-/// Creates the socket at `path`: its directory 0700 and ours, the socket
-/// 0600. A stale socket left by a crashed daemon is replaced; a live one is
-/// an error.
-pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
-    let io_error = |source| BindError::Io { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// Makes `dir` private: created 0700 if missing, ours, and closed to
+/// everyone else (the control socket and rclone's live there).
+pub fn private_dir(dir: &Path) -> Result<(), BindError> {
+    let io_error = |source| BindError::Io { path: dir.to_owned(), source };
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error)?;
     let meta = std::fs::metadata(dir).map_err(io_error)?;
     if meta.uid() != rustix::process::getuid().as_raw() {
@@ -81,6 +79,15 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     if meta.permissions().mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error)?;
     }
+    Ok(())
+}
+
+/// Creates the socket at `path`: its directory 0700 and ours, the socket
+/// 0600. A stale socket left by a crashed daemon is replaced; a live one is
+/// an error.
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io_error = |source| BindError::Io { path: path.to_owned(), source };
+    private_dir(path.parent().unwrap_or(Path::new(".")))?;
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => return Err(BindError::InUse(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, PendingJob};
-use crate::config::{DestinationConfig, RetryConfig};
+use crate::config::{Config, RetryConfig};
 use crate::destination::{self, Destination, DestinationError, Retry, Throttle, Uploaded};
 use crate::model::{ContentHash, DestinationId, Job, JobId, Timestamp, WaitingOn};
 use crate::policy::{Decision, HoldReason};
@@ -76,14 +76,17 @@ pub struct Target {
     pub destination: Arc<dyn Destination>,
 }
 
-/// Records the configured destinations in the catalog and opens each one.
-pub fn open_targets(catalog: &mut Catalog, destinations: &[DestinationConfig]) -> Result<Vec<Target>, CatalogError> {
+/// Records the configured destinations in the catalog and opens each one
+/// (helpers they run listen in photosync's runtime folder).
+pub fn open_targets(catalog: &mut Catalog, config: &Config) -> Result<Vec<Target>, CatalogError> {
+    let destinations = &config.destinations;
+    let runtime_dir = crate::ipc::runtime_dir(config.runtime_dir.as_deref(), &config.state_dir);
     let ids = catalog.sync_destinations(destinations)?;
     let sessions: Arc<dyn destination::SessionStore> = Arc::new(catalog.session_log()?);
     Ok(destinations
         .iter()
         .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: d.kind.open(&sessions) })
+        .map(|(d, id)| Target { id, name: d.name.clone(), destination: d.kind.open(&sessions, &runtime_dir) })
         .collect())
 }
 

@@ -24,7 +24,6 @@ mod multipart;
 
 pub use config::{MAX_PART_SIZE, MIN_PART_SIZE, S3Config, S3CredentialSource};
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +44,7 @@ use super::http::{
 };
 use super::{
     Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
+    object_key,
 };
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
@@ -426,40 +426,6 @@ impl S3Destination {
         }
         ok_or_classify(response, "DeleteObject").await.map(drop)
     }
-}
-
-/// `prefix` + the layout key, made safe: `/`-separated segments, `%`, control
-/// characters and bytes that are not UTF-8 escaped as `%XX`, `.` and `..`
-/// segments escaped, so no file name can reach outside the prefix.
-pub fn object_key(prefix: &str, relative: &RemoteKey) -> String {
-    let mut key = prefix.to_owned();
-    for (i, segment) in relative.0.split(|&b| b == b'/').filter(|s| !s.is_empty()).enumerate() {
-        if i > 0 {
-            key.push('/');
-        }
-        if segment == b"." || segment == b".." {
-            for _ in segment {
-                key.push_str("%2E");
-            }
-            continue;
-        }
-        for chunk in segment.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if c == '%' || c.is_control() {
-                    let mut buf = [0u8; 4];
-                    for b in c.encode_utf8(&mut buf).bytes() {
-                        let _ = write!(key, "%{b:02X}");
-                    }
-                } else {
-                    key.push(c);
-                }
-            }
-            for b in chunk.invalid() {
-                let _ = write!(key, "%{b:02X}");
-            }
-        }
-    }
-    key
 }
 
 fn receipt(key: &str, request: &UploadRequest, etag: Option<String>) -> Receipt {
