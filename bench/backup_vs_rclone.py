@@ -8,7 +8,7 @@ each, and prints median wall-clock and CPU seconds and their ratios, and
 each tool's peak memory. A second, no-op run of each (nothing new to copy)
 is timed too: that is what an hourly cron job costs.
 
-    bench/backup_vs_rclone.py [--target folder|s3|webdav] [--photos N] [--rounds R] [--work DIR] [--json]
+    bench/backup_vs_rclone.py [--target folder|s3|webdav|rclone] [--photos N] [--rounds R] [--work DIR] [--json]
 
 --target s3 runs an s3s-fs server on 127.0.0.1 (built once with
 `cargo install s3s-fs --features binary` into target/bench-tools) and uploads
@@ -18,6 +18,12 @@ alone; the server runs as a separate process and is not counted.
 --target webdav runs `rclone serve webdav` on 127.0.0.1 (with a user and
 password), a fresh server of a fresh folder per tool and round; rclone
 copies with its WebDAV backend (vendor other).
+
+--target rclone measures the rclone destination's bridge: photosync
+uploads through the `rclone rcd` it starts (`type = "rclone"`) to a local
+remote of a fresh folder, against `rclone copy` to the same remote. The rcd's
+CPU is counted with photosync's (this script adopts and reaps it), and its
+peak memory is added to photosync's.
 
 Ratios are the figure to quote (the machines are noisy); photosync < 1.0
 means faster or cheaper than rclone. photosync fsyncs every file and its
@@ -38,19 +44,46 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(cmd, env=None):
-    """Runs cmd, returns (wall seconds, CPU seconds, peak RSS in MiB) of that process alone."""
+def become_subreaper():
+    """Makes this process adopt the orphans of what it runs (prctl
+    PR_SET_CHILD_SUBREAPER), so that a helper a tool starts (photosync's
+    rclone rcd, killed when photosync exits) is reaped here and its CPU
+    counted with the tool's."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:
+        sys.exit(f"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {ctypes.get_errno()}")
+
+
+def adopted(keep):
+    """The pids of this process's children other than those in keep."""
+    pids = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            pids.update(int(p) for p in f.read().split())
+    return pids - set(keep)
+
+
+def run(cmd, env=None, keep=()):
+    """Runs cmd; returns (wall seconds, CPU seconds, peak RSS in MiB) of that
+    process and of any helper it left behind (reaped here; see
+    become_subreaper). keep: pids of servers that are not the tool's."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+        for pid in adopted(keep):
+            _, _, helper = os.wait4(pid, 0)
+            cpu += helper.ru_utime + helper.ru_stime
+            rss += helper.ru_maxrss
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             sys.exit(f"{cmd[0]} failed ({proc.returncode}): {err.read().decode(errors='replace')}")
     # Linux reports ru_maxrss in KiB.
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return wall, cpu, rss / 1024
 
 
 def count_files(root):
@@ -112,7 +145,7 @@ def start_rclone_webdav(root):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", choices=["folder", "s3", "webdav"], default="folder")
+    ap.add_argument("--target", choices=["folder", "s3", "webdav", "rclone"], default="folder")
     ap.add_argument("--photos", type=int, default=1000)
     ap.add_argument("--photo-kib", type=int, nargs=2, default=[200, 4000])
     ap.add_argument("--rounds", type=int, default=3)
@@ -154,6 +187,10 @@ def main():
                                   check=True).stdout.strip()
         rclone_env.update(RCLONE_CONFIG_BENCH_TYPE="webdav", RCLONE_CONFIG_BENCH_VENDOR="other",
                           RCLONE_CONFIG_BENCH_USER=DAV_USER, RCLONE_CONFIG_BENCH_PASS=obscured)
+    elif a.target == "rclone":
+        rclone_env.update(RCLONE_CONFIG_BENCH_TYPE="local")
+        env.update(RCLONE_CONFIG=rclone_env["RCLONE_CONFIG"], RCLONE_CONFIG_BENCH_TYPE="local")
+    become_subreaper()
     results = {"photosync": [], "rclone": [], "photosync_noop": [], "rclone_noop": []}
     for _ in range(a.rounds):
         for tool in ("photosync", "rclone"):
@@ -165,6 +202,10 @@ def main():
             elif a.target == "webdav":
                 dest = os.path.join(a.work, "dav", f"folder-{tool}")
                 rclone_dest = "bench:"
+            elif a.target == "rclone":
+                dest = os.path.join(a.work, f"dest-{tool}")
+                destination = f'type = "rclone"\nremote = "bench:{dest}"\n'
+                rclone_dest = f"bench:{dest}"
             else:
                 dest = os.path.join(a.work, f"dest-{tool}")
                 destination = f'type = "folder"\npath = "{dest}"\n'
@@ -189,12 +230,14 @@ def main():
                     f.write(f'state_dir = "{state}"\n[[source]]\npath = "{lib}"\n'
                             f'[[destination]]\nname = "bench"\n{destination}')
                 cmd = [photosync, "--config", config, "backup"]
-                results["photosync"].append(run(cmd, env))
-                results["photosync_noop"].append(run(cmd, env))
+                keep = [server.pid] if server else []
+                results["photosync"].append(run(cmd, env, keep))
+                results["photosync_noop"].append(run(cmd, env, keep))
             else:
                 cmd = ["rclone", "copy", lib, rclone_dest]
-                results["rclone"].append(run(cmd, rclone_env))
-                results["rclone_noop"].append(run(cmd, rclone_env))
+                keep = [server.pid] if server else []
+                results["rclone"].append(run(cmd, rclone_env, keep))
+                results["rclone_noop"].append(run(cmd, rclone_env, keep))
             if count_files(dest) != library["media"] + (0 if tool == "photosync" else library["junk"]):
                 sys.exit(f"{tool} copied {count_files(dest)} files; expected media {library['media']}")
     if server:

@@ -186,7 +186,10 @@ fn a_pause_stops_rclone_uncharged_and_resume_finishes() {
     let video = write_video(&env.source.join("clip.mp4"), 16 * 1024 * 1024, 5);
     let daemon = env.start_daemon();
     let photos = env.dest.join("photos");
-    daemon.wait_until(Duration::from_mins(1), "rclone is writing the video", || !partials(&photos).is_empty());
+    daemon.wait_until(Duration::from_mins(1), "status shows rclone's progress", || {
+        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
+    });
+    assert!(!partials(&photos).is_empty(), "rclone is writing the video");
     assert!(env.run(["pause"]).status.success());
     daemon.wait_until(Duration::from_secs(30), "the copy stops and waits, uncharged", || {
         env.count_jobs("queued") == 1 && env.count_jobs("running") == 0

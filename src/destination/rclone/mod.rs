@@ -49,7 +49,11 @@ pub const GOOGLE_PHOTOS_MINIMUM: Version = Version(1, 70, 0);
 /// The first rclone with `operations/hashsumfile` (reading a file back).
 const HASHSUMFILE: Version = Version(1, 73, 0);
 
-/// How often a running copy is looked at.
+/// How soon a running copy is first looked at, and how seldom at most:
+/// rclone tells nothing when a job ends, so it is asked, at first soon (a
+/// photo is copied in milliseconds), then every `POLL` (a video takes
+/// minutes).
+const FIRST_POLL: Duration = Duration::from_millis(5);
 const POLL: Duration = Duration::from_millis(200);
 
 /// What `operations/stat` found at a key.
@@ -169,7 +173,13 @@ impl RcloneDestination {
         }
         if let Some(kind) = kind {
             if local.is_none() {
-                *local = Some(local_hash(request, kind).await?);
+                // A SHA-256 is compared with the scanned one: the local
+                // file need not be read again.
+                *local = Some(if kind == HashKind::Sha256 {
+                    request.hash.as_hex().to_owned()
+                } else {
+                    local_hash(request, kind).await?
+                });
             }
             return Ok(match (&item.hash, local.as_deref()) {
                 (Some(there), Some(here)) if there == here => Some(format!("{}:{here}", kind.name())),
@@ -216,28 +226,31 @@ impl RcloneDestination {
             .ok_or_else(|| DestinationError::transient("rclone started no job for the copy"))?;
         let never = CancellationToken::new();
         let mut reported = 0u64;
+        let mut wait = FIRST_POLL;
         loop {
             tokio::select! {
                 () = request.cancel.cancelled() => {
                     self.stop(job).await;
                     return Err(DestinationError::interrupted());
                 }
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(wait) => {}
             }
+            wait = (wait * 2).min(POLL);
             let state = self.rcd.call(&never, "job/status", json!({"jobid": job})).await?;
+            if state["finished"].as_bool() == Some(true) {
+                let _ = self.rcd.call(&never, "core/stats-delete", json!({"group": group})).await;
+                if state["success"].as_bool() == Some(true) {
+                    progress(Moved::Sent(request.size.saturating_sub(reported)));
+                    return Ok(());
+                }
+                let error = state["error"].as_str().unwrap_or("the copy failed");
+                return Err(classify(&format!("rclone: {error}")));
+            }
             let counters = self.rcd.call(&never, "core/stats", json!({"group": group})).await?;
             let bytes = counters["bytes"].as_u64().unwrap_or(0).min(request.size);
             if bytes > reported {
                 progress(Moved::Sent(bytes - reported));
                 reported = bytes;
-            }
-            if state["finished"].as_bool() == Some(true) {
-                let _ = self.rcd.call(&never, "core/stats-delete", json!({"group": group})).await;
-                if state["success"].as_bool() == Some(true) {
-                    return Ok(());
-                }
-                let error = state["error"].as_str().unwrap_or("the copy failed");
-                return Err(classify(&format!("rclone: {error}")));
             }
             self.pass_on_bwlimit(&request.throttle).await?;
         }
