@@ -239,7 +239,10 @@ impl Rcd {
             return Listen::Loopback;
         }
         match crate::ipc::server::private_dir(&self.runtime_dir) {
-            Ok(()) => Listen::Socket(socket),
+            Ok(()) => {
+                remove_stale_sockets(&self.runtime_dir);
+                Listen::Socket(socket)
+            }
             Err(e) => {
                 tracing::warn!("rclone listens on loopback: {e}");
                 Listen::Loopback
@@ -343,6 +346,25 @@ impl Rcd {
     }
 }
 
+/// Removes the sockets in `dir` of rclone children that are gone (a
+/// photosync killed with `-9` leaves its child's behind).
+fn remove_stale_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("rclone-") && name.ends_with(".sock")) {
+            continue;
+        }
+        let path = entry.path();
+        if std::os::unix::net::UnixStream::connect(&path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Returns once something accepts connections on `socket`.
 async fn accepting(socket: &Path) {
     let mut wait = Duration::from_millis(5);
@@ -414,6 +436,27 @@ pub fn classify(message: &str) -> DestinationError {
 mod tests {
     use super::*;
     use crate::destination::Retry;
+
+    #[test]
+    fn sockets_of_rclones_that_are_gone_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = dir.path().join("rclone-1-0.sock");
+        drop(std::os::unix::net::UnixListener::bind(&gone).expect("bind"));
+        let live = dir.path().join("rclone-2-0.sock");
+        let _listening = std::os::unix::net::UnixListener::bind(&live).expect("bind");
+        let other = dir.path().join("photosync.sock");
+        drop(std::os::unix::net::UnixListener::bind(&other).expect("bind"));
+        remove_stale_sockets(dir.path());
+        assert!(!gone.exists() && live.exists() && other.exists());
+    }
+
+    #[test]
+    fn versions_are_read_from_what_rclone_version_prints() {
+        assert_eq!(Version::parse("rclone v1.75.2\n- os/version: debian"), Some(Version(1, 75, 2)));
+        assert_eq!(Version::parse("rclone v1.60.1-DEV\n"), Some(Version(1, 60, 1)));
+        assert_eq!(Version::parse("rclone v1.71.0-beta.8888.abcdef"), Some(Version(1, 71, 0)));
+        assert_eq!(Version::parse("not rclone"), None);
+    }
 
     #[test]
     fn rclone_errors_are_sorted_by_whether_a_retry_helps() {
