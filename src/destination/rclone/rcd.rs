@@ -6,9 +6,9 @@
 //! (0700) runtime folder: 1.69 stopped letting socket clients past its
 //! authentication, so the socket is guarded twice. Older versions listen
 //! on a free loopback port. Either way every call carries HTTP Basic
-//! credentials made at each start and passed in rclone's environment
-//! (`RCLONE_RC_PASS`), never on its command line, where other users could
-//! read them. On Linux the child runs under `setpriv --pdeathsig KILL`, so
+//! credentials, a user and password made at each start and passed in
+//! rclone's environment (`RCLONE_RC_USER`, `RCLONE_RC_PASS`), never on its
+//! command line, where other users could read them. On Linux the child runs under `setpriv --pdeathsig KILL`, so
 //! it dies with photosync even after a `kill -9`; otherwise it is killed
 //! when the destination is dropped. A child that died is started again by
 //! the next call, and the call that found it dead fails as transient.
@@ -34,9 +34,6 @@ use crate::destination::http::until_cancelled;
 
 /// How long rclone may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The user name of the remote-control API.
-const USER: &str = "photosync";
 
 /// The oldest rclone photosync works with: from 1.63 a copy cut short is
 /// left under a `.partial` name, never under the photo's own.
@@ -89,6 +86,7 @@ struct Running {
     child: Mutex<tokio::process::Child>,
     client: reqwest::Client,
     base: String,
+    user: String,
     password: String,
     version: Version,
     /// The Unix socket it listens on, removed when it is done with.
@@ -161,7 +159,7 @@ impl Rcd {
         let request = running
             .client
             .post(format!("{}{method}", running.base))
-            .basic_auth(USER, Some(&running.password))
+            .basic_auth(&running.user, Some(&running.password))
             .timeout(self.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(input.to_string());
@@ -258,7 +256,9 @@ impl Rcd {
                 self.program.display()
             )));
         }
-        let password = random_password().map_err(|e| DestinationError::transient(format!("no randomness: {e}")))?;
+        let no_randomness = |e: std::io::Error| DestinationError::transient(format!("no randomness: {e}"));
+        let user = format!("photosync-{}", random_hex(4).map_err(no_randomness)?);
+        let password = random_hex(32).map_err(no_randomness)?;
         let listen = self.listen(version);
         let address = match &listen {
             Listen::Socket(socket) => {
@@ -271,7 +271,7 @@ impl Rcd {
         command
             .args(["rcd", "--rc-addr", &address, "--rc-job-expire-duration", "24h", "--low-level-retries", "2"])
             .args(["--log-level", "NOTICE"])
-            .env("RCLONE_RC_USER", USER)
+            .env("RCLONE_RC_USER", &user)
             .env("RCLONE_RC_PASS", &password)
             .env_remove("RCLONE_RC_NO_AUTH")
             .env_remove("RCLONE_RC_HTPASSWD")
@@ -340,7 +340,7 @@ impl Rcd {
         }
         let client =
             client.build().map_err(|e| DestinationError::permanent(format!("cannot set up an HTTP client: {e}")))?;
-        let running = Running { child: Mutex::new(child), client, base, password, version, socket };
+        let running = Running { child: Mutex::new(child), client, base, user, password, version, socket };
         tracing::info!(%version, socket = running.socket.is_some(), "rclone rcd started");
         Ok(running)
     }
@@ -388,9 +388,9 @@ fn under_death_signal(program: &Path) -> tokio::process::Command {
     }
 }
 
-/// 32 random bytes as hex.
-fn random_password() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
+/// `len` random bytes as hex.
+fn random_hex(len: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; len];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(crate::destination::http::hex(&bytes))
 }
