@@ -11,6 +11,7 @@ mod conditions;
 mod crash;
 mod daemon;
 mod faults;
+mod formats;
 mod keyring;
 mod missing;
 mod nextcloud;
