@@ -91,6 +91,7 @@ fn json_shapes_are_stable() {
             "seconds",
             "failures",
             "deferrals",
+            "skipped",
             "exit_code",
         ])
     );

@@ -148,3 +148,41 @@ fn every_listed_format_is_backed_up_byte_for_byte_and_a_text_file_named_jpg_is_n
     assert!(missing.is_empty(), "not backed up: {missing:?}\n{summary}");
     assert_eq!(stored, all);
 }
+
+#[test]
+fn files_left_out_are_counted_by_reason_in_the_backup_summary() {
+    let env = Env::new();
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let source_line = format!("path = {}\n", crate::harness::quote(&env.source));
+    assert!(config.contains(&source_line));
+    std::fs::write(&env.config, config.replace(&source_line, &format!("{source_line}exclude = [\"scratch/**\"]\n")))
+        .expect("config");
+    let photo = file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1);
+    write(&env.source.join("a.jpg"), &photo);
+    write(&env.source.join("notes.txt"), b"shopping list\n");
+    write(&env.source.join("fake.jpg"), b"not a photo at all\n");
+    write(&env.source.join(".secret.jpg"), &photo);
+    write(&env.source.join(".thumbnails/1.jpg"), &photo);
+    write(&env.source.join(".thumbnails/2.jpg"), &photo);
+    write(&env.source.join("b.jpg.part"), &photo);
+    write(&env.source.join("Thumbs.db"), b"litter");
+    write(&env.source.join("scratch/c.jpg"), &photo);
+
+    let summary = backup(&env);
+    let skipped = &summary["skipped"];
+    let counts: Vec<u64> =
+        ["not_media", "hidden", "partial_download", "os_metadata", "excluded", "unreadable", "unsettled"]
+            .iter()
+            .map(|reason| skipped[reason].as_u64().unwrap_or_else(|| panic!("{reason} in {summary}")))
+            .collect();
+    // A hidden folder counts once: what is inside it is not looked at.
+    assert_eq!(counts, [2, 2, 1, 1, 1, 0, 0], "{summary}");
+    assert_eq!(tree(&env.dest), BTreeMap::from([(PathBuf::from("a.jpg"), photo)]));
+
+    let out = env.run(["backup"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("Not backed up: 2 not a photo or video, 2 hidden, 1 partial download or temporary file, 1 system file, 1 excluded by your rules."),
+        "{text}"
+    );
+}

@@ -99,6 +99,13 @@ pub fn scan(report: &ScanReport) -> wire::Scan {
         settling: report.settling,
         gone: report.gone,
         unavailable: report.unavailable.clone(),
+        skipped: wire::Skipped {
+            not_media: report.skipped.not_media,
+            hidden: report.skipped.hidden,
+            partial_download: report.skipped.partial_download,
+            os_metadata: report.skipped.os_metadata,
+            excluded: report.skipped.excluded,
+        },
     }
 }
 

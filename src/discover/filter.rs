@@ -3,6 +3,8 @@
 
 use std::ffi::OsStr;
 
+use super::SkipReason;
+
 /// Suffixes of files still being written by a browser, sync tool or editor.
 const PARTIAL_SUFFIXES: &[&str] = &[".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", "~"];
 
@@ -14,15 +16,24 @@ pub fn is_hidden(name: &OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 
-/// Whether a file name is one a backup must skip whatever it contains.
-pub fn is_ignored_name(name: &OsStr) -> bool {
+/// Why a backup skips a file of this name whatever it contains, if it does.
+pub fn junk_reason(name: &OsStr) -> Option<SkipReason> {
     if is_hidden(name) {
-        return true;
+        return Some(SkipReason::Hidden);
     }
     let lower = name.to_string_lossy().to_lowercase();
-    LITTER.contains(&lower.as_str())
-        || lower.starts_with("~$")
-        || PARTIAL_SUFFIXES.iter().any(|suffix| lower.ends_with(suffix))
+    if LITTER.contains(&lower.as_str()) {
+        Some(SkipReason::OsMetadata)
+    } else if lower.starts_with("~$") || PARTIAL_SUFFIXES.iter().any(|suffix| lower.ends_with(suffix)) {
+        Some(SkipReason::PartialDownload)
+    } else {
+        None
+    }
+}
+
+/// Whether a file name is one a backup must skip whatever it contains.
+pub fn is_ignored_name(name: &OsStr) -> bool {
+    junk_reason(name).is_some()
 }
 
 #[cfg(test)]

@@ -42,6 +42,53 @@ pub struct ScanError {
     pub reason: String,
 }
 
+/// Why a file in a source is not backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Its content is not a photo or video (or its extension is not one).
+    NotMedia,
+    /// A dotfile, or inside a dot-folder.
+    Hidden,
+    /// A partial download or temporary file (`.part`, `.crdownload`, `~$…`).
+    PartialDownload,
+    /// Operating-system litter (`Thumbs.db`, `desktop.ini`).
+    OsMetadata,
+    /// Left out by the source's `include`/`exclude` rules.
+    Excluded,
+}
+
+/// Files of a scan that are not backed up, by reason (files that could not
+/// be read are [`ScanReport::errors`], those still changing
+/// [`ScanReport::settling`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Skipped {
+    /// Not a photo or video.
+    pub not_media: u64,
+    /// Hidden files, and hidden folders (each counted once; what is inside
+    /// them is not looked at).
+    pub hidden: u64,
+    /// Partial downloads and temporary files.
+    pub partial_download: u64,
+    /// Operating-system litter.
+    pub os_metadata: u64,
+    /// Left out by `include`/`exclude`.
+    pub excluded: u64,
+}
+
+impl Skipped {
+    /// Counts one file skipped for `reason`.
+    pub fn count(&mut self, reason: SkipReason) {
+        *match reason {
+            SkipReason::NotMedia => &mut self.not_media,
+            SkipReason::Hidden => &mut self.hidden,
+            SkipReason::PartialDownload => &mut self.partial_download,
+            SkipReason::OsMetadata => &mut self.os_metadata,
+            SkipReason::Excluded => &mut self.excluded,
+        } += 1;
+    }
+}
+
 /// What one scan found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -68,6 +115,8 @@ pub struct ScanReport {
     /// Why the source could not be scanned now (not mounted, say); its
     /// jobs wait and nothing is concluded from its absence.
     pub unavailable: Option<String>,
+    /// Files that are not backed up, by reason.
+    pub skipped: Skipped,
 }
 
 /// Scans `source`, records what changed, and queues jobs as it goes.
@@ -91,10 +140,12 @@ pub fn scan_source(
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut complete = true;
     let mut writer = catalog.scan_writer(root_text);
-    let walk = WalkDir::new(root)
-        .follow_links(true)
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !filter::is_hidden(e.file_name()));
+    let hidden_folders = std::cell::Cell::new(0u64);
+    let walk = WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| {
+        let hidden_folder = e.depth() > 0 && e.file_type().is_dir() && filter::is_hidden(e.file_name());
+        hidden_folders.set(hidden_folders.get() + u64::from(hidden_folder));
+        !hidden_folder
+    });
     for entry in walk {
         if stop.load(Ordering::Relaxed) {
             complete = false;
@@ -109,8 +160,15 @@ pub fn scan_source(
                 continue;
             }
         };
-        let Some(relative) = (entry.file_type().is_file()).then(|| candidate(source, entry.path())).flatten() else {
+        if !entry.file_type().is_file() {
             continue;
+        }
+        let relative = match classify(source, entry.path()) {
+            Ok(relative) => relative,
+            Err(reason) => {
+                report.skipped.count(reason);
+                continue;
+            }
         };
         seen.insert(relative.as_os_str().as_bytes().to_vec());
         let metadata = match entry.metadata() {
@@ -125,6 +183,7 @@ pub fn scan_source(
         let written = visit(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut report)?;
         on_progress(&report, written);
     }
+    report.skipped.hidden += hidden_folders.get();
     let mut written = report.add(writer.finish(Timestamp::now())?);
     if complete {
         report.gone = catalog.forget_unseen(root_text, &seen)?;
@@ -168,11 +227,27 @@ pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> R
 /// media extension, no hidden or junk name on the way, admitted by the
 /// include/exclude rules.
 pub fn candidate<'p>(source: &SourceConfig, path: &'p Path) -> Option<&'p Path> {
-    let relative = path.strip_prefix(&source.path).ok()?;
-    let name = relative.file_name()?;
-    let hidden_dir = relative.parent().is_some_and(|dir| dir.iter().any(filter::is_hidden));
-    let media = path.extension().is_some_and(media::is_media_extension);
-    (media && !hidden_dir && !is_ignored_name(name) && source.admits(relative)).then_some(relative)
+    classify(source, path).ok()
+}
+
+/// [`candidate`], saying why a file of `source` is not one. A path outside
+/// the source, or the source itself, is not media.
+pub fn classify<'p>(source: &SourceConfig, path: &'p Path) -> Result<&'p Path, SkipReason> {
+    let relative = path.strip_prefix(&source.path).map_err(|_| SkipReason::NotMedia)?;
+    let name = relative.file_name().ok_or(SkipReason::NotMedia)?;
+    if relative.parent().is_some_and(|dir| dir.iter().any(filter::is_hidden)) {
+        return Err(SkipReason::Hidden);
+    }
+    if let Some(reason) = filter::junk_reason(name) {
+        return Err(reason);
+    }
+    if !source.admits(relative) {
+        return Err(SkipReason::Excluded);
+    }
+    if !path.extension().is_some_and(media::is_media_extension) {
+        return Err(SkipReason::NotMedia);
+    }
+    Ok(relative)
 }
 
 /// The catalog spelling of the source's root when the source can be
@@ -231,7 +306,7 @@ fn visit(
         report.unsettled.push(path.to_owned());
         return Ok(0);
     }
-    match read_file(path, stat) {
+    match read_file(path, stat, report) {
         Ok(Some((hash, size))) => {
             report.media_files += 1;
             report.read += 1;
@@ -256,13 +331,19 @@ impl ScanReport {
     }
 }
 
-/// Reads a candidate file once: `Ok(None)` if it is not media or changed
-/// while being read (the next scan picks it up once it is stable).
-fn read_file(path: &Path, stat: FileStat) -> io::Result<Option<(crate::model::ContentHash, u64)>> {
+/// Reads a candidate file once: `Ok(None)` if it is not media (counted in
+/// `report`) or changed while being read (the next scan picks it up once it
+/// is stable).
+fn read_file(
+    path: &Path,
+    stat: FileStat,
+    report: &mut ScanReport,
+) -> io::Result<Option<(crate::model::ContentHash, u64)>> {
     let mut file = File::open(path)?;
     match media::inspect(&mut file)? {
         Inspection::NotMedia => {
             tracing::debug!(path = %path.display(), "skipped: content is not a photo or video");
+            report.skipped.count(SkipReason::NotMedia);
             Ok(None)
         }
         Inspection::Media { hash, size, .. } => {

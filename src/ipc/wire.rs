@@ -154,6 +154,24 @@ pub struct Scan {
     pub gone: u64,
     /// Why the source could not be scanned now (not mounted, say).
     pub unavailable: Option<String>,
+    /// Files not backed up, by reason.
+    pub skipped: Skipped,
+}
+
+/// Files of a scan that are not backed up, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Skipped {
+    /// Not a photo or video.
+    pub not_media: u64,
+    /// Hidden files and folders.
+    pub hidden: u64,
+    /// Partial downloads and temporary files.
+    pub partial_download: u64,
+    /// Operating-system litter (`Thumbs.db`).
+    pub os_metadata: u64,
+    /// Left out by `include`/`exclude`.
+    pub excluded: u64,
 }
 
 /// A file or folder that could not be read.
