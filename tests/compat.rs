@@ -88,6 +88,7 @@ fn json_shapes_are_stable() {
             "deferred",
             "cancelled",
             "bytes_uploaded",
+            "files_read",
             "seconds",
             "failures",
             "deferrals",

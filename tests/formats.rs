@@ -186,3 +186,45 @@ fn files_left_out_are_counted_by_reason_in_the_backup_summary() {
         "{text}"
     );
 }
+
+#[test]
+fn content_decides_whatever_the_extension_and_an_unchanged_tree_is_not_read_again() {
+    let env = Env::new();
+    let media = BTreeMap::from([
+        (PathBuf::from("IMG_1234"), iso_bmff(*b"heic", 61)),
+        (PathBuf::from("VID_0001"), iso_bmff(*b"3gp5", 62)),
+        (PathBuf::from("recovered/file0042.bin"), file(b"\xFF\xD8\xFF\xE1\0\x10Exif\0\0", 6_000, 63)),
+        (PathBuf::from("tape.dif"), file(b"\x1F\x07\x00\x3F", 6_000, 64)),
+        (PathBuf::from("a.jpg"), file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 65)),
+    ]);
+    for (name, content) in &media {
+        write(&env.source.join(name), content);
+    }
+    for i in 0..40 {
+        write(&env.source.join(format!("notes/{i}.txt")), format!("note {i}\n").as_bytes());
+    }
+    write(&env.source.join("fake.jpg"), b"not a photo at all\n");
+
+    let out = env.run(["backup", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(tree(&env.dest), media, "{first}");
+    assert_eq!(first["skipped"]["not_media"], 41, "{first}");
+    assert_eq!(first["files_read"], 46, "{first}");
+    let warned = stderr(&out);
+    assert!(warned.contains("fake.jpg") && warned.contains("content is not one"), "{warned}");
+    assert!(!warned.contains("0.txt"), "a file that does not say it is a photo is not a warning: {warned}");
+
+    let out = env.run(["backup", "--json"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(again["files_read"], 0, "nothing unchanged is read again: {again}");
+    assert_eq!(again["skipped"]["not_media"], 41, "{again}");
+    assert!(!stderr(&out).contains("fake.jpg"), "the warning is given once: {}", stderr(&out));
+
+    // A file that becomes a photo is read again and backed up.
+    let now_a_photo = file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 7_000, 66);
+    write(&env.source.join("notes/0.txt"), &now_a_photo);
+    let again: serde_json::Value = serde_json::from_slice(&env.run(["backup", "--json"]).stdout).expect("summary");
+    assert_eq!((again["files_read"].as_u64(), again["uploaded"].as_u64()), (Some(1), Some(1)), "{again}");
+    assert_eq!(tree(&env.dest)[Path::new("notes/0.txt")], now_a_photo);
+}

@@ -83,6 +83,43 @@ impl ScanWriter<'_> {
         Ok(known == Some(stat))
     }
 
+    /// Whether the file at `rel_path` was read with exactly this stat and
+    /// found not to be a photo or video (so it need not be read again).
+    pub fn is_known_not_media(&self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
+        let known = self
+            .conn
+            .prepare_cached("SELECT size, mtime_ns, inode FROM not_media WHERE source = ?1 AND rel_path = ?2")?
+            .query_row(params![self.source, rel_path], |r| {
+                Ok(FileStat {
+                    size: r.get::<_, i64>(0)? as u64,
+                    mtime_ns: r.get(1)?,
+                    inode: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .optional()?;
+        Ok(known == Some(stat))
+    }
+
+    /// Records that the file at `rel_path`, with this stat, is not a photo
+    /// or video.
+    pub fn record_not_media(&self, rel_path: &[u8], stat: FileStat) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO not_media (source, rel_path, size, mtime_ns, inode) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, rel_path) DO UPDATE SET size = ?3, mtime_ns = ?4, inode = ?5",
+            )?
+            .execute(params![self.source, rel_path, stat.size as i64, stat.mtime_ns, stat.inode as i64])?;
+        Ok(())
+    }
+
+    /// Forgets that the file at `rel_path` was not media (it is now).
+    pub fn forget_not_media(&self, rel_path: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
+            .execute(params![self.source, rel_path])?;
+        Ok(())
+    }
+
     /// Buffers the current content of a file; writes the buffer when it is
     /// full or old enough and returns what that wrote.
     pub fn record(&mut self, rel_path: &[u8], stat: FileStat, hash: ContentHash, now: Timestamp) -> Result<Flushed> {
@@ -183,6 +220,16 @@ impl Catalog {
         };
         for rel_path in &gone {
             tx.prepare_cached("DELETE FROM files WHERE source = ?1 AND rel_path = ?2")?
+                .execute(params![source, rel_path])?;
+        }
+        // What was found not to be media and is gone is forgotten too.
+        let gone_not_media: Vec<Vec<u8>> = {
+            let mut stmt = tx.prepare_cached("SELECT rel_path FROM not_media WHERE source = ?1")?;
+            let rows = stmt.query_map(params![source], |r| r.get::<_, Vec<u8>>(0))?;
+            rows.filter(|r| r.as_ref().map_or(true, |p| !seen.contains(p))).collect::<rusqlite::Result<_>>()?
+        };
+        for rel_path in &gone_not_media {
+            tx.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
                 .execute(params![source, rel_path])?;
         }
         tx.commit()?;

@@ -131,6 +131,18 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE multipart_parts;
     DROP TABLE multipart_uploads;
     ",
+    // 5: files read and found not to be photos or videos, with the stat
+    // they had then: not read again until that changes.
+    r"
+    CREATE TABLE not_media (
+        source    TEXT NOT NULL,
+        rel_path  BLOB NOT NULL,
+        size      INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        inode     INTEGER NOT NULL,
+        PRIMARY KEY (source, rel_path)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -54,6 +54,9 @@ struct Summary {
     cancelled: u64,
     /// Bytes written in this run.
     bytes_uploaded: u64,
+    /// Files read in this run (new or changed ones, photos or not: an
+    /// unchanged file is never read again).
+    files_read: u64,
     /// Wall-clock seconds.
     seconds: f64,
     /// What failed, and why.
@@ -287,6 +290,7 @@ fn summarize(outcome: &wire::Backup, seconds: f64) -> Summary {
         deferred,
         cancelled: outcome.drain.cancelled,
         bytes_uploaded: outcome.drain.bytes_uploaded,
+        files_read: outcome.scans.iter().map(|s| s.read + s.not_media_read).sum(),
         seconds: (seconds * 1000.0).round() / 1000.0,
         failures,
         deferrals,

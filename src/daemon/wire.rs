@@ -106,6 +106,7 @@ pub fn scan(report: &ScanReport) -> wire::Scan {
             os_metadata: report.skipped.os_metadata,
             excluded: report.skipped.excluded,
         },
+        not_media_read: report.not_media_read,
     }
 }
 

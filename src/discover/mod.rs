@@ -117,6 +117,9 @@ pub struct ScanReport {
     pub unavailable: Option<String>,
     /// Files that are not backed up, by reason.
     pub skipped: Skipped,
+    /// Files read and found not to be photos or videos (once per version:
+    /// the verdict is kept).
+    pub not_media_read: u64,
 }
 
 /// Scans `source`, records what changed, and queues jobs as it goes.
@@ -223,9 +226,10 @@ pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> R
     Ok(report)
 }
 
-/// The relative path of `path` if it is a backup candidate of `source`: a
-/// media extension, no hidden or junk name on the way, admitted by the
-/// include/exclude rules.
+/// The relative path of `path` if it is a backup candidate of `source`: no
+/// hidden or junk name on the way, admitted by the include/exclude rules.
+/// Whether it is a photo or video its content decides, whatever its
+/// extension (it has none, at times).
 pub fn candidate<'p>(source: &SourceConfig, path: &'p Path) -> Option<&'p Path> {
     classify(source, path).ok()
 }
@@ -243,9 +247,6 @@ pub fn classify<'p>(source: &SourceConfig, path: &'p Path) -> Result<&'p Path, S
     }
     if !source.admits(relative) {
         return Err(SkipReason::Excluded);
-    }
-    if !path.extension().is_some_and(media::is_media_extension) {
-        return Err(SkipReason::NotMedia);
     }
     Ok(relative)
 }
@@ -299,6 +300,10 @@ fn visit(
         report.media_files += 1;
         return Ok(0);
     }
+    if writer.is_known_not_media(rel_bytes, stat)? {
+        report.skipped.count(SkipReason::NotMedia);
+        return Ok(0);
+    }
     if let (Some(cutoff), Ok(modified)) = (settle_cutoff, metadata.modified())
         && modified > cutoff
     {
@@ -306,14 +311,23 @@ fn visit(
         report.unsettled.push(path.to_owned());
         return Ok(0);
     }
-    match read_file(path, stat, report) {
-        Ok(Some((hash, size))) => {
+    match read_file(path, stat) {
+        Ok(Read::Media { hash, size }) => {
             report.media_files += 1;
             report.read += 1;
             report.bytes_read += size;
+            writer.forget_not_media(rel_bytes)?;
             return Ok(report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?));
         }
-        Ok(None) => {}
+        Ok(Read::NotMedia) => {
+            if path.extension().is_some_and(media::is_media_extension) {
+                tracing::warn!(path = ?path, "not backed up: named like a photo or video, but its content is not one");
+            }
+            report.not_media_read += 1;
+            report.skipped.count(SkipReason::NotMedia);
+            writer.record_not_media(rel_bytes, stat)?;
+        }
+        Ok(Read::Changed) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(path = %path.display(), "file vanished during the scan");
         }
@@ -331,28 +345,31 @@ impl ScanReport {
     }
 }
 
-/// Reads a candidate file once: `Ok(None)` if it is not media (counted in
-/// `report`) or changed while being read (the next scan picks it up once it
-/// is stable).
-fn read_file(
-    path: &Path,
-    stat: FileStat,
-    report: &mut ScanReport,
-) -> io::Result<Option<(crate::model::ContentHash, u64)>> {
+/// What reading a candidate file found.
+enum Read {
+    /// A photo or video, with its hash and size.
+    Media { hash: crate::model::ContentHash, size: u64 },
+    /// Its content is not a photo or video.
+    NotMedia,
+    /// It changed while it was read: the next scan picks it up once stable.
+    Changed,
+}
+
+/// Reads a candidate file once.
+fn read_file(path: &Path, stat: FileStat) -> io::Result<Read> {
     let mut file = File::open(path)?;
     match media::inspect(&mut file)? {
         Inspection::NotMedia => {
             tracing::debug!(path = %path.display(), "skipped: content is not a photo or video");
-            report.skipped.count(SkipReason::NotMedia);
-            Ok(None)
+            Ok(Read::NotMedia)
         }
         Inspection::Media { hash, size, .. } => {
             let after = stat_of(&file.metadata()?);
             if size != stat.size || after != stat {
                 tracing::warn!(path = %path.display(), "skipped: the file changed while it was read; it is picked up once it is stable");
-                return Ok(None);
+                return Ok(Read::Changed);
             }
-            Ok(Some((hash, size)))
+            Ok(Read::Media { hash, size })
         }
     }
 }

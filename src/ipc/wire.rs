@@ -156,6 +156,8 @@ pub struct Scan {
     pub unavailable: Option<String>,
     /// Files not backed up, by reason.
     pub skipped: Skipped,
+    /// Files read and found not to be photos or videos.
+    pub not_media_read: u64,
 }
 
 /// Files of a scan that are not backed up, by reason.
