@@ -228,3 +228,54 @@ fn content_decides_whatever_the_extension_and_an_unchanged_tree_is_not_read_agai
     assert_eq!((again["files_read"].as_u64(), again["uploaded"].as_u64()), (Some(1), Some(1)), "{again}");
     assert_eq!(tree(&env.dest)[Path::new("notes/0.txt")], now_a_photo);
 }
+
+#[test]
+fn why_answers_for_a_file_of_each_kind() {
+    let env = Env::new();
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let source_line = format!("path = {}\n", crate::harness::quote(&env.source));
+    std::fs::write(&env.config, config.replace(&source_line, &format!("{source_line}exclude = [\"scratch/**\"]\n")))
+        .expect("config");
+    let photo = file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1);
+    for name in ["a.jpg", ".secret.jpg", "b.jpg.part", "scratch/c.jpg"] {
+        write(&env.source.join(name), &photo);
+    }
+    write(&env.source.join("notes.txt"), b"shopping list\n");
+    write(&env.source.join("Thumbs.db"), b"litter");
+    backup(&env);
+    write(&env.source.join("new.jpg"), &file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 2));
+    write(&env.dir.path().join("elsewhere.jpg"), &photo);
+
+    let expected = [
+        ("a.jpg", "backed_up", "acknowledged"),
+        ("notes.txt", "not_backed_up", "not_media"),
+        (".secret.jpg", "not_backed_up", "hidden"),
+        ("b.jpg.part", "not_backed_up", "partial_download"),
+        ("Thumbs.db", "not_backed_up", "os_metadata"),
+        ("scratch/c.jpg", "not_backed_up", "excluded"),
+        ("new.jpg", "waiting", "not_scanned"),
+        ("gone.jpg", "not_backed_up", "missing"),
+        ("../elsewhere.jpg", "not_backed_up", "outside_sources"),
+    ];
+    let paths: Vec<String> = expected.iter().map(|(name, _, _)| env.source.join(name).display().to_string()).collect();
+    let mut args = vec!["why", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = env.run(args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for (i, (name, verdict, reason)) in expected.iter().enumerate() {
+        let answer = &answers[i];
+        assert_eq!(
+            (answer["verdict"].as_str(), answer["reason"].as_str()),
+            (Some(*verdict), Some(*reason)),
+            "{name}: {answer}"
+        );
+    }
+    assert_eq!(answers[0]["destinations"][0]["receipt_key"], "a.jpg", "{}", answers[0]);
+    assert_eq!(answers[0]["destinations"][0]["state"], "acknowledged", "{}", answers[0]);
+
+    let out = env.run(["why", &paths[0], &paths[1]]);
+    let text = stdout(&out);
+    assert!(text.contains("a.jpg: backed up — every destination holds it"), "{text}");
+    assert!(text.contains("notes.txt: not backed up — its content is not a photo or video"), "{text}");
+}

@@ -1,10 +1,10 @@
 //! What people are shown of the queue: job listings and counts per state,
 //! and the receipts `photosync verify` proves against the destinations.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Catalog, CatalogError, Result};
+use super::{Catalog, CatalogError, FileStat, Result};
 use crate::model::{ContentHash, DestinationId, JobId, Receipt, RemoteKey, StateName, Timestamp, WaitingOn};
 
 fn corrupt(what: impl Into<String>) -> CatalogError {
@@ -60,42 +60,88 @@ impl StateCounts {
     }
 }
 
+/// The columns of a [`JobView`], for [`view`].
+const VIEW_QUERY: &str = "SELECT j.id, j.state, j.attempts, d.name, a.source, a.rel_path, a.size, j.waiting_on,
+        j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at
+     FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id";
+
+fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
+    let id = JobId(row.get(0)?);
+    let state_text: String = row.get(1)?;
+    let state = StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state")))?;
+    let source: String = row.get(4)?;
+    let rel: Vec<u8> = row.get(5)?;
+    let waiting_on: Option<String> = row.get(7)?;
+    let receipt_key: Option<Vec<u8>> = row.get(11)?;
+    Ok(JobView {
+        id,
+        state,
+        attempts: row.get(2)?,
+        destination: row.get(3)?,
+        path: format!("{}/{}", source.trim_end_matches('/'), String::from_utf8_lossy(&rel)),
+        size: row.get::<_, i64>(6)? as u64,
+        waiting_on: waiting_on.as_deref().and_then(WaitingOn::parse),
+        next_attempt_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
+        error: row.get(9)?,
+        last_error: row.get(10)?,
+        receipt_key: receipt_key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+        updated_at: Timestamp(row.get(12)?),
+    })
+}
+
+fn stat_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileStat> {
+    Ok(FileStat { size: r.get::<_, i64>(0)? as u64, mtime_ns: r.get(1)?, inode: r.get::<_, i64>(2)? as u64 })
+}
+
 impl Catalog {
     /// Jobs for display, newest first within each state ordering by id.
     pub fn list(&self, filter: JobFilter) -> Result<Vec<JobView>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT j.id, j.state, j.attempts, d.name, a.source, a.rel_path, a.size, j.waiting_on,
-                    j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at
-             FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id
-             WHERE (?1 IS NULL OR j.state = ?1) AND (?2 = 0 OR d.active = 1)
-             ORDER BY j.id",
-        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "{VIEW_QUERY} WHERE (?1 IS NULL OR j.state = ?1) AND (?2 = 0 OR d.active = 1) ORDER BY j.id"
+        ))?;
         let mut rows = stmt.query(params![filter.state.map(StateName::as_str), filter.active_only])?;
         let mut views = Vec::new();
         while let Some(row) = rows.next()? {
-            let id = JobId(row.get(0)?);
-            let state_text: String = row.get(1)?;
-            let state = StateName::parse(&state_text).ok_or_else(|| corrupt(format!("job {id}: unknown state")))?;
-            let source: String = row.get(4)?;
-            let rel: Vec<u8> = row.get(5)?;
-            let waiting_on: Option<String> = row.get(7)?;
-            let receipt_key: Option<Vec<u8>> = row.get(11)?;
-            views.push(JobView {
-                id,
-                state,
-                attempts: row.get(2)?,
-                destination: row.get(3)?,
-                path: format!("{}/{}", source.trim_end_matches('/'), String::from_utf8_lossy(&rel)),
-                size: row.get::<_, i64>(6)? as u64,
-                waiting_on: waiting_on.as_deref().and_then(WaitingOn::parse),
-                next_attempt_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
-                error: row.get(9)?,
-                last_error: row.get(10)?,
-                receipt_key: receipt_key.map(|k| String::from_utf8_lossy(&k).into_owned()),
-                updated_at: Timestamp(row.get(12)?),
-            });
+            views.push(view(row)?);
         }
         Ok(views)
+    }
+
+    /// The jobs of the version of `rel_path` in `source` that the last scan
+    /// recorded, and the stat it had then; `None` if no scan recorded it as
+    /// a photo or video.
+    pub fn current_jobs(&self, source: &str, rel_path: &[u8]) -> Result<Option<(FileStat, Vec<JobView>)>> {
+        let Some((recorded, asset)) = self
+            .conn
+            .query_row(
+                "SELECT size, mtime_ns, inode, asset_id FROM files WHERE source = ?1 AND rel_path = ?2",
+                params![source, rel_path],
+                |r| Ok((stat_of_row(r)?, r.get::<_, i64>(3)?)),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare(&format!("{VIEW_QUERY} WHERE j.asset_id = ?1 ORDER BY j.id"))?;
+        let mut rows = stmt.query(params![asset])?;
+        let mut views = Vec::new();
+        while let Some(row) = rows.next()? {
+            views.push(view(row)?);
+        }
+        Ok(Some((recorded, views)))
+    }
+
+    /// The stat `rel_path` in `source` had when it was read and found not
+    /// to be a photo or video.
+    pub fn not_media_stat(&self, source: &str, rel_path: &[u8]) -> Result<Option<FileStat>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT size, mtime_ns, inode FROM not_media WHERE source = ?1 AND rel_path = ?2",
+                params![source, rel_path],
+                stat_of_row,
+            )
+            .optional()?)
     }
 
     /// How many jobs for destinations in the current config are in each state.

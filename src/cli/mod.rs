@@ -15,6 +15,7 @@ mod retry;
 mod scan;
 mod status;
 mod verify;
+mod why;
 
 use std::path::PathBuf;
 
@@ -100,6 +101,8 @@ enum Command {
     /// Keep a destination's password in the system keyring (Secret Service,
     /// macOS Keychain).
     Password(password::Args),
+    /// Say whether files are backed up, waiting, or left out, and why.
+    Why(why::Args),
 }
 
 impl Cli {
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Jobs(args) => jobs::run(&Config::load(&config_path)?, &args),
         Command::Retry(args) => retry::run(&Config::load(&config_path)?, &args),
         Command::Verify(args) => verify::run(&Config::load(&config_path)?, &args),
+        Command::Why(args) => why::run(&Config::load(&config_path)?, &args),
         Command::Password(args) => password::run(&Config::load(&config_path)?, &args),
     }
 }
