@@ -119,7 +119,18 @@ fn status_json_has_a_stable_shape() {
     let keys = |v: &Value| v.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
     assert_eq!(
         keys(&status),
-        ["last_scan", "pid", "reason", "scanning", "scheduler", "started_at", "state", "version", "watching"]
+        [
+            "last_scan",
+            "pid",
+            "reason",
+            "scanning",
+            "scheduler",
+            "skipped",
+            "started_at",
+            "state",
+            "version",
+            "watching"
+        ]
     );
     assert_eq!(
         keys(&status["scheduler"]),

@@ -279,3 +279,26 @@ fn why_answers_for_a_file_of_each_kind() {
     assert!(text.contains("a.jpg: backed up — every destination holds it"), "{text}");
     assert!(text.contains("notes.txt: not backed up — its content is not a photo or video"), "{text}");
 }
+
+#[test]
+fn status_says_what_the_last_scan_left_out() {
+    let env = Env::new();
+    env.write_config("settle = \"300ms\"\n");
+    write(&env.source.join("a.jpg"), &file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1));
+    write(&env.source.join("notes.txt"), b"shopping list\n");
+    write(&env.source.join("b.jpg.crdownload"), b"half a photo");
+    let daemon = env.start_daemon();
+    daemon.wait_until(std::time::Duration::from_secs(30), "the photo is backed up", || {
+        env.count_jobs("acknowledged") == 1
+    });
+    // The files have settled: a full scan now reads them.
+    let scan = env.run(["scan"]);
+    assert!(scan.status.success(), "{}", stderr(&scan));
+    let skipped = &env.status()["skipped"];
+    assert_eq!((skipped["not_media"].as_u64(), skipped["partial_download"].as_u64()), (Some(1), Some(1)), "{skipped}");
+    let text = stdout(&env.run(["status"]));
+    assert!(
+        text.contains("not backed up at the last scan: 1 not a photo or video, 1 partial download or temporary file"),
+        "{text}"
+    );
+}

@@ -64,72 +64,9 @@ struct Summary {
     /// Why work was deferred.
     deferrals: Vec<Deferral>,
     /// Files in the sources that are not backed up, by reason.
-    skipped: Skipped,
+    skipped: wire::Skipped,
     /// The exit code.
     exit_code: i32,
-}
-
-/// Files in the sources that are not backed up, by reason.
-#[derive(Debug, Default, Serialize)]
-struct Skipped {
-    /// Not a photo or video.
-    not_media: u64,
-    /// Hidden files and folders.
-    hidden: u64,
-    /// Partial downloads and temporary files.
-    partial_download: u64,
-    /// Operating-system litter (`Thumbs.db`).
-    os_metadata: u64,
-    /// Left out by `include`/`exclude`.
-    excluded: u64,
-    /// Could not be read (listed under `failures`).
-    unreadable: u64,
-    /// Still changing; backed up once they settle.
-    unsettled: u64,
-}
-
-impl Skipped {
-    fn of(scans: &[wire::Scan]) -> Skipped {
-        let mut all = Skipped::default();
-        for scan in scans {
-            let s = &scan.skipped;
-            all.not_media += s.not_media;
-            all.hidden += s.hidden;
-            all.partial_download += s.partial_download;
-            all.os_metadata += s.os_metadata;
-            all.excluded += s.excluded;
-            all.unreadable += scan.errors.len() as u64;
-            all.unsettled += scan.settling;
-        }
-        all
-    }
-
-    /// The non-zero counts, as a sentence's parts.
-    fn parts(&self) -> Vec<String> {
-        [
-            (self.not_media, "not a photo or video"),
-            (self.hidden, "hidden"),
-            (self.partial_download, "partial download or temporary file"),
-            (self.os_metadata, "system file"),
-            (self.excluded, "excluded by your rules"),
-            (self.unreadable, "unreadable"),
-            (self.unsettled, "still changing"),
-        ]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect()
-    }
-
-    fn total(&self) -> u64 {
-        self.not_media
-            + self.hidden
-            + self.partial_download
-            + self.os_metadata
-            + self.excluded
-            + self.unreadable
-            + self.unsettled
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -294,7 +231,10 @@ fn summarize(outcome: &wire::Backup, seconds: f64) -> Summary {
         seconds: (seconds * 1000.0).round() / 1000.0,
         failures,
         deferrals,
-        skipped: Skipped::of(&outcome.scans),
+        skipped: outcome.scans.iter().fold(wire::Skipped::default(), |mut all, scan| {
+            all.add(&scan.skipped);
+            all
+        }),
         exit_code: 0,
     };
     summary.exit_code = exit_code(outcome, &summary) as i32;
@@ -315,8 +255,9 @@ fn print_human(out: &mut impl std::io::Write, s: &Summary) -> std::io::Result<()
     if s.cancelled > 0 {
         writeln!(out, "Cancelled {} job(s) whose file was deleted or replaced.", s.cancelled)?;
     }
-    if s.skipped.total() > 0 {
-        writeln!(out, "Not backed up: {}.", s.skipped.parts().join(", "))?;
+    let left_out = s.skipped.in_words();
+    if !left_out.is_empty() {
+        writeln!(out, "Not backed up: {}.", left_out.join(", "))?;
     }
     if !s.failures.is_empty() {
         writeln!(out, "{} failed:", s.failures.len())?;

@@ -66,6 +66,10 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
         (false, None) => "no full scan yet".to_owned(),
     };
     writeln!(out, "  {watching}; {scan}")?;
+    let left_out = s.skipped.map(|skipped| skipped.in_words()).unwrap_or_default();
+    if !left_out.is_empty() {
+        writeln!(out, "  not backed up at the last scan: {} (`photosync why PATH` says why)", left_out.join(", "))?;
+    }
     let sched = &s.scheduler;
     let count = |state: StateName| sched.counts.get(state.as_str()).copied().unwrap_or(0);
     writeln!(

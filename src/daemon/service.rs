@@ -154,6 +154,7 @@ impl Service {
             scanning: discovery.scanning(),
             watching: discovery.watching(),
             last_scan: discovery.last_scan(),
+            skipped: discovery.left_out().map(|l| wire::skipped(&l.skipped, l.unreadable, l.unsettled)),
             scheduler: wire::scheduler(&scheduler),
         })))
     }

@@ -4,7 +4,7 @@
 
 use crate::backup::BackupOutcome;
 use crate::catalog::{JobView, StateCounts};
-use crate::discover::ScanReport;
+use crate::discover::{ScanReport, Skipped};
 use crate::ipc::wire;
 use crate::model::StateName;
 use crate::scheduler::{DrainReport, Hold, SchedulerStatus};
@@ -83,6 +83,19 @@ pub fn job(view: &JobView) -> wire::Job {
     }
 }
 
+/// Files left out, by reason.
+pub fn skipped(skipped: &Skipped, unreadable: u64, unsettled: u64) -> wire::Skipped {
+    wire::Skipped {
+        not_media: skipped.not_media,
+        hidden: skipped.hidden,
+        partial_download: skipped.partial_download,
+        os_metadata: skipped.os_metadata,
+        excluded: skipped.excluded,
+        unreadable,
+        unsettled,
+    }
+}
+
 /// What a scan found.
 pub fn scan(report: &ScanReport) -> wire::Scan {
     wire::Scan {
@@ -99,13 +112,7 @@ pub fn scan(report: &ScanReport) -> wire::Scan {
         settling: report.settling,
         gone: report.gone,
         unavailable: report.unavailable.clone(),
-        skipped: wire::Skipped {
-            not_media: report.skipped.not_media,
-            hidden: report.skipped.hidden,
-            partial_download: report.skipped.partial_download,
-            os_metadata: report.skipped.os_metadata,
-            excluded: report.skipped.excluded,
-        },
+        skipped: skipped(&report.skipped, report.errors.len() as u64, report.settling),
         not_media_read: report.not_media_read,
     }
 }

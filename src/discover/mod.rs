@@ -77,6 +77,15 @@ pub struct Skipped {
 }
 
 impl Skipped {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Skipped) {
+        self.not_media += other.not_media;
+        self.hidden += other.hidden;
+        self.partial_download += other.partial_download;
+        self.os_metadata += other.os_metadata;
+        self.excluded += other.excluded;
+    }
+
     /// Counts one file skipped for `reason`.
     pub fn count(&mut self, reason: SkipReason) {
         *match reason {

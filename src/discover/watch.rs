@@ -28,7 +28,7 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::source::{Availability, availability};
-use super::{ScanReport, candidate, scan_file, scan_source, stat_of};
+use super::{ScanReport, Skipped, candidate, scan_file, scan_source, stat_of};
 use crate::catalog::{Catalog, CatalogError, FileStat};
 use crate::config::SourceConfig;
 use crate::model::Timestamp;
@@ -48,6 +48,18 @@ pub struct DiscoveryState {
     scanning: AtomicBool,
     watching: AtomicBool,
     last_scan: Mutex<Option<Timestamp>>,
+    left_out: Mutex<Option<LeftOut>>,
+}
+
+/// What the last full scan left out, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Skipped by name, rules or content.
+    pub skipped: Skipped,
+    /// Files and folders that could not be read.
+    pub unreadable: u64,
+    /// Files still changing.
+    pub unsettled: u64,
 }
 
 impl DiscoveryState {
@@ -64,6 +76,11 @@ impl DiscoveryState {
     /// When the last full scan finished.
     pub fn last_scan(&self) -> Option<Timestamp> {
         *self.last_scan.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the last full scan left out.
+    pub fn left_out(&self) -> Option<LeftOut> {
+        *self.left_out.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -360,8 +377,18 @@ impl Worker {
 
     fn full_scan(&mut self) -> Result<Vec<ScanReport>, CatalogError> {
         self.state.scanning.store(true, Ordering::Relaxed);
-        let result = (0..self.sources.len()).map(|index| self.scan_one(index)).collect();
+        let result: Result<Vec<ScanReport>, CatalogError> =
+            (0..self.sources.len()).map(|index| self.scan_one(index)).collect();
         self.state.scanning.store(false, Ordering::Relaxed);
+        if let Ok(reports) = &result {
+            let mut left_out = LeftOut::default();
+            for report in reports {
+                left_out.skipped.add(&report.skipped);
+                left_out.unreadable += report.errors.len() as u64;
+                left_out.unsettled += report.settling;
+            }
+            *self.state.left_out.lock().unwrap_or_else(PoisonError::into_inner) = Some(left_out);
+        }
         *self.state.last_scan.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
         self.next_rescan = Instant::now() + self.settings.rescan_interval;
         // Jobs set aside wait for a scan: tell the scheduler, whatever it found.

@@ -130,6 +130,9 @@ pub struct DaemonStatus {
     pub watching: bool,
     /// When the last full scan finished.
     pub last_scan: Option<Timestamp>,
+    /// What the last full scan left out, by reason.
+    #[serde(default)]
+    pub skipped: Option<wire::Skipped>,
     /// The scheduler's view.
     pub scheduler: wire::Scheduler,
 }

@@ -160,7 +160,7 @@ pub struct Scan {
     pub not_media_read: u64,
 }
 
-/// Files of a scan that are not backed up, by reason.
+/// Files of a scan (or several) that are not backed up, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Skipped {
@@ -174,6 +174,40 @@ pub struct Skipped {
     pub os_metadata: u64,
     /// Left out by `include`/`exclude`.
     pub excluded: u64,
+    /// Could not be read.
+    pub unreadable: u64,
+    /// Still changing; backed up once they settle.
+    pub unsettled: u64,
+}
+
+impl Skipped {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Skipped) {
+        self.not_media += other.not_media;
+        self.hidden += other.hidden;
+        self.partial_download += other.partial_download;
+        self.os_metadata += other.os_metadata;
+        self.excluded += other.excluded;
+        self.unreadable += other.unreadable;
+        self.unsettled += other.unsettled;
+    }
+
+    /// The non-zero counts with what they count, in words.
+    pub fn in_words(&self) -> Vec<String> {
+        [
+            (self.not_media, "not a photo or video"),
+            (self.hidden, "hidden"),
+            (self.partial_download, "partial download or temporary file"),
+            (self.os_metadata, "system file"),
+            (self.excluded, "excluded by your rules"),
+            (self.unreadable, "unreadable"),
+            (self.unsettled, "still changing"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect()
+    }
 }
 
 /// A file or folder that could not be read.
