@@ -1,9 +1,10 @@
 //! What people are shown of the queue: job listings and counts per state,
 //! and the receipts `photosync verify` proves against the destinations.
 
-use rusqlite::{OptionalExtension as _, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
+use super::scan::{Table, recorded_stat};
 use super::{Catalog, CatalogError, FileStat, Result};
 use crate::model::{ContentHash, DestinationId, JobId, Receipt, RemoteKey, StateName, Timestamp, WaitingOn};
 
@@ -89,10 +90,6 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
     })
 }
 
-fn stat_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileStat> {
-    Ok(FileStat { size: r.get::<_, i64>(0)? as u64, mtime_ns: r.get(1)?, inode: r.get::<_, i64>(2)? as u64 })
-}
-
 impl Catalog {
     /// Jobs for display, newest first within each state ordering by id.
     pub fn list(&self, filter: JobFilter) -> Result<Vec<JobView>> {
@@ -111,19 +108,14 @@ impl Catalog {
     /// recorded, and the stat it had then; `None` if no scan recorded it as
     /// a photo or video.
     pub fn current_jobs(&self, source: &str, rel_path: &[u8]) -> Result<Option<(FileStat, Vec<JobView>)>> {
-        let Some((recorded, asset)) = self
-            .conn
-            .query_row(
-                "SELECT size, mtime_ns, inode, asset_id FROM files WHERE source = ?1 AND rel_path = ?2",
-                params![source, rel_path],
-                |r| Ok((stat_of_row(r)?, r.get::<_, i64>(3)?)),
-            )
-            .optional()?
-        else {
+        let Some(recorded) = recorded_stat(&self.conn, Table::Files, source, rel_path)? else {
             return Ok(None);
         };
-        let mut stmt = self.conn.prepare(&format!("{VIEW_QUERY} WHERE j.asset_id = ?1 ORDER BY j.id"))?;
-        let mut rows = stmt.query(params![asset])?;
+        let mut stmt = self.conn.prepare(&format!(
+            "{VIEW_QUERY} WHERE j.asset_id = (SELECT asset_id FROM files WHERE source = ?1 AND rel_path = ?2)
+             ORDER BY j.id"
+        ))?;
+        let mut rows = stmt.query(params![source, rel_path])?;
         let mut views = Vec::new();
         while let Some(row) = rows.next()? {
             views.push(view(row)?);
@@ -134,14 +126,7 @@ impl Catalog {
     /// The stat `rel_path` in `source` had when it was read and found not
     /// to be a photo or video.
     pub fn not_media_stat(&self, source: &str, rel_path: &[u8]) -> Result<Option<FileStat>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT size, mtime_ns, inode FROM not_media WHERE source = ?1 AND rel_path = ?2",
-                params![source, rel_path],
-                stat_of_row,
-            )
-            .optional()?)
+        recorded_stat(&self.conn, Table::NotMedia, source, rel_path)
     }
 
     /// How many jobs for destinations in the current config are in each state.

@@ -58,6 +58,32 @@ pub struct ScanWriter<'c> {
     oldest: Option<Instant>,
 }
 
+/// Where a file's stat is kept: with its current version, or as not media.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Table {
+    Files,
+    NotMedia,
+}
+
+/// The stat recorded for `rel_path` of `source` in `table`.
+pub(super) fn recorded_stat(
+    conn: &Connection,
+    table: Table,
+    source: &str,
+    rel_path: &[u8],
+) -> Result<Option<FileStat>> {
+    let sql = match table {
+        Table::Files => "SELECT size, mtime_ns, inode FROM files WHERE source = ?1 AND rel_path = ?2",
+        Table::NotMedia => "SELECT size, mtime_ns, inode FROM not_media WHERE source = ?1 AND rel_path = ?2",
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![source, rel_path], |r| {
+            Ok(FileStat { size: r.get::<_, i64>(0)? as u64, mtime_ns: r.get(1)?, inode: r.get::<_, i64>(2)? as u64 })
+        })
+        .optional()?)
+}
+
 impl Catalog {
     /// Starts recording a scan of `source`.
     pub fn scan_writer(&mut self, source: &str) -> ScanWriter<'_> {
@@ -69,35 +95,13 @@ impl ScanWriter<'_> {
     /// Whether the file at `rel_path` is recorded with exactly this stat (so
     /// its content need not be read again).
     pub fn is_unchanged(&self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
-        let known = self
-            .conn
-            .prepare_cached("SELECT size, mtime_ns, inode FROM files WHERE source = ?1 AND rel_path = ?2")?
-            .query_row(params![self.source, rel_path], |r| {
-                Ok(FileStat {
-                    size: r.get::<_, i64>(0)? as u64,
-                    mtime_ns: r.get(1)?,
-                    inode: r.get::<_, i64>(2)? as u64,
-                })
-            })
-            .optional()?;
-        Ok(known == Some(stat))
+        Ok(recorded_stat(self.conn, Table::Files, &self.source, rel_path)? == Some(stat))
     }
 
     /// Whether the file at `rel_path` was read with exactly this stat and
     /// found not to be a photo or video (so it need not be read again).
     pub fn is_known_not_media(&self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
-        let known = self
-            .conn
-            .prepare_cached("SELECT size, mtime_ns, inode FROM not_media WHERE source = ?1 AND rel_path = ?2")?
-            .query_row(params![self.source, rel_path], |r| {
-                Ok(FileStat {
-                    size: r.get::<_, i64>(0)? as u64,
-                    mtime_ns: r.get(1)?,
-                    inode: r.get::<_, i64>(2)? as u64,
-                })
-            })
-            .optional()?;
-        Ok(known == Some(stat))
+        Ok(recorded_stat(self.conn, Table::NotMedia, &self.source, rel_path)? == Some(stat))
     }
 
     /// Records that the file at `rel_path`, with this stat, is not a photo
