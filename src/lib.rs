@@ -22,7 +22,9 @@
 //! - [`daemon`] runs discovery (with the live watcher in [`discover::watch`])
 //!   and the scheduler for `photosync daemon`, controlled over [`ipc`].
 //! - [`verify`] proves acknowledged receipts against the destinations.
+//! - [`why`] says whether a file is backed up, waiting, or left out, and why.
 //! - [`secrets`] reads and stores destination passwords in the system keyring.
+//! - [`runtime`] finds the private runtime folder the sockets live in.
 //!
 //! Dependencies point downward: `daemon → ipc::server → scheduler →
 //! {catalog, discover, destination, policy, media} → {config, model}`, and
@@ -42,8 +44,10 @@ pub mod ipc;
 pub mod media;
 pub mod model;
 pub mod policy;
+pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod verify;
+pub mod why;
 
 pub use error::Error;

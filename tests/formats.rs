@@ -301,4 +301,11 @@ fn status_says_what_the_last_scan_left_out() {
         text.contains("not backed up at the last scan: 1 not a photo or video, 1 partial download or temporary file"),
         "{text}"
     );
+    // `why` asks the running daemon.
+    let photo = env.source.join("a.jpg").display().to_string();
+    let notes = env.source.join("notes.txt").display().to_string();
+    let out = env.run(["why", "--json", &photo, &notes]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((answers[0]["verdict"].as_str(), answers[1]["reason"].as_str()), (Some("backed_up"), Some("not_media")));
 }

@@ -145,6 +145,7 @@ async fn serve_config(
         policy: config.policy.clone(),
         overrides: Arc::new(overrides),
         targets: targets.clone(),
+        sources: config.sources.clone(),
     });
     service.set_trouble(None);
 

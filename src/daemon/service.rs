@@ -37,6 +37,8 @@ pub struct Handles {
     pub overrides: Arc<watch::Sender<Overrides>>,
     /// The destinations, for `verify`.
     pub targets: Vec<Target>,
+    /// The sources, for `why`.
+    pub sources: Vec<crate::config::SourceConfig>,
 }
 
 /// The control socket's handler: one method per request.
@@ -92,6 +94,7 @@ impl Handler for Service {
                 let overrides = Overrides { ignore_power_and_window: now, allow_metered };
                 self.backup(&handles, overrides).await
             }
+            Request::Why { paths } => self.why(&handles, paths).await,
         };
         result.unwrap_or_else(Response::Error)
     }
@@ -124,6 +127,13 @@ async fn retry(handles: &Handles, jobs: Vec<JobId>) -> Result<Response, Protocol
 }
 
 impl Service {
+    async fn why(&self, handles: &Handles, paths: Vec<std::path::PathBuf>) -> Result<Response, ProtocolError> {
+        let sources = handles.sources.clone();
+        let answers: Vec<crate::why::Answer> =
+            self.read(move |c| paths.iter().map(|p| crate::why::answer(&sources, Some(c), p)).collect()).await?;
+        Ok(Response::Why { answers: answers.iter().map(wire::why).collect() })
+    }
+
     /// Runs a read-only catalog query off the async threads.
     async fn read<T: Send + 'static>(
         &self,

@@ -128,3 +128,24 @@ pub fn backup(outcome: &BackupOutcome) -> wire::Backup {
         retry_wait: outcome.retry_wait.iter().map(job).collect(),
     }
 }
+
+/// What `photosync why` says of one file.
+pub fn why(answer: &crate::why::Answer) -> wire::WhyAnswer {
+    wire::WhyAnswer {
+        path: answer.path.clone(),
+        verdict: answer.verdict.to_owned(),
+        reason: answer.reason.to_owned(),
+        explanation: answer.explanation.clone(),
+        destinations: answer
+            .destinations
+            .iter()
+            .map(|u| wire::WhyUpload {
+                destination: u.destination.clone(),
+                state: u.state,
+                receipt_key: u.receipt_key.clone(),
+                updated_at: u.updated_at,
+                error: u.error.clone(),
+            })
+            .collect(),
+    }
+}

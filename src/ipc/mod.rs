@@ -16,29 +16,7 @@ pub mod wire;
 
 use std::path::{Path, PathBuf};
 
-/// Environment variable that overrides the runtime directory.
-pub const RUNTIME_DIR_ENV: &str = "PHOTOSYNC_RUNTIME_DIR";
-
-/// Where the control socket lives: `$PHOTOSYNC_RUNTIME_DIR`, else the
-/// config's `runtime_dir`, else `$XDG_RUNTIME_DIR/photosync`, else
-/// `/run/user/UID/photosync` when that exists (cron jobs lack
-/// `XDG_RUNTIME_DIR`), else `<state_dir>/run` (macOS: Application Support).
-pub fn runtime_dir(configured: Option<&Path>, state_dir: &Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os(RUNTIME_DIR_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = configured {
-        return dir.to_owned();
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("photosync");
-    }
-    let run_user = PathBuf::from(format!("/run/user/{}", rustix::process::getuid().as_raw()));
-    if run_user.is_dir() {
-        return run_user.join("photosync");
-    }
-    state_dir.join("run")
-}
+pub use crate::runtime::{RUNTIME_DIR_ENV, runtime_dir};
 
 /// The socket inside a runtime directory.
 pub fn socket_path(runtime_dir: &Path) -> PathBuf {

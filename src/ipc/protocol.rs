@@ -67,6 +67,11 @@ pub enum Request {
         #[serde(default)]
         allow_metered: bool,
     },
+    /// Say of each file whether it is backed up, waiting, or left out.
+    Why {
+        /// Absolute paths.
+        paths: Vec<std::path::PathBuf>,
+    },
 }
 
 /// Daemon → CLI.
@@ -107,6 +112,11 @@ pub enum Response {
     Backup(Box<wire::Backup>),
     /// Answer to [`Request::Verify`].
     Verified(Box<VerifyReport>),
+    /// Answer to [`Request::Why`], one per path.
+    Why {
+        /// In the order asked.
+        answers: Vec<wire::WhyAnswer>,
+    },
     /// The request failed.
     Error(ProtocolError),
 }

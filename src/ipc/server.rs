@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{FrameError, read_frame, write_frame};
 use super::protocol::{ErrorCode, MAX_REQUEST, MAX_RESPONSE, ProtocolError, Request, Response, VERSION};
+use crate::runtime::PrivateDirError;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,27 +68,15 @@ pub enum BindError {
     },
 }
 
-/// Makes `dir` private: created 0700 if missing, ours, and closed to
-/// everyone else (the control socket and rclone's live there).
-pub fn private_dir(dir: &Path) -> Result<(), BindError> {
-    let io_error = |source| BindError::Io { path: dir.to_owned(), source };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_error)?;
-    let meta = std::fs::metadata(dir).map_err(io_error)?;
-    if meta.uid() != rustix::process::getuid().as_raw() {
-        return Err(BindError::NotOurs(dir.to_owned()));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error)?;
-    }
-    Ok(())
-}
-
 /// Creates the socket at `path`: its directory 0700 and ours, the socket
 /// 0600. A stale socket left by a crashed daemon is replaced; a live one is
 /// an error.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     let io_error = |source| BindError::Io { path: path.to_owned(), source };
-    private_dir(path.parent().unwrap_or(Path::new(".")))?;
+    crate::runtime::make_private(path.parent().unwrap_or(Path::new("."))).map_err(|e| match e {
+        PrivateDirError::NotOurs(dir) => BindError::NotOurs(dir),
+        PrivateDirError::Io { path, source } => BindError::Io { path, source },
+    })?;
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => return Err(BindError::InUse(path.to_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -242,3 +242,33 @@ impl Backup {
         self.counts.get(state.as_str()).copied().unwrap_or(0)
     }
 }
+
+/// What `photosync why` says of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyAnswer {
+    /// The path asked about, absolute.
+    pub path: String,
+    /// `backed_up`, `waiting` or `not_backed_up`.
+    pub verdict: String,
+    /// Why, in one word (`acknowledged`, `not_scanned`, `not_media`…).
+    pub reason: String,
+    /// Why, and what would change it.
+    pub explanation: String,
+    /// Its upload to each destination, once a scan has recorded it.
+    pub destinations: Vec<WhyUpload>,
+}
+
+/// The upload of a file to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyUpload {
+    /// The destination's name.
+    pub destination: String,
+    /// The job's state.
+    pub state: StateName,
+    /// Where the destination keeps it, once uploaded.
+    pub receipt_key: Option<String>,
+    /// When the state last changed.
+    pub updated_at: Timestamp,
+    /// The job's current error.
+    pub error: Option<String>,
+}

@@ -80,7 +80,7 @@ pub struct Target {
 /// (helpers they run listen in photosync's runtime folder).
 pub fn open_targets(catalog: &mut Catalog, config: &Config) -> Result<Vec<Target>, CatalogError> {
     let destinations = &config.destinations;
-    let runtime_dir = crate::ipc::runtime_dir(config.runtime_dir.as_deref(), &config.state_dir);
+    let runtime_dir = crate::runtime::runtime_dir(config.runtime_dir.as_deref(), &config.state_dir);
     let ids = catalog.sync_destinations(destinations)?;
     let sessions: Arc<dyn destination::SessionStore> = Arc::new(catalog.session_log()?);
     Ok(destinations

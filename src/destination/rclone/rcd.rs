@@ -236,7 +236,7 @@ impl Rcd {
         if socket.as_os_str().len() > SOCKET_PATH_MAX {
             return Listen::Loopback;
         }
-        match crate::ipc::server::private_dir(&self.runtime_dir) {
+        match crate::runtime::make_private(&self.runtime_dir) {
             Ok(()) => {
                 remove_stale_sockets(&self.runtime_dir);
                 Listen::Socket(socket)
