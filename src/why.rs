@@ -3,13 +3,14 @@
 //! sources' rules, the catalog and, for a file no scan has seen, its
 //! content.
 
+use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::{Catalog, CatalogError, JobView};
 use crate::config::SourceConfig;
 use crate::discover::{SkipReason, classify, stat_of};
-use crate::media::{self, Inspection};
+use crate::media;
 use crate::model::{StateName, Timestamp};
 
 /// The answer for one path.
@@ -85,10 +86,13 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
     if catalog.not_media_stat(root, rel)? == Some(stat) {
         return Ok(skipped(shown, SkipReason::NotMedia));
     }
-    // Not looked at yet: what the next scan will make of it.
-    let is_media = std::fs::File::open(&path)
-        .and_then(|mut file| media::inspect(&mut file))
-        .map(|inspection| matches!(inspection, Inspection::Media { .. }));
+    // Not looked at yet: what the next scan will make of it (its first
+    // bytes say; a big video is not read through).
+    let is_media = std::fs::File::open(&path).and_then(|file| {
+        let mut head = Vec::with_capacity(media::HEAD);
+        std::io::Read::take(file, media::HEAD as u64).read_to_end(&mut head)?;
+        Ok(media::sniff(&head).is_some())
+    });
     Ok(match is_media {
         Ok(true) => {
             waiting(shown, "not_scanned", "it is new (or still changing); the next scan records it and queues it")

@@ -21,6 +21,10 @@ pub use sniff::{MediaKind, is_media_extension, sniff};
 /// stay in cache.
 const BLOCK: usize = 256 * 1024;
 
+/// How much of a file's beginning decides whether it is a photo or video
+/// (the first block [`inspect`] reads).
+pub const HEAD: usize = BLOCK;
+
 /// What one read pass learned about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inspection {
