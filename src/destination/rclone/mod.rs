@@ -155,10 +155,10 @@ impl RcloneDestination {
 
     /// How `item`, found at `remote`, is known to be the scanned file (the
     /// receipt's version), or `None` when it is other content. Its size
-    /// must match, and its hash where the remote offers one (the local file
-    /// is hashed once, and must still be the scanned version). Without a
-    /// hash, a file rclone has `just_copied` is taken on its size; one found
-    /// there before is the photo only if its bytes, read back, are.
+    /// must match, and its hash where the remote keeps one for it (the local
+    /// file is hashed once, and must still be the scanned version). Without
+    /// a hash, a file rclone has `just_copied` is taken on its size; one
+    /// found there before is the photo only if its bytes, read back, are.
     async fn proof(
         &self,
         request: &UploadRequest,
@@ -171,7 +171,10 @@ impl RcloneDestination {
         if item.size.is_some_and(|size| size != request.size) {
             return Ok(None);
         }
-        if let Some(kind) = kind {
+        // A remote with hashes may still keep none for a file (S3 objects
+        // another tool uploaded in parts): that file is checked as on a
+        // remote without hashes.
+        if let (Some(kind), Some(there)) = (kind, item.hash.as_deref()) {
             if local.is_none() {
                 // A SHA-256 is compared with the scanned one: the local
                 // file need not be read again.
@@ -181,8 +184,8 @@ impl RcloneDestination {
                     local_hash(request, kind).await?
                 });
             }
-            return Ok(match (&item.hash, local.as_deref()) {
-                (Some(there), Some(here)) if there == here => Some(format!("{}:{here}", kind.name())),
+            return Ok(match local.as_deref() {
+                Some(here) if there == here => Some(format!("{}:{here}", kind.name())),
                 _ => None,
             });
         }
