@@ -55,6 +55,8 @@ pub struct ScanWriter<'c> {
     conn: &'c Connection,
     source: String,
     buffer: Vec<Record>,
+    /// Files found not to be media, with their stat.
+    not_media: Vec<(Vec<u8>, FileStat)>,
     oldest: Option<Instant>,
 }
 
@@ -87,7 +89,13 @@ pub(super) fn recorded_stat(
 impl Catalog {
     /// Starts recording a scan of `source`.
     pub fn scan_writer(&mut self, source: &str) -> ScanWriter<'_> {
-        ScanWriter { conn: &self.conn, source: source.to_owned(), buffer: Vec::new(), oldest: None }
+        ScanWriter {
+            conn: &self.conn,
+            source: source.to_owned(),
+            buffer: Vec::new(),
+            not_media: Vec::new(),
+            oldest: None,
+        }
     }
 }
 
@@ -104,32 +112,24 @@ impl ScanWriter<'_> {
         Ok(recorded_stat(self.conn, Table::NotMedia, &self.source, rel_path)? == Some(stat))
     }
 
-    /// Records that the file at `rel_path`, with this stat, is not a photo
-    /// or video.
-    pub fn record_not_media(&self, rel_path: &[u8], stat: FileStat) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO not_media (source, rel_path, size, mtime_ns, inode) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (source, rel_path) DO UPDATE SET size = ?3, mtime_ns = ?4, inode = ?5",
-            )?
-            .execute(params![self.source, rel_path, stat.size as i64, stat.mtime_ns, stat.inode as i64])?;
-        Ok(())
-    }
-
-    /// Forgets that the file at `rel_path` was not media (it is now).
-    pub fn forget_not_media(&self, rel_path: &[u8]) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
-            .execute(params![self.source, rel_path])?;
-        Ok(())
+    /// Buffers that the file at `rel_path`, with this stat, is not a photo
+    /// or video; writes the buffer when it is full or old enough and
+    /// returns what that wrote.
+    pub fn record_not_media(&mut self, rel_path: &[u8], stat: FileStat, now: Timestamp) -> Result<Flushed> {
+        self.not_media.push((rel_path.to_vec(), stat));
+        self.flush_if_due(now)
     }
 
     /// Buffers the current content of a file; writes the buffer when it is
     /// full or old enough and returns what that wrote.
     pub fn record(&mut self, rel_path: &[u8], stat: FileStat, hash: ContentHash, now: Timestamp) -> Result<Flushed> {
         self.buffer.push(Record { rel_path: rel_path.to_vec(), stat, hash });
+        self.flush_if_due(now)
+    }
+
+    fn flush_if_due(&mut self, now: Timestamp) -> Result<Flushed> {
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
-        if self.buffer.len() >= BATCH || oldest.elapsed() >= BATCH_AGE {
+        if self.buffer.len() + self.not_media.len() >= BATCH || oldest.elapsed() >= BATCH_AGE {
             self.flush(now)
         } else {
             Ok(Flushed::default())
@@ -143,7 +143,7 @@ impl ScanWriter<'_> {
 
     fn flush(&mut self, now: Timestamp) -> Result<Flushed> {
         self.oldest = None;
-        if self.buffer.is_empty() {
+        if self.buffer.is_empty() && self.not_media.is_empty() {
             return Ok(Flushed::default());
         }
         let mut flushed = Flushed::default();
@@ -153,6 +153,7 @@ impl ScanWriter<'_> {
         self.write_buffer(now, &mut flushed)?;
         tx.commit()?;
         self.buffer.clear();
+        self.not_media.clear();
         Ok(flushed)
     }
 
@@ -196,7 +197,17 @@ impl ScanWriter<'_> {
             .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
             flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
             flushed.jobs_queued += revive_asset(conn, AssetId(asset_id), now)? as u64;
+            // It may have been something else before.
+            conn.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
+                .execute(params![source, rel_path])?;
             flushed.records += 1;
+        }
+        for (rel_path, stat) in &self.not_media {
+            conn.prepare_cached(
+                "INSERT INTO not_media (source, rel_path, size, mtime_ns, inode) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, rel_path) DO UPDATE SET size = ?3, mtime_ns = ?4, inode = ?5",
+            )?
+            .execute(params![source, rel_path, stat.size as i64, stat.mtime_ns, stat.inode as i64])?;
         }
         Ok(())
     }

@@ -325,7 +325,6 @@ fn visit(
             report.media_files += 1;
             report.read += 1;
             report.bytes_read += size;
-            writer.forget_not_media(rel_bytes)?;
             return Ok(report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?));
         }
         Ok(Read::NotMedia) => {
@@ -334,7 +333,7 @@ fn visit(
             }
             report.not_media_read += 1;
             report.skipped.count(SkipReason::NotMedia);
-            writer.record_not_media(rel_bytes, stat)?;
+            return Ok(report.add(writer.record_not_media(rel_bytes, stat, Timestamp::now())?));
         }
         Ok(Read::Changed) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
