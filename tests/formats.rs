@@ -14,6 +14,22 @@ fn file(head: &[u8], len: usize, seed: u64) -> Vec<u8> {
     content
 }
 
+/// A JPEG (ITU T.81 B.1.1.2: SOI, then an APP0 "JFIF" marker).
+fn jpeg(len: usize, seed: u64) -> Vec<u8> {
+    file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", len, seed)
+}
+
+/// An environment whose source leaves out `scratch/` by an `exclude` rule.
+fn env_excluding_scratch() -> Env {
+    let env = Env::new();
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let source_line = format!("path = {}\n", crate::harness::quote(&env.source));
+    assert!(config.contains(&source_line));
+    std::fs::write(&env.config, config.replace(&source_line, &format!("{source_line}exclude = [\"scratch/**\"]\n")))
+        .expect("config");
+    env
+}
+
 /// An ISO base media file (ISO/IEC 14496-12 §4.3: a `ftyp` box first) of
 /// `brand`.
 fn iso_bmff(brand: [u8; 4], seed: u64) -> Vec<u8> {
@@ -46,7 +62,7 @@ fn every_format() -> BTreeMap<PathBuf, Vec<u8>> {
     kyocera.extend(b"ARECOYK");
     let samples: Vec<(&str, Vec<u8>)> = vec![
         // JPEG (ITU T.81 B.1.1.2: SOI, then a marker) and the files that are JPEGs inside.
-        ("photo.jpg", file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1)),
+        ("photo.jpg", jpeg(6_000, 1)),
         ("stereo.jps", file(b"\xFF\xD8\xFF\xE1\0\x10Exif\0\0", 6_000, 2)),
         ("multi.mpo", file(b"\xFF\xD8\xFF\xE1\0\x10Exif\0\0", 6_000, 3)),
         ("round.insp", file(b"\xFF\xD8\xFF\xE1\0\x10Exif\0\0", 6_000, 4)),
@@ -151,13 +167,8 @@ fn every_listed_format_is_backed_up_byte_for_byte_and_a_text_file_named_jpg_is_n
 
 #[test]
 fn files_left_out_are_counted_by_reason_in_the_backup_summary() {
-    let env = Env::new();
-    let config = std::fs::read_to_string(&env.config).expect("config");
-    let source_line = format!("path = {}\n", crate::harness::quote(&env.source));
-    assert!(config.contains(&source_line));
-    std::fs::write(&env.config, config.replace(&source_line, &format!("{source_line}exclude = [\"scratch/**\"]\n")))
-        .expect("config");
-    let photo = file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1);
+    let env = env_excluding_scratch();
+    let photo = jpeg(6_000, 1);
     write(&env.source.join("a.jpg"), &photo);
     write(&env.source.join("notes.txt"), b"shopping list\n");
     write(&env.source.join("fake.jpg"), b"not a photo at all\n");
@@ -195,7 +206,7 @@ fn content_decides_whatever_the_extension_and_an_unchanged_tree_is_not_read_agai
         (PathBuf::from("VID_0001"), iso_bmff(*b"3gp5", 62)),
         (PathBuf::from("recovered/file0042.bin"), file(b"\xFF\xD8\xFF\xE1\0\x10Exif\0\0", 6_000, 63)),
         (PathBuf::from("tape.dif"), file(b"\x1F\x07\x00\x3F", 6_000, 64)),
-        (PathBuf::from("a.jpg"), file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 65)),
+        (PathBuf::from("a.jpg"), jpeg(6_000, 65)),
     ]);
     for (name, content) in &media {
         write(&env.source.join(name), content);
@@ -222,7 +233,7 @@ fn content_decides_whatever_the_extension_and_an_unchanged_tree_is_not_read_agai
     assert!(!stderr(&out).contains("fake.jpg"), "the warning is given once: {}", stderr(&out));
 
     // A file that becomes a photo is read again and backed up.
-    let now_a_photo = file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 7_000, 66);
+    let now_a_photo = jpeg(7_000, 66);
     write(&env.source.join("notes/0.txt"), &now_a_photo);
     let again: serde_json::Value = serde_json::from_slice(&env.run(["backup", "--json"]).stdout).expect("summary");
     assert_eq!((again["files_read"].as_u64(), again["uploaded"].as_u64()), (Some(1), Some(1)), "{again}");
@@ -231,19 +242,15 @@ fn content_decides_whatever_the_extension_and_an_unchanged_tree_is_not_read_agai
 
 #[test]
 fn why_answers_for_a_file_of_each_kind() {
-    let env = Env::new();
-    let config = std::fs::read_to_string(&env.config).expect("config");
-    let source_line = format!("path = {}\n", crate::harness::quote(&env.source));
-    std::fs::write(&env.config, config.replace(&source_line, &format!("{source_line}exclude = [\"scratch/**\"]\n")))
-        .expect("config");
-    let photo = file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1);
+    let env = env_excluding_scratch();
+    let photo = jpeg(6_000, 1);
     for name in ["a.jpg", ".secret.jpg", "b.jpg.part", "scratch/c.jpg"] {
         write(&env.source.join(name), &photo);
     }
     write(&env.source.join("notes.txt"), b"shopping list\n");
     write(&env.source.join("Thumbs.db"), b"litter");
     backup(&env);
-    write(&env.source.join("new.jpg"), &file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 2));
+    write(&env.source.join("new.jpg"), &jpeg(6_000, 2));
     write(&env.dir.path().join("elsewhere.jpg"), &photo);
 
     let expected = [
@@ -284,7 +291,7 @@ fn why_answers_for_a_file_of_each_kind() {
 fn status_says_what_the_last_scan_left_out() {
     let env = Env::new();
     env.write_config("settle = \"300ms\"\n");
-    write(&env.source.join("a.jpg"), &file(b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", 6_000, 1));
+    write(&env.source.join("a.jpg"), &jpeg(6_000, 1));
     write(&env.source.join("notes.txt"), b"shopping list\n");
     write(&env.source.join("b.jpg.crdownload"), b"half a photo");
     let daemon = env.start_daemon();

@@ -31,11 +31,6 @@ pub fn junk_reason(name: &OsStr) -> Option<SkipReason> {
     }
 }
 
-/// Whether a file name is one a backup must skip whatever it contains.
-pub fn is_ignored_name(name: &OsStr) -> bool {
-    junk_reason(name).is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,7 +49,7 @@ mod tests {
             ("~$draft.jpg", true),
         ];
         for (name, ignored) in table {
-            assert_eq!(is_ignored_name(OsStr::new(name)), ignored, "{name}");
+            assert_eq!(junk_reason(OsStr::new(name)).is_some(), ignored, "{name}");
         }
     }
 }

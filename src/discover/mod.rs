@@ -31,8 +31,6 @@ use crate::config::SourceConfig;
 use crate::media::{self, Inspection};
 use crate::model::Timestamp;
 
-pub use filter::is_ignored_name;
-
 /// A file or folder that could not be read during a scan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanError {

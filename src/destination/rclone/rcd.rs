@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RcloneConfig;
 use crate::destination::DestinationError;
-use crate::destination::http::until_cancelled;
+use crate::destination::http::{transport, until_cancelled};
 
 /// How long rclone may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,7 +176,7 @@ impl Rcd {
             Ok(answer) => answer,
             Err(e) => {
                 let why = running.ended().map_or_else(
-                    || format!("rclone did not answer {method}: {}", without_url(&e)),
+                    || format!("rclone did not answer {method}: {}", transport(e).message),
                     |end| format!("rclone stopped ({end}); it is started again"),
                 );
                 return Err(DestinationError::transient(why));
@@ -393,16 +393,6 @@ fn random_hex(len: usize) -> std::io::Result<String> {
     let mut bytes = vec![0u8; len];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(crate::destination::http::hex(&bytes))
-}
-
-fn without_url(e: &reqwest::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    if causes.is_empty() { "no answer".into() } else { causes.join(": ") }
 }
 
 /// rclone's message as an error: what a retry cannot mend is permanent
