@@ -41,6 +41,7 @@ pub mod destination;
 pub mod discover;
 pub mod error;
 pub mod ipc;
+pub mod layout;
 pub mod media;
 pub mod model;
 pub mod policy;

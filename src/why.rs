@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, CatalogError, JobView};
 use crate::config::SourceConfig;
 use crate::discover::{SkipReason, classify, stat_of};
 use crate::media;
-use crate::model::{StateName, Timestamp};
+use crate::model::{AssetInfo, StateName, Timestamp};
 
 /// The answer for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct Answer {
     pub explanation: String,
     /// Its upload to each destination, once a scan has recorded it.
     pub destinations: Vec<Upload>,
+    /// What it is and when it was taken, once a scan has read that.
+    pub info: Option<AssetInfo>,
 }
 
 /// The upload of a file to one destination.
@@ -55,6 +57,7 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
         reason,
         explanation: explanation.to_owned(),
         destinations: Vec::new(),
+        info: None,
     };
     let Some((source, path)) = source_of(sources, &absolute) else {
         return Ok(not(
@@ -81,7 +84,9 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
         if recorded != stat {
             return Ok(waiting(shown, "changed", "it changed since the last scan; the next scan reads it again"));
         }
-        return Ok(from_jobs(shown, &jobs));
+        let mut answer = from_jobs(shown, &jobs);
+        answer.info = catalog.current_info(root, rel)?;
+        return Ok(answer);
     }
     if catalog.not_media_stat(root, rel)? == Some(stat) {
         return Ok(skipped(shown, SkipReason::NotMedia));
@@ -126,7 +131,14 @@ fn source_of<'c>(sources: &'c [SourceConfig], path: &Path) -> Option<(&'c Source
 }
 
 fn waiting(path: String, reason: &'static str, explanation: &str) -> Answer {
-    Answer { path, verdict: "waiting", reason, explanation: explanation.to_owned(), destinations: Vec::new() }
+    Answer {
+        path,
+        verdict: "waiting",
+        reason,
+        explanation: explanation.to_owned(),
+        destinations: Vec::new(),
+        info: None,
+    }
 }
 
 fn skipped(path: String, reason: SkipReason) -> Answer {
@@ -150,6 +162,7 @@ fn skipped(path: String, reason: SkipReason) -> Answer {
         reason: code,
         explanation: explanation.to_owned(),
         destinations: Vec::new(),
+        info: None,
     }
 }
 
@@ -177,5 +190,5 @@ fn from_jobs(path: String, jobs: &[JobView]) -> Answer {
             jobs.iter().filter(|j| j.state != StateName::Acknowledged).map(|j| j.state.as_str()).collect();
         ("waiting", "uploading", format!("its upload is under way ({})", pending.join(", ")))
     };
-    Answer { path, verdict, reason, explanation, destinations }
+    Answer { path, verdict, reason, explanation, destinations, info: None }
 }

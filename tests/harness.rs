@@ -27,6 +27,8 @@ pub struct Env {
     binary_as_nobody: Option<PathBuf>,
     /// The D-Bus system bus address the binary sees.
     system_bus: std::cell::RefCell<String>,
+    /// Further variables the binary sees (`TZ`, say).
+    vars: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Env {
@@ -41,6 +43,7 @@ impl Env {
             system_bus: std::cell::RefCell::new(format!("unix:path={}", dir.path().join("no-system-bus").display())),
             dir,
             binary_as_nobody: None,
+            vars: std::cell::RefCell::default(),
         };
         fs::create_dir_all(&env.source).expect("source");
         fs::create_dir_all(&env.dest).expect("dest");
@@ -159,7 +162,8 @@ impl Env {
             // and network must not hold tests back.
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.system_bus.borrow().clone())
             .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET");
+            .env_remove("NOTIFY_SOCKET")
+            .envs(self.vars.borrow().iter().map(|(k, v)| (k.clone(), v.clone())));
         command
     }
 
@@ -182,6 +186,11 @@ impl Env {
         let code = out.status.code().expect("exit code");
         assert_eq!(summary["exit_code"], code, "summary and exit code agree");
         (code, summary)
+    }
+
+    /// Sets a variable for every photosync this environment runs.
+    pub fn set_var(&self, name: &str, value: &str) {
+        self.vars.borrow_mut().push((name.to_owned(), value.to_owned()));
     }
 
     /// Points the binary at a (private) system bus.

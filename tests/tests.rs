@@ -5,6 +5,7 @@
 mod harness;
 
 mod backup;
+mod capture;
 mod cli;
 mod compat;
 mod conditions;

@@ -7,7 +7,8 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::{Catalog, CatalogError, FileStat, Result};
 use crate::config::DestinationConfig;
 use crate::model::{
-    AssetId, ContentHash, DestinationId, Job, JobId, JobState, Receipt, RemoteKey, StateName, Timestamp, WaitingOn,
+    AssetId, AssetInfo, ContentHash, DestinationId, Job, JobId, JobState, Receipt, RemoteKey, StateName, Timestamp,
+    WaitingOn,
 };
 
 /// A queued job with everything an upload needs to know about its asset.
@@ -26,6 +27,9 @@ pub struct PendingJob {
     /// When discovery (re)queued it, in catalog order: jobs queued or
     /// revived since the scheduler last looked have a higher number.
     pub seq: i64,
+    /// What it is and when it was taken (`None` for a version recorded
+    /// before capture times were kept and not read since).
+    pub info: Option<AssetInfo>,
 }
 
 impl PendingJob {
@@ -352,9 +356,10 @@ impl Catalog {
     /// given destinations (any when empty).
     fn pending_where(&self, condition: &str, destinations: &[DestinationId], value: i64) -> Result<Vec<PendingJob>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq
+            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq, {}
              FROM jobs j JOIN assets a ON a.id = j.asset_id
-             WHERE {condition} ORDER BY j.id"
+             WHERE {condition} ORDER BY j.id",
+            super::info::COLUMNS
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![value])?;
@@ -377,6 +382,7 @@ impl Catalog {
                 },
                 hash,
                 seq: row.get(19)?,
+                info: super::info::from_row(row, 20)?,
                 job,
             });
         }
@@ -438,11 +444,13 @@ mod tests {
             .sync_destinations(&[DestinationConfig {
                 name: "nas".into(),
                 kind: DestinationKind::Folder(crate::destination::folder::FolderConfig { path: "/mnt/nas".into() }),
+                layout: crate::layout::Layout::default(),
             }])
             .expect("sync");
         let mut w = catalog.scan_writer("/src");
         let stat = FileStat { size: 3, mtime_ns: 1, inode: 1 };
-        w.record(b"a.jpg", stat, ContentHash::from_digest(&[1; 32]), Timestamp(1)).expect("rec");
+        w.record(b"a.jpg", stat, ContentHash::from_digest(&[1; 32]), crate::catalog::info::example(), Timestamp(1))
+            .expect("rec");
         let flushed = w.finish(Timestamp(1)).expect("finish");
         assert_eq!(flushed.jobs_queued, 1, "recording queues the job");
         assert_eq!(catalog.enqueue_current("/src", Timestamp(1)).expect("enqueue"), 0, "idempotent");

@@ -14,6 +14,7 @@
 //! idempotent (a destination that already holds the content answers
 //! "already present" instead of storing it twice).
 
+mod info;
 mod jobs;
 mod listing;
 mod scan;
@@ -31,7 +32,7 @@ use crate::model::{JobId, TransitionError};
 
 pub use jobs::PendingJob;
 pub use listing::{JobFilter, JobView, ReceiptRow, StateCounts};
-pub use scan::{FileStat, Flushed, ScanWriter};
+pub use scan::{FileStat, Flushed, ScanWriter, Unchanged};
 pub use sessions::SessionLog;
 
 /// How long a statement waits for another process's write lock.

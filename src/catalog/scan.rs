@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::jobs::{enqueue_asset, revive_asset};
 use super::{Catalog, Result};
-use crate::model::{AssetId, ContentHash, Timestamp};
+use crate::model::{AssetId, AssetInfo, ContentHash, Timestamp};
 
 /// Most records buffered before they are written.
 const BATCH: usize = 64;
@@ -43,6 +43,17 @@ struct Record {
     rel_path: Vec<u8>,
     stat: FileStat,
     hash: ContentHash,
+    info: AssetInfo,
+}
+
+/// A file the catalog holds with the stat it has now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unchanged {
+    /// Its current version.
+    pub asset: AssetId,
+    /// Whether that version's kind and capture time are recorded (versions
+    /// recorded before they were kept have neither).
+    pub described: bool,
 }
 
 /// Buffered writer used by one scan of one source. Records are written in
@@ -57,6 +68,8 @@ pub struct ScanWriter<'c> {
     buffer: Vec<Record>,
     /// Files found not to be media, with their stat.
     not_media: Vec<(Vec<u8>, FileStat)>,
+    /// Metadata read for versions recorded without it.
+    descriptions: Vec<(AssetId, AssetInfo)>,
     oldest: Option<Instant>,
 }
 
@@ -94,16 +107,38 @@ impl Catalog {
             source: source.to_owned(),
             buffer: Vec::new(),
             not_media: Vec::new(),
+            descriptions: Vec::new(),
             oldest: None,
         }
     }
 }
 
 impl ScanWriter<'_> {
-    /// Whether the file at `rel_path` is recorded with exactly this stat (so
+    /// The file at `rel_path` if it is recorded with exactly this stat (so
     /// its content need not be read again).
-    pub fn is_unchanged(&self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
-        Ok(recorded_stat(self.conn, Table::Files, &self.source, rel_path)? == Some(stat))
+    pub fn unchanged(&self, rel_path: &[u8], stat: FileStat) -> Result<Option<Unchanged>> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT f.size, f.mtime_ns, f.inode, f.asset_id, a.capture_source IS NOT NULL
+                 FROM files f JOIN assets a ON a.id = f.asset_id WHERE f.source = ?1 AND f.rel_path = ?2",
+            )?
+            .query_row(params![self.source, rel_path], |r| {
+                let recorded = FileStat {
+                    size: r.get::<_, i64>(0)? as u64,
+                    mtime_ns: r.get(1)?,
+                    inode: r.get::<_, i64>(2)? as u64,
+                };
+                Ok((recorded, Unchanged { asset: AssetId(r.get(3)?), described: r.get(4)? }))
+            })
+            .optional()?;
+        Ok(found.filter(|(recorded, _)| *recorded == stat).map(|(_, unchanged)| unchanged))
+    }
+
+    /// Buffers what `asset` (recorded without it) is and when it was taken.
+    pub fn describe(&mut self, asset: AssetId, info: AssetInfo, now: Timestamp) -> Result<Flushed> {
+        self.descriptions.push((asset, info));
+        self.flush_if_due(now)
     }
 
     /// Whether the file at `rel_path` was read with exactly this stat and
@@ -122,14 +157,22 @@ impl ScanWriter<'_> {
 
     /// Buffers the current content of a file; writes the buffer when it is
     /// full or old enough and returns what that wrote.
-    pub fn record(&mut self, rel_path: &[u8], stat: FileStat, hash: ContentHash, now: Timestamp) -> Result<Flushed> {
-        self.buffer.push(Record { rel_path: rel_path.to_vec(), stat, hash });
+    pub fn record(
+        &mut self,
+        rel_path: &[u8],
+        stat: FileStat,
+        hash: ContentHash,
+        info: AssetInfo,
+        now: Timestamp,
+    ) -> Result<Flushed> {
+        self.buffer.push(Record { rel_path: rel_path.to_vec(), stat, hash, info });
         self.flush_if_due(now)
     }
 
     fn flush_if_due(&mut self, now: Timestamp) -> Result<Flushed> {
         let oldest = *self.oldest.get_or_insert_with(Instant::now);
-        if self.buffer.len() + self.not_media.len() >= BATCH || oldest.elapsed() >= BATCH_AGE {
+        if self.buffer.len() + self.not_media.len() + self.descriptions.len() >= BATCH || oldest.elapsed() >= BATCH_AGE
+        {
             self.flush(now)
         } else {
             Ok(Flushed::default())
@@ -143,7 +186,7 @@ impl ScanWriter<'_> {
 
     fn flush(&mut self, now: Timestamp) -> Result<Flushed> {
         self.oldest = None;
-        if self.buffer.is_empty() && self.not_media.is_empty() {
+        if self.buffer.is_empty() && self.not_media.is_empty() && self.descriptions.is_empty() {
             return Ok(Flushed::default());
         }
         let mut flushed = Flushed::default();
@@ -154,13 +197,14 @@ impl ScanWriter<'_> {
         tx.commit()?;
         self.buffer.clear();
         self.not_media.clear();
+        self.descriptions.clear();
         Ok(flushed)
     }
 
     fn write_buffer(&self, now: Timestamp, flushed: &mut Flushed) -> Result<()> {
         let conn = self.conn;
         let source = &self.source;
-        for Record { rel_path, stat, hash } in &self.buffer {
+        for Record { rel_path, stat, hash, info } in &self.buffer {
             let (size, inode) = (stat.size as i64, stat.inode as i64);
             let existing: Option<i64> = conn
                 .prepare_cached("SELECT id FROM assets WHERE source = ?1 AND rel_path = ?2 AND sha256 = ?3")?
@@ -187,6 +231,7 @@ impl ScanWriter<'_> {
                 flushed.new_versions += 1;
                 conn.last_insert_rowid()
             };
+            super::info::record(conn, AssetId(asset_id), info)?;
             conn.prepare_cached(
                 "INSERT INTO files (source, rel_path, size, mtime_ns, inode, asset_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -208,6 +253,10 @@ impl ScanWriter<'_> {
                  ON CONFLICT (source, rel_path) DO UPDATE SET size = ?3, mtime_ns = ?4, inode = ?5",
             )?
             .execute(params![source, rel_path, stat.size as i64, stat.mtime_ns, stat.inode as i64])?;
+        }
+        for (asset, info) in &self.descriptions {
+            super::info::record(conn, *asset, info)?;
+            flushed.records += 1;
         }
         Ok(())
     }
@@ -298,23 +347,53 @@ mod tests {
         ContentHash::from_digest(&[byte; 32])
     }
 
+    use super::super::info::example as info;
+
+    /// A version recorded before capture times were kept is described by a
+    /// later scan without being recorded again; what a version was first
+    /// found to be stays.
+    #[test]
+    fn versions_recorded_without_metadata_are_described_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        let stat = FileStat { size: 10, mtime_ns: 5, inode: 9 };
+        let mut w = catalog.scan_writer("/src");
+        w.record(b"a.jpg", stat, hash(1), info(), Timestamp(1)).expect("record");
+        w.finish(Timestamp(1)).expect("finish");
+        catalog.conn.execute("UPDATE assets SET capture_source = NULL", []).expect("as an old catalog left it");
+        let mut w = catalog.scan_writer("/src");
+        let unchanged = w.unchanged(b"a.jpg", stat).expect("query").expect("unchanged");
+        assert!(!unchanged.described);
+        let mut later = info();
+        later.capture.source = crate::model::CaptureSource::Mtime;
+        w.describe(unchanged.asset, later.clone(), Timestamp(2)).expect("describe");
+        w.finish(Timestamp(2)).expect("finish");
+        let mut w = catalog.scan_writer("/src");
+        assert!(w.unchanged(b"a.jpg", stat).expect("query").expect("unchanged").described);
+        w.describe(unchanged.asset, info(), Timestamp(3)).expect("describe again");
+        w.finish(Timestamp(3)).expect("finish");
+        let source: String =
+            catalog.conn.query_row("SELECT capture_source FROM assets", [], |r| r.get(0)).expect("source");
+        assert_eq!(source, "mtime", "the first description stays");
+    }
+
     #[test]
     fn stat_cache_and_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
         let stat = FileStat { size: 10, mtime_ns: 5, inode: 9 };
         let mut w = catalog.scan_writer("/src");
-        assert!(!w.is_unchanged(b"a.jpg", stat).expect("query"));
-        w.record(b"a.jpg", stat, hash(1), Timestamp(1)).expect("record");
+        assert!(w.unchanged(b"a.jpg", stat).expect("query").is_none());
+        w.record(b"a.jpg", stat, hash(1), info(), Timestamp(1)).expect("record");
         assert_eq!(w.flush(Timestamp(1)).expect("flush").new_versions, 1);
-        assert!(w.is_unchanged(b"a.jpg", stat).expect("query"));
+        assert!(w.unchanged(b"a.jpg", stat).expect("query").is_some());
 
         let touched = FileStat { mtime_ns: 6, ..stat };
-        assert!(!w.is_unchanged(b"a.jpg", touched).expect("query"));
-        w.record(b"a.jpg", touched, hash(1), Timestamp(2)).expect("record");
+        assert!(w.unchanged(b"a.jpg", touched).expect("query").is_none());
+        w.record(b"a.jpg", touched, hash(1), info(), Timestamp(2)).expect("record");
         assert_eq!(w.flush(Timestamp(2)).expect("flush").new_versions, 0, "same content is a known version");
-        assert!(w.is_unchanged(b"a.jpg", touched).expect("query"));
-        w.record(b"a.jpg", touched, hash(2), Timestamp(3)).expect("record");
+        assert!(w.unchanged(b"a.jpg", touched).expect("query").is_some());
+        w.record(b"a.jpg", touched, hash(2), info(), Timestamp(3)).expect("record");
         assert_eq!(w.finish(Timestamp(3)).expect("finish").new_versions, 1, "edited content is a new version");
     }
 
@@ -338,7 +417,8 @@ mod tests {
             )
             .expect("set up a failing commit");
         let mut w = catalog.scan_writer("/src");
-        w.record(b"a.jpg", FileStat { size: 1, mtime_ns: 1, inode: 1 }, hash(1), Timestamp(1)).expect("buffered");
+        w.record(b"a.jpg", FileStat { size: 1, mtime_ns: 1, inode: 1 }, hash(1), info(), Timestamp(1))
+            .expect("buffered");
         assert!(w.finish(Timestamp(1)).is_err(), "the commit fails");
         assert!(catalog.conn.is_autocommit(), "no transaction (and no write lock) is left open");
         let other = Connection::open(dir.path().join("c.sqlite")).expect("second connection");
@@ -354,7 +434,7 @@ mod tests {
         for i in 0..BATCH as u64 {
             let stat = FileStat { size: i, mtime_ns: 1, inode: i };
             written += w
-                .record(format!("{i}.jpg").as_bytes(), stat, hash(i as u8), Timestamp(1))
+                .record(format!("{i}.jpg").as_bytes(), stat, hash(i as u8), info(), Timestamp(1))
                 .expect("record")
                 .new_versions;
         }

@@ -143,6 +143,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, rel_path)
     ) WITHOUT ROWID;
     ",
+    // 6: what each asset is and when it was taken: `kind` (photo, video),
+    // the capture's wall-clock time, its UTC offset when known, where it
+    // was read (exif, quicktime, filename, mtime; NULL: not read yet, so
+    // the next scan reads the headers of an unchanged file without hashing
+    // it again), the instant for ordering, and the camera.
+    r"
+    ALTER TABLE assets ADD COLUMN kind TEXT;
+    ALTER TABLE assets ADD COLUMN captured TEXT;
+    ALTER TABLE assets ADD COLUMN capture_offset INTEGER;
+    ALTER TABLE assets ADD COLUMN capture_source TEXT;
+    ALTER TABLE assets ADD COLUMN captured_at INTEGER;
+    ALTER TABLE assets ADD COLUMN camera TEXT;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -121,12 +121,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
         let folder = DestinationKind::Folder(crate::destination::folder::FolderConfig { path: "/d".into() });
-        catalog.sync_destinations(&[DestinationConfig { name: "d".into(), kind: folder }]).expect("sync");
+        catalog
+            .sync_destinations(&[DestinationConfig {
+                name: "d".into(),
+                kind: folder,
+                layout: crate::layout::Layout::default(),
+            }])
+            .expect("sync");
         let mut w = catalog.scan_writer("/s");
         w.record(
             b"a.mp4",
             FileStat { size: 1, mtime_ns: 1, inode: 1 },
             ContentHash::from_digest(&[1; 32]),
+            crate::catalog::info::example(),
             Timestamp(1),
         )
         .expect("record");

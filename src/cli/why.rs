@@ -46,6 +46,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
     for a in &answers {
         let verdict = a.verdict.replace('_', " ");
         writeln!(out, "{}: {verdict} — {}", printable(&a.path), printable(&a.explanation))?;
+        if let Some(t) = &a.taken {
+            let offset = t.offset.as_deref().map(|o| format!(" {o}")).unwrap_or_default();
+            let camera = t.camera.as_deref().map(|c| format!(", {}", printable(c))).unwrap_or_default();
+            writeln!(out, "  {} taken {}{offset} (from {}){camera}", t.kind, t.local.replace('T', " "), t.source)?;
+        }
         for u in &a.destinations {
             let key = u.receipt_key.as_deref().map(|k| format!(" as {}", printable(k))).unwrap_or_default();
             let error = u.error.as_deref().map(|e| format!(" ({})", printable(e))).unwrap_or_default();

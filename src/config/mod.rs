@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::layout::Layout;
+
 /// A configuration problem. Maps to exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -134,6 +136,8 @@ pub struct DestinationConfig {
     pub name: String,
     /// Its type and that type's settings.
     pub kind: DestinationKind,
+    /// Where each photo goes in it (`layout`; default `{dir}/{filename}`).
+    pub layout: Layout,
 }
 
 /// Default upload slots.
@@ -271,8 +275,13 @@ fn destination(mut table: toml::Table, section: &Section<'_>) -> Result<Destinat
     if name.is_empty() || name.chars().any(char::is_control) {
         return Err(section.error("name", "must be a non-empty printable label"));
     }
+    let layout = match table.remove("layout") {
+        None => Layout::default(),
+        Some(toml::Value::String(text)) => Layout::parse(&text).map_err(|e| section.error("layout", &e.to_string()))?,
+        Some(_) => return Err(section.error("layout", "must be a string")),
+    };
     let kind = crate::destination::registry::parse(&kind, table, section)?;
-    Ok(DestinationConfig { name, kind })
+    Ok(DestinationConfig { name, kind, layout })
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
@@ -325,6 +334,9 @@ mod tests {
             (MINIMAL.replace("path = \"/mnt/nas\"", ""), "destination[0].path"),
             (MINIMAL.replace("path = \"/mnt/nas\"", "path = \"/mnt/nas\"\nbucket = \"b\""), "`bucket`"),
             (MINIMAL.replace("name = \"nas\"\n", ""), "destination[0].name"),
+            (MINIMAL.replace("path = \"/mnt/nas\"", "path = \"/n\"\nlayout = \"{yeer}/{filename}\""), "`{yeer}`"),
+            (MINIMAL.replace("path = \"/mnt/nas\"", "path = \"/n\"\nlayout = \"{year}\""), "destination[0].layout"),
+            (MINIMAL.replace("path = \"/photos\"", "path = \"/p\"\nname = \" \""), "source[0].name"),
             (MINIMAL.replace("path = \"/photos\"", "path = \"/p\"\ninclude = [\"[\"]"), "source[0].include"),
             (MINIMAL.replace("[[source]]\n        path = \"/photos\"", ""), "source"),
             (

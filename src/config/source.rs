@@ -13,6 +13,8 @@ use super::{ConfigError, Section};
 pub struct RawSource {
     /// The folder.
     pub path: String,
+    /// What a layout's `{source}` renders (default: the folder's name).
+    pub name: Option<String>,
     /// Globs (relative to the folder) a file must match; empty: everything.
     #[serde(default)]
     pub include: Vec<String>,
@@ -26,6 +28,8 @@ pub struct RawSource {
 pub struct SourceConfig {
     /// Absolute path.
     pub path: PathBuf,
+    /// Its name, as a layout's `{source}` renders it.
+    pub name: String,
     include: Option<GlobSet>,
     exclude: GlobSet,
 }
@@ -33,7 +37,7 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// A source with no include or exclude rules.
     pub fn new(path: PathBuf) -> Self {
-        Self { path, include: None, exclude: GlobSet::empty() }
+        Self { name: default_name(&path), path, include: None, exclude: GlobSet::empty() }
     }
 
     /// Whether the include/exclude rules admit this path (relative to the source).
@@ -48,8 +52,20 @@ impl SourceConfig {
         let path = section.path("path", &raw.path)?;
         let include = if raw.include.is_empty() { None } else { Some(globs(section, "include", &raw.include)?) };
         let exclude = globs(section, "exclude", &raw.exclude)?;
-        Ok(SourceConfig { path, include, exclude })
+        let name = match raw.name.as_deref().map(str::trim) {
+            None => default_name(&path),
+            Some(name) if name.is_empty() || name.chars().any(char::is_control) => {
+                return Err(section.error("name", "must be a non-empty printable label"));
+            }
+            Some(name) => name.to_owned(),
+        };
+        Ok(SourceConfig { path, name, include, exclude })
     }
+}
+
+/// A source's name when it has none: its folder's name.
+fn default_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| "source".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 fn globs(section: &Section<'_>, name: &str, patterns: &[String]) -> Result<GlobSet, ConfigError> {

@@ -147,5 +147,12 @@ pub fn why(answer: &crate::why::Answer) -> wire::WhyAnswer {
                 error: u.error.clone(),
             })
             .collect(),
+        taken: answer.info.as_ref().map(|info| wire::Taken {
+            local: info.capture.local.to_string(),
+            offset: info.capture.offset_text(),
+            source: info.capture.source.as_str().to_owned(),
+            kind: info.kind.as_str().to_owned(),
+            camera: info.camera.clone(),
+        }),
     }
 }

@@ -29,7 +29,7 @@ use walkdir::WalkDir;
 use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
 use crate::media::{self, Inspection};
-use crate::model::Timestamp;
+use crate::model::{AssetInfo, Timestamp};
 
 /// A file or folder that could not be read during a scan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,9 +303,25 @@ fn visit(
     let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
     let rel_bytes = relative.as_os_str().as_bytes();
     let stat = stat_of(metadata);
-    if writer.is_unchanged(rel_bytes, stat)? {
+    if let Some(unchanged) = writer.unchanged(rel_bytes, stat)? {
         report.media_files += 1;
-        return Ok(0);
+        if unchanged.described {
+            return Ok(0);
+        }
+        // Recorded before capture times were kept: read its headers, not all of it.
+        return match media::describe(path, jiff::Timestamp::now()) {
+            Ok(Some((kind, embedded))) => {
+                let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, jiff::Timestamp::now());
+                Ok(report.add(writer.describe(unchanged.asset, info, Timestamp::now())?))
+            }
+            // Its content changed under an unchanged stat: the next read of it finds out.
+            Ok(None) => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => {
+                report.errors.push(error_at(path, &format!("cannot read: {e}")));
+                Ok(0)
+            }
+        };
     }
     if writer.is_known_not_media(rel_bytes, stat)? {
         report.skipped.count(SkipReason::NotMedia);
@@ -319,11 +335,11 @@ fn visit(
         return Ok(0);
     }
     match read_file(path, stat) {
-        Ok(Read::Media { hash, size }) => {
+        Ok(Read::Media { hash, size, info }) => {
             report.media_files += 1;
             report.read += 1;
             report.bytes_read += size;
-            return Ok(report.add(writer.record(rel_bytes, stat, hash, Timestamp::now())?));
+            return Ok(report.add(writer.record(rel_bytes, stat, hash, info, Timestamp::now())?));
         }
         Ok(Read::NotMedia) => {
             if path.extension().is_some_and(media::is_media_extension) {
@@ -353,8 +369,8 @@ impl ScanReport {
 
 /// What reading a candidate file found.
 enum Read {
-    /// A photo or video, with its hash and size.
-    Media { hash: crate::model::ContentHash, size: u64 },
+    /// A photo or video, with its hash, size and metadata.
+    Media { hash: crate::model::ContentHash, size: u64, info: AssetInfo },
     /// Its content is not a photo or video.
     NotMedia,
     /// It changed while it was read: the next scan picks it up once stable.
@@ -364,18 +380,20 @@ enum Read {
 /// Reads a candidate file once.
 fn read_file(path: &Path, stat: FileStat) -> io::Result<Read> {
     let mut file = File::open(path)?;
-    match media::inspect(&mut file)? {
+    let now = jiff::Timestamp::now();
+    match media::inspect(&mut file, now)? {
         Inspection::NotMedia => {
             tracing::debug!(path = %path.display(), "skipped: content is not a photo or video");
             Ok(Read::NotMedia)
         }
-        Inspection::Media { hash, size, .. } => {
+        Inspection::Media { kind, hash, size, embedded } => {
             let after = stat_of(&file.metadata()?);
             if size != stat.size || after != stat {
                 tracing::warn!(path = %path.display(), "skipped: the file changed while it was read; it is picked up once it is stable");
                 return Ok(Read::Changed);
             }
-            Ok(Read::Media { hash, size })
+            let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
+            Ok(Read::Media { hash, size, info })
         }
     }
 }

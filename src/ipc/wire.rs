@@ -256,6 +256,24 @@ pub struct WhyAnswer {
     pub explanation: String,
     /// Its upload to each destination, once a scan has recorded it.
     pub destinations: Vec<WhyUpload>,
+    /// When it was taken and with what, once a scan has read that.
+    #[serde(default)]
+    pub taken: Option<Taken>,
+}
+
+/// When a photo or video was taken, as its scan read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taken {
+    /// The wall-clock time where it was taken, `YYYY-MM-DDTHH:MM:SS`.
+    pub local: String,
+    /// Its offset from UTC (`+02:00`), when known.
+    pub offset: Option<String>,
+    /// Where the time was read: `exif`, `quicktime`, `filename` or `mtime`.
+    pub source: String,
+    /// `photo` or `video`.
+    pub kind: String,
+    /// The camera's make and model, when the file names them.
+    pub camera: Option<String>,
 }
 
 /// The upload of a file to one destination.

@@ -1,10 +1,12 @@
 //! What a file is and what it contains: media-type sniffing by extension and
-//! magic bytes, and the content hash.
+//! magic bytes, the content hash, and when and with what it was taken.
 //!
 //! [`inspect`] reads a file once, front to back: the first block decides
-//! whether it is a photo or video at all, and the same pass computes its
-//! SHA-256. Nothing here knows about the catalog or destinations.
+//! whether it is a photo or video at all, its metadata headers give the
+//! capture time ([`capture`]), and the same pass computes its SHA-256.
+//! Nothing here knows about the catalog or destinations.
 
+pub mod capture;
 mod sniff;
 
 use std::fs::File;
@@ -14,6 +16,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::model::ContentHash;
+use capture::Embedded;
 
 pub use sniff::{MediaKind, is_media_extension, sniff};
 
@@ -36,18 +39,23 @@ pub enum Inspection {
         hash: ContentHash,
         /// Bytes read.
         size: u64,
+        /// What its metadata says of its capture.
+        embedded: Embedded,
     },
     /// The content is not a photo or video whatever its name says.
     NotMedia,
 }
 
-/// Sniffs and hashes `file` in one pass.
-pub fn inspect(file: &mut File) -> io::Result<Inspection> {
+/// Sniffs, reads the capture metadata of, and hashes `file` in one pass
+/// (metadata past the first block, such as a video's `moov` at its end, is
+/// read within [`capture`]'s budget).
+pub fn inspect(file: &mut File, now: jiff::Timestamp) -> io::Result<Inspection> {
     let mut buffer = vec![0u8; BLOCK];
     let head_len = read_full(file, &mut buffer)?;
     let Some(kind) = sniff(&buffer[..head_len]) else {
         return Ok(Inspection::NotMedia);
     };
+    let embedded = capture::embedded(file, file.metadata()?.len(), &buffer[..head_len], now);
     let mut hasher = Sha256::new();
     hasher.update(&buffer[..head_len]);
     let mut size = head_len as u64;
@@ -59,7 +67,18 @@ pub fn inspect(file: &mut File) -> io::Result<Inspection> {
         hasher.update(&buffer[..n]);
         size += n as u64;
     }
-    Ok(Inspection::Media { kind, hash: ContentHash::from_digest(&hasher.finalize()), size })
+    Ok(Inspection::Media { kind, hash: ContentHash::from_digest(&hasher.finalize()), size, embedded })
+}
+
+/// The kind and capture metadata of the file at `path` from its headers
+/// alone, without hashing it; `None` if it is not a photo or video. For
+/// files recorded before capture times were kept.
+pub fn describe(path: &Path, now: jiff::Timestamp) -> io::Result<Option<(MediaKind, Embedded)>> {
+    let mut file = File::open(path)?;
+    let mut head = vec![0u8; HEAD];
+    let head_len = read_full(&mut file, &mut head)?;
+    let Some(kind) = sniff(&head[..head_len]) else { return Ok(None) };
+    Ok(Some((kind, capture::embedded(&file, file.metadata()?.len(), &head[..head_len], now))))
 }
 
 /// SHA-256 of the whole file at `path`, with its length.
@@ -119,13 +138,20 @@ mod tests {
         let mut content = vec![0xFF, 0xD8, 0xFF, 0xE0];
         content.extend((0..BLOCK * 2 + 17).map(|i| (i % 251) as u8));
         let expected = ContentHash::from_digest(&Sha256::digest(&content));
-        let got = inspect(&mut temp_file(&content)).expect("inspect");
-        assert_eq!(got, Inspection::Media { kind: MediaKind::Photo, hash: expected, size: content.len() as u64 });
+        let got = inspect(&mut temp_file(&content), jiff::Timestamp::now()).expect("inspect");
+        let size = content.len() as u64;
+        assert_eq!(
+            got,
+            Inspection::Media { kind: MediaKind::Photo, hash: expected, size, embedded: Embedded::default() }
+        );
     }
 
     #[test]
     fn inspect_rejects_text_named_like_a_photo() {
-        assert_eq!(inspect(&mut temp_file(b"not a photo\n")).expect("inspect"), Inspection::NotMedia);
-        assert_eq!(inspect(&mut temp_file(b"")).expect("inspect"), Inspection::NotMedia);
+        assert_eq!(
+            inspect(&mut temp_file(b"not a photo\n"), jiff::Timestamp::now()).expect("inspect"),
+            Inspection::NotMedia
+        );
+        assert_eq!(inspect(&mut temp_file(b""), jiff::Timestamp::now()).expect("inspect"), Inspection::NotMedia);
     }
 }

@@ -5,14 +5,7 @@
 
 use std::ffi::OsStr;
 
-/// Broad class of a media file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    /// A still image (JPEG, HEIF, PNG, raw, …).
-    Photo,
-    /// A moving image (MP4, `QuickTime`, Matroska, MPEG-TS, …).
-    Video,
-}
+pub use crate::model::MediaKind;
 
 /// Extensions of photos and videos we back up, lowercase.
 const EXTENSIONS: &[&str] = &[

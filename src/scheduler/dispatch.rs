@@ -17,7 +17,8 @@ use crate::catalog::{CatalogError, FileStat, PendingJob};
 use crate::destination::{DestinationError, Moved, ProgressFn, Retry, UploadRequest, Uploaded};
 use crate::discover::source::{Availability, availability};
 use crate::discover::stat_of;
-use crate::model::{Job, JobId, RemoteKey, Timestamp, WaitingOn};
+use crate::media;
+use crate::model::{Job, JobId, Timestamp, WaitingOn};
 
 /// Why a file that is not where its job expects it was cancelled.
 const DELETED: &str = "the file was deleted before it was uploaded";
@@ -29,7 +30,7 @@ impl Scheduler<'_> {
     /// Starts one job, or settles it without uploading (already stored,
     /// file gone), or sets it aside (file changed since the scan, file or
     /// source missing).
-    pub(super) fn dispatch(&mut self, pending: PendingJob) -> Result<(), CatalogError> {
+    pub(super) fn dispatch(&mut self, mut pending: PendingJob) -> Result<(), CatalogError> {
         let destination_id = pending.job.destination_id;
         let path = pending.path();
         let modified = match std::fs::metadata(&path) {
@@ -57,6 +58,17 @@ impl Scheduler<'_> {
         }
 
         let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
+        let needs_info = target.layout.needs_info() && pending.info.is_none();
+        if needs_info {
+            self.describe(&mut pending, &path)?;
+        }
+        let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
+        let key = target.key_for(&pending);
+        if needs_info && self.busy_keys.contains(&(destination_id, key.0.clone())) {
+            // Its key, known only now, is being written by another job.
+            self.queue.push_back(pending);
+            return Ok(());
+        }
         let destination = Arc::clone(&target.destination);
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
@@ -87,7 +99,7 @@ impl Scheduler<'_> {
         let request = UploadRequest {
             job: running.id,
             source: path,
-            key: RemoteKey(pending.rel_path.clone()),
+            key: key.clone(),
             size: pending.stat.size,
             hash: pending.hash.clone(),
             modified,
@@ -97,9 +109,26 @@ impl Scheduler<'_> {
         let task = self.tasks.spawn(async move { destination.upload(request, progress).await }).id();
         self.task_jobs.insert(task, running.id);
         self.busy.insert((destination_id, pending.hash.clone()));
-        self.busy_keys.insert((destination_id, pending.rel_path.clone()));
+        self.busy_keys.insert((destination_id, key.0.clone()));
         let started = Instant::now();
-        self.flights.insert(running.id, Flight { running, pending, sent, resumed, cancel, started });
+        self.flights.insert(running.id, Flight { running, pending, key, sent, resumed, cancel, started });
+        Ok(())
+    }
+
+    /// Reads what the asset of `pending` is and when it was taken, for a
+    /// version recorded before capture times were kept, and records it.
+    /// A file that cannot be read now keeps none (its upload reports why).
+    fn describe(&mut self, pending: &mut PendingJob, path: &std::path::Path) -> Result<(), CatalogError> {
+        let now = jiff::Timestamp::now();
+        match media::describe(path, now) {
+            Ok(Some((kind, embedded))) => {
+                let info = media::capture::resolve(kind, embedded, path, pending.stat.mtime_ns, now);
+                self.catalog.record_info(pending.job.asset_id, &info)?;
+                pending.info = Some(info);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(path = %path.display(), "cannot read the capture time: {e}"),
+        }
         Ok(())
     }
 
@@ -178,7 +207,7 @@ impl Scheduler<'_> {
     fn discard_leftovers(&mut self, pending: &PendingJob) {
         let Some(target) = self.targets.get(&pending.job.destination_id) else { return };
         let (destination, job) = (Arc::clone(&target.destination), pending.job.id);
-        let (key, hash) = (RemoteKey(pending.rel_path.clone()), pending.hash.clone());
+        let (key, hash) = (target.key_for(pending), pending.hash.clone());
         self.tasks_aside.spawn(async move {
             if let Err(e) = destination.discard(job, &key, &hash).await {
                 tracing::warn!(job = %job, "could not clean up after the job: {e}");
@@ -275,7 +304,7 @@ impl Scheduler<'_> {
         let Some(flight) = self.flights.remove(&job) else { return Ok(()) };
         let destination = flight.running.destination_id;
         self.busy.remove(&(destination, flight.pending.hash.clone()));
-        self.busy_keys.remove(&(destination, flight.pending.rel_path.clone()));
+        self.busy_keys.remove(&(destination, flight.key.0.clone()));
         let sent = flight.sent.load(Ordering::Relaxed);
         let moved = sent + flight.resumed.load(Ordering::Relaxed);
         match outcome {

@@ -32,6 +32,7 @@ pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadS
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -44,7 +45,8 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{Catalog, CatalogError, PendingJob};
 use crate::config::{Config, RetryConfig};
 use crate::destination::{self, Destination, DestinationError, Retry, Throttle, Uploaded};
-use crate::model::{ContentHash, DestinationId, Job, JobId, Timestamp, WaitingOn};
+use crate::layout::{Layout, Subject};
+use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{Decision, HoldReason};
 
 /// Consecutive jobs that must exhaust their retries at one destination before
@@ -74,6 +76,25 @@ pub struct Target {
     pub name: String,
     /// The implementation.
     pub destination: Arc<dyn Destination>,
+    /// Where each photo goes in it.
+    pub layout: Layout,
+    /// The configured sources' names by folder, for a layout's `{source}`.
+    pub source_names: Arc<HashMap<PathBuf, String>>,
+}
+
+impl Target {
+    /// The key `pending` has in this destination's layout.
+    pub fn key_for(&self, pending: &PendingJob) -> RemoteKey {
+        let folder_name;
+        let source = if let Some(name) = self.source_names.get(&pending.source) {
+            name.as_str()
+        } else {
+            // A source no longer configured: its folder's name.
+            folder_name = pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            &folder_name
+        };
+        self.layout.render(&Subject { rel_path: &pending.rel_path, source, info: pending.info.as_ref() })
+    }
 }
 
 /// Records the configured destinations in the catalog and opens each one
@@ -83,10 +104,18 @@ pub fn open_targets(catalog: &mut Catalog, config: &Config) -> Result<Vec<Target
     let runtime_dir = crate::runtime::runtime_dir(config.runtime_dir.as_deref(), &config.state_dir);
     let ids = catalog.sync_destinations(destinations)?;
     let sessions: Arc<dyn destination::SessionStore> = Arc::new(catalog.session_log()?);
+    let source_names: Arc<HashMap<PathBuf, String>> =
+        Arc::new(config.sources.iter().map(|s| (s.path.clone(), s.name.clone())).collect());
     Ok(destinations
         .iter()
         .zip(ids)
-        .map(|(d, id)| Target { id, name: d.name.clone(), destination: d.kind.open(&sessions, &runtime_dir) })
+        .map(|(d, id)| Target {
+            id,
+            name: d.name.clone(),
+            destination: d.kind.open(&sessions, &runtime_dir),
+            layout: d.layout.clone(),
+            source_names: Arc::clone(&source_names),
+        })
         .collect())
 }
 
@@ -155,6 +184,8 @@ pub async fn drain(
 struct Flight {
     running: Job,
     pending: PendingJob,
+    /// The key it writes (in its destination's layout).
+    key: RemoteKey,
     /// Bytes this attempt sent.
     sent: Arc<AtomicU64>,
     /// Bytes an earlier attempt left at the destination that this one kept.
@@ -464,7 +495,10 @@ impl<'c> Scheduler<'c> {
                 let destination = p.job.destination_id;
                 !self.is_held(destination)
                     && !self.busy.contains(&(destination, p.hash.clone()))
-                    && !self.busy_keys.contains(&(destination, p.rel_path.clone()))
+                    && self
+                        .targets
+                        .get(&destination)
+                        .is_none_or(|t| !self.busy_keys.contains(&(destination, t.key_for(p).0)))
             });
             let Some(pending) = index.and_then(|i| self.queue.remove(i)) else { break };
             self.dispatch(pending)?;

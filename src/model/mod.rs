@@ -9,10 +9,14 @@
 //!
 //! This module does no I/O and reads no clock: callers pass `now`.
 
+mod asset;
+
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+pub use asset::{AssetInfo, Capture, CaptureSource, MediaKind};
 
 /// Row id of a job in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,0 +1,82 @@
+//! What each asset is and when it was taken ([`AssetInfo`]), as the
+//! `assets` table keeps it: written when a version is recorded, or later
+//! for versions recorded before capture times were kept.
+
+use rusqlite::{Connection, Row, params};
+
+use super::{CatalogError, Result};
+use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, MediaKind};
+
+/// The `assets` columns [`from_row`] decodes, in order.
+pub(super) const COLUMNS: &str = "a.kind, a.captured, a.capture_offset, a.capture_source, a.camera";
+
+/// Decodes [`COLUMNS`] starting at `base`: `None` for an asset whose
+/// metadata has not been read yet.
+pub(super) fn from_row(row: &Row<'_>, base: usize) -> Result<Option<AssetInfo>> {
+    let Some(source) = row.get::<_, Option<String>>(base + 3)? else { return Ok(None) };
+    let corrupt = |what: &str| CatalogError::Corrupt(format!("asset: bad {what}"));
+    let source = CaptureSource::parse(&source).ok_or_else(|| corrupt("capture_source"))?;
+    let kind = MediaKind::parse(&row.get::<_, String>(base)?).ok_or_else(|| corrupt("kind"))?;
+    let local = row.get::<_, String>(base + 1)?.parse().map_err(|_| corrupt("captured"))?;
+    let offset = row
+        .get::<_, Option<i32>>(base + 2)?
+        .map(|seconds| jiff::tz::Offset::from_seconds(seconds).map_err(|_| corrupt("capture_offset")))
+        .transpose()?;
+    Ok(Some(AssetInfo { kind, capture: Capture { local, offset, source }, camera: row.get(base + 4)? }))
+}
+
+/// Records `info` for `asset` unless it has some already (what a version
+/// was first found to be stays, so a touch never moves it in a layout).
+pub(super) fn record(conn: &Connection, asset: AssetId, info: &AssetInfo) -> Result<()> {
+    let capture = &info.capture;
+    conn.prepare_cached(
+        "UPDATE assets SET kind = ?2, captured = ?3, capture_offset = ?4, capture_source = ?5, captured_at = ?6,
+           camera = ?7
+         WHERE id = ?1 AND capture_source IS NULL",
+    )?
+    .execute(params![
+        asset.0,
+        info.kind.as_str(),
+        capture.local.to_string(),
+        capture.offset.map(jiff::tz::Offset::seconds),
+        capture.source.as_str(),
+        capture.epoch_seconds(),
+        info.camera,
+    ])?;
+    Ok(())
+}
+
+impl super::Catalog {
+    /// Records what `asset` is and when it was taken, unless known already.
+    pub fn record_info(&mut self, asset: AssetId, info: &AssetInfo) -> Result<()> {
+        record(&self.conn, asset, info)
+    }
+
+    /// What the current version of `rel_path` in `source` is and when it
+    /// was taken, if a scan recorded that.
+    pub fn current_info(&self, source: &str, rel_path: &[u8]) -> Result<Option<AssetInfo>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files f JOIN assets a ON a.id = f.asset_id WHERE f.source = ?1 AND f.rel_path = ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![source, rel_path])?;
+        match rows.next()? {
+            Some(row) => from_row(row, 0),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A photo taken on 2019-06-15 at 14:22:33 with a Canon EOS R5, for tests.
+#[cfg(test)]
+pub(super) fn example() -> AssetInfo {
+    AssetInfo {
+        kind: MediaKind::Photo,
+        capture: Capture {
+            local: jiff::civil::date(2019, 6, 15).at(14, 22, 33, 0),
+            offset: None,
+            source: CaptureSource::Exif,
+        },
+        camera: Some("Canon EOS R5".to_owned()),
+    }
+}
