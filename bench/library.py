@@ -4,10 +4,12 @@
     bench/library.py OUT [--photos N] [--photo-kib MIN MAX] [--videos N]
                          [--video-mib MIN MAX] [--seed S] [--no-junk]
 
-Photos are JPEG files (SOI, an APP1 Exif segment whose TIFF block carries a
-DateTime, then incompressible filler, then EOI), laid out like a camera's
-DCIM folder; videos are MP4 files (an `ftyp` box, then filler). Every file's
-content is unique. Unless --no-junk, the litter a backup must skip is mixed
+Photos are JPEG files laid out like a camera's DCIM folder: SOI, an APP1
+Exif segment as cameras write it (IFD0 with Make, Model and DateTime, an
+EXIF IFD with DateTimeOriginal and OffsetTimeOriginal), then incompressible
+filler, then EOI. Videos are MP4 files as phones write them: `ftyp`, the
+media data, then a `moov` whose `mvhd` holds the creation time (seconds
+since 1904, UTC). Every file's content is unique. Unless --no-junk, the litter a backup must skip is mixed
 in (.DS_Store, Thumbs.db, partial downloads, a text file, a hidden folder).
 
 Prints a JSON summary on stdout: {"media": N, "media_bytes": B, "junk": J}.
@@ -20,30 +22,50 @@ import random
 import struct
 
 
-def exif_app1(when):
-    """An APP1 segment with a little-endian TIFF block holding one DateTime tag."""
-    text = when.encode("ascii") + b"\0"  # "YYYY:MM:DD HH:MM:SS\0", 20 bytes
-    ifd_offset = 8
-    entries = 1
-    value_offset = ifd_offset + 2 + entries * 12 + 4
-    tiff = b"II*\0" + struct.pack("<I", ifd_offset)
-    tiff += struct.pack("<H", entries)
-    tiff += struct.pack("<HHII", 0x0132, 2, len(text), value_offset)  # DateTime, ASCII
-    tiff += struct.pack("<I", 0)  # no next IFD
-    tiff += text
-    body = b"Exif\0\0" + tiff
+def ifd(at, entries):
+    """A little-endian TIFF directory at offset `at`: (tag, type, value)
+    entries, ASCII values (type 2) and LONGs (type 4); values longer than
+    four bytes follow the directory."""
+    data_at = at + 2 + len(entries) * 12 + 4
+    out, data = struct.pack("<H", len(entries)), b""
+    for tag, kind, value in entries:
+        if kind == 2:
+            raw = value.encode("ascii") + b"\0"
+            if len(raw) <= 4:
+                out += struct.pack("<HHI", tag, kind, len(raw)) + raw.ljust(4, b"\0")
+            else:
+                out += struct.pack("<HHII", tag, kind, len(raw), data_at + len(data))
+                data += raw
+        else:
+            out += struct.pack("<HHII", tag, kind, 1, value)
+    return out + struct.pack("<I", 0) + data
+
+
+def exif_app1(when, offset):
+    """An APP1 segment as a camera writes it."""
+    camera = [(0x010F, 2, "Canon"), (0x0110, 2, "Canon EOS R6"), (0x0132, 2, when)]
+    ifd0_len = len(ifd(8, camera + [(0x8769, 4, 0)]))
+    ifd0 = ifd(8, camera + [(0x8769, 4, 8 + ifd0_len)])
+    exif = ifd(8 + ifd0_len, [(0x9003, 2, when), (0x9004, 2, when), (0x9011, 2, offset)])
+    body = b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd0 + exif
     return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
 
 
 def photo(size, rng, when):
-    head = b"\xff\xd8" + exif_app1(when)
+    head = b"\xff\xd8" + exif_app1(when, "+01:00")
     filler = rng.randbytes(max(0, size - len(head) - 2))
     return head + filler + b"\xff\xd9"
 
 
-def video(size, rng):
+def video(size, rng, created):
     ftyp = struct.pack(">I", 24) + b"ftypisom" + struct.pack(">I", 0x200) + b"isomiso2"
-    return ftyp + rng.randbytes(max(0, size - len(ftyp)))
+    # mvhd version 0: flags, creation and modification times, timescale, duration, then 80 bytes.
+    mvhd_body = struct.pack(">IIIII", 0, created, created, 1000, 0) + bytes(80)
+    mvhd = struct.pack(">I", 8 + len(mvhd_body)) + b"mvhd" + mvhd_body
+    moov = struct.pack(">I", 8 + len(mvhd)) + b"moov" + mvhd
+    mdat_len = max(8, size - len(ftyp) - len(moov))
+    mdat = struct.pack(">I", mdat_len) + b"mdat" + rng.randbytes(mdat_len - 8)
+    return ftyp + mdat + moov
 
 
 def write(path, data):
@@ -75,7 +97,9 @@ def main():
         media_bytes += size
     for i in range(a.videos):
         size = rng.randint(a.video_mib[0], a.video_mib[1]) * 1024 * 1024
-        write(os.path.join(a.out, "Videos", f"MOV_{i:04d}.MP4"), video(size, rng))
+        # 2025-03-01 plus i days, in seconds since 1904.
+        created = 3_823_632_000 + i * 86_400
+        write(os.path.join(a.out, "Videos", f"MOV_{i:04d}.MP4"), video(size, rng, created))
         media += 1
         media_bytes += size
     if not a.no_junk:

@@ -19,7 +19,7 @@ use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
 use crate::policy::{Decision, Overrides, decide};
-use crate::scheduler::{DrainReport, RunObserver, drain, open_targets};
+use crate::scheduler::{DrainReport, Mode, RunObserver, Settings, drain, open_targets};
 
 /// Progress of a whole backup run.
 pub trait BackupObserver: RunObserver {
@@ -84,10 +84,15 @@ pub async fn run(
         }
     };
     let run_observer: Arc<dyn RunObserver> = observer.clone();
-    let (retry, slots) = (config.retry, config.max_concurrent);
+    let settings = Settings {
+        retry: config.retry,
+        max_concurrent: config.max_concurrent,
+        mode: Mode::OneShot,
+        order: config.order,
+    };
     let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
     let limits = (hold, bandwidth);
-    let drained = drain(catalog, &targets, retry, slots, run_observer, Some(discovery), limits, shutdown).await;
+    let drained = drain(catalog, &targets, settings, run_observer, Some(discovery), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
     stop.store(true, Ordering::Relaxed);
     let scans = scanner.await.map_err(|e| Error::Runtime(std::io::Error::other(e)))?;
@@ -117,7 +122,7 @@ fn scan_all(
     let mut catalog = Catalog::open(catalog_path)?;
     let mut reports = Vec::with_capacity(sources.len());
     for source in sources {
-        let report = scan_source(&mut catalog, source, None, stop, &mut |report, written| {
+        let report = scan_source(&mut catalog, source, None, false, stop, &mut |report, written| {
             observer.scanning(report);
             if written > 0 {
                 // A full channel already holds a wake-up; one is enough.

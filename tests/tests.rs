@@ -16,6 +16,7 @@ mod formats;
 mod keyring;
 mod missing;
 mod nextcloud;
+mod order;
 mod proxy;
 mod rclone;
 mod s3;

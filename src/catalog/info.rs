@@ -2,7 +2,7 @@
 //! `assets` table keeps it: written when a version is recorded, or later
 //! for versions recorded before capture times were kept.
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{CatalogError, Result};
 use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, MediaKind};
@@ -46,7 +46,39 @@ pub(super) fn record(conn: &Connection, asset: AssetId, info: &AssetInfo) -> Res
     Ok(())
 }
 
+/// How far the backup has come through the photos' capture times.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Photos and videos not yet at every current destination.
+    pub to_go: u64,
+    /// When the most recently taken of them was taken (wall clock):
+    /// everything taken later is backed up.
+    pub newest: Option<jiff::civil::DateTime>,
+    /// When the earliest of them was taken: everything taken before is
+    /// backed up.
+    pub oldest: Option<jiff::civil::DateTime>,
+}
+
 impl super::Catalog {
+    /// What is left to back up, by capture time: versions with a job at a
+    /// current destination that is not acknowledged (failed ones count:
+    /// they are not backed up).
+    pub fn backlog(&self) -> Result<Backlog> {
+        const LEFT: &str =
+            "FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id
+             WHERE d.active = 1 AND j.state IN ('queued', 'running', 'retry_wait', 'succeeded', 'failed')";
+        let to_go: i64 =
+            self.conn.prepare_cached(&format!("SELECT COUNT(DISTINCT a.id) {LEFT}"))?.query_row([], |r| r.get(0))?;
+        let end = |direction: &str| -> Result<Option<jiff::civil::DateTime>> {
+            let sql = format!(
+                "SELECT a.captured {LEFT} AND a.captured_at IS NOT NULL ORDER BY a.captured_at {direction} LIMIT 1"
+            );
+            let text: Option<String> = self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0)).optional()?;
+            Ok(text.and_then(|t| t.parse().ok()))
+        };
+        Ok(Backlog { to_go: to_go as u64, newest: end("DESC")?, oldest: end("ASC")? })
+    }
+
     /// Records what `asset` is and when it was taken, unless known already.
     pub fn record_info(&mut self, asset: AssetId, info: &AssetInfo) -> Result<()> {
         record(&self.conn, asset, info)

@@ -30,6 +30,8 @@ pub struct PendingJob {
     /// What it is and when it was taken (`None` for a version recorded
     /// before capture times were kept and not read since).
     pub info: Option<AssetInfo>,
+    /// Found while the daemon ran (it goes before the backlog).
+    pub live: bool,
 }
 
 impl PendingJob {
@@ -356,7 +358,7 @@ impl Catalog {
     /// given destinations (any when empty).
     fn pending_where(&self, condition: &str, destinations: &[DestinationId], value: i64) -> Result<Vec<PendingJob>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq, {}
+            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq, a.live, {}
              FROM jobs j JOIN assets a ON a.id = j.asset_id
              WHERE {condition} ORDER BY j.id",
             super::info::COLUMNS
@@ -382,7 +384,8 @@ impl Catalog {
                 },
                 hash,
                 seq: row.get(19)?,
-                info: super::info::from_row(row, 20)?,
+                live: row.get(20)?,
+                info: super::info::from_row(row, 21)?,
                 job,
             });
         }

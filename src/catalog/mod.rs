@@ -30,6 +30,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::model::{JobId, TransitionError};
 
+pub use info::Backlog;
 pub use jobs::PendingJob;
 pub use listing::{JobFilter, JobView, ReceiptRow, StateCounts};
 pub use scan::{FileStat, Flushed, ScanWriter, Unchanged};

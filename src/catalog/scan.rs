@@ -70,6 +70,8 @@ pub struct ScanWriter<'c> {
     not_media: Vec<(Vec<u8>, FileStat)>,
     /// Metadata read for versions recorded without it.
     descriptions: Vec<(AssetId, AssetInfo)>,
+    /// New versions are marked as found live (while the daemon runs).
+    live: bool,
     oldest: Option<Instant>,
 }
 
@@ -108,12 +110,21 @@ impl Catalog {
             buffer: Vec::new(),
             not_media: Vec::new(),
             descriptions: Vec::new(),
+            live: false,
             oldest: None,
         }
     }
 }
 
 impl ScanWriter<'_> {
+    /// Marks the versions this writer records as found live: they appeared
+    /// while the daemon ran, so they go before the backlog.
+    #[must_use]
+    pub fn live(mut self) -> Self {
+        self.live = true;
+        self
+    }
+
     /// The file at `rel_path` if it is recorded with exactly this stat (so
     /// its content need not be read again).
     pub fn unchanged(&self, rel_path: &[u8], stat: FileStat) -> Result<Option<Unchanged>> {
@@ -216,8 +227,8 @@ impl ScanWriter<'_> {
                 id
             } else {
                 conn.prepare_cached(
-                    "INSERT INTO assets (source, rel_path, size, mtime_ns, inode, sha256, first_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO assets (source, rel_path, size, mtime_ns, inode, sha256, first_seen, live)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     source,
@@ -226,7 +237,8 @@ impl ScanWriter<'_> {
                     stat.mtime_ns,
                     inode,
                     hash.as_hex(),
-                    now.0
+                    now.0,
+                    self.live
                 ])?;
                 flushed.new_versions += 1;
                 conn.last_insert_rowid()

@@ -147,8 +147,11 @@ const MIGRATIONS: &[&str] = &[
     // the capture's wall-clock time, its UTC offset when known, where it
     // was read (exif, quicktime, filename, mtime; NULL: not read yet, so
     // the next scan reads the headers of an unchanged file without hashing
-    // it again), the instant for ordering, and the camera.
+    // it again), the instant for ordering, and the camera; `live` marks a
+    // version the daemon found while it ran (past its first scan): it is
+    // uploaded before the backlog.
     r"
+    ALTER TABLE assets ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE assets ADD COLUMN kind TEXT;
     ALTER TABLE assets ADD COLUMN captured TEXT;
     ALTER TABLE assets ADD COLUMN capture_offset INTEGER;

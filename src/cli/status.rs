@@ -53,6 +53,21 @@ fn since(t: Timestamp) -> String {
     format!("{} ago", HumanDuration(t.until(Timestamp::now())))
 }
 
+/// "Backed up: everything taken after 2019-03-14 14:22; 1,204 to go (newest first)."
+fn backlog_line(b: &photosync::ipc::wire::Backlog) -> Option<String> {
+    if b.to_go == 0 {
+        return None;
+    }
+    let minute = |t: &str| t.get(..16).unwrap_or(t).replace('T', " ");
+    let done = if b.order == "oldest" {
+        b.complete_before.as_deref().map(|t| format!("everything taken before {}", minute(t)))
+    } else {
+        b.complete_after.as_deref().map(|t| format!("everything taken after {}", minute(t)))
+    };
+    let done = done.unwrap_or_else(|| "nothing yet".to_owned());
+    Some(format!("backed up: {done}; {} photos and videos to go ({} first)", b.to_go, b.order))
+}
+
 fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()> {
     let up = HumanDuration(s.started_at.until(Timestamp::now()));
     writeln!(out, "photosync daemon {} (pid {}), up {up}: {}", s.version, s.pid, s.state)?;
@@ -81,6 +96,9 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
         count(StateName::Failed),
         count(StateName::Acknowledged),
     )?;
+    if let Some(line) = backlog_line(&sched.backlog) {
+        writeln!(out, "{line}")?;
+    }
     if let Some(next) = sched.next_retry {
         writeln!(out, "next retry: in {}", HumanDuration(Timestamp::now().until(next)))?;
     }

@@ -91,6 +91,8 @@ pub struct RawConfig {
     pub settle: Option<String>,
     /// Time between the daemon's full reconcile scans.
     pub rescan_interval: Option<String>,
+    /// Which photos of a backlog go first: `newest` or `oldest`.
+    pub order: Option<String>,
     /// Retry tuning.
     pub retry: Option<RawRetry>,
     /// When uploads may run.
@@ -119,6 +121,8 @@ pub struct Config {
     pub settle: Duration,
     /// Time between the daemon's full reconcile scans.
     pub rescan_interval: Duration,
+    /// Which photos of a backlog go first.
+    pub order: Order,
     /// Retry tuning.
     pub retry: RetryConfig,
     /// When uploads may run, and how conditions are read.
@@ -138,6 +142,17 @@ pub struct DestinationConfig {
     pub kind: DestinationKind,
     /// Where each photo goes in it (`layout`; default `{dir}/{filename}`).
     pub layout: Layout,
+}
+
+/// Which photos of a backlog are uploaded first. Photos the daemon sees
+/// appear go before either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The most recently taken first: those with no other copy yet.
+    #[default]
+    Newest,
+    /// The longest ago first, so the backup fills in year by year.
+    Oldest,
 }
 
 /// Default upload slots.
@@ -201,6 +216,11 @@ impl Config {
             other => top.duration("settle", other, DEFAULT_SETTLE)?,
         };
         let rescan_interval = top.duration("rescan_interval", raw.rescan_interval.as_deref(), DEFAULT_RESCAN)?;
+        let order = match raw.order.as_deref() {
+            None | Some("newest") => Order::Newest,
+            Some("oldest") => Order::Oldest,
+            Some(other) => return Err(top.error("order", &format!("`{other}`: must be \"newest\" or \"oldest\""))),
+        };
         let retry = RetryConfig::parse(&raw.retry.unwrap_or_default(), &top.nested("retry"))?;
         let policy = PolicyConfig::parse(raw.policy.unwrap_or_default(), &top.nested("policy"))?;
 
@@ -249,6 +269,7 @@ impl Config {
             runtime_dir,
             settle,
             rescan_interval,
+            order,
             retry,
             policy,
             sources,
@@ -326,6 +347,7 @@ mod tests {
             (MINIMAL.replace("state_dir = \"state\"", "max_concurrent = 0"), "max_concurrent"),
             (format!("{MINIMAL}\n[retry]\nbase = \"soon\""), "retry.base"),
             (MINIMAL.replace("state_dir = \"state\"", "settle = \"a bit\""), "settle"),
+            (MINIMAL.replace("state_dir = \"state\"", "order = \"random\""), "order"),
             (format!("{MINIMAL}\n[policy]\non_battery = \"maybe\""), "policy.on_battery"),
             (format!("{MINIMAL}\n[policy]\nwindows = [\"late\"]"), "policy.windows"),
             (format!("{MINIMAL}\n[policy]\nmin_battery_percent = 120"), "policy.min_battery_percent"),

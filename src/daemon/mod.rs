@@ -149,7 +149,12 @@ async fn serve_config(
     });
     service.set_trouble(None);
 
-    let settings = Settings { retry: config.retry, max_concurrent: config.max_concurrent, mode: Mode::Service };
+    let settings = Settings {
+        retry: config.retry,
+        max_concurrent: config.max_concurrent,
+        mode: Mode::Service,
+        order: config.order,
+    };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
     scheduler.restore_pause(*pause);
     // Know the conditions before the first upload starts.

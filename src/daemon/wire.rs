@@ -4,6 +4,7 @@
 
 use crate::backup::BackupOutcome;
 use crate::catalog::{JobView, StateCounts};
+use crate::config::Order;
 use crate::discover::{ScanReport, Skipped};
 use crate::ipc::wire;
 use crate::model::StateName;
@@ -36,6 +37,16 @@ pub fn scheduler(status: &SchedulerStatus) -> wire::Scheduler {
             .map(|e| wire::RecentError { at: e.at, job: e.job, path: e.path.clone(), error: e.error.clone() })
             .collect(),
         totals: totals(&status.totals),
+        backlog: wire::Backlog {
+            to_go: status.backlog.to_go,
+            complete_after: status.backlog.newest.map(|t| t.to_string()),
+            complete_before: status.backlog.oldest.map(|t| t.to_string()),
+            order: match status.order {
+                Order::Newest => "newest",
+                Order::Oldest => "oldest",
+            }
+            .to_owned(),
+        },
     }
 }
 

@@ -129,7 +129,8 @@ pub struct ScanReport {
     pub not_media_read: u64,
 }
 
-/// Scans `source`, records what changed, and queues jobs as it goes.
+/// Scans `source`, records what changed, and queues jobs as it goes
+/// (marking new versions as found `live`, for a daemon past its first scan).
 /// `on_progress` is called after each media file with the running report
 /// and the number of catalog records written since the previous call (so
 /// uploads can start before the scan ends). Setting `stop` ends the scan
@@ -139,6 +140,7 @@ pub fn scan_source(
     catalog: &mut Catalog,
     source: &SourceConfig,
     settle_cutoff: Option<SystemTime>,
+    live: bool,
     stop: &AtomicBool,
     on_progress: &mut dyn FnMut(&ScanReport, u64),
 ) -> Result<ScanReport, CatalogError> {
@@ -150,6 +152,9 @@ pub fn scan_source(
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut complete = true;
     let mut writer = catalog.scan_writer(root_text);
+    if live {
+        writer = writer.live();
+    }
     let hidden_folders = std::cell::Cell::new(0u64);
     let walk = WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| {
         let hidden_folder = e.depth() > 0 && e.file_type().is_dir() && filter::is_hidden(e.file_name());
@@ -227,7 +232,7 @@ pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> R
             return Ok(report);
         }
     };
-    let mut writer = catalog.scan_writer(root_text);
+    let mut writer = catalog.scan_writer(root_text).live();
     visit(&mut writer, source, path, &metadata, None, &mut report)?;
     report.add(writer.finish(Timestamp::now())?);
     Ok(report)

@@ -126,6 +126,7 @@ impl Discovery {
             next_root_check: Instant::now(),
             watcher: None,
             stop: Arc::clone(&stop),
+            scanned_once: false,
         };
         let sender = messages.clone();
         let thread = std::thread::Builder::new()
@@ -188,6 +189,9 @@ struct Worker {
     next_root_check: Instant,
     watcher: Option<notify::RecommendedWatcher>,
     stop: Arc<AtomicBool>,
+    /// The first full scan is done: what is found from now on appeared
+    /// while the daemon ran, and goes before the backlog.
+    scanned_once: bool,
 }
 
 impl Worker {
@@ -391,6 +395,7 @@ impl Worker {
         }
         *self.state.last_scan.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
         self.next_rescan = Instant::now() + self.settings.rescan_interval;
+        self.scanned_once = true;
         // Jobs set aside wait for a scan: tell the scheduler, whatever it found.
         let _ = self.found.try_send(());
         result
@@ -402,7 +407,8 @@ impl Worker {
         let cutoff = SystemTime::now().checked_sub(self.settings.settle);
         let source = &self.sources[index];
         let found = &self.found;
-        let report = scan_source(&mut self.catalog, source, cutoff, &self.stop, &mut |_, written| {
+        let live = self.scanned_once;
+        let report = scan_source(&mut self.catalog, source, cutoff, live, &self.stop, &mut |_, written| {
             if written > 0 {
                 let _ = found.try_send(());
             }

@@ -30,6 +30,24 @@ pub struct Scheduler {
     pub recent_errors: Vec<RecentError>,
     /// Totals since the scheduler started.
     pub totals: Totals,
+    /// How far back the backup is complete, by capture time.
+    #[serde(default)]
+    pub backlog: Backlog,
+}
+
+/// How far back the backup is complete, by when the photos were taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Photos and videos not yet at every destination (failed ones too).
+    pub to_go: u64,
+    /// Everything taken after this (`YYYY-MM-DDTHH:MM:SS`, wall clock) is
+    /// backed up: the capture time of the newest photo still to go.
+    pub complete_after: Option<String>,
+    /// Everything taken before this is backed up: the capture time of the
+    /// oldest photo still to go.
+    pub complete_before: Option<String>,
+    /// Which go first: `newest` or `oldest`.
+    pub order: String,
 }
 
 /// A user pause.

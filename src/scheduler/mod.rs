@@ -24,6 +24,7 @@
 
 mod commands;
 mod dispatch;
+mod queue;
 mod retry;
 mod status;
 
@@ -43,9 +44,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, PendingJob};
-use crate::config::{Config, RetryConfig};
+use crate::config::{Config, Order, RetryConfig};
 use crate::destination::{self, Destination, DestinationError, Retry, Throttle, Uploaded};
-use crate::layout::{Layout, Subject};
+use crate::layout::Layout;
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{Decision, HoldReason};
 
@@ -80,21 +81,6 @@ pub struct Target {
     pub layout: Layout,
     /// The configured sources' names by folder, for a layout's `{source}`.
     pub source_names: Arc<HashMap<PathBuf, String>>,
-}
-
-impl Target {
-    /// The key `pending` has in this destination's layout.
-    pub fn key_for(&self, pending: &PendingJob) -> RemoteKey {
-        let folder_name;
-        let source = if let Some(name) = self.source_names.get(&pending.source) {
-            name.as_str()
-        } else {
-            // A source no longer configured: its folder's name.
-            folder_name = pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-            &folder_name
-        };
-        self.layout.render(&Subject { rel_path: &pending.rel_path, source, info: pending.info.as_ref() })
-    }
 }
 
 /// Records the configured destinations in the catalog and opens each one
@@ -139,6 +125,8 @@ pub struct Settings {
     pub max_concurrent: usize,
     /// One-shot or service.
     pub mode: Mode,
+    /// Which photos of the backlog go first.
+    pub order: Order,
 }
 
 /// Receives progress while the scheduler works.
@@ -166,14 +154,13 @@ impl RunObserver for Silent {}
 pub async fn drain(
     catalog: &mut Catalog,
     targets: &[Target],
-    retry: RetryConfig,
-    max_concurrent: usize,
+    settings: Settings,
     observer: Arc<dyn RunObserver>,
     discovery: Option<mpsc::Receiver<()>>,
     (hold, bandwidth): (Option<HoldReason>, Option<u64>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
-    let settings = Settings { retry, max_concurrent, mode: Mode::OneShot };
+    let settings = Settings { mode: Mode::OneShot, ..settings };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
     scheduler.apply_conditions(hold.map_or(Decision::Run, Decision::HoldOff));
     scheduler.set_bandwidth(bandwidth);
@@ -479,6 +466,8 @@ impl<'c> Scheduler<'c> {
         }
         self.observer.queued(fresh.len() as u64, fresh.iter().map(|p| p.stat.size).sum());
         self.queue.extend(fresh);
+        let order = self.settings.order;
+        self.queue.make_contiguous().sort_by_cached_key(|p| queue::rank(p, order));
     }
 
     fn is_held(&self, destination: DestinationId) -> bool {

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use super::Scheduler;
-use crate::catalog::{CatalogError, StateCounts};
+use crate::catalog::{Backlog, CatalogError, StateCounts};
+use crate::config::Order;
 use crate::model::{JobId, Timestamp};
 
 /// Work left for later at one destination, and why.
@@ -83,7 +84,7 @@ pub struct Pause {
 }
 
 /// The scheduler's view for `photosync status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerStatus {
     /// Set while paused by the user.
     pub paused: Option<Pause>,
@@ -101,6 +102,10 @@ pub struct SchedulerStatus {
     pub recent_errors: Vec<RecentError>,
     /// Totals since the scheduler started.
     pub totals: DrainReport,
+    /// What is left, by capture time.
+    pub backlog: Backlog,
+    /// Which photos of the backlog go first.
+    pub order: Order,
 }
 
 impl Scheduler<'_> {
@@ -164,6 +169,8 @@ impl Scheduler<'_> {
             next_retry: self.next_retry,
             recent_errors: self.recent_errors.iter().cloned().collect(),
             totals: DrainReport { holds: Vec::new(), ..self.report.clone() },
+            backlog: self.catalog.backlog()?,
+            order: self.settings.order,
         })
     }
 }

@@ -47,12 +47,17 @@ fn embedded_in(reader: &Reader<'_>, head: &[u8], now: Timestamp) -> Embedded {
     let tiff_at = |at: Option<u64>| at.map(|at| tiff::read(reader, at)).unwrap_or_default();
     let tags = match head {
         [0xFF, 0xD8, 0xFF, ..] => tiff_at(still::jpeg(reader, 0)),
-        [0x89, b'P', b'N', b'G', ..] => tiff_at(still::png(reader)),
+        [0x89, b'P', b'N', b'G', ..] => match still::png(reader) {
+            Some(still::Exif::At(at)) => tiff::read(reader, at),
+            Some(still::Exif::Decoded(bytes)) => tiff::read(&Reader::memory(&bytes), 0),
+            None => tiff::Tags::default(),
+        },
         [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => tiff_at(still::webp(reader)),
         [b'I', b'I', b'*' | b'U', 0, ..] | [b'M', b'M', 0, b'*', ..] | [b'I', b'I', b'R', b'O', ..] => {
             tiff::read(reader, 0)
         }
         _ if head.starts_with(b"FUJIFILMCCD-RAW") => tiff_at(still::raf(reader)),
+        [0, b'M', b'R', b'M', ..] => tiff_at(still::mrw(reader)),
         [_, _, _, _, kind @ ..] if is_movie_box(kind) => return movie(&bmff::read(reader), now),
         _ => tiff::Tags::default(),
     };
@@ -100,10 +105,9 @@ fn movie(found: &bmff::Found, now: Timestamp) -> Embedded {
 pub fn resolve(kind: MediaKind, embedded: Embedded, path: &Path, mtime_ns: i64, now: Timestamp) -> AssetInfo {
     let Embedded { capture, camera } = embedded;
     let capture = capture.or_else(|| from_name(path.file_stem()?, now)).unwrap_or_else(|| {
-        in_local_zone(
-            Timestamp::from_nanosecond(i128::from(mtime_ns)).unwrap_or(Timestamp::UNIX_EPOCH),
-            CaptureSource::Mtime,
-        )
+        // To the second, as every other source.
+        let seconds = mtime_ns.div_euclid(1_000_000_000);
+        in_local_zone(Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH), CaptureSource::Mtime)
     });
     AssetInfo { kind, capture, camera }
 }

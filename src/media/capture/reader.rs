@@ -35,8 +35,7 @@ impl<'a> Reader<'a> {
         Self { file: Some(file), head, len, budget: Cell::new(READ_BUDGET), steps: Cell::new(STEP_BUDGET) }
     }
 
-    /// A buffer.
-    #[cfg(test)]
+    /// A buffer (metadata decoded from a file, and tests).
     pub(super) fn memory(bytes: &'a [u8]) -> Self {
         Self {
             file: None,

@@ -1,0 +1,94 @@
+//! The order of the queue, and where each job's file goes: photos found
+//! while the daemon runs before the backlog, then by capture time; the key
+//! is the destination's layout rendered for the file.
+
+use super::Target;
+use crate::catalog::PendingJob;
+use crate::config::Order;
+use crate::layout::Subject;
+use crate::model::RemoteKey;
+
+impl Target {
+    /// The key `pending` has in this destination's layout.
+    pub fn key_for(&self, pending: &PendingJob) -> RemoteKey {
+        let folder_name;
+        let source = if let Some(name) = self.source_names.get(&pending.source) {
+            name.as_str()
+        } else {
+            // A source no longer configured: its folder's name.
+            folder_name = pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            &folder_name
+        };
+        self.layout.render(&Subject { rel_path: &pending.rel_path, source, info: pending.info.as_ref() })
+    }
+}
+
+/// Where a job stands in the queue: photos found live (while the daemon
+/// runs) before the backlog; within each, by capture time (newest or oldest
+/// first, as configured), in discovery order where times tie; versions
+/// whose time has not been read yet last.
+pub(super) fn rank(pending: &PendingJob, order: Order) -> (bool, i64, i64) {
+    let taken = pending.info.as_ref().map(|info| info.capture.epoch_seconds());
+    let rank = match (taken, order) {
+        (Some(t), Order::Newest) => -t,
+        (Some(t), Order::Oldest) => t,
+        (None, _) => i64::MAX,
+    };
+    (!pending.live, rank, pending.seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::catalog::FileStat;
+    use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, JobState, MediaKind};
+    use crate::model::{ContentHash, DestinationId, Job, JobId, WaitingOn};
+
+    fn pending(seq: i64, year: Option<i16>, live: bool) -> PendingJob {
+        PendingJob {
+            job: Job {
+                id: JobId(seq),
+                asset_id: AssetId(seq),
+                destination_id: DestinationId(1),
+                attempts: 0,
+                state: JobState::Queued { waiting_on: WaitingOn::Nothing },
+            },
+            source: PathBuf::from("/s"),
+            rel_path: format!("{seq}.jpg").into_bytes(),
+            stat: FileStat { size: 1, mtime_ns: 1, inode: 1 },
+            hash: ContentHash::from_digest(&[seq as u8; 32]),
+            seq,
+            info: year.map(|year| AssetInfo {
+                kind: MediaKind::Photo,
+                capture: Capture {
+                    local: jiff::civil::date(year, 6, 1).at(12, 0, 0, 0),
+                    offset: Some(jiff::tz::Offset::UTC),
+                    source: CaptureSource::Exif,
+                },
+                camera: None,
+            }),
+            live,
+        }
+    }
+
+    #[test]
+    fn live_photos_go_first_then_the_backlog_by_capture_time() {
+        let jobs = [
+            pending(1, Some(2015), false),
+            pending(2, None, false),
+            pending(3, Some(2020), false),
+            pending(4, Some(2001), true),
+            pending(5, Some(2015), false),
+            pending(6, Some(2010), false),
+        ];
+        let sorted = |order| {
+            let mut queue: Vec<&PendingJob> = jobs.iter().collect();
+            queue.sort_by_cached_key(|p| rank(p, order));
+            queue.iter().map(|p| p.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(sorted(Order::Newest), [4, 3, 1, 5, 6, 2]);
+        assert_eq!(sorted(Order::Oldest), [4, 6, 1, 5, 3, 2]);
+    }
+}
