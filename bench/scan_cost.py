@@ -57,16 +57,21 @@ def scan_once(binary, library, scratch, warm):
             with open(os.path.join(power, name, file), "w") as f:
                 f.write(content + "\n")
     config = os.path.join(scratch, "config.toml")
+    dest = os.path.join(scratch, "dest")
+    os.makedirs(dest, exist_ok=True)
     with open(config, "w") as f:
         f.write(
             f"state_dir = {json.dumps(state)}\n"
             f'[policy]\non_battery = "hold"\npower_supply_dir = {json.dumps(power)}\n'
             f"[[source]]\npath = {json.dumps(library)}\n"
-            f'[[destination]]\nname = "d"\ntype = "folder"\npath = {json.dumps(scratch)}\n'
+            f'[[destination]]\nname = "d"\ntype = "folder"\npath = {json.dumps(dest)}\n'
         )
     drop_caches(warm)
     seconds, out = timed([binary, "backup", "--json"], env={**os.environ, "PHOTOSYNC_CONFIG": config})
-    summary = json.loads(out.stdout)
+    try:
+        summary = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        sys.exit(f"{binary} backup failed: {out.stderr.decode(errors='replace')}")
     if summary["discovered"] == 0 or summary["uploaded"] != 0:
         sys.exit(f"{binary}: unexpected run: {summary}")
     return seconds

@@ -14,10 +14,12 @@
 //! twice.
 //!
 //! - [`config`] turns the TOML file into a validated [`config::Config`].
-//! - [`discover`] walks sources, filters media ([`media`] sniffs and hashes),
-//!   and records new versions and their jobs in the [`catalog`].
-//! - [`scheduler`] runs queued jobs against [`destination`]s, applying the
-//!   pure retry arithmetic of [`policy`].
+//! - [`discover`] walks sources, filters media ([`media`] sniffs, hashes and
+//!   reads capture times), and records new versions and their jobs in the
+//!   [`catalog`].
+//! - [`scheduler`] runs queued jobs against [`destination`]s (photos found
+//!   live first, then by capture time), at the keys each destination's
+//!   [`layout`] renders, applying the pure retry arithmetic of [`policy`].
 //! - [`backup`] is the one-shot pipeline behind `photosync backup`.
 //! - [`daemon`] runs discovery (with the live watcher in [`discover::watch`])
 //!   and the scheduler for `photosync daemon`, controlled over [`ipc`].
@@ -27,7 +29,7 @@
 //! - [`runtime`] finds the private runtime folder the sockets live in.
 //!
 //! Dependencies point downward: `daemon → ipc::server → scheduler →
-//! {catalog, discover, destination, policy, media} → {config, model}`, and
+//! {catalog, discover, destination, policy, media, layout} → {config, model}`, and
 //! `backup` beside `daemon`; the CLI reaches the daemon only through
 //! `ipc::client`. Only the `photosync`
 //! binary's `cli` uses `anyhow`, prints, or chooses exit codes.

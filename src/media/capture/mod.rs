@@ -2,7 +2,7 @@
 //!
 //! [`embedded`] reads what the file's own metadata says (EXIF in stills and
 //! raws, `QuickTime` metadata in videos) from its headers only, within a
-//! byte and step budget ([`reader`]), so a broken or hostile file costs
+//! byte and step budget (the `reader` module), so a broken or hostile file costs
 //! bounded time and memory and yields "no date" rather than an error.
 //! [`resolve`] then picks the capture time: the embedded one, else a date in
 //! the file name, else the file's modification time, rejecting zero dates,
