@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::catalog::{Catalog, CatalogError, JobView};
 use crate::config::SourceConfig;
 use crate::discover::{SkipReason, classify, stat_of};
-use crate::media;
+use crate::media::{self, sidecar};
 use crate::model::{AssetInfo, StateName, Timestamp};
 
 /// The answer for one path.
@@ -90,6 +90,19 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
     }
     if catalog.not_media_stat(root, rel)? == Some(stat) {
         return Ok(skipped(shown, SkipReason::NotMedia));
+    }
+    if let Some(kind) = sidecar::kind_of(&path) {
+        return Ok(match sidecar::partner(&path, kind).filter(|p| classify(source, p).is_ok()) {
+            Some(partner) => {
+                let name = partner.file_name().unwrap_or_default().to_string_lossy();
+                waiting(shown, "not_scanned", &format!("a sidecar of {name}; the next scan records it, dated as it"))
+            }
+            None => not(
+                "no_partner",
+                "a sidecar (.xmp, .AAE, Takeout .json) is backed up only beside the photo or video it describes, \
+                 and there is none here",
+            ),
+        });
     }
     // Not looked at yet: what the next scan will make of it (its first
     // bytes say; a big video is not read through).

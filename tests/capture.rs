@@ -282,3 +282,81 @@ fn dates_are_filled_in_for_old_catalogs_without_reading_files_again() {
     let stored: Vec<PathBuf> = tree(&env.dest).into_keys().collect();
     assert_eq!(stored, [PathBuf::from("2013/b.jpg"), PathBuf::from("a.jpg")]);
 }
+
+/// Sidecars travel with their photo: an Apple edit list beside a Live
+/// Photo, an XMP beside a raw, Takeout's JSON beside a JPEG are backed up
+/// and dated as the photo they describe (their own time says nothing), so
+/// a date layout puts them in the photo's folder; a sidecar with no photo,
+/// or whose content is not what its name says, is not backed up.
+#[test]
+fn sidecars_and_pairs_land_in_their_photos_folder() {
+    let env = Env::new();
+    env.set_var("TZ", TZ);
+    let dir = env.source.join("DCIM/100APPLE");
+    fs::create_dir_all(&dir).expect("dir");
+    let ff = |args: &[&str]| {
+        let mut all = vec!["-v", "error", "-y", "-f", "lavfi"];
+        all.extend_from_slice(args);
+        tool(&dir, "ffmpeg", &all);
+    };
+    // A Live Photo: the still, its video a second later, Apple's edits.
+    ff(&["-i", "color=c=red:s=32x32", "-frames:v", "1", "still.png"]);
+    tool(&dir, "heif-enc", &["-o", "IMG_0001.HEIC", "still.png"]);
+    fs::remove_file(dir.join("still.png")).expect("rm");
+    exif(&dir, "IMG_0001.HEIC", &["DateTimeOriginal=2022:08:09 10:11:12", "OffsetTimeOriginal=+02:00"]);
+    ff(&[
+        "-i",
+        "testsrc=d=1:s=32x32:r=5",
+        "-movflags",
+        "use_metadata_tags",
+        "-metadata",
+        "com.apple.quicktime.creationdate=2022-08-09T10:11:13+0200",
+        "IMG_0001.MOV",
+    ]);
+    write(
+        &dir.join("IMG_0001.AAE"),
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \
+          \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist version=\"1.0\"><dict/></plist>\n",
+    );
+    // A raw and its JPEG, and the XMP exiftool writes for the raw.
+    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.tif"]);
+    fs::rename(dir.join("DSC_0002.tif"), dir.join("DSC_0002.NEF")).expect("rename");
+    exif(&dir, "DSC_0002.NEF", &["DateTimeOriginal=2021:03:04 05:06:07", "Make=NIKON CORPORATION", "Model=NIKON Z 6"]);
+    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.JPG"]);
+    exif(&dir, "DSC_0002.JPG", &["DateTimeOriginal=2021:03:04 05:06:07"]);
+    tool(&dir, "exiftool", &["-q", "-o", "DSC_0002.xmp", "-XMP-xmp:Rating=5", "DSC_0002.NEF"]);
+    // Takeout: a JPEG and its metadata, the suffix cut short.
+    ff(&["-i", "color=c=blue:s=32x32", "-frames:v", "1", "IMG_0003.JPG"]);
+    exif(&dir, "IMG_0003.JPG", &["DateTimeOriginal=2020:01:02 03:04:05"]);
+    write(&dir.join("IMG_0003.JPG.supplemental-metad.json"), b"{\"title\": \"IMG_0003.JPG\"}\n");
+    // No photo for this one; and a "JSON" that is not.
+    write(&dir.join("lonely.xmp"), b"<x:xmpmeta xmlns:x='adobe:ns:meta/'></x:xmpmeta>\n");
+    write(&dir.join("DSC_0002.JPG.json"), b"not json at all\n");
+
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, format!("{config}layout = \"{{year}}/{{month}}/{{day}}/{{filename}}\"\n")).expect("config");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let stored: Vec<String> = tree(&env.dest).keys().map(|k| k.display().to_string()).collect();
+    let expected = [
+        "2020/01/02/IMG_0003.JPG",
+        "2020/01/02/IMG_0003.JPG.supplemental-metad.json",
+        "2021/03/04/DSC_0002.JPG",
+        "2021/03/04/DSC_0002.NEF",
+        "2021/03/04/DSC_0002.xmp",
+        "2022/08/09/IMG_0001.AAE",
+        "2022/08/09/IMG_0001.HEIC",
+        "2022/08/09/IMG_0001.MOV",
+    ];
+    assert_eq!(stored, expected, "{summary}");
+    assert_eq!(summary["skipped"]["not_media"], 2, "the lonely sidecar and the false JSON: {summary}");
+
+    let out = env.run(["why", "--json", &dir.join("lonely.xmp").display().to_string()]);
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("why json");
+    assert_eq!(answer[0]["reason"], "no_partner", "{answer}");
+    // Its photo arrives: the next scan backs the sidecar up beside it.
+    fs::copy(dir.join("IMG_0003.JPG"), dir.join("lonely.jpg")).expect("copy");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert!(tree(&env.dest).contains_key(Path::new("2020/01/02/lonely.xmp")), "{summary}");
+}

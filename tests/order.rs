@@ -45,7 +45,9 @@ fn a_live_photo_goes_before_the_backlog_and_the_backlog_goes_newest_first() {
     assert_eq!(backlog["complete_before"], "2010-01-01T00:00:00", "the oldest photo still to go");
     let text = stdout(&env.run(["status"]));
     assert!(
-        text.contains("backed up: everything taken after 2011-09-17 21:00; 5000 photos and videos to go (newest first)"),
+        text.contains(
+            "backed up: everything taken after 2011-09-17 21:00; 5000 photos and videos to go (newest first)"
+        ),
         "{text}"
     );
     // Taken long before any photo of the backlog, but found live.

@@ -28,7 +28,7 @@ use walkdir::WalkDir;
 
 use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
-use crate::media::{self, Inspection};
+use crate::media::{self, Inspection, sidecar};
 use crate::model::{AssetInfo, Timestamp};
 
 /// A file or folder that could not be read during a scan.
@@ -339,7 +339,7 @@ fn visit(
         report.unsettled.push(path.to_owned());
         return Ok(0);
     }
-    match read_file(path, stat) {
+    match read_file(source, path, stat) {
         Ok(Read::Media { hash, size, info }) => {
             report.media_files += 1;
             report.read += 1;
@@ -353,6 +353,11 @@ fn visit(
             report.not_media_read += 1;
             report.skipped.count(SkipReason::NotMedia);
             return Ok(report.add(writer.record_not_media(rel_bytes, stat, Timestamp::now())?));
+        }
+        Ok(Read::Orphan) => {
+            // Not remembered as not media: its photo may come, and the
+            // next scan looks again.
+            report.skipped.count(SkipReason::NotMedia);
         }
         Ok(Read::Changed) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -378,12 +383,18 @@ enum Read {
     Media { hash: crate::model::ContentHash, size: u64, info: AssetInfo },
     /// Its content is not a photo or video.
     NotMedia,
+    /// A sidecar (`.xmp`, `.AAE`, Takeout `.json`) with no photo or video
+    /// beside it to describe.
+    Orphan,
     /// It changed while it was read: the next scan picks it up once stable.
     Changed,
 }
 
 /// Reads a candidate file once.
-fn read_file(path: &Path, stat: FileStat) -> io::Result<Read> {
+fn read_file(source: &SourceConfig, path: &Path, stat: FileStat) -> io::Result<Read> {
+    if let Some(kind) = sidecar::kind_of(path) {
+        return read_sidecar(source, path, stat, kind);
+    }
     let mut file = File::open(path)?;
     let now = jiff::Timestamp::now();
     match media::inspect(&mut file, now)? {
@@ -400,6 +411,36 @@ fn read_file(path: &Path, stat: FileStat) -> io::Result<Read> {
             let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
             Ok(Read::Media { hash, size, info })
         }
+    }
+}
+
+/// Reads a sidecar once, if the photo or video it describes is beside it
+/// (and backed up): it is then recorded with that photo's capture time and
+/// camera, so a date layout puts the two in the same folder.
+fn read_sidecar(source: &SourceConfig, path: &Path, stat: FileStat, kind: sidecar::SidecarKind) -> io::Result<Read> {
+    let Some(partner) = sidecar::partner(path, kind).filter(|p| candidate(source, p).is_some()) else {
+        tracing::debug!(path = %path.display(), "skipped: a sidecar with no photo beside it");
+        return Ok(Read::Orphan);
+    };
+    let mut file = File::open(path)?;
+    let Some((hash, size)) = media::inspect_sidecar(&mut file, kind)? else {
+        tracing::debug!(path = %path.display(), "skipped: its content is not the sidecar its name says");
+        return Ok(Read::NotMedia);
+    };
+    if size != stat.size || stat_of(&file.metadata()?) != stat {
+        return Ok(Read::Changed);
+    }
+    let now = jiff::Timestamp::now();
+    let described = std::fs::metadata(&partner).and_then(|m| Ok((m, media::describe(&partner, now)?)));
+    match described {
+        Ok((metadata, Some((kind, embedded)))) => {
+            let info = media::capture::resolve(kind, embedded, &partner, stat_of(&metadata).mtime_ns, now);
+            Ok(Read::Media { hash, size, info })
+        }
+        // Its partner is gone, or is no photo after all.
+        Ok((_, None)) => Ok(Read::Orphan),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::Orphan),
+        Err(e) => Err(e),
     }
 }
 

@@ -7,6 +7,7 @@
 //! Nothing here knows about the catalog or destinations.
 
 pub mod capture;
+pub mod sidecar;
 mod sniff;
 
 use std::fs::File;
@@ -56,18 +57,19 @@ pub fn inspect(file: &mut File, now: jiff::Timestamp) -> io::Result<Inspection> 
         return Ok(Inspection::NotMedia);
     };
     let embedded = capture::embedded(file, file.metadata()?.len(), &buffer[..head_len], now);
-    let mut hasher = Sha256::new();
-    hasher.update(&buffer[..head_len]);
-    let mut size = head_len as u64;
-    loop {
-        let n = read_retrying(file, &mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
+    let (hash, size) = hash_on(file, &mut buffer, head_len)?;
+    Ok(Inspection::Media { kind, hash, size, embedded })
+}
+
+/// Checks that `file` holds a sidecar of `kind` and hashes it in the same
+/// pass; `None` if its content is not what its name says.
+pub fn inspect_sidecar(file: &mut File, kind: sidecar::SidecarKind) -> io::Result<Option<(ContentHash, u64)>> {
+    let mut buffer = vec![0u8; BLOCK];
+    let head_len = read_full(file, &mut buffer)?;
+    if !sidecar::sniff(kind, &buffer[..head_len]) {
+        return Ok(None);
     }
-    Ok(Inspection::Media { kind, hash: ContentHash::from_digest(&hasher.finalize()), size, embedded })
+    hash_on(file, &mut buffer, head_len).map(Some)
 }
 
 /// The kind and capture metadata of the file at `path` from its headers
@@ -84,11 +86,17 @@ pub fn describe(path: &Path, now: jiff::Timestamp) -> io::Result<Option<(MediaKi
 /// SHA-256 of the whole file at `path`, with its length.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, u64)> {
     let mut file = File::open(path)?;
-    let mut buffer = vec![0u8; BLOCK];
+    hash_on(&mut file, &mut vec![0u8; BLOCK], 0)
+}
+
+/// SHA-256 of the first `head_len` bytes of `buffer` (the file's start,
+/// read already) and the rest of `file`, with the total length.
+fn hash_on(file: &mut File, buffer: &mut [u8], head_len: usize) -> io::Result<(ContentHash, u64)> {
     let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    hasher.update(&buffer[..head_len]);
+    let mut size = head_len as u64;
     loop {
-        let n = read_retrying(&mut file, &mut buffer)?;
+        let n = read_retrying(file, buffer)?;
         if n == 0 {
             break;
         }
