@@ -117,6 +117,9 @@ impl Layout {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
         }
+        if let Some(dots) = text.split('/').find(|segment| matches!(*segment, "." | "..")) {
+            return Err(LayoutError(format!("a `{dots}` folder would lead out of the destination")));
+        }
         if !parts.iter().any(|p| matches!(p, Part::Var(Var::FileName | Var::Stem))) {
             return Err(LayoutError("does not name the file: end it with `{filename}`".to_owned()));
         }
@@ -181,17 +184,26 @@ fn described(var: Var, info: Option<&AssetInfo>) -> String {
     }
 }
 
+/// Longest a `{camera}` or `{source}` folder name gets, in bytes (file
+/// systems take 255, and the photo's own name needs room beside it).
+const MAX_SEGMENT: usize = 100;
+
 /// `text` as one path segment: separators and control characters become
-/// `_`, runs of spaces one space, and nothing is left empty or dot-only.
+/// `_`, runs of spaces one space, at most [`MAX_SEGMENT`] bytes, and nothing
+/// is left empty or dot-only.
 fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(MAX_SEGMENT));
     for c in text.trim().chars() {
+        if out.len() + c.len_utf8() > MAX_SEGMENT {
+            break;
+        }
         let c = if c == '/' || c == '\\' || c.is_control() { '_' } else { c };
         if !(c == ' ' && out.ends_with(' ')) {
             out.push(c);
         }
     }
-    if out.chars().all(|c| c == '.') { "unknown".to_owned() } else { out }
+    let out = out.trim_end();
+    if out.chars().all(|c| c == '.') { "unknown".to_owned() } else { out.to_owned() }
 }
 
 #[cfg(test)]
@@ -233,6 +245,10 @@ mod tests {
         }
         assert_eq!(render("{camera}/{filename}", "a.jpg", Some(&info(None))), "unknown/a.jpg");
         assert_eq!(render("{year}/{filename}", "a.jpg", None), "unknown/a.jpg");
+        // Regression: a camera name past 255 bytes made a folder no file
+        // system takes, and the upload failed for good.
+        let long = render("{camera}/{filename}", "a.jpg", Some(&info(Some(&"é".repeat(200)))));
+        assert_eq!(long, format!("{}/a.jpg", "é".repeat(50)));
     }
 
     #[test]
@@ -242,6 +258,8 @@ mod tests {
             ("{year}/{filename", "is not closed"),
             ("{year}/}{filename}", "`}` without `{`"),
             ("{year}/{month}", "does not name the file"),
+            ("{year}/../{filename}", "`..` folder"),
+            ("./{filename}", "`.` folder"),
         ];
         for (template, message) in table {
             let error = Layout::parse(template).expect_err(template).to_string();

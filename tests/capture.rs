@@ -153,7 +153,8 @@ fn make_samples(dir: &Path) -> Vec<&'static str> {
     // Broken files: a video cut before its `moov`, one whose `moov` claims
     // 10 GB, a JPEG whose EXIF points at itself.
     let clip = fs::read(dir.join("clip.mp4")).expect("clip");
-    write(&dir.join("cut.mp4"), &clip[..clip.len() / 2]);
+    let moov = clip.windows(4).rposition(|w| w == b"moov").expect("a moov box") - 4;
+    write(&dir.join("cut.mp4"), &clip[..moov]);
     let ftyp_len = u32::from_be_bytes(clip[..4].try_into().expect("4 bytes")) as usize;
     let mut huge = clip[..ftyp_len].to_vec();
     huge.extend_from_slice(&1u32.to_be_bytes());

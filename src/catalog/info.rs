@@ -2,7 +2,7 @@
 //! `assets` table keeps it: written when a version is recorded, or later
 //! for versions recorded before capture times were kept.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::{CatalogError, Result};
 use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, MediaKind};
@@ -40,7 +40,7 @@ pub(super) fn record(conn: &Connection, asset: AssetId, info: &AssetInfo) -> Res
         capture.local.to_string(),
         capture.offset.map(jiff::tz::Offset::seconds),
         capture.source.as_str(),
-        capture.epoch_seconds(),
+        capture.epoch_seconds(&jiff::tz::TimeZone::system()),
         info.camera,
     ])?;
     Ok(())
@@ -52,10 +52,12 @@ pub struct Backlog {
     /// Photos and videos not yet at every current destination.
     pub to_go: u64,
     /// When the most recently taken of them was taken (wall clock):
-    /// everything taken later is backed up.
+    /// everything taken later is backed up (of the photos whose capture
+    /// time has been read; versions from an older catalog not scanned since
+    /// count in `to_go` only).
     pub newest: Option<jiff::civil::DateTime>,
     /// When the earliest of them was taken: everything taken before is
-    /// backed up.
+    /// backed up (as for `newest`).
     pub oldest: Option<jiff::civil::DateTime>,
 }
 
@@ -67,21 +69,34 @@ impl super::Catalog {
         const LEFT: &str =
             "FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id
              WHERE d.active = 1 AND j.state IN ('queued', 'running', 'retry_wait', 'succeeded', 'failed')";
-        let to_go: i64 =
-            self.conn.prepare_cached(&format!("SELECT COUNT(DISTINCT a.id) {LEFT}"))?.query_row([], |r| r.get(0))?;
-        let end = |direction: &str| -> Result<Option<jiff::civil::DateTime>> {
-            let sql = format!(
-                "SELECT a.captured {LEFT} AND a.captured_at IS NOT NULL ORDER BY a.captured_at {direction} LIMIT 1"
-            );
-            let text: Option<String> = self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0)).optional()?;
-            Ok(text.and_then(|t| t.parse().ok()))
-        };
-        Ok(Backlog { to_go: to_go as u64, newest: end("DESC")?, oldest: end("ASC")? })
+        // With one min() or max() in a query, SQLite takes the bare column
+        // from the row that has it: two passes in all.
+        let parse = |text: Option<String>| text.and_then(|t| t.parse().ok());
+        let (to_go, newest): (i64, Option<String>) = self
+            .conn
+            .prepare_cached(&format!("SELECT COUNT(DISTINCT a.id), MAX(a.captured_at), a.captured {LEFT}"))?
+            .query_row([], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and(r.get(2)?))))?;
+        let oldest: Option<String> = self
+            .conn
+            .prepare_cached(&format!("SELECT MIN(a.captured_at), a.captured {LEFT} AND a.captured_at IS NOT NULL"))?
+            .query_row([], |r| Ok(r.get::<_, Option<i64>>(0)?.and(r.get(1)?)))?;
+        Ok(Backlog { to_go: to_go as u64, newest: parse(newest), oldest: parse(oldest) })
     }
 
     /// Records what `asset` is and when it was taken, unless known already.
     pub fn record_info(&mut self, asset: AssetId, info: &AssetInfo) -> Result<()> {
         record(&self.conn, asset, info)
+    }
+
+    /// What `asset` is and when it was taken, if that was read.
+    pub fn asset_info(&self, asset: AssetId) -> Result<Option<AssetInfo>> {
+        let sql = format!("SELECT {COLUMNS} FROM assets a WHERE a.id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![asset.0])?;
+        match rows.next()? {
+            Some(row) => from_row(row, 0),
+            None => Ok(None),
+        }
     }
 
     /// What the current version of `rel_path` in `source` is and when it

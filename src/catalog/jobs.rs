@@ -32,6 +32,8 @@ pub struct PendingJob {
     pub info: Option<AssetInfo>,
     /// Found while the daemon ran (it goes before the backlog).
     pub live: bool,
+    /// When it was taken, seconds since the epoch (for the queue's order).
+    pub taken_at: Option<i64>,
 }
 
 impl PendingJob {
@@ -358,7 +360,7 @@ impl Catalog {
     /// given destinations (any when empty).
     fn pending_where(&self, condition: &str, destinations: &[DestinationId], value: i64) -> Result<Vec<PendingJob>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq, a.live, {}
+            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq, a.live, a.captured_at, {}
              FROM jobs j JOIN assets a ON a.id = j.asset_id
              WHERE {condition} ORDER BY j.id",
             super::info::COLUMNS
@@ -385,7 +387,8 @@ impl Catalog {
                 hash,
                 seq: row.get(19)?,
                 live: row.get(20)?,
-                info: super::info::from_row(row, 21)?,
+                taken_at: row.get(21)?,
+                info: super::info::from_row(row, 22)?,
                 job,
             });
         }

@@ -116,6 +116,7 @@ impl Discovery {
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             catalog,
+            scanned: vec![false; sources.len()],
             sources,
             settings,
             found,
@@ -126,7 +127,6 @@ impl Discovery {
             next_root_check: Instant::now(),
             watcher: None,
             stop: Arc::clone(&stop),
-            scanned_once: false,
         };
         let sender = messages.clone();
         let thread = std::thread::Builder::new()
@@ -189,9 +189,9 @@ struct Worker {
     next_root_check: Instant,
     watcher: Option<notify::RecommendedWatcher>,
     stop: Arc<AtomicBool>,
-    /// The first full scan is done: what is found from now on appeared
-    /// while the daemon ran, and goes before the backlog.
-    scanned_once: bool,
+    /// Per source: a scan of it has completed, so what is found there from
+    /// now on appeared while the daemon ran, and goes before the backlog.
+    scanned: Vec<bool>,
 }
 
 impl Worker {
@@ -395,7 +395,6 @@ impl Worker {
         }
         *self.state.last_scan.lock().unwrap_or_else(PoisonError::into_inner) = Some(Timestamp::now());
         self.next_rescan = Instant::now() + self.settings.rescan_interval;
-        self.scanned_once = true;
         // Jobs set aside wait for a scan: tell the scheduler, whatever it found.
         let _ = self.found.try_send(());
         result
@@ -407,7 +406,7 @@ impl Worker {
         let cutoff = SystemTime::now().checked_sub(self.settings.settle);
         let source = &self.sources[index];
         let found = &self.found;
-        let live = self.scanned_once;
+        let live = self.scanned[index];
         let report = scan_source(&mut self.catalog, source, cutoff, live, &self.stop, &mut |_, written| {
             if written > 0 {
                 let _ = found.try_send(());
@@ -424,6 +423,11 @@ impl Worker {
         }
         if let Some(root) = self.roots.get_mut(index) {
             *root = Root { identity: identity(&source.path), available: report.unavailable.is_none() };
+        }
+        // A scan cut short, or of a source that was not there, has not seen
+        // the backlog: what it has yet to find is not new.
+        if report.unavailable.is_none() && !self.stop.load(Ordering::Relaxed) {
+            self.scanned[index] = true;
         }
         tracing::info!(source = %source.path.display(), media = report.media_files, new = report.new_versions, "scanned");
         Ok(report)

@@ -77,7 +77,9 @@ pub fn inspect_sidecar(file: &mut File, kind: sidecar::SidecarKind) -> io::Resul
 /// files recorded before capture times were kept.
 pub fn describe(path: &Path, now: jiff::Timestamp) -> io::Result<Option<(MediaKind, Embedded)>> {
     let mut file = File::open(path)?;
-    let mut head = vec![0u8; HEAD];
+    // Enough to sniff and to hold most headers; the capture reader fetches
+    // what lies further on demand.
+    let mut head = vec![0u8; 64 * 1024];
     let head_len = read_full(&mut file, &mut head)?;
     let Some(kind) = sniff(&head[..head_len]) else { return Ok(None) };
     Ok(Some((kind, capture::embedded(&file, file.metadata()?.len(), &head[..head_len], now))))

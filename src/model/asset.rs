@@ -89,11 +89,11 @@ impl Capture {
     }
 
     /// Seconds since the Unix epoch, for ordering: exact when the offset is
-    /// known, else the wall-clock time taken as this machine's local time.
-    pub fn epoch_seconds(&self) -> i64 {
+    /// known, else the wall-clock time taken as `zone`'s local time.
+    pub fn epoch_seconds(&self, zone: &TimeZone) -> i64 {
         let instant = match self.offset {
             Some(offset) => offset.to_timestamp(self.local).ok(),
-            None => self.local.to_zoned(TimeZone::system()).ok().map(|z| z.timestamp()),
+            None => self.local.to_zoned(zone.clone()).ok().map(|z| z.timestamp()),
         };
         instant.map_or(0, jiff::Timestamp::as_second)
     }

@@ -124,7 +124,9 @@ impl Scheduler<'_> {
             Ok(Some((kind, embedded))) => {
                 let info = media::capture::resolve(kind, embedded, path, pending.stat.mtime_ns, now);
                 self.catalog.record_info(pending.job.asset_id, &info)?;
-                pending.info = Some(info);
+                // What the catalog holds is what every later attempt renders
+                // (a scan may have described it first).
+                pending.info = self.catalog.asset_info(pending.job.asset_id)?;
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(path = %path.display(), "cannot read the capture time: {e}"),

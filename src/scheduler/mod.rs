@@ -465,9 +465,8 @@ impl<'c> Scheduler<'c> {
             self.last_loaded = self.last_loaded.max(last);
         }
         self.observer.queued(fresh.len() as u64, fresh.iter().map(|p| p.stat.size).sum());
-        self.queue.extend(fresh);
         let order = self.settings.order;
-        self.queue.make_contiguous().sort_by_cached_key(|p| queue::rank(p, order));
+        queue::merge(&mut self.queue, fresh, order);
     }
 
     fn is_held(&self, destination: DestinationId) -> bool {

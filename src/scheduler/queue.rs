@@ -2,6 +2,8 @@
 //! while the daemon runs before the backlog, then by capture time; the key
 //! is the destination's layout rendered for the file.
 
+use std::collections::VecDeque;
+
 use super::Target;
 use crate::catalog::PendingJob;
 use crate::config::Order;
@@ -23,13 +25,31 @@ impl Target {
     }
 }
 
+/// Adds `fresh` jobs to `queue` in rank order: they are sorted, then merged
+/// with the queue (itself in rank order but for jobs put back at its front
+/// or end on purpose, which keep their places relative to the rest).
+pub(super) fn merge(queue: &mut VecDeque<PendingJob>, mut fresh: Vec<PendingJob>, order: Order) {
+    if fresh.is_empty() {
+        return;
+    }
+    fresh.sort_by_cached_key(|p| rank(p, order));
+    let old = std::mem::take(queue);
+    let mut fresh = fresh.into_iter().peekable();
+    for job in old {
+        while fresh.peek().is_some_and(|f| rank(f, order) < rank(&job, order)) {
+            queue.extend(fresh.next());
+        }
+        queue.push_back(job);
+    }
+    queue.extend(fresh);
+}
+
 /// Where a job stands in the queue: photos found live (while the daemon
 /// runs) before the backlog; within each, by capture time (newest or oldest
 /// first, as configured), in discovery order where times tie; versions
 /// whose time has not been read yet last.
 pub(super) fn rank(pending: &PendingJob, order: Order) -> (bool, i64, i64) {
-    let taken = pending.info.as_ref().map(|info| info.capture.epoch_seconds());
-    let rank = match (taken, order) {
+    let rank = match (pending.taken_at, order) {
         (Some(t), Order::Newest) => -t,
         (Some(t), Order::Oldest) => t,
         (None, _) => i64::MAX,
@@ -60,6 +80,7 @@ mod tests {
             stat: FileStat { size: 1, mtime_ns: 1, inode: 1 },
             hash: ContentHash::from_digest(&[seq as u8; 32]),
             seq,
+            taken_at: year.map(|year| i64::from(year) * 1000),
             info: year.map(|year| AssetInfo {
                 kind: MediaKind::Photo,
                 capture: Capture {
@@ -90,5 +111,15 @@ mod tests {
         };
         assert_eq!(sorted(Order::Newest), [4, 3, 1, 5, 6, 2]);
         assert_eq!(sorted(Order::Oldest), [4, 6, 1, 5, 3, 2]);
+    }
+
+    #[test]
+    fn fresh_jobs_merge_into_their_places() {
+        let mut queue: VecDeque<PendingJob> =
+            [pending(3, Some(2020), false), pending(1, Some(2015), false), pending(6, Some(2010), false)].into();
+        let fresh = vec![pending(7, Some(2012), false), pending(8, Some(2030), false), pending(9, Some(2000), true)];
+        merge(&mut queue, fresh, Order::Newest);
+        let seqs: Vec<i64> = queue.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, [9, 8, 3, 1, 7, 6]);
     }
 }

@@ -54,6 +54,10 @@ fn boxes<'r>(reader: &'r Reader<'_>, start: u64, end: u64) -> impl Iterator<Item
             return None;
         }
         let found = Bx { kind, start: at + header_len, end: at.saturating_add(size).min(end) };
+        if found.start > found.end {
+            // A header cut by the end of its parent.
+            return None;
+        }
         at = found.end;
         Some(found)
     })
@@ -146,7 +150,7 @@ impl Cursor<'_> {
         Some(slice)
     }
 
-    /// An unsigned number of `size` bytes (0, 4 or 8; 0 reads as 0).
+    /// An unsigned number of `size` bytes (0, 2, 4 or 8; 0 reads as 0).
     fn number(&mut self, size: usize) -> Option<u64> {
         match size {
             0 => Some(0),
@@ -317,6 +321,12 @@ mod tests {
         assert_eq!(read(&Reader::memory(&huge)), Found::default());
         let tiny = [0, 0, 0, 4, b'm', b'o', b'o', b'v'];
         assert_eq!(read(&Reader::memory(&tiny)), Found::default());
+        // Regression: a 64-bit box header cut by its parent's end made a
+        // box that ended before it began, and its length underflowed.
+        let meta = bx(*b"meta", &[bx(*b"hdlr", &[]), vec![0, 0, 0, 1], b"keys".to_vec()].concat());
+        let mut cut = [bx(*b"ftyp", b"qt  "), bx(*b"moov", &meta)].concat();
+        cut.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x40]);
+        assert_eq!(read(&Reader::memory(&cut)), Found::default());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! byte and step budget (the `reader` module), so a broken or hostile file costs
 //! bounded time and memory and yields "no date" rather than an error.
 //! [`resolve`] then picks the capture time: the embedded one, else a date in
-//! the file name, else the file's modification time, rejecting zero dates,
-//! the 1904 and 1970 epochs and dates in the future on the way.
+//! the file name (zero dates, the 1904 and 1970 epochs and dates in the
+//! future are rejected on the way), else the file's modification time,
+//! taken as it is.
 
 mod bmff;
 mod name;
@@ -53,9 +54,10 @@ fn embedded_in(reader: &Reader<'_>, head: &[u8], now: Timestamp) -> Embedded {
             None => tiff::Tags::default(),
         },
         [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => tiff_at(still::webp(reader)),
-        [b'I', b'I', b'*' | b'U', 0, ..] | [b'M', b'M', 0, b'*', ..] | [b'I', b'I', b'R', b'O', ..] => {
-            tiff::read(reader, 0)
-        }
+        [b'I', b'I', b'*' | b'U', 0, ..]
+        | [b'M', b'M', 0, b'*', ..]
+        | [b'I', b'I', b'R', b'O' | b'S', ..]
+        | [b'M', b'M', b'O', b'R', ..] => tiff::read(reader, 0),
         _ if head.starts_with(b"FUJIFILMCCD-RAW") => tiff_at(still::raf(reader)),
         [0, b'M', b'R', b'M', ..] => tiff_at(still::mrw(reader)),
         [_, _, _, _, kind @ ..] if is_movie_box(kind) => return movie(&bmff::read(reader), now),
@@ -75,8 +77,12 @@ fn from_exif(tags: &tiff::Tags, now: Timestamp) -> Embedded {
         let offset = offset.as_deref().and_then(parse_offset);
         Some(Capture { local, offset, source: CaptureSource::Exif }).filter(|c| plausible(c, now))
     };
-    let capture = dated(&tags.date_original, &tags.offset_original)
-        .or_else(|| dated(&tags.date_digitized, &tags.offset_digitized));
+    // `OffsetTime` (of `ModifyDate`) stands in for a missing offset, as
+    // exiftool takes it: a camera writes all three in the zone it is set to.
+    let original_offset = tags.offset_original.as_ref().or(tags.offset.as_ref()).cloned();
+    let digitized_offset = tags.offset_digitized.as_ref().or(tags.offset.as_ref()).cloned();
+    let capture =
+        dated(&tags.date_original, &original_offset).or_else(|| dated(&tags.date_digitized, &digitized_offset));
     Embedded { capture, camera }
 }
 
@@ -258,6 +264,6 @@ mod tests {
         let mtime = 1_560_000_000_000_000_000;
         let info = resolve(MediaKind::Photo, Embedded::default(), Path::new("/p/DSC_0001.jpg"), mtime, now());
         assert_eq!(info.capture.source, CaptureSource::Mtime);
-        assert_eq!(info.capture.epoch_seconds(), 1_560_000_000);
+        assert_eq!(info.capture.epoch_seconds(&TimeZone::UTC), 1_560_000_000);
     }
 }

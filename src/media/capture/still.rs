@@ -65,12 +65,14 @@ pub(super) fn png(reader: &Reader<'_>) -> Option<Exif> {
     let mut at = 8;
     let mut profile = None;
     loop {
-        reader.step()?;
-        let header = reader.bytes(at, 8)?;
+        // A budget spent or a file cut short keeps what was found.
+        let Some(header) = reader.step().and_then(|()| reader.bytes(at, 8)) else { return profile };
         let length = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
         match &header[4..8] {
             b"eXIf" => return Some(Exif::At(at + 8)),
             b"IEND" => return profile,
+            // A profile in hand: no need to walk the image data for an `eXIf`.
+            b"IDAT" if profile.is_some() => return profile,
             kind @ (b"tEXt" | b"zTXt") if profile.is_none() && length <= MAX_READ as u64 => {
                 let chunk = reader.bytes(at + 8, length as usize)?;
                 profile = raw_profile(&chunk, kind == b"zTXt").map(Exif::Decoded);
@@ -110,7 +112,8 @@ fn raw_profile(chunk: &[u8], compressed: bool) -> Option<Vec<u8>> {
     if bytes.starts_with(EXIF_ID) {
         bytes.drain(..EXIF_ID.len());
     }
-    Some(bytes)
+    // An APP1 profile may hold XMP instead: only a TIFF structure counts.
+    (bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*")).then_some(bytes)
 }
 
 /// The TIFF header inside a WebP's `EXIF` chunk (some writers put the

@@ -21,6 +21,8 @@ const DATE_DIGITIZED: u16 = 0x9004;
 const OFFSET_ORIGINAL: u16 = 0x9011;
 /// `OffsetTimeDigitized`.
 const OFFSET_DIGITIZED: u16 = 0x9012;
+/// `OffsetTime` (of `ModifyDate`).
+const OFFSET: u16 = 0x9010;
 
 /// TIFF type ASCII.
 const ASCII: u16 = 2;
@@ -38,6 +40,7 @@ pub(super) struct Tags {
     pub offset_original: Option<String>,
     pub date_digitized: Option<String>,
     pub offset_digitized: Option<String>,
+    pub offset: Option<String>,
     pub make: Option<String>,
     pub model: Option<String>,
 }
@@ -59,6 +62,7 @@ impl Tags {
         fill(&mut self.offset_original, other.offset_original);
         fill(&mut self.date_digitized, other.date_digitized);
         fill(&mut self.offset_digitized, other.offset_digitized);
+        fill(&mut self.offset, other.offset);
         fill(&mut self.make, other.make);
         fill(&mut self.model, other.model);
     }
@@ -131,6 +135,7 @@ impl Tiff<'_, '_> {
                 DATE_DIGITIZED => &mut tags.date_digitized,
                 OFFSET_ORIGINAL => &mut tags.offset_original,
                 OFFSET_DIGITIZED => &mut tags.offset_digitized,
+                OFFSET => &mut tags.offset,
                 EXIF_IFD => {
                     exif_ifd = Some(self.u32(&entry[8..12]));
                     continue;
