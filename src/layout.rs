@@ -149,6 +149,8 @@ impl Layout {
             Some(i) => (&file_name[..i], &file_name[i + 1..]),
             None => (file_name, &b""[..]),
         };
+        // A member of a group takes its key's stem.
+        let stem = subject.info.and_then(|i| i.group.as_ref()).map_or(stem, |g| g.stem.as_bytes());
         let mut key = Vec::with_capacity(rel.len() + 16);
         for part in &self.parts {
             match part {
@@ -220,6 +222,7 @@ mod tests {
                 source: CaptureSource::QuickTime,
             },
             camera: camera.map(str::to_owned),
+            group: None,
         }
     }
 
@@ -244,6 +247,13 @@ mod tests {
             assert_eq!(render(template, rel, Some(&i)), expected, "{template} {rel}");
         }
         assert_eq!(render("{camera}/{filename}", "a.jpg", Some(&info(None))), "unknown/a.jpg");
+        // A member of a group takes its key's stem; its name stays its own.
+        let member = AssetInfo {
+            group: Some(crate::model::GroupName { key: b"d/IMG_1.HEIC".to_vec(), stem: "IMG_1".to_owned() }),
+            ..i.clone()
+        };
+        assert_eq!(render("{stem}.{ext}", "d/IMG_1_HEVC.MOV", Some(&member)), "IMG_1.MOV");
+        assert_eq!(render(DEFAULT, "d/IMG_1_HEVC.MOV", Some(&member)), "d/IMG_1_HEVC.MOV");
         assert_eq!(render("{year}/{filename}", "a.jpg", None), "unknown/a.jpg");
         // Regression: a camera name past 255 bytes made a folder no file
         // system takes, and the upload failed for good.

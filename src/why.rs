@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::catalog::{Catalog, CatalogError, JobView};
 use crate::config::SourceConfig;
 use crate::discover::{SkipReason, classify, stat_of};
+use crate::media::group::Folders;
 use crate::media::{self, sidecar};
 use crate::model::{AssetInfo, StateName, Timestamp};
 
@@ -28,6 +29,9 @@ pub struct Answer {
     pub destinations: Vec<Upload>,
     /// What it is and when it was taken, once a scan has read that.
     pub info: Option<AssetInfo>,
+    /// The other files of its group (a Live Photo's video, a raw's JPEG,
+    /// sidecars), absolute: it is backed up only once they all are.
+    pub group: Vec<String>,
 }
 
 /// The upload of a file to one destination.
@@ -58,6 +62,7 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
         explanation: explanation.to_owned(),
         destinations: Vec::new(),
         info: None,
+        group: Vec::new(),
     };
     let Some((source, path)) = source_of(sources, &absolute) else {
         return Ok(not(
@@ -86,6 +91,7 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
         }
         let mut answer = from_jobs(shown, &jobs);
         answer.info = catalog.current_info(root, rel)?;
+        check_group(&mut answer, catalog, source, &path, rel)?;
         return Ok(answer);
     }
     if catalog.not_media_stat(root, rel)? == Some(stat) {
@@ -143,6 +149,64 @@ fn source_of<'c>(sources: &'c [SourceConfig], path: &Path) -> Option<(&'c Source
         .map(|(source, path, _)| (source, path))
 }
 
+/// A file backed up on its own is not backed up while the rest of its group
+/// is not: its key and the members the catalog records, and the photos and
+/// videos beside it with its stem (one that cannot be read is never
+/// recorded, and must not go unnoticed).
+fn check_group(
+    answer: &mut Answer,
+    catalog: &Catalog,
+    source: &SourceConfig,
+    path: &Path,
+    rel: &[u8],
+) -> Result<(), CatalogError> {
+    let root = source.path.to_str().unwrap_or_default();
+    let key = answer.info.as_ref().and_then(|i| i.group.as_ref()).map_or_else(|| rel.to_vec(), |g| g.key.clone());
+    let mut others: std::collections::BTreeSet<Vec<u8>> = catalog.group_members(root, &key)?.into_iter().collect();
+    for sibling in Folders::default().siblings(path) {
+        let Ok(relative) = classify(source, &sibling) else { continue };
+        let relative = relative.as_os_str().as_bytes().to_vec();
+        // A sibling recorded in another group (taken at another time) is
+        // not this one's; one never recorded may be a member that cannot
+        // be read.
+        let joined = match catalog.current_info(root, &relative)? {
+            Some(info) => info.group.is_some_and(|g| g.key == key),
+            None => catalog.current_jobs(root, &relative)?.is_none(),
+        };
+        if joined && relative != key {
+            others.insert(relative);
+        }
+    }
+    if others.is_empty() && key == rel {
+        return Ok(());
+    }
+    others.insert(key);
+    others.remove(rel);
+    let (mut missing, mut failed) = (Vec::new(), false);
+    for other in &others {
+        let name = String::from_utf8_lossy(other).into_owned();
+        match catalog.current_jobs(root, other)? {
+            Some((_, jobs)) if !jobs.is_empty() && jobs.iter().all(|j| j.state == StateName::Acknowledged) => {}
+            Some((_, jobs)) if jobs.iter().any(|j| j.state == StateName::Failed) => {
+                failed = true;
+                missing.push(name);
+            }
+            _ => missing.push(name),
+        }
+    }
+    answer.group =
+        others.iter().map(|o| source.path.join(std::ffi::OsStr::from_bytes(o)).display().to_string()).collect();
+    if answer.verdict == "backed_up" && !missing.is_empty() {
+        answer.verdict = if failed { "not_backed_up" } else { "waiting" };
+        answer.reason = "group_incomplete";
+        answer.explanation = format!(
+            "every destination holds it, but not yet all of its group: {} (`photosync why` on each says why)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn waiting(path: String, reason: &'static str, explanation: &str) -> Answer {
     Answer {
         path,
@@ -151,6 +215,7 @@ fn waiting(path: String, reason: &'static str, explanation: &str) -> Answer {
         explanation: explanation.to_owned(),
         destinations: Vec::new(),
         info: None,
+        group: Vec::new(),
     }
 }
 
@@ -176,6 +241,7 @@ fn skipped(path: String, reason: SkipReason) -> Answer {
         explanation: explanation.to_owned(),
         destinations: Vec::new(),
         info: None,
+        group: Vec::new(),
     }
 }
 
@@ -203,5 +269,5 @@ fn from_jobs(path: String, jobs: &[JobView]) -> Answer {
             jobs.iter().filter(|j| j.state != StateName::Acknowledged).map(|j| j.state.as_str()).collect();
         ("waiting", "uploading", format!("its upload is under way ({})", pending.join(", ")))
     };
-    Answer { path, verdict, reason, explanation, destinations, info: None }
+    Answer { path, verdict, reason, explanation, destinations, info: None, group: Vec::new() }
 }

@@ -5,6 +5,7 @@
 //! keys a date layout renders against both.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -360,4 +361,81 @@ fn sidecars_and_pairs_land_in_their_photos_folder() {
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert!(tree(&env.dest).contains_key(Path::new("2020/01/02/lonely.xmp")), "{summary}");
+}
+
+/// A Live Photo (with iCloud's `_HEVC` name for its video, a second after
+/// the still), a raw with its JPEG and XMP: each group takes its key's
+/// time and stem, so a layout down to the second keeps it together; a
+/// same-named video taken years later is not part of the group. A group
+/// whose member cannot be read is not backed up, whatever its key says.
+#[test]
+fn live_photos_and_raw_pairs_travel_together() {
+    let mut env = Env::new();
+    env.set_var("TZ", TZ);
+    let dir = env.source.clone();
+    let ff = |args: &[&str]| {
+        let mut all = vec!["-v", "error", "-y", "-f", "lavfi"];
+        all.extend_from_slice(args);
+        tool(&dir, "ffmpeg", &all);
+    };
+    ff(&["-i", "color=c=red:s=32x32", "-frames:v", "1", "still.png"]);
+    tool(&dir, "heif-enc", &["-o", "IMG_0001.HEIC", "still.png"]);
+    fs::remove_file(dir.join("still.png")).expect("rm");
+    exif(&dir, "IMG_0001.HEIC", &["DateTimeOriginal=2022:08:09 10:11:12", "OffsetTimeOriginal=+02:00"]);
+    let video = |name: &str, date: &str| {
+        let key = format!("com.apple.quicktime.creationdate={date}");
+        ff(&["-i", "testsrc=d=1:s=32x32:r=5", "-movflags", "use_metadata_tags", "-metadata", &key, name]);
+    };
+    video("IMG_0001_HEVC.MOV", "2022-08-09T10:11:13+0200");
+    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.tif"]);
+    fs::rename(dir.join("DSC_0002.tif"), dir.join("DSC_0002.NEF")).expect("rename");
+    exif(&dir, "DSC_0002.NEF", &["DateTimeOriginal=2021:03:04 05:06:07"]);
+    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.JPG"]);
+    exif(&dir, "DSC_0002.JPG", &["DateTimeOriginal=2021:03:04 05:06:08"]);
+    tool(&dir, "exiftool", &["-q", "-o", "DSC_0002.JPG.xmp", "-XMP-xmp:Rating=5", "DSC_0002.JPG"]);
+    ff(&["-i", "color=c=blue:s=32x32", "-frames:v", "1", "IMG_0009.JPG"]);
+    exif(&dir, "IMG_0009.JPG", &["DateTimeOriginal=2019:01:01 12:00:00"]);
+    video("IMG_0009.MOV", "2023-05-05T05:05:05+0000");
+
+    let config = fs::read_to_string(&env.config).expect("config");
+    let layout = "{year}/{month}/{day}/{hour}{minute}{second}-{stem}.{ext}";
+    fs::write(&env.config, format!("{config}layout = \"{layout}\"\n")).expect("config");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let stored: Vec<String> = tree(&env.dest).keys().map(|k| k.display().to_string()).collect();
+    let expected = [
+        "2019/01/01/120000-IMG_0009.JPG",
+        "2021/03/04/050607-DSC_0002.JPG",
+        "2021/03/04/050607-DSC_0002.NEF",
+        "2021/03/04/050607-DSC_0002.xmp",
+        "2022/08/09/101112-IMG_0001.HEIC",
+        "2022/08/09/101112-IMG_0001.MOV",
+        "2023/05/05/050505-IMG_0009.MOV",
+    ];
+    assert_eq!(stored, expected, "{summary}");
+
+    let why = |env: &Env, name: &str| {
+        let out = env.run(["why", "--json", &dir.join(name).display().to_string()]);
+        let answers: Value = serde_json::from_slice(&out.stdout).expect("why json");
+        answers[0].clone()
+    };
+    let still = why(&env, "IMG_0001.HEIC");
+    assert_eq!(still["verdict"], "backed_up", "{still}");
+    assert_eq!(still["group"], serde_json::json!([dir.join("IMG_0001_HEVC.MOV").display().to_string()]));
+    assert_eq!(why(&env, "IMG_0009.JPG")["group"], serde_json::json!([]), "taken years apart: two groups");
+
+    // A new Live Photo whose video cannot be read: the still is stored, the
+    // group is not backed up.
+    ff(&["-i", "color=c=white:s=32x32", "-frames:v", "1", "still.png"]);
+    tool(&dir, "heif-enc", &["-o", "IMG_0010.HEIC", "still.png"]);
+    fs::remove_file(dir.join("still.png")).expect("rm");
+    video("IMG_0010.MOV", "2024-01-01T00:00:00+0000");
+    assert!(env.run_as_unprivileged(), "setpriv is needed to drop root privileges");
+    fs::set_permissions(dir.join("IMG_0010.MOV"), fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    let (code, summary) = env.backup();
+    assert_ne!(code, 0, "an unreadable file is a failure: {summary}");
+    let still = why(&env, "IMG_0010.HEIC");
+    assert_eq!(still["verdict"], "waiting", "{still}");
+    assert_eq!(still["reason"], "group_incomplete", "{still}");
+    assert!(still["explanation"].as_str().expect("text").contains("IMG_0010.MOV"), "{still}");
 }

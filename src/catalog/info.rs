@@ -5,10 +5,11 @@
 use rusqlite::{Connection, Row, params};
 
 use super::{CatalogError, Result};
-use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, MediaKind};
+use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, GroupName, MediaKind};
 
 /// The `assets` columns [`from_row`] decodes, in order.
-pub(super) const COLUMNS: &str = "a.kind, a.captured, a.capture_offset, a.capture_source, a.camera";
+pub(super) const COLUMNS: &str =
+    "a.kind, a.captured, a.capture_offset, a.capture_source, a.camera, a.group_key, a.group_stem";
 
 /// Decodes [`COLUMNS`] starting at `base`: `None` for an asset whose
 /// metadata has not been read yet.
@@ -22,7 +23,11 @@ pub(super) fn from_row(row: &Row<'_>, base: usize) -> Result<Option<AssetInfo>> 
         .get::<_, Option<i32>>(base + 2)?
         .map(|seconds| jiff::tz::Offset::from_seconds(seconds).map_err(|_| corrupt("capture_offset")))
         .transpose()?;
-    Ok(Some(AssetInfo { kind, capture: Capture { local, offset, source }, camera: row.get(base + 4)? }))
+    let group = match (row.get::<_, Option<Vec<u8>>>(base + 5)?, row.get(base + 6)?) {
+        (Some(key), Some(stem)) => Some(GroupName { key, stem }),
+        _ => None,
+    };
+    Ok(Some(AssetInfo { kind, capture: Capture { local, offset, source }, camera: row.get(base + 4)?, group }))
 }
 
 /// Records `info` for `asset` unless it has some already (what a version
@@ -31,7 +36,7 @@ pub(super) fn record(conn: &Connection, asset: AssetId, info: &AssetInfo) -> Res
     let capture = &info.capture;
     conn.prepare_cached(
         "UPDATE assets SET kind = ?2, captured = ?3, capture_offset = ?4, capture_source = ?5, captured_at = ?6,
-           camera = ?7
+           camera = ?7, group_key = ?8, group_stem = ?9
          WHERE id = ?1 AND capture_source IS NULL",
     )?
     .execute(params![
@@ -42,6 +47,8 @@ pub(super) fn record(conn: &Connection, asset: AssetId, info: &AssetInfo) -> Res
         capture.source.as_str(),
         capture.epoch_seconds(&jiff::tz::TimeZone::system()),
         info.camera,
+        info.group.as_ref().map(|g| &g.key),
+        info.group.as_ref().map(|g| &g.stem),
     ])?;
     Ok(())
 }
@@ -99,6 +106,17 @@ impl super::Catalog {
         }
     }
 
+    /// The files of `source` whose current version is a member of the group
+    /// keyed by `key` (a path below the source).
+    pub fn group_members(&self, source: &str, key: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.rel_path FROM assets a JOIN files f ON f.asset_id = a.id
+             WHERE a.source = ?1 AND a.group_key = ?2 ORDER BY f.rel_path",
+        )?;
+        let rows = stmt.query_map(params![source, key], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// What the current version of `rel_path` in `source` is and when it
     /// was taken, if a scan recorded that.
     pub fn current_info(&self, source: &str, rel_path: &[u8]) -> Result<Option<AssetInfo>> {
@@ -125,5 +143,6 @@ pub(super) fn example() -> AssetInfo {
             source: CaptureSource::Exif,
         },
         camera: Some("Canon EOS R5".to_owned()),
+        group: None,
     }
 }

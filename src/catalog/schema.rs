@@ -147,7 +147,9 @@ const MIGRATIONS: &[&str] = &[
     // the capture's wall-clock time, its UTC offset when known, where it
     // was read (exif, quicktime, filename, mtime; NULL: not read yet, so
     // the next scan reads the headers of an unchanged file without hashing
-    // it again), the instant for ordering, and the camera; `live` marks a
+    // it again), the instant for ordering, the camera, and for a member of
+    // a group (a Live Photo's video, a raw's JPEG, a sidecar) its key file
+    // and the key's stem; `live` marks a
     // version the daemon found while it ran (past its first scan): it is
     // uploaded before the backlog.
     r"
@@ -158,6 +160,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE assets ADD COLUMN capture_source TEXT;
     ALTER TABLE assets ADD COLUMN captured_at INTEGER;
     ALTER TABLE assets ADD COLUMN camera TEXT;
+    ALTER TABLE assets ADD COLUMN group_key BLOB;
+    ALTER TABLE assets ADD COLUMN group_stem TEXT;
+    CREATE INDEX assets_by_group ON assets (source, group_key) WHERE group_key IS NOT NULL;
     ",
 ];
 

@@ -51,6 +51,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
             let camera = t.camera.as_deref().map(|c| format!(", {}", printable(c))).unwrap_or_default();
             writeln!(out, "  {} taken {}{offset} (from {}){camera}", t.kind, t.local.replace('T', " "), t.source)?;
         }
+        if !a.group.is_empty() {
+            let group: Vec<String> = a.group.iter().map(|p| printable(p).into_owned()).collect();
+            writeln!(out, "  travels with {}", group.join(", "))?;
+        }
         for u in &a.destinations {
             let key = u.receipt_key.as_deref().map(|k| format!(" as {}", printable(k))).unwrap_or_default();
             let error = u.error.as_deref().map(|e| format!(" ({})", printable(e))).unwrap_or_default();

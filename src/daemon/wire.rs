@@ -158,6 +158,7 @@ pub fn why(answer: &crate::why::Answer) -> wire::WhyAnswer {
                 error: u.error.clone(),
             })
             .collect(),
+        group: answer.group.clone(),
         taken: answer.info.as_ref().map(|info| wire::Taken {
             local: info.capture.local.to_string(),
             offset: info.capture.offset_text(),

@@ -28,6 +28,7 @@ use walkdir::WalkDir;
 
 use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
+use crate::media::group::{self, Folders};
 use crate::media::{self, Inspection, sidecar};
 use crate::model::{AssetInfo, Timestamp};
 
@@ -151,6 +152,7 @@ pub fn scan_source(
     // Every candidate path that exists, so that what is missing can be forgotten.
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut complete = true;
+    let mut folders = Folders::default();
     let mut writer = catalog.scan_writer(root_text);
     if live {
         writer = writer.live();
@@ -195,7 +197,7 @@ pub fn scan_source(
                 continue;
             }
         };
-        let written = visit(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut report)?;
+        let written = visit(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)?;
         on_progress(&report, written);
     }
     report.skipped.hidden += hidden_folders.get();
@@ -233,7 +235,7 @@ pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> R
         }
     };
     let mut writer = catalog.scan_writer(root_text).live();
-    visit(&mut writer, source, path, &metadata, None, &mut report)?;
+    visit(&mut writer, source, path, &metadata, None, &mut Folders::default(), &mut report)?;
     report.add(writer.finish(Timestamp::now())?);
     Ok(report)
 }
@@ -303,6 +305,7 @@ fn visit(
     path: &Path,
     metadata: &std::fs::Metadata,
     settle_cutoff: Option<SystemTime>,
+    folders: &mut Folders,
     report: &mut ScanReport,
 ) -> Result<u64, CatalogError> {
     let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
@@ -316,7 +319,9 @@ fn visit(
         // Recorded before capture times were kept: read its headers, not all of it.
         return match media::describe(path, jiff::Timestamp::now()) {
             Ok(Some((kind, embedded))) => {
-                let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, jiff::Timestamp::now());
+                let now = jiff::Timestamp::now();
+                let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
+                let info = grouped(source, path, info, folders, now);
                 Ok(report.add(writer.describe(unchanged.asset, info, Timestamp::now())?))
             }
             // Its content changed under an unchanged stat: the next read of it finds out.
@@ -339,7 +344,7 @@ fn visit(
         report.unsettled.push(path.to_owned());
         return Ok(0);
     }
-    match read_file(source, path, stat) {
+    match read_file(source, path, stat, folders) {
         Ok(Read::Media { hash, size, info }) => {
             report.media_files += 1;
             report.read += 1;
@@ -391,9 +396,9 @@ enum Read {
 }
 
 /// Reads a candidate file once.
-fn read_file(source: &SourceConfig, path: &Path, stat: FileStat) -> io::Result<Read> {
+fn read_file(source: &SourceConfig, path: &Path, stat: FileStat, folders: &mut Folders) -> io::Result<Read> {
     if let Some(kind) = sidecar::kind_of(path) {
-        return read_sidecar(source, path, stat, kind);
+        return read_sidecar(source, path, stat, kind, folders);
     }
     let mut file = File::open(path)?;
     let now = jiff::Timestamp::now();
@@ -409,7 +414,7 @@ fn read_file(source: &SourceConfig, path: &Path, stat: FileStat) -> io::Result<R
                 return Ok(Read::Changed);
             }
             let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
-            Ok(Read::Media { hash, size, info })
+            Ok(Read::Media { hash, size, info: grouped(source, path, info, folders, now) })
         }
     }
 }
@@ -417,7 +422,13 @@ fn read_file(source: &SourceConfig, path: &Path, stat: FileStat) -> io::Result<R
 /// Reads a sidecar once, if the photo or video it describes is beside it
 /// (and backed up): it is then recorded with that photo's capture time and
 /// camera, so a date layout puts the two in the same folder.
-fn read_sidecar(source: &SourceConfig, path: &Path, stat: FileStat, kind: sidecar::SidecarKind) -> io::Result<Read> {
+fn read_sidecar(
+    source: &SourceConfig,
+    path: &Path,
+    stat: FileStat,
+    kind: sidecar::SidecarKind,
+    folders: &mut Folders,
+) -> io::Result<Read> {
     let Some(partner) = sidecar::partner(path, kind).filter(|p| candidate(source, p).is_some()) else {
         tracing::debug!(path = %path.display(), "skipped: a sidecar with no photo beside it");
         return Ok(Read::Orphan);
@@ -435,13 +446,45 @@ fn read_sidecar(source: &SourceConfig, path: &Path, stat: FileStat, kind: sideca
     match described {
         Ok((metadata, Some((kind, embedded)))) => {
             let info = media::capture::resolve(kind, embedded, &partner, stat_of(&metadata).mtime_ns, now);
-            Ok(Read::Media { hash, size, info })
+            // It joins its photo's group, or the photo's own.
+            let info = grouped(source, &partner, info, folders, now);
+            let group = info.group.clone().or_else(|| group::join(&partner, relative_bytes(source, &partner)?));
+            Ok(Read::Media { hash, size, info: AssetInfo { group, ..info } })
         }
         // Its partner is gone, or is no photo after all.
         Ok((_, None)) => Ok(Read::Orphan),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::Orphan),
         Err(e) => Err(e),
     }
+}
+
+/// `info` of the photo or video at `path`, as a member of its group when a
+/// file beside it is the group's key (same stem, ranked before it, backed
+/// up too, taken within [`group::MAX_APART_SECONDS`]): then the key's
+/// capture time, camera and stem.
+fn grouped(
+    source: &SourceConfig,
+    path: &Path,
+    info: AssetInfo,
+    folders: &mut Folders,
+    now: jiff::Timestamp,
+) -> AssetInfo {
+    let Some(key) = folders.key_beside(path) else { return info };
+    let Some(key_rel) = relative_bytes(source, &key) else { return info };
+    let described = std::fs::metadata(&key).ok().zip(media::describe(&key, now).ok().flatten());
+    let Some((metadata, (kind, embedded))) = described else { return info };
+    let key_info = media::capture::resolve(kind, embedded, &key, stat_of(&metadata).mtime_ns, now);
+    let zone = jiff::tz::TimeZone::system();
+    let apart = (key_info.capture.epoch_seconds(&zone) - info.capture.epoch_seconds(&zone)).abs();
+    match group::join(&key, key_rel) {
+        Some(group) if apart <= group::MAX_APART_SECONDS => AssetInfo { group: Some(group), ..key_info },
+        _ => info,
+    }
+}
+
+/// `path` below `source`, as the catalog spells it, if `source` backs it up.
+fn relative_bytes(source: &SourceConfig, path: &Path) -> Option<Vec<u8>> {
+    candidate(source, path).map(|relative| relative.as_os_str().as_bytes().to_vec())
 }
 
 /// The stat-cache key of a file.

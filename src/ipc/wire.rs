@@ -277,6 +277,10 @@ pub struct WhyAnswer {
     /// When it was taken and with what, once a scan has read that.
     #[serde(default)]
     pub taken: Option<Taken>,
+    /// The other files of its group (Live Photo video, raw's JPEG,
+    /// sidecars): it counts as backed up only once they all are.
+    #[serde(default)]
+    pub group: Vec<String>,
 }
 
 /// When a photo or video was taken, as its scan read it.

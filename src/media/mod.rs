@@ -7,6 +7,7 @@
 //! Nothing here knows about the catalog or destinations.
 
 pub mod capture;
+pub mod group;
 pub mod sidecar;
 mod sniff;
 

@@ -99,7 +99,10 @@ impl Capture {
     }
 }
 
-/// What a read of an asset's metadata found.
+/// What a read of an asset's metadata found. A member of a group (a Live
+/// Photo's video, a raw's JPEG, a sidecar) is described as its group's key
+/// file: the key's kind, capture time and camera, so that layouts put the
+/// group together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssetInfo {
     /// Photo or video.
@@ -108,4 +111,16 @@ pub struct AssetInfo {
     pub capture: Capture,
     /// The camera's make and model as the file names them, if it does.
     pub camera: Option<String>,
+    /// The group it travels with, when it is a member (not the key).
+    pub group: Option<GroupName>,
+}
+
+/// Which group a member belongs to, and the stem it is rendered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName {
+    /// The key file's path below the source.
+    pub key: Vec<u8>,
+    /// The key's stem, which a layout's `{stem}` renders for the member
+    /// (its `{filename}` stays its own).
+    pub stem: String,
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use asset::{AssetInfo, Capture, CaptureSource, MediaKind};
+pub use asset::{AssetInfo, Capture, CaptureSource, GroupName, MediaKind};
 
 /// Row id of a job in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

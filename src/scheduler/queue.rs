@@ -89,6 +89,7 @@ mod tests {
                     source: CaptureSource::Exif,
                 },
                 camera: None,
+                group: None,
             }),
             live,
         }

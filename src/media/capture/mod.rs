@@ -115,7 +115,7 @@ pub fn resolve(kind: MediaKind, embedded: Embedded, path: &Path, mtime_ns: i64, 
         let seconds = mtime_ns.div_euclid(1_000_000_000);
         in_local_zone(Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH), CaptureSource::Mtime)
     });
-    AssetInfo { kind, capture, camera }
+    AssetInfo { kind, capture, camera, group: None }
 }
 
 /// A date in the file name. Pixel phones name files in UTC

@@ -1,0 +1,141 @@
+//! Files that travel together: a Live Photo's still and video
+//! (`IMG_0001.HEIC` + `IMG_0001.MOV`, or iCloud's `IMG_0001_HEVC.MOV`), a raw
+//! and its JPEG (`DSC_0002.NEF` + `DSC_0002.JPG`), and the sidecars beside
+//! a photo ([`super::sidecar`]). A group has a *key* file — a raw before
+//! other photos, a photo before a video, then by name — and its other
+//! members take the key's capture time, camera and stem, so a date layout
+//! puts them in its folder and `{stem}.{ext}` names them alike
+//! (`IMG_0001_HEVC.MOV` goes as `IMG_0001.MOV`).
+//!
+//! Groups are found on disk, in the folder of the file being read, so a
+//! member is named right even when it is read before its key.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use super::{is_media_extension, sidecar};
+use crate::model::GroupName;
+
+/// Raw formats: the key of a raw + JPEG pair.
+const RAW: &[&str] = &[
+    "dng", "cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "orf", "rw2", "raf", "pef", "srw", "x3f", "rwl",
+    "3fr", "erf", "kdc", "dcr", "mrw", "mos", "iiq", "raw",
+];
+
+/// Videos: members of a Live Photo, never its key while a photo is there.
+const VIDEO: &[&str] =
+    &["mp4", "m4v", "mov", "qt", "3gp", "3g2", "mts", "m2ts", "ts", "avi", "mkv", "webm", "mpg", "mpeg", "wmv"];
+
+/// How far apart two files' capture times may be and still be one group.
+pub const MAX_APART_SECONDS: i64 = 2;
+
+fn is_one_of(ext: &OsStr, list: &[&str]) -> bool {
+    ext.to_str().is_some_and(|e| list.iter().any(|k| k.eq_ignore_ascii_case(e)))
+}
+
+/// Which file of a group is its key: lower first.
+fn rank(name: &str) -> u8 {
+    match Path::new(name).extension() {
+        Some(ext) if is_one_of(ext, RAW) => 0,
+        Some(ext) if is_one_of(ext, VIDEO) => 2,
+        _ => 1,
+    }
+}
+
+/// The stem files of one group share, lowercase: the name before its
+/// extension, without iCloud's `_HEVC` on a Live Photo's video.
+fn base_stem(name: &str) -> Option<String> {
+    let path = Path::new(name);
+    let stem = path.file_stem()?.to_str()?;
+    let video = path.extension().is_some_and(|ext| is_one_of(ext, VIDEO));
+    let stem = if video { strip_suffix_ignore_case(stem, "_HEVC").unwrap_or(stem) } else { stem };
+    Some(stem.to_lowercase())
+}
+
+fn strip_suffix_ignore_case<'s>(text: &'s str, suffix: &str) -> Option<&'s str> {
+    let split = text.len().checked_sub(suffix.len())?;
+    (text.is_char_boundary(split) && text[split..].eq_ignore_ascii_case(suffix)).then(|| &text[..split])
+}
+
+/// The photos and videos of the folder last looked at, by base stem: one
+/// listing serves every file of a folder a scan reads.
+#[derive(Debug, Default)]
+pub struct Folders {
+    dir: Option<PathBuf>,
+    by_stem: HashMap<String, Vec<String>>,
+}
+
+impl Folders {
+    /// The key of the group `path` (a photo or video) belongs to by name,
+    /// if it is another file: a same-stem photo or video beside it that
+    /// ranks before it.
+    pub fn key_beside(&mut self, path: &Path) -> Option<PathBuf> {
+        let dir = path.parent()?;
+        let name = path.file_name()?.to_str()?;
+        let stem = base_stem(name)?;
+        self.list(dir);
+        let key = self.by_stem.get(&stem)?.iter().min_by_key(|n| (rank(n), n.as_str()))?;
+        (key != name).then(|| dir.join(key))
+    }
+
+    /// The photos and videos beside `path` with its stem (itself not
+    /// among them), by name.
+    pub fn siblings(&mut self, path: &Path) -> Vec<PathBuf> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(OsStr::to_str)) else {
+            return Vec::new();
+        };
+        let Some(stem) = base_stem(name) else { return Vec::new() };
+        self.list(dir);
+        let mut names: Vec<&String> = self.by_stem.get(&stem).into_iter().flatten().filter(|n| *n != name).collect();
+        names.sort();
+        names.into_iter().map(|n| dir.join(n)).collect()
+    }
+
+    fn list(&mut self, dir: &Path) {
+        if self.dir.as_deref() == Some(dir) {
+            return;
+        }
+        self.by_stem.clear();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            let path = Path::new(&name);
+            let media = path.extension().is_some_and(is_media_extension) && sidecar::kind_of(path).is_none();
+            if let Some(stem) = base_stem(&name).filter(|_| media && !name.starts_with('.')) {
+                self.by_stem.entry(stem).or_default().push(name);
+            }
+        }
+        self.dir = Some(dir.to_owned());
+    }
+}
+
+/// The group `member` joins: `key`'s (its path below the source is
+/// `key_rel`), named with the key's stem.
+pub fn join(key: &Path, key_rel: Vec<u8>) -> Option<GroupName> {
+    Some(GroupName { key: key_rel, stem: key.file_stem()?.to_str()?.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_raws_then_photos_then_videos() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["IMG_0001.HEIC", "IMG_0001_HEVC.MOV", "DSC_2.NEF", "DSC_2.JPG", "VID_3.MP4", "IMG_4.jpg", "x.xmp"]
+        {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let mut folders = Folders::default();
+        let mut key = |name: &str| {
+            let found = folders.key_beside(&dir.path().join(name));
+            found.map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        };
+        assert_eq!(key("IMG_0001_HEVC.MOV").as_deref(), Some("IMG_0001.HEIC"));
+        assert_eq!(key("IMG_0001.HEIC"), None, "the key has none beside it");
+        assert_eq!(key("DSC_2.JPG").as_deref(), Some("DSC_2.NEF"));
+        assert_eq!(key("DSC_2.NEF"), None);
+        assert_eq!(key("VID_3.MP4"), None, "alone");
+        assert_eq!(key("IMG_4.jpg"), None);
+    }
+}
