@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::harness::{Env, stderr, tree, write};
+use crate::harness::{Env, stderr, stdout, tree, write};
 
 /// A zone with a half-hour offset and no daylight saving time, so that
 /// conversions from UTC show.
@@ -423,6 +423,22 @@ fn live_photos_and_raw_pairs_travel_together() {
     assert_eq!(still["verdict"], "backed_up", "{still}");
     assert_eq!(still["group"], serde_json::json!([dir.join("IMG_0001_HEVC.MOV").display().to_string()]));
     assert_eq!(why(&env, "IMG_0009.JPG")["group"], serde_json::json!([]), "taken years apart: two groups");
+    // `jobs` shows a group on one line, its members in its detail.
+    let out = env.run(["jobs", "--json"]);
+    let jobs: Value = serde_json::from_slice(&out.stdout).expect("jobs json");
+    let of = |name: &str| {
+        jobs.as_array().expect("array").iter().find(|j| j["path"].as_str().is_some_and(|p| p.ends_with(name))).cloned()
+    };
+    let heic = dir.join("IMG_0001.HEIC").display().to_string();
+    assert_eq!(of("IMG_0001_HEVC.MOV").expect("the video's job")["group"], heic.as_str());
+    assert_eq!(of("IMG_0001.HEIC").expect("the still's job")["group"], Value::Null, "the key is no member");
+    let table = stdout(&env.run(["jobs"]));
+    let lines: Vec<&str> = table.lines().filter(|l| l.contains("IMG_0001")).collect();
+    assert_eq!(lines.len(), 1, "{table}");
+    assert!(
+        lines[0].contains("IMG_0001.HEIC +1") && lines[0].contains("with IMG_0001_HEVC.MOV (acknowledged)"),
+        "{table}"
+    );
 
     // A new Live Photo whose video cannot be read: the still is stored, the
     // group is not backed up.

@@ -134,7 +134,7 @@ fn status_json_has_a_stable_shape() {
     );
     assert_eq!(
         keys(&status["scheduler"]),
-        ["counts", "held_by", "holds", "next_retry", "paused", "recent_errors", "totals", "uploads"]
+        ["backlog", "counts", "held_by", "holds", "next_retry", "paused", "recent_errors", "totals", "uploads"]
     );
     assert_eq!(status["state"], "idle");
     assert_eq!(status["watching"], true);

@@ -39,6 +39,8 @@ pub struct JobView {
     pub receipt_key: Option<String>,
     /// Last transition time.
     pub updated_at: Timestamp,
+    /// For a member of a group, the absolute path of the group's key file.
+    pub group: Option<String>,
 }
 
 /// Which jobs to list.
@@ -63,7 +65,7 @@ impl StateCounts {
 
 /// The columns of a [`JobView`], for [`view`].
 const VIEW_QUERY: &str = "SELECT j.id, j.state, j.attempts, d.name, a.source, a.rel_path, a.size, j.waiting_on,
-        j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at
+        j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at, a.group_key
      FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id";
 
 fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
@@ -74,12 +76,14 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
     let rel: Vec<u8> = row.get(5)?;
     let waiting_on: Option<String> = row.get(7)?;
     let receipt_key: Option<Vec<u8>> = row.get(11)?;
+    let absolute = |rel: &[u8]| format!("{}/{}", source.trim_end_matches('/'), String::from_utf8_lossy(rel));
+    let group: Option<Vec<u8>> = row.get(13)?;
     Ok(JobView {
         id,
         state,
         attempts: row.get(2)?,
         destination: row.get(3)?,
-        path: format!("{}/{}", source.trim_end_matches('/'), String::from_utf8_lossy(&rel)),
+        path: absolute(&rel),
         size: row.get::<_, i64>(6)? as u64,
         waiting_on: waiting_on.as_deref().and_then(WaitingOn::parse),
         next_attempt_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
@@ -87,6 +91,7 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
         last_error: row.get(10)?,
         receipt_key: receipt_key.map(|k| String::from_utf8_lossy(&k).into_owned()),
         updated_at: Timestamp(row.get(12)?),
+        group: group.map(|key| absolute(&key)),
     })
 }
 

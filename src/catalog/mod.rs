@@ -120,7 +120,10 @@ impl Catalog {
     }
 
     /// Opens an existing catalog read-only (for listings while something
-    /// else may be writing). `None` when there is no catalog yet.
+    /// else may be writing). `None` when there is no catalog yet. A catalog
+    /// an older photosync wrote is brought up to date first (the migration
+    /// takes the write lock, so this is safe beside another process), as
+    /// the queries need what the migrations add.
     pub fn open_read_only(path: &Path) -> Result<Option<Catalog>> {
         if !path.exists() {
             return Ok(None);
@@ -132,6 +135,10 @@ impl Catalog {
         let version = schema::version(&conn)?;
         if version > schema::LATEST {
             return Err(CatalogError::TooNew { found: version, supported: schema::LATEST });
+        }
+        if version < schema::LATEST {
+            drop(conn);
+            return Catalog::open(path).map(Some);
         }
         Ok(Some(Catalog { conn, path: path.to_owned() }))
     }

@@ -1,5 +1,6 @@
 //! `photosync jobs`: list jobs from the catalog.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 
 use super::control::{ask, unexpected};
@@ -8,6 +9,7 @@ use super::{Exit, UsageError};
 use photosync::catalog::{Catalog, JobFilter};
 use photosync::config::Config;
 use photosync::ipc::protocol::{Request, Response};
+use photosync::ipc::wire::Job;
 use photosync::model::StateName;
 
 /// Arguments of `photosync jobs`.
@@ -53,18 +55,47 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
         writeln!(out, "No jobs{}.", state.map(|s| format!(" in state {s}")).unwrap_or_default())?;
         return Ok(Exit::Done);
     }
+    // A group's members are shown on its key's line (when it is listed).
+    let listed: HashSet<(&str, &str)> = jobs.iter().map(|j| (j.destination.as_str(), j.path.as_str())).collect();
+    let mut members: HashMap<(&str, &str), Vec<&Job>> = HashMap::new();
+    for job in &jobs {
+        if let Some(key) = job.group.as_deref().filter(|key| listed.contains(&(job.destination.as_str(), *key))) {
+            members.entry((job.destination.as_str(), key)).or_default().push(job);
+        }
+    }
     writeln!(out, "{:>6}  {:<12}  {:>5}  {:<12}  {:<48}  DETAIL", "ID", "STATE", "TRIES", "DESTINATION", "PATH")?;
     for job in &jobs {
+        if job.group.as_deref().is_some_and(|key| listed.contains(&(job.destination.as_str(), key))) {
+            continue;
+        }
+        let with = members.get(&(job.destination.as_str(), job.path.as_str())).map(Vec::as_slice).unwrap_or_default();
+        // The group is as far as its least advanced file.
+        let state = with.iter().map(|m| m.state).find(|s| *s != StateName::Acknowledged).unwrap_or(job.state);
+        let state = if job.state == StateName::Acknowledged { state } else { job.state };
+        let path = if with.is_empty() {
+            printable(&job.path).into_owned()
+        } else {
+            format!("{} +{}", printable(&job.path), with.len())
+        };
+        let mut detail = describe_job(job);
+        if !with.is_empty() {
+            let names: Vec<String> = with.iter().map(|m| format!("{} ({})", file_name(&m.path), m.state)).collect();
+            detail = format!("{detail}{}with {}", if detail.is_empty() { "" } else { "; " }, names.join(", "));
+        }
         writeln!(
             out,
             "{:>6}  {:<12}  {:>5}  {:<12}  {:<48}  {}",
             job.id.0,
-            job.state.as_str(),
+            state.as_str(),
             job.attempts,
             printable(&job.destination),
-            truncate_left(&printable(&job.path), 48),
-            printable(&describe_job(job)),
+            truncate_left(&path, 48),
+            printable(&detail),
         )?;
     }
     Ok(Exit::Done)
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }

@@ -91,6 +91,7 @@ pub fn job(view: &JobView) -> wire::Job {
         last_error: view.last_error.clone(),
         receipt_key: view.receipt_key.clone(),
         updated_at: view.updated_at,
+        group: view.group.clone(),
     }
 }
 

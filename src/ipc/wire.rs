@@ -148,6 +148,10 @@ pub struct Job {
     pub receipt_key: Option<String>,
     /// Last transition time.
     pub updated_at: Timestamp,
+    /// For a member of a group (a Live Photo's video, a raw's JPEG, a
+    /// sidecar), the path of the group's key file.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// What one scan of one source found.
