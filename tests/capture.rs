@@ -455,3 +455,85 @@ fn live_photos_and_raw_pairs_travel_together() {
     assert_eq!(still["reason"], "group_incomplete", "{still}");
     assert!(still["explanation"].as_str().expect("text").contains("IMG_0010.MOV"), "{still}");
 }
+
+/// Apple's maker note (`Apple iOS\0`, a version, the byte order, then a
+/// directory whose offsets count from the note's start) holding the
+/// content identifier (tag 0x0011) a Live Photo's still shares with its
+/// video.
+fn apple_maker_note(content_id: &str) -> Vec<u8> {
+    let mut id = content_id.as_bytes().to_vec();
+    id.push(0);
+    let data_at = 14 + 2 + 12 + 4;
+    let mut note = b"Apple iOS\0\0\x01MM".to_vec();
+    note.extend_from_slice(&1u16.to_be_bytes());
+    note.extend_from_slice(&0x0011u16.to_be_bytes());
+    note.extend_from_slice(&2u16.to_be_bytes());
+    note.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    note.extend_from_slice(&(data_at as u32).to_be_bytes());
+    note.extend_from_slice(&[0; 4]);
+    note.extend_from_slice(&id);
+    note
+}
+
+/// Where both files of a Live Photo carry Apple's content identifier, it
+/// decides: the same identifier pairs a still and a video whose clocks
+/// disagree by half a minute, different ones keep apart two files a second
+/// apart. exiftool reads the identifiers back as they were written.
+#[test]
+fn apple_content_identifiers_decide_live_photo_pairs() {
+    let env = Env::new();
+    env.set_var("TZ", TZ);
+    let dir = env.source.clone();
+    let still = |name: &str, date: &str, id: &str| {
+        tool(
+            &dir,
+            "ffmpeg",
+            &["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=32x32", "-frames:v", "1", name],
+        );
+        exif(&dir, name, &[&format!("DateTimeOriginal={date}"), "Make=Apple", "Model=iPhone 12"]);
+        let note = dir.join(format!("{name}.note"));
+        write(&note, &apple_maker_note(id));
+        tool(&dir, "exiftool", &["-q", "-overwrite_original", &format!("-MakerNotes<={}", note.display()), name]);
+        fs::remove_file(note).expect("rm");
+    };
+    let video = |name: &str, date: &str, id: &str| {
+        let (date, id) = (
+            format!("com.apple.quicktime.creationdate={date}"),
+            format!("com.apple.quicktime.content.identifier={id}"),
+        );
+        let args =
+            ["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=32x32:r=5", "-movflags", "use_metadata_tags"];
+        tool(&dir, "ffmpeg", &[&args[..], &["-metadata", &date, "-metadata", &id, name]].concat());
+    };
+    still("IMG_0020.JPG", "2023:06:01 10:00:00", "AAAA-0020");
+    video("IMG_0020.MOV", "2023-06-01T10:00:30+0530", "AAAA-0020");
+    still("IMG_0021.JPG", "2023:06:01 11:00:00", "BBBB-0021");
+    video("IMG_0021.MOV", "2023-06-01T11:00:01+0530", "CCCC-0021");
+
+    let out = Command::new("exiftool")
+        .args(["-json", "-MediaGroupUUID", "-ContentIdentifier"])
+        .args(["IMG_0020.JPG", "IMG_0020.MOV", "IMG_0021.JPG", "IMG_0021.MOV"])
+        .current_dir(&dir)
+        .output()
+        .expect("exiftool");
+    let read: Value = serde_json::from_slice(&out.stdout).expect("exiftool json");
+    let ids: Vec<&str> = read
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|f| f["MediaGroupUUID"].as_str().or(f["ContentIdentifier"].as_str()))
+        .collect();
+    assert_eq!(ids, ["AAAA-0020", "AAAA-0020", "BBBB-0021", "CCCC-0021"], "exiftool reads what was written");
+
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, format!("{config}layout = \"{{hour}}{{minute}}{{second}}-{{stem}}.{{ext}}\"\n"))
+        .expect("config");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let stored: Vec<String> = tree(&env.dest).keys().map(|k| k.display().to_string()).collect();
+    assert_eq!(
+        stored,
+        ["100000-IMG_0020.JPG", "100000-IMG_0020.MOV", "110000-IMG_0021.JPG", "110001-IMG_0021.MOV"],
+        "{summary}"
+    );
+}

@@ -320,8 +320,9 @@ fn visit(
         return match media::describe(path, jiff::Timestamp::now()) {
             Ok(Some((kind, embedded))) => {
                 let now = jiff::Timestamp::now();
+                let content_id = embedded.content_id.clone();
                 let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
-                let info = grouped(source, path, info, folders, now);
+                let info = grouped(source, path, info, content_id.as_deref(), folders, now);
                 Ok(report.add(writer.describe(unchanged.asset, info, Timestamp::now())?))
             }
             // Its content changed under an unchanged stat: the next read of it finds out.
@@ -413,8 +414,9 @@ fn read_file(source: &SourceConfig, path: &Path, stat: FileStat, folders: &mut F
                 tracing::warn!(path = %path.display(), "skipped: the file changed while it was read; it is picked up once it is stable");
                 return Ok(Read::Changed);
             }
+            let content_id = embedded.content_id.clone();
             let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
-            Ok(Read::Media { hash, size, info: grouped(source, path, info, folders, now) })
+            Ok(Read::Media { hash, size, info: grouped(source, path, info, content_id.as_deref(), folders, now) })
         }
     }
 }
@@ -445,9 +447,10 @@ fn read_sidecar(
     let described = std::fs::metadata(&partner).and_then(|m| Ok((m, media::describe(&partner, now)?)));
     match described {
         Ok((metadata, Some((kind, embedded)))) => {
+            let content_id = embedded.content_id.clone();
             let info = media::capture::resolve(kind, embedded, &partner, stat_of(&metadata).mtime_ns, now);
             // It joins its photo's group, or the photo's own.
-            let info = grouped(source, &partner, info, folders, now);
+            let info = grouped(source, &partner, info, content_id.as_deref(), folders, now);
             let group = info.group.clone().or_else(|| group::join(&partner, relative_bytes(source, &partner)?));
             Ok(Read::Media { hash, size, info: AssetInfo { group, ..info } })
         }
@@ -460,12 +463,14 @@ fn read_sidecar(
 
 /// `info` of the photo or video at `path`, as a member of its group when a
 /// file beside it is the group's key (same stem, ranked before it, backed
-/// up too, taken within [`group::MAX_APART_SECONDS`]): then the key's
-/// capture time, camera and stem.
+/// up too, and the same Apple content identifier where both have one, else
+/// taken within [`group::MAX_APART_SECONDS`]): then the key's capture time,
+/// camera and stem.
 fn grouped(
     source: &SourceConfig,
     path: &Path,
     info: AssetInfo,
+    content_id: Option<&str>,
     folders: &mut Folders,
     now: jiff::Timestamp,
 ) -> AssetInfo {
@@ -473,11 +478,17 @@ fn grouped(
     let Some(key_rel) = relative_bytes(source, &key) else { return info };
     let described = std::fs::metadata(&key).ok().zip(media::describe(&key, now).ok().flatten());
     let Some((metadata, (kind, embedded))) = described else { return info };
+    let key_id = embedded.content_id.clone();
     let key_info = media::capture::resolve(kind, embedded, &key, stat_of(&metadata).mtime_ns, now);
     let zone = jiff::tz::TimeZone::system();
     let apart = (key_info.capture.epoch_seconds(&zone) - info.capture.epoch_seconds(&zone)).abs();
+    // Apple's identifiers, where both files have one, decide; else the time.
+    let together = match (content_id, key_id.as_deref()) {
+        (Some(mine), Some(key)) => mine == key,
+        _ => apart <= group::MAX_APART_SECONDS,
+    };
     match group::join(&key, key_rel) {
-        Some(group) if apart <= group::MAX_APART_SECONDS => AssetInfo { group: Some(group), ..key_info },
+        Some(group) if together => AssetInfo { group: Some(group), ..key_info },
         _ => info,
     }
 }

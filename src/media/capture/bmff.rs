@@ -9,8 +9,8 @@
 //!   "Metadata atoms and types"): the `com.apple.quicktime.creationdate` key
 //!   of `moov/meta` (or `moov/udta/meta`, where ffmpeg writes it; an ISO
 //!   8601 time with its zone), else the movie
-//!   header's creation time (seconds since 1904, UTC), and the `make` and
-//!   `model` keys.
+//!   header's creation time (seconds since 1904, UTC), and the `make`,
+//!   `model` and `content.identifier` keys.
 //! - CR3: the TIFF structures `CMT1` (IFD0) and `CMT2` (EXIF) in Canon's
 //!   `uuid` box inside `moov`.
 
@@ -79,6 +79,9 @@ pub(super) struct Found {
     /// `com.apple.quicktime.make` and `model`.
     pub make: Option<String>,
     pub model: Option<String>,
+    /// `com.apple.quicktime.content.identifier`: shared by a Live Photo's
+    /// video and its still.
+    pub content_id: Option<String>,
 }
 
 /// Reads the metadata of an ISO base media file.
@@ -254,6 +257,7 @@ fn keys(reader: &Reader<'_>, meta: Bx, found: &mut Found) -> Option<()> {
             b"com.apple.quicktime.creationdate" => &mut found.creation_date,
             b"com.apple.quicktime.make" => &mut found.make,
             b"com.apple.quicktime.model" => &mut found.model,
+            b"com.apple.quicktime.content.identifier" => &mut found.content_id,
             _ => continue,
         };
         // `data`: type indicator 1 is UTF-8; then a locale, then the value.

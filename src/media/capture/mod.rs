@@ -36,6 +36,8 @@ pub struct Embedded {
     pub capture: Option<Capture>,
     /// Make and model.
     pub camera: Option<String>,
+    /// Apple's identifier shared by a Live Photo's still and video.
+    pub content_id: Option<String>,
 }
 
 /// Reads the capture time and camera from the metadata of `file`, `len`
@@ -83,7 +85,7 @@ fn from_exif(tags: &tiff::Tags, now: Timestamp) -> Embedded {
     let digitized_offset = tags.offset_digitized.as_ref().or(tags.offset.as_ref()).cloned();
     let capture =
         dated(&tags.date_original, &original_offset).or_else(|| dated(&tags.date_digitized, &digitized_offset));
-    Embedded { capture, camera }
+    Embedded { capture, camera, content_id: tags.content_id.clone() }
 }
 
 fn movie(found: &bmff::Found, now: Timestamp) -> Embedded {
@@ -102,14 +104,15 @@ fn movie(found: &bmff::Found, now: Timestamp) -> Embedded {
     let capture = keyed.filter(|c| plausible(c, now)).or_else(|| header().filter(|c| plausible(c, now)));
     let make = found.make.as_deref().or(found.exif.make.as_deref());
     let model = found.model.as_deref().or(found.exif.model.as_deref());
-    Embedded { capture, camera: camera(make, model) }
+    let content_id = found.content_id.clone().or_else(|| found.exif.content_id.clone());
+    Embedded { capture, camera: camera(make, model), content_id }
 }
 
 /// What is known of a photo or video: its kind, its capture time (the
 /// embedded one, else from its file name, else its modification time
 /// `mtime_ns`), and its camera.
 pub fn resolve(kind: MediaKind, embedded: Embedded, path: &Path, mtime_ns: i64, now: Timestamp) -> AssetInfo {
-    let Embedded { capture, camera } = embedded;
+    let Embedded { capture, camera, .. } = embedded;
     let capture = capture.or_else(|| from_name(path.file_stem()?, now)).unwrap_or_else(|| {
         // To the second, as every other source.
         let seconds = mtime_ns.div_euclid(1_000_000_000);

@@ -23,6 +23,15 @@ const OFFSET_ORIGINAL: u16 = 0x9011;
 const OFFSET_DIGITIZED: u16 = 0x9012;
 /// `OffsetTime` (of `ModifyDate`).
 const OFFSET: u16 = 0x9010;
+/// `MakerNote` (EXIF IFD): the camera maker's own directory.
+const MAKER_NOTE: u16 = 0x927C;
+/// In Apple's maker note: the identifier a Live Photo's still shares with
+/// its video (exiftool's `MediaGroupUUID`, formerly `ContentIdentifier`).
+const APPLE_CONTENT_ID: u16 = 0x0011;
+/// How Apple's maker note opens: `Apple iOS\0`, a 2-byte version, then the
+/// byte order; its directory follows at offset 14, its offsets counted from
+/// the note's start (exiftool's `Image::ExifTool::Apple`).
+const APPLE_NOTE: &[u8] = b"Apple iOS\0";
 
 /// TIFF type ASCII.
 const ASCII: u16 = 2;
@@ -41,6 +50,7 @@ pub(super) struct Tags {
     pub date_digitized: Option<String>,
     pub offset_digitized: Option<String>,
     pub offset: Option<String>,
+    pub content_id: Option<String>,
     pub make: Option<String>,
     pub model: Option<String>,
 }
@@ -63,6 +73,7 @@ impl Tags {
         fill(&mut self.date_digitized, other.date_digitized);
         fill(&mut self.offset_digitized, other.offset_digitized);
         fill(&mut self.offset, other.offset);
+        fill(&mut self.content_id, other.content_id);
         fill(&mut self.make, other.make);
         fill(&mut self.model, other.model);
     }
@@ -97,8 +108,19 @@ pub(super) fn read(reader: &Reader<'_>, base: u64) -> Tags {
         return tags;
     }
     let ifd0 = tiff.u32(&header[4..8]);
-    tiff.directory(ifd0, &mut tags, true);
+    tiff.directory(ifd0, &mut tags, Dir::Ifd0);
     tags
+}
+
+/// Which directory is read: what its tags mean, and where it may lead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// IFD0: may point at the EXIF IFD.
+    Ifd0,
+    /// The EXIF IFD: may hold a maker note.
+    Exif,
+    /// Apple's maker note.
+    Apple,
 }
 
 impl Tiff<'_, '_> {
@@ -118,16 +140,23 @@ impl Tiff<'_, '_> {
         }
     }
 
-    /// Reads the directory at `offset`; follows the EXIF IFD pointer when
-    /// `follow` (once: a pointer back to an earlier directory cannot loop).
-    fn directory(&self, offset: u32, tags: &mut Tags, follow: bool) -> Option<()> {
+    /// Reads the directory at `offset`; from IFD0 follows the EXIF IFD
+    /// pointer, and from there an Apple maker note (each once, and only
+    /// downward: no pointer can loop).
+    fn directory(&self, offset: u32, tags: &mut Tags, dir: Dir) -> Option<()> {
         let start = self.base + u64::from(offset);
         let count = self.u16(&self.reader.bytes(start, 2)?).min(MAX_ENTRIES);
         let entries = self.reader.bytes(start + 2, usize::from(count) * 12)?;
-        let mut exif_ifd = None;
+        let (mut exif_ifd, mut maker_note) = (None, None);
         for entry in entries.chunks_exact(12) {
             self.reader.step()?;
             let tag = self.u16(&entry[..2]);
+            if dir == Dir::Apple {
+                if tag == APPLE_CONTENT_ID && tags.content_id.is_none() {
+                    tags.content_id = self.text(entry);
+                }
+                continue;
+            }
             let slot = match tag {
                 MAKE => &mut tags.make,
                 MODEL => &mut tags.model,
@@ -140,16 +169,37 @@ impl Tiff<'_, '_> {
                     exif_ifd = Some(self.u32(&entry[8..12]));
                     continue;
                 }
+                MAKER_NOTE => {
+                    maker_note = Some(self.u32(&entry[8..12]));
+                    continue;
+                }
                 _ => continue,
             };
             if slot.is_none() {
                 *slot = self.text(entry);
             }
         }
+        if let Some(note) = maker_note.filter(|_| dir == Dir::Exif) {
+            self.apple_note(self.base + u64::from(note), tags);
+        }
         match exif_ifd {
-            Some(exif) if follow && exif != offset => self.directory(exif, tags, false),
+            Some(exif) if dir == Dir::Ifd0 && exif != offset => self.directory(exif, tags, Dir::Exif),
             _ => Some(()),
         }
+    }
+
+    /// The content identifier in Apple's maker note at `at`, if it is one.
+    fn apple_note(&self, at: u64, tags: &mut Tags) -> Option<()> {
+        let header = self.reader.bytes(at, APPLE_NOTE.len() + 4)?;
+        if !header.starts_with(APPLE_NOTE) {
+            return None;
+        }
+        let order = match &header[APPLE_NOTE.len() + 2..] {
+            b"MM" => Order::Big,
+            b"II" => Order::Little,
+            _ => return None,
+        };
+        Tiff { reader: self.reader, base: at, order }.directory(14, tags, Dir::Apple)
     }
 
     /// The ASCII value of a 12-byte entry, trimmed at its NUL and of spaces.
