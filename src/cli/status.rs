@@ -104,13 +104,30 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
     }
     if !sched.uploads.is_empty() {
         writeln!(out, "uploading:")?;
+        // A group's members go on its key's line while both are uploading.
+        let uploading = |path: &str, destination: &str| {
+            sched.uploads.iter().any(|k| k.path == path && k.destination == destination)
+        };
         for u in &sched.uploads {
+            if u.group.as_deref().is_some_and(|key| uploading(key, &u.destination)) {
+                continue;
+            }
+            let members = sched
+                .uploads
+                .iter()
+                .filter(|m| m.group.as_deref() == Some(u.path.as_str()) && m.destination == u.destination)
+                .count();
+            let path = if members == 0 {
+                printable(&u.path).into_owned()
+            } else {
+                format!("{} +{members}", printable(&u.path))
+            };
             let eta =
                 u.eta_seconds.map(|s| format!("eta {}", HumanDuration(Duration::from_secs_f64(s)))).unwrap_or_default();
             writeln!(
                 out,
                 "  {:<44} → {:<10} {:>10} / {:<10} {:>10}/s  {eta}",
-                truncate_left(&printable(&u.path), 44),
+                truncate_left(&path, 44),
                 printable(&u.destination),
                 BinaryBytes(u.bytes_done).to_string(),
                 BinaryBytes(u.bytes_total).to_string(),

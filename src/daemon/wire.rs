@@ -26,6 +26,7 @@ pub fn scheduler(status: &SchedulerStatus) -> wire::Scheduler {
                 bytes_total: u.bytes_total,
                 rate: u.rate,
                 eta_seconds: u.eta_seconds,
+                group: u.group.clone(),
             })
             .collect(),
         holds: holds(&status.holds),

@@ -74,6 +74,9 @@ pub struct Upload {
     pub rate: f64,
     /// Seconds to go at that rate, when known.
     pub eta_seconds: Option<f64>,
+    /// For a member of a group, the path of the group's key file.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// Work held back at one destination, and why.

@@ -3,6 +3,7 @@
 //! `backup` summary are built from these.
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt as _;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,8 @@ pub struct UploadStatus {
     pub rate: f64,
     /// Seconds to go at that rate, when known.
     pub eta_seconds: Option<f64>,
+    /// For a member of a group, the path of the group's key file.
+    pub group: Option<String>,
 }
 
 /// An error seen recently, for `photosync status`.
@@ -156,6 +159,12 @@ impl Scheduler<'_> {
                     bytes_total: f.pending.stat.size,
                     rate,
                     eta_seconds: (rate > 0.0).then(|| left / rate),
+                    group: f
+                        .pending
+                        .info
+                        .as_ref()
+                        .and_then(|i| i.group.as_ref())
+                        .map(|g| f.pending.source.join(std::ffi::OsStr::from_bytes(&g.key)).display().to_string()),
                 }
             })
             .collect();
