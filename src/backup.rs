@@ -19,7 +19,7 @@ use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
 use crate::policy::{Decision, Overrides, decide};
-use crate::scheduler::{DrainReport, Mode, RunObserver, Settings, drain, open_targets};
+use crate::scheduler::{DrainReport, Mode, RunObserver, Settings, drain, open_targets, window_end};
 
 /// Progress of a whole backup run.
 pub trait BackupObserver: RunObserver {
@@ -91,7 +91,9 @@ pub async fn run(
         order: config.order,
     };
     let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
-    let limits = (hold, bandwidth);
+    let window = window_end(&config.policy.rules.windows, conditions.minute_of_day, Timestamp::now())
+        .filter(|_| !overrides.ignore_power_and_window);
+    let limits = (hold, bandwidth, window);
     let drained = drain(catalog, &targets, settings, run_observer, Some(discovery), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
     stop.store(true, Ordering::Relaxed);

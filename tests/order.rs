@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-use crate::harness::{Env, stdout, wait_until, write_photo};
+use crate::harness::{Env, stdout, wait_until, write_photo, write_video};
 
 const BACKLOG: usize = 5_000;
 
@@ -91,4 +91,33 @@ fn a_live_photo_goes_before_the_backlog_and_the_backlog_goes_newest_first() {
     }
     // 5,000 uploads one after the other take well over 100 ms.
     assert!(groups.len() > 100, "acknowledgements are spread out enough to show an order: {}", groups.len());
+}
+
+/// A window about to close: a video that cannot finish before it does
+/// waits (and says why), and the photos that can go first, although the
+/// video is the newest.
+#[test]
+fn a_video_too_big_for_what_is_left_of_the_window_waits_for_the_next() {
+    let env = Env::new();
+    // Allowed from a minute ago until two minutes from now: at least a
+    // minute left, at 200 KiB/s at most about 24 MiB.
+    let now = jiff::Zoned::now();
+    let minute = i32::from(now.hour()) * 60 + i32::from(now.minute());
+    let clock = |m: i32| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(1440) % 60);
+    let (start, end) = (clock(minute - 1), clock(minute + 2));
+    let config = fs::read_to_string(&env.config).expect("config");
+    let policy = format!("[policy]\nwindows = [\"{start}-{end}\"]\nbandwidth = \"200KiB\"\n");
+    fs::write(&env.config, config.replacen("[policy]\n", &policy, 1)).expect("config");
+    write_video(&env.source.join("VID_20240101_120000.mp4"), 60 << 20, 1);
+    for i in 0..5 {
+        write_photo(&env.source.join(format!("IMG_2010010{i}_120000.jpg")), 2_000, i + 2);
+    }
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "work was left for later: {summary}");
+    assert_eq!(summary["uploaded"], 5, "the photos went: {summary}");
+    assert_eq!(summary["deferred"], 1, "{summary}");
+    let reason = summary["deferrals"][0]["reason"].as_str().expect("a reason");
+    assert_eq!(reason, format!("too big to finish before the upload window closes at {end}"), "{summary}");
+    let attempts: i64 = env.catalog().query_row("SELECT SUM(attempts) FROM jobs", [], |r| r.get(0)).expect("sum");
+    assert_eq!(attempts, 0, "the video was not started and cut off");
 }

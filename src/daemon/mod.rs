@@ -33,7 +33,7 @@ use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::Timestamp;
 use crate::policy::{Conditions, Hysteresis, Overrides, decide};
-use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets};
+use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, window_end};
 
 /// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
 const CATALOG_RETRY: Duration = Duration::from_secs(1);
@@ -161,6 +161,7 @@ async fn serve_config(
     let first = conditions::read(&config.policy.probe).await;
     scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
     scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
+    scheduler.set_window_end(window_end(&config.policy.rules.windows, first.minute_of_day, Timestamp::now()));
     let conditions = tokio::spawn(watch_conditions(config.policy.clone(), first, overridden, commands.clone()));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
@@ -187,6 +188,7 @@ async fn watch_conditions(
     let mut sent = decide(&first, &policy.rules, Overrides::default());
     let mut state = Hysteresis::new(sent.clone());
     let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
+    let mut window = window_end(&policy.rules.windows, first.minute_of_day, Timestamp::now());
     // Announced changes (system bus signals, Darwin notifications) wake the loop at once; polling covers the rest.
     let mut changes = conditions::changes().await;
     loop {
@@ -207,6 +209,11 @@ async fn watch_conditions(
                 let now = conditions::read(&policy.probe).await;
                 sent = decide(&now, &policy.rules, *overrides.borrow());
                 state = Hysteresis::new(sent.clone());
+                window = window_end(&policy.rules.windows, now.minute_of_day, Timestamp::now())
+                    .filter(|_| !overrides.borrow().ignore_power_and_window);
+                if commands.send(Command::WindowEnds(window)).await.is_err() {
+                    return;
+                }
                 continue;
             }
         }
@@ -215,6 +222,15 @@ async fn watch_conditions(
         if limit != rate {
             rate = limit;
             if commands.send(Command::Bandwidth(rate)).await.is_err() {
+                return;
+            }
+        }
+        // Overrides that ignore the window leave no window to fit in.
+        let ends = window_end(&policy.rules.windows, conditions.minute_of_day, Timestamp::now())
+            .filter(|_| !overrides.borrow().ignore_power_and_window);
+        if ends != window {
+            window = ends;
+            if commands.send(Command::WindowEnds(window)).await.is_err() {
                 return;
             }
         }

@@ -71,6 +71,21 @@ impl Window {
     }
 }
 
+/// Whole minutes from `minute` (of the day) until uploads leave the
+/// allowed `windows` (windows that meet or overlap count as one): `None`
+/// when there are none (any time is allowed), 0 outside them, and never
+/// more than a day.
+pub fn window_left(windows: &[Window], minute: u16) -> Option<u16> {
+    if windows.is_empty() {
+        return None;
+    }
+    let inside = |m: u16| windows.iter().any(|w| w.contains(m % MINUTES_PER_DAY));
+    Some((0..MINUTES_PER_DAY).find(|&step| !inside(minute + step)).unwrap_or(MINUTES_PER_DAY))
+}
+
+/// Minutes in a day.
+const MINUTES_PER_DAY: u16 = 24 * 60;
+
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
@@ -351,6 +366,17 @@ mod tests {
             };
             assert_eq!(got.as_deref(), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn the_minutes_left_in_a_window_count_across_midnight_and_joined_windows() {
+        let windows = |texts: &[&str]| texts.iter().map(|t| Window::parse(t).expect("window")).collect::<Vec<_>>();
+        let clock = |hhmm: &str| parse_clock(hhmm).expect("clock");
+        assert_eq!(window_left(&[], clock("12:00")), None);
+        assert_eq!(window_left(&windows(&["22:00-07:00"]), clock("23:30")), Some(450));
+        assert_eq!(window_left(&windows(&["22:00-07:00"]), clock("12:00")), Some(0));
+        assert_eq!(window_left(&windows(&["01:00-02:00", "02:00-02:30"]), clock("01:50")), Some(40));
+        assert_eq!(window_left(&windows(&["00:00-00:00"]), clock("05:00")), Some(0), "an empty window");
     }
 
     #[test]

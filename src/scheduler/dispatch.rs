@@ -313,6 +313,8 @@ impl Scheduler<'_> {
             Ok(uploaded) => {
                 if matches!(uploaded, Uploaded::AlreadyPresent(_)) {
                     self.observer.bytes(-(moved as i64));
+                } else {
+                    self.throughput.record(sent, flight.started.elapsed());
                 }
                 self.settle(&flight.running, &uploaded, sent)
             }

@@ -27,9 +27,11 @@ mod dispatch;
 mod queue;
 mod retry;
 mod status;
+mod window;
 
 pub use commands::Command;
 pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadStatus};
+pub use window::window_end;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -149,7 +151,8 @@ impl RunObserver for Silent {}
 /// catalog changed": new jobs are loaded and join the run, which ends only
 /// once the channel is closed and the work is done.
 /// A `hold` from the conditions policy holds every job for the whole run;
-/// `bandwidth` limits all uploads together (bytes per second).
+/// `bandwidth` limits all uploads together (bytes per second); a file that
+/// cannot finish before the allowed `window` ends waits for the next one.
 #[allow(clippy::too_many_arguments)] // the one-shot run's resources, each distinct
 pub async fn drain(
     catalog: &mut Catalog,
@@ -157,13 +160,14 @@ pub async fn drain(
     settings: Settings,
     observer: Arc<dyn RunObserver>,
     discovery: Option<mpsc::Receiver<()>>,
-    (hold, bandwidth): (Option<HoldReason>, Option<u64>),
+    (hold, bandwidth, window): (Option<HoldReason>, Option<u64>, Option<Timestamp>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { mode: Mode::OneShot, ..settings };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
     scheduler.apply_conditions(hold.map_or(Decision::Run, Decision::HoldOff));
     scheduler.set_bandwidth(bandwidth);
+    scheduler.set_window_end(window);
     scheduler.run(discovery, None, shutdown).await?;
     Ok(scheduler.into_report())
 }
@@ -254,6 +258,10 @@ pub struct Scheduler<'c> {
     policy_hold: Option<HoldReason>,
     /// The upload rate limit shared by every upload.
     throttle: Arc<Throttle>,
+    /// When the allowed upload window ends, if one does.
+    window_end: Option<Timestamp>,
+    /// The rate this run's uploads reached.
+    throughput: window::Throughput,
     next_retry: Option<Timestamp>,
     idle_waiters: Vec<oneshot::Sender<DrainReport>>,
     recent_errors: VecDeque<RecentError>,
@@ -291,6 +299,8 @@ impl<'c> Scheduler<'c> {
             paused: None,
             policy_hold: None,
             throttle: Arc::default(),
+            window_end: None,
+            throughput: window::Throughput::default(),
             next_retry: None,
             idle_waiters: Vec::new(),
             recent_errors: VecDeque::new(),
@@ -478,10 +488,12 @@ impl<'c> Scheduler<'c> {
         if self.paused.is_some() || self.policy_hold.is_some() {
             return Ok(());
         }
+        let budget = self.window_budget();
         while self.tasks.len() < self.settings.max_concurrent.max(1) {
             let index = self.queue.iter().position(|p| {
                 let destination = p.job.destination_id;
                 !self.is_held(destination)
+                    && window::fits(p, budget)
                     && !self.busy.contains(&(destination, p.hash.clone()))
                     && self
                         .targets

@@ -127,7 +127,11 @@ impl Scheduler<'_> {
         };
         let paused = self.queue.iter().filter(|p| stopped.is_some() && !self.is_held(p.job.destination_id));
         let paused = paused.map(|p| (p, stopped.unwrap_or_default()));
-        for (pending, reason) in held.chain(aside).chain(paused) {
+        let budget = self.window_budget();
+        let too_big = self.too_big_reason().unwrap_or_default();
+        let waiting = self.queue.iter().filter(|p| stopped.is_none() && !self.is_held(p.job.destination_id));
+        let waiting = waiting.filter(|p| !super::window::fits(p, budget)).map(|p| (p, too_big.as_str()));
+        for (pending, reason) in held.chain(aside).chain(paused).chain(waiting) {
             let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
             holds
                 .entry((name, reason))
