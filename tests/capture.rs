@@ -5,21 +5,20 @@
 //! keys a date layout renders against both.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::harness::{Env, stderr, stdout, tree, write};
+use crate::harness::{Env, stderr, tree, write};
 
 /// A zone with a half-hour offset and no daylight saving time, so that
 /// conversions from UTC show.
-const TZ: &str = "Asia/Kolkata";
+pub(crate) const TZ: &str = "Asia/Kolkata";
 
 /// Runs a tool in `dir`, failing the test with its output if it fails.
-fn tool(dir: &Path, program: &str, args: &[&str]) {
+pub(crate) fn tool(dir: &Path, program: &str, args: &[&str]) {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -30,7 +29,7 @@ fn tool(dir: &Path, program: &str, args: &[&str]) {
 }
 
 /// Writes EXIF tags (`Tag=value`) into `file`.
-fn exif(dir: &Path, file: &str, tags: &[&str]) {
+pub(crate) fn exif(dir: &Path, file: &str, tags: &[&str]) {
     let mut args = vec!["-q", "-overwrite_original"];
     let assignments: Vec<String> = tags.iter().map(|t| format!("-{t}")).collect();
     args.extend(assignments.iter().map(String::as_str));
@@ -42,6 +41,44 @@ fn exif(dir: &Path, file: &str, tags: &[&str]) {
 /// EXIF `DateTimeOriginal`, else `CreateDate`, else `QuickTime`'s Apple
 /// `CreationDate`, else its `CreateDate` taken as UTC; zero dates (which
 /// exiftool shows as 1904 in `QuickTime`) do not count.
+/// Runs ffmpeg in `dir` on a generated (lavfi) input.
+pub(crate) fn lavfi(dir: &Path, args: &[&str]) {
+    let mut all = vec!["-v", "error", "-y", "-f", "lavfi"];
+    all.extend_from_slice(args);
+    tool(dir, "ffmpeg", &all);
+}
+
+/// A one-frame still of `color` named `name` (its format by its name).
+pub(crate) fn still(dir: &Path, name: &str, color: &str) {
+    lavfi(dir, &["-i", &format!("color=c={color}:s=32x32"), "-frames:v", "1", name]);
+}
+
+/// A HEIC still of `color`, made by `heif-enc`.
+pub(crate) fn heic(dir: &Path, name: &str, color: &str) {
+    still(dir, "heic-source.png", color);
+    tool(dir, "heif-enc", &["-o", name, "heic-source.png"]);
+    fs::remove_file(dir.join("heic-source.png")).expect("rm");
+}
+
+/// A one-second `QuickTime` video with Apple's `creationdate` key, and its
+/// `content.identifier` when given.
+pub(crate) fn apple_video(dir: &Path, name: &str, date: &str, content_id: Option<&str>) {
+    let date = format!("com.apple.quicktime.creationdate={date}");
+    let mut args = vec!["-i", "testsrc=d=1:s=32x32:r=5", "-movflags", "use_metadata_tags", "-metadata", &date];
+    let id = content_id.map(|id| format!("com.apple.quicktime.content.identifier={id}"));
+    if let Some(id) = &id {
+        args.extend(["-metadata", id.as_str()]);
+    }
+    args.push(name);
+    lavfi(dir, &args);
+}
+
+/// Appends `layout` to the (last) destination of `env`'s config.
+pub(crate) fn set_layout(env: &Env, layout: &str) {
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, format!("{config}layout = \"{layout}\"\n")).expect("config");
+}
+
 fn exiftool_dates(dir: &Path) -> Vec<(String, Option<String>)> {
     let out = Command::new("exiftool")
         .args(["-json", "-G", "-api", "QuickTimeUTC", "-r", "-time:all"])
@@ -194,12 +231,7 @@ fn capture_times_and_date_layouts_agree_with_exiftool() {
     let env = Env::new();
     env.set_var("TZ", TZ);
     let names = make_samples(&env.source);
-    let config = fs::read_to_string(&env.config).expect("config");
-    fs::write(
-        &env.config,
-        format!("{config}layout = \"{{year}}/{{month}}/{{day}}/{{hour}}{{minute}}{{second}}-{{kind}}-{{filename}}\"\n"),
-    )
-    .expect("config");
+    set_layout(&env, "{year}/{month}/{day}/{hour}{minute}{second}-{kind}-{filename}");
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["discovered"], names.len(), "every file, broken or not, is backed up: {summary}");
@@ -266,8 +298,7 @@ fn dates_are_filled_in_for_old_catalogs_without_reading_files_again() {
     drop(catalog);
     assert_eq!(taken(&env, &["a.jpg"])[0], Value::Null);
 
-    let config = fs::read_to_string(&env.config).expect("config");
-    fs::write(&env.config, format!("{config}layout = \"{{year}}/{{filename}}\"\n")).expect("config");
+    set_layout(&env, "{year}/{filename}");
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["files_read"], 0, "no file was read through again: {summary}");
@@ -283,257 +314,4 @@ fn dates_are_filled_in_for_old_catalogs_without_reading_files_again() {
     assert_eq!(code, 0, "{summary}");
     let stored: Vec<PathBuf> = tree(&env.dest).into_keys().collect();
     assert_eq!(stored, [PathBuf::from("2013/b.jpg"), PathBuf::from("a.jpg")]);
-}
-
-/// Sidecars travel with their photo: an Apple edit list beside a Live
-/// Photo, an XMP beside a raw, Takeout's JSON beside a JPEG are backed up
-/// and dated as the photo they describe (their own time says nothing), so
-/// a date layout puts them in the photo's folder; a sidecar with no photo,
-/// or whose content is not what its name says, is not backed up.
-#[test]
-fn sidecars_and_pairs_land_in_their_photos_folder() {
-    let env = Env::new();
-    env.set_var("TZ", TZ);
-    let dir = env.source.join("DCIM/100APPLE");
-    fs::create_dir_all(&dir).expect("dir");
-    let ff = |args: &[&str]| {
-        let mut all = vec!["-v", "error", "-y", "-f", "lavfi"];
-        all.extend_from_slice(args);
-        tool(&dir, "ffmpeg", &all);
-    };
-    // A Live Photo: the still, its video a second later, Apple's edits.
-    ff(&["-i", "color=c=red:s=32x32", "-frames:v", "1", "still.png"]);
-    tool(&dir, "heif-enc", &["-o", "IMG_0001.HEIC", "still.png"]);
-    fs::remove_file(dir.join("still.png")).expect("rm");
-    exif(&dir, "IMG_0001.HEIC", &["DateTimeOriginal=2022:08:09 10:11:12", "OffsetTimeOriginal=+02:00"]);
-    ff(&[
-        "-i",
-        "testsrc=d=1:s=32x32:r=5",
-        "-movflags",
-        "use_metadata_tags",
-        "-metadata",
-        "com.apple.quicktime.creationdate=2022-08-09T10:11:13+0200",
-        "IMG_0001.MOV",
-    ]);
-    write(
-        &dir.join("IMG_0001.AAE"),
-        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \
-          \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist version=\"1.0\"><dict/></plist>\n",
-    );
-    // A raw and its JPEG, and the XMP exiftool writes for the raw.
-    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.tif"]);
-    fs::rename(dir.join("DSC_0002.tif"), dir.join("DSC_0002.NEF")).expect("rename");
-    exif(&dir, "DSC_0002.NEF", &["DateTimeOriginal=2021:03:04 05:06:07", "Make=NIKON CORPORATION", "Model=NIKON Z 6"]);
-    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.JPG"]);
-    exif(&dir, "DSC_0002.JPG", &["DateTimeOriginal=2021:03:04 05:06:07"]);
-    tool(&dir, "exiftool", &["-q", "-o", "DSC_0002.xmp", "-XMP-xmp:Rating=5", "DSC_0002.NEF"]);
-    // Takeout: a JPEG and its metadata, the suffix cut short.
-    ff(&["-i", "color=c=blue:s=32x32", "-frames:v", "1", "IMG_0003.JPG"]);
-    exif(&dir, "IMG_0003.JPG", &["DateTimeOriginal=2020:01:02 03:04:05"]);
-    write(&dir.join("IMG_0003.JPG.supplemental-metad.json"), b"{\"title\": \"IMG_0003.JPG\"}\n");
-    // No photo for this one; and a "JSON" that is not.
-    write(&dir.join("lonely.xmp"), b"<x:xmpmeta xmlns:x='adobe:ns:meta/'></x:xmpmeta>\n");
-    write(&dir.join("DSC_0002.JPG.json"), b"not json at all\n");
-
-    let config = fs::read_to_string(&env.config).expect("config");
-    fs::write(&env.config, format!("{config}layout = \"{{year}}/{{month}}/{{day}}/{{filename}}\"\n")).expect("config");
-    let (code, summary) = env.backup();
-    assert_eq!(code, 0, "{summary}");
-    let stored: Vec<String> = tree(&env.dest).keys().map(|k| k.display().to_string()).collect();
-    let expected = [
-        "2020/01/02/IMG_0003.JPG",
-        "2020/01/02/IMG_0003.JPG.supplemental-metad.json",
-        "2021/03/04/DSC_0002.JPG",
-        "2021/03/04/DSC_0002.NEF",
-        "2021/03/04/DSC_0002.xmp",
-        "2022/08/09/IMG_0001.AAE",
-        "2022/08/09/IMG_0001.HEIC",
-        "2022/08/09/IMG_0001.MOV",
-    ];
-    assert_eq!(stored, expected, "{summary}");
-    assert_eq!(summary["skipped"]["not_media"], 2, "the lonely sidecar and the false JSON: {summary}");
-
-    let out = env.run(["why", "--json", &dir.join("lonely.xmp").display().to_string()]);
-    let answer: Value = serde_json::from_slice(&out.stdout).expect("why json");
-    assert_eq!(answer[0]["reason"], "no_partner", "{answer}");
-    // Its photo arrives: the next scan backs the sidecar up beside it.
-    fs::copy(dir.join("IMG_0003.JPG"), dir.join("lonely.jpg")).expect("copy");
-    let (code, summary) = env.backup();
-    assert_eq!(code, 0, "{summary}");
-    assert!(tree(&env.dest).contains_key(Path::new("2020/01/02/lonely.xmp")), "{summary}");
-}
-
-/// A Live Photo (with iCloud's `_HEVC` name for its video, a second after
-/// the still), a raw with its JPEG and XMP: each group takes its key's
-/// time and stem, so a layout down to the second keeps it together; a
-/// same-named video taken years later is not part of the group. A group
-/// whose member cannot be read is not backed up, whatever its key says.
-#[test]
-fn live_photos_and_raw_pairs_travel_together() {
-    let mut env = Env::new();
-    env.set_var("TZ", TZ);
-    let dir = env.source.clone();
-    let ff = |args: &[&str]| {
-        let mut all = vec!["-v", "error", "-y", "-f", "lavfi"];
-        all.extend_from_slice(args);
-        tool(&dir, "ffmpeg", &all);
-    };
-    ff(&["-i", "color=c=red:s=32x32", "-frames:v", "1", "still.png"]);
-    tool(&dir, "heif-enc", &["-o", "IMG_0001.HEIC", "still.png"]);
-    fs::remove_file(dir.join("still.png")).expect("rm");
-    exif(&dir, "IMG_0001.HEIC", &["DateTimeOriginal=2022:08:09 10:11:12", "OffsetTimeOriginal=+02:00"]);
-    let video = |name: &str, date: &str| {
-        let key = format!("com.apple.quicktime.creationdate={date}");
-        ff(&["-i", "testsrc=d=1:s=32x32:r=5", "-movflags", "use_metadata_tags", "-metadata", &key, name]);
-    };
-    video("IMG_0001_HEVC.MOV", "2022-08-09T10:11:13+0200");
-    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.tif"]);
-    fs::rename(dir.join("DSC_0002.tif"), dir.join("DSC_0002.NEF")).expect("rename");
-    exif(&dir, "DSC_0002.NEF", &["DateTimeOriginal=2021:03:04 05:06:07"]);
-    ff(&["-i", "color=c=green:s=32x32", "-frames:v", "1", "DSC_0002.JPG"]);
-    exif(&dir, "DSC_0002.JPG", &["DateTimeOriginal=2021:03:04 05:06:08"]);
-    tool(&dir, "exiftool", &["-q", "-o", "DSC_0002.JPG.xmp", "-XMP-xmp:Rating=5", "DSC_0002.JPG"]);
-    ff(&["-i", "color=c=blue:s=32x32", "-frames:v", "1", "IMG_0009.JPG"]);
-    exif(&dir, "IMG_0009.JPG", &["DateTimeOriginal=2019:01:01 12:00:00"]);
-    video("IMG_0009.MOV", "2023-05-05T05:05:05+0000");
-
-    let config = fs::read_to_string(&env.config).expect("config");
-    let layout = "{year}/{month}/{day}/{hour}{minute}{second}-{stem}.{ext}";
-    fs::write(&env.config, format!("{config}layout = \"{layout}\"\n")).expect("config");
-    let (code, summary) = env.backup();
-    assert_eq!(code, 0, "{summary}");
-    let stored: Vec<String> = tree(&env.dest).keys().map(|k| k.display().to_string()).collect();
-    let expected = [
-        "2019/01/01/120000-IMG_0009.JPG",
-        "2021/03/04/050607-DSC_0002.JPG",
-        "2021/03/04/050607-DSC_0002.NEF",
-        "2021/03/04/050607-DSC_0002.xmp",
-        "2022/08/09/101112-IMG_0001.HEIC",
-        "2022/08/09/101112-IMG_0001.MOV",
-        "2023/05/05/050505-IMG_0009.MOV",
-    ];
-    assert_eq!(stored, expected, "{summary}");
-
-    let why = |env: &Env, name: &str| {
-        let out = env.run(["why", "--json", &dir.join(name).display().to_string()]);
-        let answers: Value = serde_json::from_slice(&out.stdout).expect("why json");
-        answers[0].clone()
-    };
-    let still = why(&env, "IMG_0001.HEIC");
-    assert_eq!(still["verdict"], "backed_up", "{still}");
-    assert_eq!(still["group"], serde_json::json!([dir.join("IMG_0001_HEVC.MOV").display().to_string()]));
-    assert_eq!(why(&env, "IMG_0009.JPG")["group"], serde_json::json!([]), "taken years apart: two groups");
-    // `jobs` shows a group on one line, its members in its detail.
-    let out = env.run(["jobs", "--json"]);
-    let jobs: Value = serde_json::from_slice(&out.stdout).expect("jobs json");
-    let of = |name: &str| {
-        jobs.as_array().expect("array").iter().find(|j| j["path"].as_str().is_some_and(|p| p.ends_with(name))).cloned()
-    };
-    let heic = dir.join("IMG_0001.HEIC").display().to_string();
-    assert_eq!(of("IMG_0001_HEVC.MOV").expect("the video's job")["group"], heic.as_str());
-    assert_eq!(of("IMG_0001.HEIC").expect("the still's job")["group"], Value::Null, "the key is no member");
-    let table = stdout(&env.run(["jobs"]));
-    let lines: Vec<&str> = table.lines().filter(|l| l.contains("IMG_0001")).collect();
-    assert_eq!(lines.len(), 1, "{table}");
-    assert!(
-        lines[0].contains("IMG_0001.HEIC +1") && lines[0].contains("with IMG_0001_HEVC.MOV (acknowledged)"),
-        "{table}"
-    );
-
-    // A new Live Photo whose video cannot be read: the still is stored, the
-    // group is not backed up.
-    ff(&["-i", "color=c=white:s=32x32", "-frames:v", "1", "still.png"]);
-    tool(&dir, "heif-enc", &["-o", "IMG_0010.HEIC", "still.png"]);
-    fs::remove_file(dir.join("still.png")).expect("rm");
-    video("IMG_0010.MOV", "2024-01-01T00:00:00+0000");
-    assert!(env.run_as_unprivileged(), "setpriv is needed to drop root privileges");
-    fs::set_permissions(dir.join("IMG_0010.MOV"), fs::Permissions::from_mode(0o000)).expect("chmod 000");
-    let (code, summary) = env.backup();
-    assert_ne!(code, 0, "an unreadable file is a failure: {summary}");
-    let still = why(&env, "IMG_0010.HEIC");
-    assert_eq!(still["verdict"], "waiting", "{still}");
-    assert_eq!(still["reason"], "group_incomplete", "{still}");
-    assert!(still["explanation"].as_str().expect("text").contains("IMG_0010.MOV"), "{still}");
-}
-
-/// Apple's maker note (`Apple iOS\0`, a version, the byte order, then a
-/// directory whose offsets count from the note's start) holding the
-/// content identifier (tag 0x0011) a Live Photo's still shares with its
-/// video.
-fn apple_maker_note(content_id: &str) -> Vec<u8> {
-    let mut id = content_id.as_bytes().to_vec();
-    id.push(0);
-    let data_at = 14 + 2 + 12 + 4;
-    let mut note = b"Apple iOS\0\0\x01MM".to_vec();
-    note.extend_from_slice(&1u16.to_be_bytes());
-    note.extend_from_slice(&0x0011u16.to_be_bytes());
-    note.extend_from_slice(&2u16.to_be_bytes());
-    note.extend_from_slice(&(id.len() as u32).to_be_bytes());
-    note.extend_from_slice(&(data_at as u32).to_be_bytes());
-    note.extend_from_slice(&[0; 4]);
-    note.extend_from_slice(&id);
-    note
-}
-
-/// Where both files of a Live Photo carry Apple's content identifier, it
-/// decides: the same identifier pairs a still and a video whose clocks
-/// disagree by half a minute, different ones keep apart two files a second
-/// apart. exiftool reads the identifiers back as they were written.
-#[test]
-fn apple_content_identifiers_decide_live_photo_pairs() {
-    let env = Env::new();
-    env.set_var("TZ", TZ);
-    let dir = env.source.clone();
-    let still = |name: &str, date: &str, id: &str| {
-        tool(
-            &dir,
-            "ffmpeg",
-            &["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=32x32", "-frames:v", "1", name],
-        );
-        exif(&dir, name, &[&format!("DateTimeOriginal={date}"), "Make=Apple", "Model=iPhone 12"]);
-        let note = dir.join(format!("{name}.note"));
-        write(&note, &apple_maker_note(id));
-        tool(&dir, "exiftool", &["-q", "-overwrite_original", &format!("-MakerNotes<={}", note.display()), name]);
-        fs::remove_file(note).expect("rm");
-    };
-    let video = |name: &str, date: &str, id: &str| {
-        let (date, id) = (
-            format!("com.apple.quicktime.creationdate={date}"),
-            format!("com.apple.quicktime.content.identifier={id}"),
-        );
-        let args =
-            ["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=d=1:s=32x32:r=5", "-movflags", "use_metadata_tags"];
-        tool(&dir, "ffmpeg", &[&args[..], &["-metadata", &date, "-metadata", &id, name]].concat());
-    };
-    still("IMG_0020.JPG", "2023:06:01 10:00:00", "AAAA-0020");
-    video("IMG_0020.MOV", "2023-06-01T10:00:30+0530", "AAAA-0020");
-    still("IMG_0021.JPG", "2023:06:01 11:00:00", "BBBB-0021");
-    video("IMG_0021.MOV", "2023-06-01T11:00:01+0530", "CCCC-0021");
-
-    let out = Command::new("exiftool")
-        .args(["-json", "-MediaGroupUUID", "-ContentIdentifier"])
-        .args(["IMG_0020.JPG", "IMG_0020.MOV", "IMG_0021.JPG", "IMG_0021.MOV"])
-        .current_dir(&dir)
-        .output()
-        .expect("exiftool");
-    let read: Value = serde_json::from_slice(&out.stdout).expect("exiftool json");
-    let ids: Vec<&str> = read
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|f| f["MediaGroupUUID"].as_str().or(f["ContentIdentifier"].as_str()))
-        .collect();
-    assert_eq!(ids, ["AAAA-0020", "AAAA-0020", "BBBB-0021", "CCCC-0021"], "exiftool reads what was written");
-
-    let config = fs::read_to_string(&env.config).expect("config");
-    fs::write(&env.config, format!("{config}layout = \"{{hour}}{{minute}}{{second}}-{{stem}}.{{ext}}\"\n"))
-        .expect("config");
-    let (code, summary) = env.backup();
-    assert_eq!(code, 0, "{summary}");
-    let stored: Vec<String> = tree(&env.dest).keys().map(|k| k.display().to_string()).collect();
-    assert_eq!(
-        stored,
-        ["100000-IMG_0020.JPG", "100000-IMG_0020.MOV", "110000-IMG_0021.JPG", "110001-IMG_0021.MOV"],
-        "{summary}"
-    );
 }

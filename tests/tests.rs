@@ -13,6 +13,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod formats;
+mod groups;
 mod keyring;
 mod missing;
 mod nextcloud;
