@@ -19,7 +19,7 @@ use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
 use crate::policy::{Decision, Overrides, decide};
-use crate::scheduler::{DrainReport, Mode, RunObserver, Settings, drain, open_targets, window_end};
+use crate::scheduler::{DrainReport, Mode, RunObserver, Settings, drain, open_targets, upload_window};
 
 /// Progress of a whole backup run.
 pub trait BackupObserver: RunObserver {
@@ -91,8 +91,8 @@ pub async fn run(
         order: config.order,
     };
     let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
-    let window = window_end(&config.policy.rules.windows, conditions.minute_of_day, Timestamp::now())
-        .filter(|_| !overrides.ignore_power_and_window);
+    let window =
+        upload_window(&config.policy.rules.windows, Timestamp::now()).filter(|_| !overrides.ignore_power_and_window);
     let limits = (hold, bandwidth, window);
     let drained = drain(catalog, &targets, settings, run_observer, Some(discovery), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.

@@ -27,6 +27,6 @@ impl Error {
     /// Whether running again later may succeed without anyone changing anything
     /// (another process holds the catalog, or it was busy).
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Catalog(CatalogError::Locked { .. } | CatalogError::Busy))
+        matches!(self, Self::Catalog(CatalogError::Locked { .. } | CatalogError::Outdated { .. } | CatalogError::Busy))
     }
 }

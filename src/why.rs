@@ -98,17 +98,23 @@ pub fn answer(sources: &[SourceConfig], catalog: Option<&Catalog>, asked: &Path)
         return Ok(skipped(shown, SkipReason::NotMedia));
     }
     if let Some(kind) = sidecar::kind_of(&path) {
-        return Ok(match sidecar::partner(&path, kind).filter(|p| classify(source, p).is_ok()) {
-            Some(partner) => {
-                let name = partner.file_name().unwrap_or_default().to_string_lossy();
-                waiting(shown, "not_scanned", &format!("a sidecar of {name}; the next scan records it, dated as it"))
-            }
-            None => not(
-                "no_partner",
-                "a sidecar (.xmp, .AAE, Takeout .json) is backed up only beside the photo or video it describes, \
+        return Ok(
+            match sidecar::partner(&path, kind, &mut Folders::default()).filter(|p| classify(source, p).is_ok()) {
+                Some(partner) => {
+                    let name = partner.file_name().unwrap_or_default().to_string_lossy();
+                    waiting(
+                        shown,
+                        "not_scanned",
+                        &format!("a sidecar of {name}; the next scan records it, dated as it"),
+                    )
+                }
+                None => not(
+                    "no_partner",
+                    "a sidecar (.xmp, .AAE, Takeout .json) is backed up only beside the photo or video it describes, \
                  and there is none here",
-            ),
-        });
+                ),
+            },
+        );
     }
     // Not looked at yet: what the next scan will make of it (its first
     // bytes say; a big video is not read through).
@@ -163,7 +169,12 @@ fn check_group(
     let root = source.path.to_str().unwrap_or_default();
     let key = answer.info.as_ref().and_then(|i| i.group.as_ref()).map_or_else(|| rel.to_vec(), |g| g.key.clone());
     let mut others: std::collections::BTreeSet<Vec<u8>> = catalog.group_members(root, &key)?.into_iter().collect();
-    for sibling in Folders::default().siblings(path) {
+    // The files beside it, and beside its key (a sidecar's stem is not the
+    // photo's).
+    let mut folders = Folders::default();
+    let mut siblings = folders.siblings(path);
+    siblings.extend(folders.siblings(&source.path.join(std::ffi::OsStr::from_bytes(&key))));
+    for sibling in siblings {
         let Ok(relative) = classify(source, &sibling) else { continue };
         let relative = relative.as_os_str().as_bytes().to_vec();
         // A sibling recorded in another group (taken at another time) is

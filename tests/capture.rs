@@ -37,10 +37,6 @@ pub(crate) fn exif(dir: &Path, file: &str, tags: &[&str]) {
     tool(dir, "exiftool", &args);
 }
 
-/// The capture time exiftool reads, as `YYYY-MM-DDTHH:MM:SS` in `TZ`:
-/// EXIF `DateTimeOriginal`, else `CreateDate`, else `QuickTime`'s Apple
-/// `CreationDate`, else its `CreateDate` taken as UTC; zero dates (which
-/// exiftool shows as 1904 in `QuickTime`) do not count.
 /// Runs ffmpeg in `dir` on a generated (lavfi) input.
 pub(crate) fn lavfi(dir: &Path, args: &[&str]) {
     let mut all = vec!["-v", "error", "-y", "-f", "lavfi"];
@@ -79,6 +75,10 @@ pub(crate) fn set_layout(env: &Env, layout: &str) {
     fs::write(&env.config, format!("{config}layout = \"{layout}\"\n")).expect("config");
 }
 
+/// The capture time exiftool reads, as `YYYY-MM-DDTHH:MM:SS` in `TZ`:
+/// EXIF `DateTimeOriginal`, else `CreateDate`, else `QuickTime`'s Apple
+/// `CreationDate`, else its `CreateDate` taken as UTC; zero dates (which
+/// exiftool shows as 1904 in `QuickTime`) do not count.
 fn exiftool_dates(dir: &Path) -> Vec<(String, Option<String>)> {
     let out = Command::new("exiftool")
         .args(["-json", "-G", "-api", "QuickTimeUTC", "-r", "-time:all"])

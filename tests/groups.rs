@@ -79,7 +79,8 @@ fn sidecars_and_pairs_land_in_their_photos_folder() {
 
 /// A Live Photo (with iCloud's `_HEVC` name for its video, a second after
 /// the still), a raw with its JPEG and XMP: each group takes its key's
-/// time and stem, so a layout down to the second keeps it together; a
+/// time and stem (a sidecar keeps what follows its photo's stem, `.JPG`
+/// of `DSC_0002.JPG.xmp`), so a layout down to the second keeps it together; a
 /// same-named video taken years later is not part of the group. A group
 /// whose member cannot be read is not backed up, whatever its key says.
 #[test]
@@ -107,8 +108,8 @@ fn live_photos_and_raw_pairs_travel_together() {
     let expected = [
         "2019/01/01/120000-IMG_0009.JPG",
         "2021/03/04/050607-DSC_0002.JPG",
+        "2021/03/04/050607-DSC_0002.JPG.xmp",
         "2021/03/04/050607-DSC_0002.NEF",
-        "2021/03/04/050607-DSC_0002.xmp",
         "2022/08/09/101112-IMG_0001.HEIC",
         "2022/08/09/101112-IMG_0001.MOV",
         "2023/05/05/050505-IMG_0009.MOV",
@@ -137,7 +138,9 @@ fn live_photos_and_raw_pairs_travel_together() {
     let lines: Vec<&str> = table.lines().filter(|l| l.contains("IMG_0001")).collect();
     assert_eq!(lines.len(), 1, "{table}");
     assert!(
-        lines[0].contains("IMG_0001.HEIC +1") && lines[0].contains("with IMG_0001_HEVC.MOV (acknowledged)"),
+        lines[0].contains("IMG_0001.HEIC +1")
+            && lines[0].contains("with IMG_0001_HEVC.MOV (job ")
+            && lines[0].contains(", acknowledged)"),
         "{table}"
     );
 

@@ -99,12 +99,12 @@ fn a_live_photo_goes_before_the_backlog_and_the_backlog_goes_newest_first() {
 #[test]
 fn a_video_too_big_for_what_is_left_of_the_window_waits_for_the_next() {
     let env = Env::new();
-    // Allowed from a minute ago until two minutes from now: at least a
-    // minute left, at 200 KiB/s at most about 24 MiB.
+    // Allowed from ten minutes ago until two minutes from now: at 200 KiB/s
+    // at most about 24 MiB before it closes, about 140 MiB in a whole window.
     let now = jiff::Zoned::now();
     let minute = i32::from(now.hour()) * 60 + i32::from(now.minute());
     let clock = |m: i32| format!("{:02}:{:02}", m.rem_euclid(1440) / 60, m.rem_euclid(1440) % 60);
-    let (start, end) = (clock(minute - 1), clock(minute + 2));
+    let (start, end) = (clock(minute - 10), clock(minute + 2));
     let config = fs::read_to_string(&env.config).expect("config");
     let policy = format!("[policy]\nwindows = [\"{start}-{end}\"]\nbandwidth = \"200KiB\"\n");
     fs::write(&env.config, config.replacen("[policy]\n", &policy, 1)).expect("config");

@@ -53,6 +53,17 @@ pub enum CatalogError {
     /// Another process held a write lock for longer than the busy timeout.
     #[error("the catalog is busy: another process kept it locked for {} s", BUSY_TIMEOUT.as_secs())]
     Busy,
+    /// The catalog was written by an older photosync, which is running.
+    #[error(
+        "the catalog in {dir} was written by an older photosync, which is running{pid}; \
+         ask again once it has finished or been upgraded"
+    )]
+    Outdated {
+        /// The state directory.
+        dir: PathBuf,
+        /// ` (pid N)` when known.
+        pid: String,
+    },
     /// Another photosync process is running against this catalog.
     #[error("another photosync process{pid} is using the catalog in {dir}; try again when it has finished")]
     Locked {
@@ -121,9 +132,10 @@ impl Catalog {
 
     /// Opens an existing catalog read-only (for listings while something
     /// else may be writing). `None` when there is no catalog yet. A catalog
-    /// an older photosync wrote is brought up to date first (the migration
-    /// takes the write lock, so this is safe beside another process), as
-    /// the queries need what the migrations add.
+    /// an older photosync wrote is brought up to date first, as the queries
+    /// need what the migrations add — but only while no other photosync runs
+    /// on it (holding its run lock): one that does may be that older
+    /// photosync, which must not find its catalog changed under it.
     pub fn open_read_only(path: &Path) -> Result<Option<Catalog>> {
         if !path.exists() {
             return Ok(None);
@@ -138,6 +150,11 @@ impl Catalog {
         }
         if version < schema::LATEST {
             drop(conn);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let _lock = RunLock::acquire(dir).map_err(|e| match e {
+                CatalogError::Locked { dir, pid } => CatalogError::Outdated { dir, pid },
+                other => other,
+            })?;
             return Catalog::open(path).map(Some);
         }
         Ok(Some(Catalog { conn, path: path.to_owned() }))

@@ -151,7 +151,9 @@ const MIGRATIONS: &[&str] = &[
     // a group (a Live Photo's video, a raw's JPEG, a sidecar) its key file
     // and the key's stem; `live` marks a
     // version the daemon found while it ran (past its first scan): it is
-    // uploaded before the backlog.
+    // uploaded before the backlog. Sidecars (.xmp, .aae, .json) are backed
+    // up from now on: the "not media" verdicts kept for them are forgotten,
+    // so the next scan reads them.
     r"
     ALTER TABLE assets ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE assets ADD COLUMN kind TEXT;
@@ -163,6 +165,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE assets ADD COLUMN group_key BLOB;
     ALTER TABLE assets ADD COLUMN group_stem TEXT;
     CREATE INDEX assets_by_group ON assets (source, group_key) WHERE group_key IS NOT NULL;
+    DELETE FROM not_media WHERE lower(CAST(rel_path AS TEXT)) LIKE '%.xmp'
+      OR lower(CAST(rel_path AS TEXT)) LIKE '%.aae' OR lower(CAST(rel_path AS TEXT)) LIKE '%.json';
     ",
 ];
 
@@ -196,6 +200,32 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: sidecars an older photosync had found "not media" stayed
+    /// skipped after the upgrade (the cached verdict was never revisited).
+    #[test]
+    fn cached_verdicts_on_sidecars_are_forgotten() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.pragma_update(None, "user_version", 5).expect("version 5");
+        conn.execute_batch(
+            "INSERT INTO not_media VALUES ('/s', CAST('a/IMG_1.XMP' AS BLOB), 1, 1, 1),
+               ('/s', CAST('IMG_1.AAE' AS BLOB), 1, 1, 2), ('/s', CAST('x.json' AS BLOB), 1, 1, 3),
+               ('/s', CAST('notes.txt' AS BLOB), 1, 1, 4);",
+        )
+        .expect("verdicts");
+        migrate(&mut conn).expect("migrate");
+        let left: Vec<String> = conn
+            .prepare("SELECT CAST(rel_path AS TEXT) FROM not_media")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(left, ["notes.txt"]);
+    }
 
     /// An upload open when a catalog of version 3 is migrated goes on from
     /// the parts it had, now as a session.

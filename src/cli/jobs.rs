@@ -59,13 +59,19 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
     let listed: HashSet<(&str, &str)> = jobs.iter().map(|j| (j.destination.as_str(), j.path.as_str())).collect();
     let mut members: HashMap<(&str, &str), Vec<&Job>> = HashMap::new();
     for job in &jobs {
-        if let Some(key) = job.group.as_deref().filter(|key| listed.contains(&(job.destination.as_str(), *key))) {
+        // A cancelled job is an older version's: it says nothing of the group now.
+        let current = job.state != StateName::Cancelled;
+        if let Some(key) =
+            job.group.as_deref().filter(|key| current && listed.contains(&(job.destination.as_str(), *key)))
+        {
             members.entry((job.destination.as_str(), key)).or_default().push(job);
         }
     }
     writeln!(out, "{:>6}  {:<12}  {:>5}  {:<12}  {:<48}  DETAIL", "ID", "STATE", "TRIES", "DESTINATION", "PATH")?;
     for job in &jobs {
-        if job.group.as_deref().is_some_and(|key| listed.contains(&(job.destination.as_str(), key))) {
+        let folded = job.state != StateName::Cancelled
+            && job.group.as_deref().is_some_and(|key| listed.contains(&(job.destination.as_str(), key)));
+        if folded {
             continue;
         }
         let with = members.get(&(job.destination.as_str(), job.path.as_str())).map(Vec::as_slice).unwrap_or_default();
@@ -79,7 +85,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Exit> {
         };
         let mut detail = describe_job(job);
         if !with.is_empty() {
-            let names: Vec<String> = with.iter().map(|m| format!("{} ({})", file_name(&m.path), m.state)).collect();
+            let names: Vec<String> =
+                with.iter().map(|m| format!("{} (job {}, {})", file_name(&m.path), m.id.0, m.state)).collect();
             detail = format!("{detail}{}with {}", if detail.is_empty() { "" } else { "; " }, names.join(", "));
         }
         writeln!(

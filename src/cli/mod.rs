@@ -154,7 +154,9 @@ pub fn exit_for(error: &anyhow::Error) -> Exit {
         {
             return Exit::Deferred;
         }
-        if let Some(CatalogError::Locked { .. } | CatalogError::Busy) = cause.downcast_ref::<CatalogError>() {
+        if let Some(CatalogError::Locked { .. } | CatalogError::Outdated { .. } | CatalogError::Busy) =
+            cause.downcast_ref::<CatalogError>()
+        {
             return Exit::Deferred;
         }
         match cause.downcast_ref::<ClientError>() {

@@ -33,7 +33,7 @@ use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::Timestamp;
 use crate::policy::{Conditions, Hysteresis, Overrides, decide};
-use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, window_end};
+use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, upload_window};
 
 /// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
 const CATALOG_RETRY: Duration = Duration::from_secs(1);
@@ -161,7 +161,7 @@ async fn serve_config(
     let first = conditions::read(&config.policy.probe).await;
     scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
     scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
-    scheduler.set_window_end(window_end(&config.policy.rules.windows, first.minute_of_day, Timestamp::now()));
+    scheduler.set_window(upload_window(&config.policy.rules.windows, Timestamp::now()));
     let conditions = tokio::spawn(watch_conditions(config.policy.clone(), first, overridden, commands.clone()));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
@@ -188,7 +188,7 @@ async fn watch_conditions(
     let mut sent = decide(&first, &policy.rules, Overrides::default());
     let mut state = Hysteresis::new(sent.clone());
     let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
-    let mut window = window_end(&policy.rules.windows, first.minute_of_day, Timestamp::now());
+    let mut window = upload_window(&policy.rules.windows, Timestamp::now());
     // Announced changes (system bus signals, Darwin notifications) wake the loop at once; polling covers the rest.
     let mut changes = conditions::changes().await;
     loop {
@@ -209,9 +209,9 @@ async fn watch_conditions(
                 let now = conditions::read(&policy.probe).await;
                 sent = decide(&now, &policy.rules, *overrides.borrow());
                 state = Hysteresis::new(sent.clone());
-                window = window_end(&policy.rules.windows, now.minute_of_day, Timestamp::now())
+                window = upload_window(&policy.rules.windows, Timestamp::now())
                     .filter(|_| !overrides.borrow().ignore_power_and_window);
-                if commands.send(Command::WindowEnds(window)).await.is_err() {
+                if commands.send(Command::Window(window)).await.is_err() {
                     return;
                 }
                 continue;
@@ -226,11 +226,11 @@ async fn watch_conditions(
             }
         }
         // Overrides that ignore the window leave no window to fit in.
-        let ends = window_end(&policy.rules.windows, conditions.minute_of_day, Timestamp::now())
+        let now_window = upload_window(&policy.rules.windows, Timestamp::now())
             .filter(|_| !overrides.borrow().ignore_power_and_window);
-        if ends != window {
-            window = ends;
-            if commands.send(Command::WindowEnds(window)).await.is_err() {
+        if now_window != window {
+            window = now_window;
+            if commands.send(Command::Window(window)).await.is_err() {
                 return;
             }
         }

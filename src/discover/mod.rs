@@ -30,7 +30,7 @@ use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
 use crate::media::group::{self, Folders};
 use crate::media::{self, Inspection, sidecar};
-use crate::model::{AssetInfo, Timestamp};
+use crate::model::{AssetInfo, GroupName, Timestamp};
 
 /// A file or folder that could not be read during a scan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,8 +218,14 @@ pub fn scan_source(
 }
 
 /// Records one file of `source` (found by the watcher) if it is a photo or
-/// video that changed, and queues its jobs.
-pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> Result<ScanReport, CatalogError> {
+/// video that changed, and queues its jobs; `folders` keeps the listings
+/// that find its group.
+pub fn scan_file(
+    catalog: &mut Catalog,
+    source: &SourceConfig,
+    path: &Path,
+    folders: &mut Folders,
+) -> Result<ScanReport, CatalogError> {
     let mut report = ScanReport::default();
     if candidate(source, path).is_none() {
         return Ok(report);
@@ -235,7 +241,7 @@ pub fn scan_file(catalog: &mut Catalog, source: &SourceConfig, path: &Path) -> R
         }
     };
     let mut writer = catalog.scan_writer(root_text).live();
-    visit(&mut writer, source, path, &metadata, None, &mut Folders::default(), &mut report)?;
+    visit(&mut writer, source, path, &metadata, None, folders, &mut report)?;
     report.add(writer.finish(Timestamp::now())?);
     Ok(report)
 }
@@ -317,14 +323,8 @@ fn visit(
             return Ok(0);
         }
         // Recorded before capture times were kept: read its headers, not all of it.
-        return match media::describe(path, jiff::Timestamp::now()) {
-            Ok(Some((kind, embedded))) => {
-                let now = jiff::Timestamp::now();
-                let content_id = embedded.content_id.clone();
-                let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
-                let info = grouped(source, path, info, content_id.as_deref(), folders, now);
-                Ok(report.add(writer.describe(unchanged.asset, info, Timestamp::now())?))
-            }
+        return match describe(source, path, stat.mtime_ns, folders) {
+            Ok(Some(info)) => Ok(report.add(writer.describe(unchanged.asset, info, Timestamp::now())?)),
             // Its content changed under an unchanged stat: the next read of it finds out.
             Ok(None) => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
@@ -431,7 +431,7 @@ fn read_sidecar(
     kind: sidecar::SidecarKind,
     folders: &mut Folders,
 ) -> io::Result<Read> {
-    let Some(partner) = sidecar::partner(path, kind).filter(|p| candidate(source, p).is_some()) else {
+    let Some(partner) = sidecar::partner(path, kind, folders).filter(|p| candidate(source, p).is_some()) else {
         tracing::debug!(path = %path.display(), "skipped: a sidecar with no photo beside it");
         return Ok(Read::Orphan);
     };
@@ -452,6 +452,9 @@ fn read_sidecar(
             // It joins its photo's group, or the photo's own.
             let info = grouped(source, &partner, info, content_id.as_deref(), folders, now);
             let group = info.group.clone().or_else(|| group::join(&partner, relative_bytes(source, &partner)?));
+            // `IMG_1.CR2.xmp` keeps its `.CR2` after the group's stem, so two
+            // sidecars of one group do not render alike.
+            let group = group.map(|g| GroupName { stem: g.stem + &group::inner_suffix(path, &partner), ..g });
             Ok(Read::Media { hash, size, info: AssetInfo { group, ..info } })
         }
         // Its partner is gone, or is no photo after all.
@@ -459,6 +462,23 @@ fn read_sidecar(
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::Orphan),
         Err(e) => Err(e),
     }
+}
+
+/// What the photo or video at `path` (of `source`, modified at `mtime_ns`)
+/// is, from its headers alone, as a member of its group where it is one:
+/// for versions recorded before capture times were kept. `None` if it is
+/// not a photo or video now.
+pub fn describe(
+    source: &SourceConfig,
+    path: &Path,
+    mtime_ns: i64,
+    folders: &mut Folders,
+) -> io::Result<Option<AssetInfo>> {
+    let now = jiff::Timestamp::now();
+    let Some((kind, embedded)) = media::describe(path, now)? else { return Ok(None) };
+    let content_id = embedded.content_id.clone();
+    let info = media::capture::resolve(kind, embedded, path, mtime_ns, now);
+    Ok(Some(grouped(source, path, info, content_id.as_deref(), folders, now)))
 }
 
 /// `info` of the photo or video at `path`, as a member of its group when a

@@ -31,6 +31,7 @@ use super::source::{Availability, availability};
 use super::{ScanReport, Skipped, candidate, scan_file, scan_source, stat_of};
 use crate::catalog::{Catalog, CatalogError, FileStat};
 use crate::config::SourceConfig;
+use crate::media::group::Folders;
 use crate::model::Timestamp;
 
 /// Discovery timing.
@@ -117,6 +118,7 @@ impl Discovery {
         let worker = Worker {
             catalog,
             scanned: vec![false; sources.len()],
+            folders: Folders::default(),
             sources,
             settings,
             found,
@@ -189,6 +191,9 @@ struct Worker {
     next_root_check: Instant,
     watcher: Option<notify::RecommendedWatcher>,
     stop: Arc<AtomicBool>,
+    /// Folder listings that find each file's group (kept while the folders
+    /// are unchanged).
+    folders: Folders,
     /// Per source: a scan of it has completed, so what is found there from
     /// now on appeared while the daemon ran, and goes before the backlog.
     scanned: Vec<bool>,
@@ -366,7 +371,7 @@ impl Worker {
                 continue;
             }
             let Some(index) = self.source_of(&path) else { continue };
-            let report = scan_file(&mut self.catalog, &self.sources[index], &path)?;
+            let report = scan_file(&mut self.catalog, &self.sources[index], &path, &mut self.folders)?;
             for error in &report.errors {
                 tracing::warn!(path = %error.path, "{}", error.reason);
             }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{is_media_extension, sidecar};
 use crate::model::GroupName;
@@ -58,11 +59,24 @@ fn strip_suffix_ignore_case<'s>(text: &'s str, suffix: &str) -> Option<&'s str> 
     (text.is_char_boundary(split) && text[split..].eq_ignore_ascii_case(suffix)).then(|| &text[..split])
 }
 
-/// The photos and videos of the folder last looked at, by base stem: one
-/// listing serves every file of a folder a scan reads.
+/// How many folders' listings are kept: a walk that comes back to a folder
+/// after its subfolders finds it still listed.
+const KEPT: usize = 8;
+
+/// The photos and videos of the folders last looked at, by base stem: one
+/// listing serves every file of a folder, until the folder changes.
 #[derive(Debug, Default)]
 pub struct Folders {
-    dir: Option<PathBuf>,
+    /// Most recently used first.
+    listings: Vec<Listing>,
+}
+
+#[derive(Debug)]
+struct Listing {
+    dir: PathBuf,
+    /// The folder's modification time when listed: a file added or removed
+    /// since changes it, and the folder is listed again.
+    modified: Option<SystemTime>,
     by_stem: HashMap<String, Vec<String>>,
 }
 
@@ -74,8 +88,9 @@ impl Folders {
         let dir = path.parent()?;
         let name = path.file_name()?.to_str()?;
         let stem = base_stem(name)?;
-        self.list(dir);
-        let key = self.by_stem.get(&stem)?.iter().min_by_key(|n| (rank(n), n.as_str()))?;
+        let names = self.listing(dir).by_stem.get(&stem)?;
+        // The file itself competes, listed or not.
+        let key = names.iter().map(String::as_str).chain([name]).min_by_key(|n| (rank(n), *n))?;
         (key != name).then(|| dir.join(key))
     }
 
@@ -86,26 +101,66 @@ impl Folders {
             return Vec::new();
         };
         let Some(stem) = base_stem(name) else { return Vec::new() };
-        self.list(dir);
-        let mut names: Vec<&String> = self.by_stem.get(&stem).into_iter().flatten().filter(|n| *n != name).collect();
+        let mut names: Vec<&String> =
+            self.listing(dir).by_stem.get(&stem).into_iter().flatten().filter(|n| *n != name).collect();
         names.sort();
         names.into_iter().map(|n| dir.join(n)).collect()
     }
 
-    fn list(&mut self, dir: &Path) {
-        if self.dir.as_deref() == Some(dir) {
-            return;
+    /// The photo or video in `dir` whose stem is one of `stems` (ignoring
+    /// case), the group key first: a raw, else a photo, else a video.
+    pub fn with_stem(&mut self, dir: &Path, stems: &[&str]) -> Option<PathBuf> {
+        let listing = self.listing(dir);
+        let names = stems.iter().filter_map(|s| listing.by_stem.get(&s.to_lowercase())).flatten();
+        // A video's `_HEVC` name counts only by its own stem.
+        let exact = names.filter(|n| {
+            Path::new(n.as_str())
+                .file_stem()
+                .and_then(OsStr::to_str)
+                .is_some_and(|s| stems.iter().any(|stem| stem.eq_ignore_ascii_case(s)))
+        });
+        exact.min_by_key(|n| (rank(n), n.as_str())).map(|n| dir.join(n))
+    }
+
+    fn listing(&mut self, dir: &Path) -> &Listing {
+        let modified = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+        if let Some(found) = self.listings.iter().position(|l| l.dir == dir && l.modified == modified) {
+            let listing = self.listings.remove(found);
+            self.listings.insert(0, listing);
+        } else {
+            self.listings.retain(|l| l.dir != dir);
+            self.listings.insert(0, Listing { dir: dir.to_owned(), modified, by_stem: list(dir) });
+            self.listings.truncate(KEPT);
         }
-        self.by_stem.clear();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            let path = Path::new(&name);
-            let media = path.extension().is_some_and(is_media_extension) && sidecar::kind_of(path).is_none();
-            if let Some(stem) = base_stem(&name).filter(|_| media && !name.starts_with('.')) {
-                self.by_stem.entry(stem).or_default().push(name);
-            }
+        &self.listings[0]
+    }
+}
+
+/// The photos and videos of `dir` by base stem.
+fn list(dir: &Path) -> HashMap<String, Vec<String>> {
+    let mut by_stem: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let path = Path::new(&name);
+        let media = path.extension().is_some_and(is_media_extension) && sidecar::kind_of(path).is_none();
+        if let Some(stem) = base_stem(&name).filter(|_| media && !name.starts_with('.')) {
+            by_stem.entry(stem).or_default().push(name);
         }
-        self.dir = Some(dir.to_owned());
+    }
+    by_stem
+}
+
+/// What a sidecar's stem holds after its photo's stem: `.CR2` for
+/// `IMG_1.CR2.xmp` beside `IMG_1.CR2`, nothing for `IMG_1.xmp`.
+pub fn inner_suffix(sidecar: &Path, photo: &Path) -> String {
+    let (Some(own), Some(photo)) =
+        (sidecar.file_stem().and_then(OsStr::to_str), photo.file_stem().and_then(OsStr::to_str))
+    else {
+        return String::new();
+    };
+    match own.get(..photo.len()) {
+        Some(head) if head.eq_ignore_ascii_case(photo) => own[photo.len()..].to_owned(),
+        _ => String::new(),
     }
 }
 
@@ -137,5 +192,16 @@ mod tests {
         assert_eq!(key("DSC_2.NEF"), None);
         assert_eq!(key("VID_3.MP4"), None, "alone");
         assert_eq!(key("IMG_4.jpg"), None);
+        assert_eq!(key("DSC_2.jpeg").as_deref(), Some("DSC_2.NEF"), "a file not yet listed is ranked too");
+        assert_eq!(key("IMG_0001.DNG"), None, "a raw not yet listed is its own key");
+    }
+
+    #[test]
+    fn sidecars_keep_what_follows_their_photos_stem() {
+        let suffix = |sidecar: &str, photo: &str| inner_suffix(Path::new(sidecar), Path::new(photo));
+        assert_eq!(suffix("IMG_1.CR2.xmp", "IMG_1.CR2"), ".CR2");
+        assert_eq!(suffix("img_1.xmp", "IMG_1.CR2"), "");
+        assert_eq!(suffix("IMG_1.HEIC.supplemental-metad.json", "IMG_1.HEIC"), ".HEIC.supplemental-metad");
+        assert_eq!(suffix("IMG_O1234.AAE", "IMG_1234.HEIC"), "");
     }
 }

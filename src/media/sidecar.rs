@@ -9,9 +9,9 @@
 //!
 //! (A camera's `.THM` thumbnail is a JPEG: it is backed up as a photo.)
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use super::group::Folders;
 use super::is_media_extension;
 
 /// What a sidecar holds, by its extension.
@@ -54,9 +54,10 @@ pub fn sniff(kind: SidecarKind, head: &[u8]) -> bool {
 /// The photo or video beside `path` that the sidecar describes, found by
 /// name: for `NAME.EXT.xmp` and the Takeout names, `NAME.EXT` itself; for
 /// `NAME.xmp` and `NAME.AAE`, a photo or video named `NAME.*` in the same
-/// folder (photos before videos, then by name; `IMG_O1234.AAE` also looks
-/// for `IMG_1234.*`). Reads the folder only when the name alone does not say.
-pub fn partner(path: &Path, kind: SidecarKind) -> Option<PathBuf> {
+/// folder (the one a group would take as its key: a raw, else a photo,
+/// else a video; `IMG_O1234.AAE` also looks for `IMG_1234.*`), from the
+/// folder listings `folders` keeps.
+pub fn partner(path: &Path, kind: SidecarKind, folders: &mut Folders) -> Option<PathBuf> {
     let dir = path.parent()?;
     let name = path.file_name()?.to_str()?;
     let stem = &name[..name.rfind('.')?];
@@ -67,13 +68,13 @@ pub fn partner(path: &Path, kind: SidecarKind) -> Option<PathBuf> {
     };
     match kind {
         SidecarKind::TakeoutJson => named(takeout_media_name(stem)?),
-        SidecarKind::Xmp => named(stem).or_else(|| by_stem(dir, &[stem])),
+        SidecarKind::Xmp => named(stem).or_else(|| folders.with_stem(dir, &[stem])),
         SidecarKind::Aae => {
             let original = stem.strip_prefix("IMG_O").filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
             let unedited = original.map(|digits| format!("IMG_{digits}"));
             let edited = original.map(|digits| format!("IMG_E{digits}"));
             let stems: Vec<&str> = std::iter::once(stem).chain(unedited.as_deref()).chain(edited.as_deref()).collect();
-            by_stem(dir, &stems)
+            folders.with_stem(dir, &stems)
         }
     }
 }
@@ -87,30 +88,6 @@ fn takeout_media_name(stem: &str) -> Option<&str> {
         return Some(before);
     }
     Some(stem)
-}
-
-/// The first photo (else video) in `dir` whose stem is one of `stems`,
-/// ignoring case, by name.
-fn by_stem(dir: &Path, stems: &[&str]) -> Option<PathBuf> {
-    let mut found: Vec<(bool, PathBuf)> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let path = entry.path();
-            let stem = path.file_stem()?.to_str()?;
-            let ext = path.extension()?;
-            let matches = stems.iter().any(|s| s.eq_ignore_ascii_case(stem));
-            let video = is_video_extension(ext);
-            (matches && is_media_extension(ext) && kind_of(&path).is_none() && path.is_file()).then_some((video, path))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().next().map(|(_, path)| path)
-}
-
-fn is_video_extension(ext: &OsStr) -> bool {
-    const VIDEO: &[&str] = &["mov", "mp4", "m4v", "3gp", "avi", "mts", "m2ts", "mkv", "webm", "qt"];
-    ext.to_str().is_some_and(|e| VIDEO.iter().any(|v| v.eq_ignore_ascii_case(e)))
 }
 
 #[cfg(test)]
@@ -136,13 +113,14 @@ mod tests {
         for name in ["IMG_1.CR2", "IMG_1.JPG", "IMG_2.MOV", "IMG_2.HEIC", "IMG_1234.HEIC", "notes.txt", "DSC_9.jpg"] {
             std::fs::write(dir.path().join(name), b"x").expect("write");
         }
-        let partner_of = |name: &str| {
+        let mut folders = Folders::default();
+        let mut partner_of = |name: &str| {
             let path = dir.path().join(name);
-            partner(&path, kind_of(&path).expect("a sidecar name"))
+            partner(&path, kind_of(&path).expect("a sidecar name"), &mut folders)
                 .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         };
         assert_eq!(partner_of("IMG_1.CR2.xmp").as_deref(), Some("IMG_1.CR2"));
-        assert_eq!(partner_of("IMG_1.xmp").as_deref(), Some("IMG_1.CR2"), "photos by name: CR2 before JPG");
+        assert_eq!(partner_of("IMG_1.xmp").as_deref(), Some("IMG_1.CR2"), "the raw before its JPEG");
         assert_eq!(partner_of("IMG_2.xmp").as_deref(), Some("IMG_2.HEIC"), "the still before the video");
         assert_eq!(partner_of("img_2.aae").as_deref(), Some("IMG_2.HEIC"), "case does not matter");
         assert_eq!(partner_of("IMG_O1234.AAE").as_deref(), Some("IMG_1234.HEIC"));

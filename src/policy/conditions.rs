@@ -83,6 +83,20 @@ pub fn window_left(windows: &[Window], minute: u16) -> Option<u16> {
     Some((0..MINUTES_PER_DAY).find(|&step| !inside(minute + step)).unwrap_or(MINUTES_PER_DAY))
 }
 
+/// Whole minutes the allowed window around `minute` has been open (0
+/// outside the windows; `None` when there are none).
+pub fn window_open_for(windows: &[Window], minute: u16) -> Option<u16> {
+    if windows.is_empty() {
+        return None;
+    }
+    let inside = |m: u16| windows.iter().any(|w| w.contains(m % MINUTES_PER_DAY));
+    if !inside(minute) {
+        return Some(0);
+    }
+    let back = |step: u16| (minute + MINUTES_PER_DAY - step) % MINUTES_PER_DAY;
+    Some((1..MINUTES_PER_DAY).find(|&step| !inside(back(step))).map_or(MINUTES_PER_DAY, |step| step - 1))
+}
+
 /// Minutes in a day.
 const MINUTES_PER_DAY: u16 = 24 * 60;
 
@@ -377,6 +391,8 @@ mod tests {
         assert_eq!(window_left(&windows(&["22:00-07:00"]), clock("12:00")), Some(0));
         assert_eq!(window_left(&windows(&["01:00-02:00", "02:00-02:30"]), clock("01:50")), Some(40));
         assert_eq!(window_left(&windows(&["00:00-00:00"]), clock("05:00")), Some(0), "an empty window");
+        assert_eq!(window_open_for(&windows(&["22:00-07:00"]), clock("01:00")), Some(180));
+        assert_eq!(window_open_for(&windows(&["22:00-07:00"]), clock("12:00")), Some(0));
     }
 
     #[test]

@@ -14,5 +14,5 @@ pub use backoff::{Backoff, RetryDecision, decide_retry};
 pub use bandwidth::{Timetable, parse_size};
 pub use conditions::{
     Conditions, Decision, HoldReason, Hysteresis, Network, Overrides, Policy, Power, Rule, Window, decide, parse_clock,
-    window_left,
+    window_left, window_open_for,
 };

@@ -42,8 +42,8 @@ pub enum Command {
     Conditions(Decision),
     /// The bandwidth timetable crossed a boundary (bytes per second, `None`: unlimited).
     Bandwidth(Option<u64>),
-    /// When the allowed upload window ends now (`None`: no window).
-    WindowEnds(Option<Timestamp>),
+    /// The allowed upload window uploads are in now (`None`: no windows).
+    Window(Option<super::UploadWindow>),
     /// Queue these acknowledged jobs again: `photosync verify` found their
     /// objects missing or changed.
     Repair {
@@ -100,7 +100,7 @@ impl Scheduler<'_> {
             },
             Command::Conditions(decision) => self.apply_conditions(decision),
             Command::Bandwidth(rate) => self.set_bandwidth(rate),
-            Command::WindowEnds(end) => self.set_window_end(end),
+            Command::Window(window) => self.set_window(window),
             Command::WaitIdle(reply) => {
                 // Whatever discovery recorded before the request is part of the wait.
                 self.load_new()?;

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Aside, Breaker, Flight, Scheduler};
 use crate::catalog::{CatalogError, FileStat, PendingJob};
+use crate::config::SourceConfig;
 use crate::destination::{DestinationError, Moved, ProgressFn, Retry, UploadRequest, Uploaded};
 use crate::discover::source::{Availability, availability};
 use crate::discover::stat_of;
-use crate::media;
 use crate::model::{Job, JobId, Timestamp, WaitingOn};
 
 /// Why a file that is not where its job expects it was cancelled.
@@ -59,8 +59,8 @@ impl Scheduler<'_> {
 
         let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
         let needs_info = target.layout.needs_info() && pending.info.is_none();
-        if needs_info {
-            self.describe(&mut pending, &path)?;
+        if needs_info && let Some(source) = target.sources.get(&pending.source).cloned() {
+            self.describe(&mut pending, &source, &path)?;
         }
         let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
         let key = target.key_for(&pending);
@@ -118,11 +118,14 @@ impl Scheduler<'_> {
     /// Reads what the asset of `pending` is and when it was taken, for a
     /// version recorded before capture times were kept, and records it.
     /// A file that cannot be read now keeps none (its upload reports why).
-    fn describe(&mut self, pending: &mut PendingJob, path: &std::path::Path) -> Result<(), CatalogError> {
-        let now = jiff::Timestamp::now();
-        match media::describe(path, now) {
-            Ok(Some((kind, embedded))) => {
-                let info = media::capture::resolve(kind, embedded, path, pending.stat.mtime_ns, now);
+    fn describe(
+        &mut self,
+        pending: &mut PendingJob,
+        source: &SourceConfig,
+        path: &std::path::Path,
+    ) -> Result<(), CatalogError> {
+        match crate::discover::describe(source, path, pending.stat.mtime_ns, &mut self.folders) {
+            Ok(Some(info)) => {
                 self.catalog.record_info(pending.job.asset_id, &info)?;
                 // What the catalog holds is what every later attempt renders
                 // (a scan may have described it first).

@@ -31,7 +31,7 @@ mod window;
 
 pub use commands::Command;
 pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadStatus};
-pub use window::window_end;
+pub use window::{UploadWindow, upload_window};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, PendingJob};
-use crate::config::{Config, Order, RetryConfig};
+use crate::config::{Config, Order, RetryConfig, SourceConfig};
 use crate::destination::{self, Destination, DestinationError, Retry, Throttle, Uploaded};
 use crate::layout::Layout;
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
@@ -81,8 +81,9 @@ pub struct Target {
     pub destination: Arc<dyn Destination>,
     /// Where each photo goes in it.
     pub layout: Layout,
-    /// The configured sources' names by folder, for a layout's `{source}`.
-    pub source_names: Arc<HashMap<PathBuf, String>>,
+    /// The configured sources by folder: their names for a layout's
+    /// `{source}`, their rules for describing files.
+    pub sources: Arc<HashMap<PathBuf, SourceConfig>>,
 }
 
 /// Records the configured destinations in the catalog and opens each one
@@ -92,8 +93,8 @@ pub fn open_targets(catalog: &mut Catalog, config: &Config) -> Result<Vec<Target
     let runtime_dir = crate::runtime::runtime_dir(config.runtime_dir.as_deref(), &config.state_dir);
     let ids = catalog.sync_destinations(destinations)?;
     let sessions: Arc<dyn destination::SessionStore> = Arc::new(catalog.session_log()?);
-    let source_names: Arc<HashMap<PathBuf, String>> =
-        Arc::new(config.sources.iter().map(|s| (s.path.clone(), s.name.clone())).collect());
+    let sources: Arc<HashMap<PathBuf, SourceConfig>> =
+        Arc::new(config.sources.iter().map(|s| (s.path.clone(), s.clone())).collect());
     Ok(destinations
         .iter()
         .zip(ids)
@@ -102,7 +103,7 @@ pub fn open_targets(catalog: &mut Catalog, config: &Config) -> Result<Vec<Target
             name: d.name.clone(),
             destination: d.kind.open(&sessions, &runtime_dir),
             layout: d.layout.clone(),
-            source_names: Arc::clone(&source_names),
+            sources: Arc::clone(&sources),
         })
         .collect())
 }
@@ -160,14 +161,14 @@ pub async fn drain(
     settings: Settings,
     observer: Arc<dyn RunObserver>,
     discovery: Option<mpsc::Receiver<()>>,
-    (hold, bandwidth, window): (Option<HoldReason>, Option<u64>, Option<Timestamp>),
+    (hold, bandwidth, window): (Option<HoldReason>, Option<u64>, Option<UploadWindow>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { mode: Mode::OneShot, ..settings };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
     scheduler.apply_conditions(hold.map_or(Decision::Run, Decision::HoldOff));
     scheduler.set_bandwidth(bandwidth);
-    scheduler.set_window_end(window);
+    scheduler.set_window(window);
     scheduler.run(discovery, None, shutdown).await?;
     Ok(scheduler.into_report())
 }
@@ -258,10 +259,13 @@ pub struct Scheduler<'c> {
     policy_hold: Option<HoldReason>,
     /// The upload rate limit shared by every upload.
     throttle: Arc<Throttle>,
-    /// When the allowed upload window ends, if one does.
-    window_end: Option<Timestamp>,
+    /// The allowed upload window uploads are in, if there are windows.
+    window: Option<UploadWindow>,
     /// The rate this run's uploads reached.
     throughput: window::Throughput,
+    /// Folder listings for describing files recorded before capture times
+    /// were kept.
+    folders: crate::media::group::Folders,
     next_retry: Option<Timestamp>,
     idle_waiters: Vec<oneshot::Sender<DrainReport>>,
     recent_errors: VecDeque<RecentError>,
@@ -299,8 +303,9 @@ impl<'c> Scheduler<'c> {
             paused: None,
             policy_hold: None,
             throttle: Arc::default(),
-            window_end: None,
+            window: None,
             throughput: window::Throughput::default(),
+            folders: crate::media::group::Folders::default(),
             next_retry: None,
             idle_waiters: Vec::new(),
             recent_errors: VecDeque::new(),
@@ -344,7 +349,10 @@ impl<'c> Scheduler<'c> {
     }
 
     /// Sets the shared upload rate limit (bytes per second; `None`: unlimited).
-    pub fn set_bandwidth(&self, rate: Option<u64>) {
+    pub fn set_bandwidth(&mut self, rate: Option<u64>) {
+        if self.throttle.rate() != rate {
+            self.throughput.reset();
+        }
         self.throttle.set_rate(rate);
     }
 

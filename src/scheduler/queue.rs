@@ -14,8 +14,8 @@ impl Target {
     /// The key `pending` has in this destination's layout.
     pub fn key_for(&self, pending: &PendingJob) -> RemoteKey {
         let folder_name;
-        let source = if let Some(name) = self.source_names.get(&pending.source) {
-            name.as_str()
+        let source = if let Some(source) = self.sources.get(&pending.source) {
+            source.name.as_str()
         } else {
             // A source no longer configured: its folder's name.
             folder_name = pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
