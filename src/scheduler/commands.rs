@@ -131,3 +131,50 @@ impl Scheduler<'_> {
         }
     }
 }
+
+/// What the daemon sets on the scheduler from outside the loop: the
+/// conditions policy's verdict, the user's pause, the bandwidth limit.
+impl Scheduler<'_> {
+    /// Applies the conditions policy's verdict: a hold stops running uploads
+    /// at their next chunk (they return to the queue uncharged) and starts
+    /// nothing new; `Run` lifts it.
+    pub fn apply_conditions(&mut self, decision: Decision) {
+        match decision {
+            Decision::HoldOff(reason) => {
+                tracing::info!("holding uploads: {reason}");
+                for flight in self.flights.values() {
+                    flight.cancel.cancel();
+                }
+                self.policy_hold = Some(reason);
+            }
+            Decision::Run => {
+                if self.policy_hold.take().is_some() {
+                    tracing::info!("conditions allow uploads again");
+                }
+            }
+        }
+    }
+
+    /// The user's pause in force, if any.
+    pub fn pause(&self) -> Option<Pause> {
+        self.paused.map(|(pause, _)| pause)
+    }
+
+    /// Puts a pause back in force (after a reload); one whose time has
+    /// passed is over.
+    pub fn restore_pause(&mut self, pause: Option<Pause>) {
+        let now = Timestamp::now();
+        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now)).map(|pause| {
+            let deadline = pause.until.map(|at| Instant::now() + now.until(at));
+            (pause, deadline)
+        });
+    }
+
+    /// Sets the shared upload rate limit (bytes per second; `None`: unlimited).
+    pub fn set_bandwidth(&mut self, rate: Option<u64>) {
+        if self.throttle.rate() != rate {
+            self.throughput.reset();
+        }
+        self.throttle.set_rate(rate);
+    }
+}
