@@ -40,20 +40,22 @@ pub const CHANGE_KEYS: [&str; 3] = [
 
 /// Power from `pmset -g batt` output, e.g.
 /// `Now drawing from 'Battery Power'` / ` -InternalBattery-0 (id=…)\t41%; discharging; …`.
+/// `'UPS Power'` means the mains are out and a UPS's battery runs the
+/// machine (its charge on the UPS's line).
 pub fn parse_pmset(output: &str) -> Power {
-    if output.contains("'AC Power'") || output.contains("'UPS Power'") {
+    if output.contains("'AC Power'") {
         return Power::External;
     }
-    if !output.contains("'Battery Power'") {
+    let ups = output.contains("'UPS Power'");
+    if !ups && !output.contains("'Battery Power'") {
         return Power::Unknown;
     }
-    let percent = output
-        .lines()
-        .find(|l| l.contains("InternalBattery"))
-        .and_then(|l| l.split('\t').nth(1))
-        .and_then(|rest| rest.split('%').next())
-        .and_then(|p| p.trim().parse::<u8>().ok());
-    Power::Battery { percent }
+    let percent = |line: &str| line.split('\t').nth(1)?.split('%').next()?.trim().parse::<u8>().ok();
+    if ups {
+        let percent = output.lines().skip(1).find(|l| !l.contains("InternalBattery")).and_then(percent);
+        return Power::UpsBattery { percent };
+    }
+    Power::Battery { percent: output.lines().find(|l| l.contains("InternalBattery")).and_then(percent) }
 }
 
 /// The interface of the default route in `route -n get default` output
@@ -224,6 +226,15 @@ mod tests {
         assert_eq!(parse_pmset(battery), Power::Battery { percent: Some(41) });
         assert_eq!(parse_pmset(ac), Power::External);
         assert_eq!(parse_pmset(""), Power::Unknown);
+    }
+
+    /// Regression: a UPS running on its own battery during a power cut was
+    /// read as mains power, and uploads went on draining it.
+    #[test]
+    fn ups_power_is_a_battery() {
+        let ups =
+            "Now drawing from 'UPS Power'\n -CP1500PFCLCD (id=1234)\t87%; discharging; 0:25 remaining present: true\n";
+        assert_eq!(parse_pmset(ups), Power::UpsBattery { percent: Some(87) });
     }
 
     const ROUTE: &str = "   route to: default\ndestination: default\n       mask: default\n    gateway: 172.20.10.1\n  interface: en0\n      flags: <UP,GATEWAY,DONE,STATIC,PRCLONING,GLOBAL>\n recvpipe  sendpipe  ssthresh  rtt,msec    rttvar  hopcount      mtu     expire\n       0         0         0         0         0         0      1500         0\n";

@@ -18,6 +18,12 @@ pub enum Power {
         /// Charge in percent.
         percent: Option<u8>,
     },
+    /// Mains power is out and a UPS runs the machine on its own battery
+    /// (macOS reports it as drawing from `'UPS Power'`).
+    UpsBattery {
+        /// The UPS's charge in percent, when known.
+        percent: Option<u8>,
+    },
     /// The probe could not tell.
     Unknown,
 }
@@ -168,6 +174,8 @@ pub enum HoldReason {
     OnBattery {
         /// Charge, when known.
         percent: Option<u8>,
+        /// The battery is a UPS's: mains power is out.
+        ups: bool,
     },
     /// On battery below the minimum charge.
     LowBattery {
@@ -202,8 +210,10 @@ impl HoldReason {
 impl fmt::Display for HoldReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OnBattery { percent: Some(p) } => write!(f, "on battery ({p}%)"),
-            Self::OnBattery { percent: None } => write!(f, "on battery"),
+            Self::OnBattery { percent: Some(p), ups: false } => write!(f, "on battery ({p}%)"),
+            Self::OnBattery { percent: None, ups: false } => write!(f, "on battery"),
+            Self::OnBattery { percent: Some(p), ups: true } => write!(f, "on UPS battery ({p}%)"),
+            Self::OnBattery { percent: None, ups: true } => write!(f, "on UPS battery"),
             Self::LowBattery { percent, min } => write!(f, "on battery {percent}% < {min}%"),
             Self::Metered { source } => write!(f, "metered connection ({source})"),
             Self::OutsideWindow { windows } => {
@@ -225,11 +235,16 @@ pub enum Decision {
 
 /// Combines every condition with AND: the first that holds decides.
 pub fn decide(conditions: &Conditions, policy: &Policy, overrides: Overrides) -> Decision {
+    let battery = match conditions.power {
+        Power::Battery { percent } => Some((percent, false)),
+        Power::UpsBattery { percent } => Some((percent, true)),
+        Power::External | Power::Unknown => None,
+    };
     if !overrides.ignore_power_and_window
-        && let Power::Battery { percent } = conditions.power
+        && let Some((percent, ups)) = battery
     {
         if policy.on_battery == Rule::Hold {
-            return Decision::HoldOff(HoldReason::OnBattery { percent });
+            return Decision::HoldOff(HoldReason::OnBattery { percent, ups });
         }
         if let Some(p) = percent
             && p < policy.min_battery_percent
@@ -326,6 +341,20 @@ mod tests {
                 Some("on battery (41%)"),
             ),
             (
+                "a UPS on its battery",
+                conditions(Power::UpsBattery { percent: Some(87) }, Network::Unmetered, 0),
+                &hold,
+                none,
+                Some("on UPS battery (87%)"),
+            ),
+            (
+                "a UPS low",
+                conditions(Power::UpsBattery { percent: Some(20) }, Network::Unmetered, 0),
+                &allow_battery,
+                none,
+                Some("on battery 20% < 50%"),
+            ),
+            (
                 "battery allowed",
                 conditions(Power::Battery { percent: Some(80) }, Network::Unmetered, 0),
                 &allow_battery,
@@ -408,7 +437,7 @@ mod tests {
     #[test]
     fn hysteresis_delays_resuming_but_not_holding() {
         let h = Duration::from_secs(30);
-        let hold = Decision::HoldOff(HoldReason::OnBattery { percent: None });
+        let hold = Decision::HoldOff(HoldReason::OnBattery { percent: None, ups: false });
         let mut state = Hysteresis::new(Decision::Run);
         let s = Duration::from_secs;
         let steps = [
