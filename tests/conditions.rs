@@ -102,7 +102,8 @@ fn the_daemon_holds_on_battery_and_resumes_after_the_hysteresis() {
 }
 
 /// A private D-Bus bus standing in for the system bus, with python-dbusmock
-/// serving `UPower` and `NetworkManager` on it.
+/// serving `UPower`, `NetworkManager` and logind on it (logind's template
+/// hands out real inhibitor fds and lists them until they are closed).
 struct SystemBus {
     address: String,
     children: Vec<std::process::Child>,
@@ -135,7 +136,8 @@ impl SystemBus {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(daemon.stdout.take().expect("stdout")), &mut line)
             .expect("bus address");
         let mut bus = SystemBus { address: line.trim().to_owned(), children: vec![daemon] };
-        for (template, parameters) in [("upower", r#"{"OnBattery": true}"#), ("networkmanager", "{}")] {
+        for (template, parameters) in [("upower", r#"{"OnBattery": true}"#), ("networkmanager", "{}"), ("logind", "{}")]
+        {
             let mock = std::process::Command::new(PYTHON)
                 .args(["-m", "dbusmock", "--system", "--template", template, "-p", parameters])
                 .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
@@ -145,7 +147,9 @@ impl SystemBus {
                 .expect("dbusmock");
             bus.children.push(mock);
         }
-        wait_until(Duration::from_secs(20), "the mocks answer", || bus.call("nm.GetAll(NM, dbus_interface=PROPS)"));
+        wait_until(Duration::from_secs(20), "the mocks answer", || {
+            bus.call("nm.GetAll(NM, dbus_interface=PROPS)\nlogind.ListInhibitors(dbus_interface=LOGIN)")
+        });
         bus
     }
 
@@ -155,10 +159,35 @@ impl SystemBus {
             "import dbus\nbus = dbus.bus.BusConnection({:?})\nMOCK = 'org.freedesktop.DBus.Mock'\n\
              PROPS = 'org.freedesktop.DBus.Properties'\nNM = 'org.freedesktop.NetworkManager'\n\
              upower = bus.get_object('org.freedesktop.UPower', '/org/freedesktop/UPower')\n\
-             nm = bus.get_object(NM, '/org/freedesktop/NetworkManager')\n{statement}\n",
+             nm = bus.get_object(NM, '/org/freedesktop/NetworkManager')\n\
+             LOGIN = 'org.freedesktop.login1.Manager'\n\
+             logind = bus.get_object('org.freedesktop.login1', '/org/freedesktop/login1')\n{statement}\n",
             self.address
         );
         std::process::Command::new(PYTHON).args(["-c", &program]).output().is_ok_and(|o| o.status.success())
+    }
+
+    /// The sleep inhibitors logind holds, as `what/who/mode`.
+    fn inhibitors(&self) -> Vec<String> {
+        let program = format!(
+            "import dbus\nbus = dbus.bus.BusConnection({:?})\n\
+             logind = bus.get_object('org.freedesktop.login1', '/org/freedesktop/login1')\n\
+             for i in logind.ListInhibitors(dbus_interface='org.freedesktop.login1.Manager'):\n    \
+             print(f'{{i[0]}}/{{i[1]}}/{{i[3]}}')\n",
+            self.address
+        );
+        let out = std::process::Command::new(PYTHON).args(["-c", &program]).output().expect("python");
+        assert!(out.status.success(), "ListInhibitors: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+
+    /// Has logind announce a sleep (`true`) or a wake (`false`).
+    fn prepare_for_sleep(&self, starting: bool) {
+        let value = if starting { "True" } else { "False" };
+        let done = self.call(&format!(
+            "logind.EmitSignal(LOGIN, 'PrepareForSleep', 'b', [dbus.Boolean({value})], dbus_interface=MOCK)"
+        ));
+        assert!(done, "emit PrepareForSleep");
     }
 
     fn set_on_battery(&self, on_battery: bool) {
@@ -256,4 +285,42 @@ fn backup_now_through_a_daemon_lifts_the_battery_hold_for_that_backup() {
     daemon.wait_until(Duration::from_secs(30), "the new photo is found", || env.count_jobs("queued") == 1);
     let (code, summary) = backup_with(&env, &[]);
     assert_eq!(code, 75, "without --now the battery holds again: {summary}");
+}
+
+/// Around a sleep: a delay inhibitor is held only while an upload runs; when
+/// logind announces the sleep the upload stops at a chunk (queued again, no
+/// attempt charged) and the inhibitor is gone within half of logind's
+/// delay; after the wake the conditions are read again and, after the
+/// hysteresis, the upload carries on to the end. Idle, nothing is held.
+#[test]
+fn uploads_stop_before_the_system_sleeps_and_resume_after_it_wakes() {
+    let bus = SystemBus::start();
+    let env = Env::new();
+    env.write_config("settle = \"100ms\"");
+    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
+    env.use_system_bus(&bus.address);
+    bus.set_on_battery(false);
+    let _daemon = env.start_daemon();
+    wait_until(Duration::from_secs(30), "the daemon is up", || env.status()["state"] == "idle");
+    assert!(bus.inhibitors().is_empty(), "nothing is held while idle");
+    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 5);
+    wait_until(Duration::from_secs(30), "the upload is under way", || {
+        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
+    });
+    wait_until(Duration::from_secs(10), "a delay inhibitor is held", || bus.inhibitors() == ["sleep/photosync/delay"]);
+
+    let announced = std::time::Instant::now();
+    bus.prepare_for_sleep(true);
+    wait_until(Duration::from_secs(10), "the inhibitor is released", || bus.inhibitors().is_empty());
+    assert!(announced.elapsed() < Duration::from_millis(2500), "released after {:?}", announced.elapsed());
+    wait_until(Duration::from_secs(10), "the upload is queued again", || job_state(&env).0 == "queued");
+    assert_eq!(job_state(&env), ("queued".into(), "sleep".into(), 0), "no attempt charged");
+
+    let woke = std::time::Instant::now();
+    bus.prepare_for_sleep(false);
+    wait_until(Duration::from_secs(30), "the upload runs again", || job_state(&env).0 == "running");
+    assert!(woke.elapsed() >= Duration::from_millis(900), "resumed only after the hysteresis");
+    wait_until(Duration::from_mins(1), "the upload completes", || job_state(&env).0 == "acknowledged");
+    assert_eq!(job_state(&env).2, 0, "still no attempt charged");
+    wait_until(Duration::from_secs(10), "nothing is held once idle", || bus.inhibitors().is_empty());
 }

@@ -14,6 +14,7 @@
 
 pub mod dbus;
 pub mod macos;
+pub mod sleep;
 
 use std::fs;
 use std::path::{Path, PathBuf};

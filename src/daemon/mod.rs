@@ -26,13 +26,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::service::{Handles, Service};
 use crate::catalog::{Catalog, RunLock};
 use crate::conditions;
+use crate::conditions::sleep::SleepEvent;
 use crate::config::{Config, PolicyConfig};
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
 use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::Timestamp;
-use crate::policy::{Conditions, Hysteresis, Overrides, decide};
+use crate::policy::{Conditions, Decision, HoldReason, Hysteresis, Overrides, decide};
 use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, upload_window};
 
 /// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
@@ -162,9 +163,17 @@ async fn serve_config(
     scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
     scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
     scheduler.set_window(upload_window(&config.policy.rules.windows, Timestamp::now()));
-    let conditions = tokio::spawn(watch_conditions(config.policy.clone(), first, overridden, commands.clone()));
+    // Stop uploads cleanly before the system sleeps, and read the
+    // conditions again when it wakes.
+    let (uploading, uploading_seen) = watch::channel(false);
+    scheduler.report_uploading(uploading);
+    let (slept, sleep_events) = mpsc::channel(4);
+    let sleep_guard = tokio::spawn(conditions::sleep::guard(uploading_seen, slept));
+    let conditions =
+        tokio::spawn(watch_conditions(config.policy.clone(), first, overridden, Some(sleep_events), commands.clone()));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
+    sleep_guard.abort();
     *service.handles.write().await = None;
     *pause = scheduler.pause();
     drop(scheduler);
@@ -176,13 +185,18 @@ async fn serve_config(
 /// the policy's verdict changes (holds at once, resumes only after the
 /// hysteresis time of good conditions) or the bandwidth timetable crosses a
 /// boundary. The verdict takes the `overrides` of a running `backup --now`
-/// into account. `first` is the reading the scheduler started with.
+/// into account. `first` is the reading the scheduler started with. A
+/// coming sleep holds everything at once; after the wake the conditions are
+/// read again at once, and work resumes only once they have held good for
+/// the hysteresis time.
 async fn watch_conditions(
     policy: PolicyConfig,
     first: Conditions,
     mut overrides: watch::Receiver<Overrides>,
+    mut sleep_events: Option<mpsc::Receiver<SleepEvent>>,
     commands: mpsc::Sender<Command>,
 ) {
+    let mut asleep = false;
     let start = tokio::time::Instant::now();
     let hysteresis = policy.rules.hysteresis;
     let mut sent = decide(&first, &policy.rules, Overrides::default());
@@ -201,9 +215,26 @@ async fn watch_conditions(
                     changes = None;
                 }
             }
+            event = recv_sleep(&mut sleep_events) => match event {
+                Some(SleepEvent::Sleeping) => {
+                    asleep = true;
+                    sent = Decision::HoldOff(HoldReason::Sleeping);
+                    state = Hysteresis::new(sent.clone());
+                    if commands.send(Command::Conditions(sent.clone())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                // The hold stays until what is read now has held for the hysteresis.
+                Some(SleepEvent::Woke) => asleep = false,
+                None => sleep_events = None,
+            },
             still_open = overrides.changed() => {
                 if still_open.is_err() {
                     return;
+                }
+                if asleep {
+                    continue;
                 }
                 // Whoever set them told the scheduler; judge by them from now on.
                 let now = conditions::read(&policy.probe).await;
@@ -216,6 +247,9 @@ async fn watch_conditions(
                 }
                 continue;
             }
+        }
+        if asleep {
+            continue;
         }
         let conditions = conditions::read(&policy.probe).await;
         let limit = policy.bandwidth.limit_at(conditions.minute_of_day);
@@ -242,6 +276,13 @@ async fn watch_conditions(
             }
             sent = effective;
         }
+    }
+}
+
+async fn recv_sleep(events: &mut Option<mpsc::Receiver<SleepEvent>>) -> Option<SleepEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

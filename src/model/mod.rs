@@ -182,6 +182,9 @@ pub enum WaitingOn {
     Source,
     /// The file is missing from its source; it is uploaded when it returns.
     File,
+    /// The system is going to sleep, or has just woken and conditions are
+    /// being read again.
+    Sleep,
 }
 
 impl WaitingOn {
@@ -196,14 +199,25 @@ impl WaitingOn {
             Self::Slot => "slot",
             Self::Source => "source",
             Self::File => "file",
+            Self::Sleep => "sleep",
         }
     }
 
     /// Parses the catalog spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Nothing, Self::Power, Self::Network, Self::Window, Self::Paused, Self::Slot, Self::Source, Self::File]
-            .into_iter()
-            .find(|w| w.as_str() == s)
+        [
+            Self::Nothing,
+            Self::Power,
+            Self::Network,
+            Self::Window,
+            Self::Paused,
+            Self::Slot,
+            Self::Source,
+            Self::File,
+            Self::Sleep,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == s)
     }
 
     /// Why a queued job waits, in words (`None` when it waits for nothing).
@@ -217,6 +231,7 @@ impl WaitingOn {
             Self::Slot => "waiting for a free upload slot",
             Self::Source => "waiting for its source folder (not mounted?)",
             Self::File => "waiting for the file, which is missing from its source",
+            Self::Sleep => "waiting: the system sleeps, or has just woken",
         })
     }
 }

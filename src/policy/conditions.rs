@@ -170,6 +170,9 @@ pub struct Conditions {
 /// Why work is held back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldReason {
+    /// The system is going to sleep (or has just woken, until the
+    /// conditions have been read again and held good for the hysteresis).
+    Sleeping,
     /// On battery and the policy holds on battery.
     OnBattery {
         /// Charge, when known.
@@ -200,6 +203,7 @@ impl HoldReason {
     /// The condition a held job waits on.
     pub fn waiting_on(&self) -> WaitingOn {
         match self {
+            Self::Sleeping => WaitingOn::Sleep,
             Self::OnBattery { .. } | Self::LowBattery { .. } => WaitingOn::Power,
             Self::Metered { .. } => WaitingOn::Network,
             Self::OutsideWindow { .. } => WaitingOn::Window,
@@ -210,6 +214,7 @@ impl HoldReason {
 impl fmt::Display for HoldReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Sleeping => write!(f, "the system is going to sleep (or has just woken)"),
             Self::OnBattery { percent: Some(p), ups: false } => write!(f, "on battery ({p}%)"),
             Self::OnBattery { percent: None, ups: false } => write!(f, "on battery"),
             Self::OnBattery { percent: Some(p), ups: true } => write!(f, "on UPS battery ({p}%)"),

@@ -170,6 +170,11 @@ impl Scheduler<'_> {
         });
     }
 
+    /// Tells `uploading` from now on whether uploads are in flight.
+    pub fn report_uploading(&mut self, uploading: tokio::sync::watch::Sender<bool>) {
+        self.uploading = Some(uploading);
+    }
+
     /// Sets the shared upload rate limit (bytes per second; `None`: unlimited).
     pub fn set_bandwidth(&mut self, rate: Option<u64>) {
         if self.throttle.rate() != rate {

@@ -264,6 +264,9 @@ pub struct Scheduler<'c> {
     throttle: Arc<Throttle>,
     /// The allowed upload window uploads are in, if there are windows.
     window: Option<UploadWindow>,
+    /// Told whether uploads are in flight (the sleep guard holds its lock
+    /// only then).
+    uploading: Option<tokio::sync::watch::Sender<bool>>,
     /// The rate this run's uploads reached.
     throughput: window::Throughput,
     /// Folder listings for describing files recorded before capture times
@@ -307,6 +310,7 @@ impl<'c> Scheduler<'c> {
             policy_hold: None,
             throttle: Arc::default(),
             window: None,
+            uploading: None,
             throughput: window::Throughput::default(),
             folders: crate::media::group::Folders::default(),
             next_retry: None,
@@ -338,6 +342,10 @@ impl<'c> Scheduler<'c> {
         self.reload()?;
         loop {
             self.fill()?;
+            if let Some(uploading) = &self.uploading {
+                let now = !self.flights.is_empty();
+                uploading.send_if_modified(|was| std::mem::replace(was, now) != now);
+            }
             self.answer_idle_waiters();
             let working = !self.tasks.is_empty() || !self.sleeping.is_empty();
             if self.settings.mode == Mode::OneShot && !working && discovery.is_none() {
