@@ -324,3 +324,39 @@ fn uploads_stop_before_the_system_sleeps_and_resume_after_it_wakes() {
     assert_eq!(job_state(&env).2, 0, "still no attempt charged");
     wait_until(Duration::from_secs(10), "nothing is held once idle", || bus.inhibitors().is_empty());
 }
+
+/// A laptop that went to sleep on Wi-Fi and wakes on a metered hotspot:
+/// after the wake the conditions are read again before anything uploads,
+/// so the upload stays queued (waiting on the network) through the
+/// hysteresis and beyond, and goes on only once the link is unmetered.
+#[test]
+fn a_link_that_turned_metered_during_a_sleep_holds_uploads_after_the_wake() {
+    let bus = SystemBus::start();
+    let env = Env::new();
+    env.write_config("settle = \"100ms\"");
+    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
+    env.use_system_bus(&bus.address);
+    bus.set_on_battery(false);
+    bus.set_metered(2);
+    let _daemon = env.start_daemon();
+    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 6);
+    wait_until(Duration::from_secs(30), "the upload is under way", || {
+        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
+    });
+    bus.prepare_for_sleep(true);
+    wait_until(Duration::from_secs(10), "the upload is queued again", || job_state(&env).0 == "queued");
+    bus.set_metered(1);
+    bus.prepare_for_sleep(false);
+    wait_until(Duration::from_secs(10), "the metered link is the reason now", || {
+        env.status()["reason"] == "metered connection (NetworkManager)"
+    });
+    // Well past the hysteresis, the upload has not started again.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(2500) {
+        let (state, _, attempts) = job_state(&env);
+        assert_eq!((state.as_str(), attempts), ("queued", 0), "nothing uploads on the metered link");
+    }
+    bus.set_metered(2);
+    wait_until(Duration::from_mins(1), "the upload completes once unmetered", || job_state(&env).0 == "acknowledged");
+    assert_eq!(job_state(&env).2, 0, "no attempt charged");
+}
