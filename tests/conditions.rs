@@ -216,6 +216,27 @@ impl Drop for SystemBus {
     }
 }
 
+/// A daemon on `bus` (mains power), its uploads slowed to 2 MiB/s so one can
+/// be caught mid-way. The poll interval is long: only the bus's signals can
+/// make it react in time.
+fn daemon_on_the_bus(bus: &SystemBus) -> (Env, crate::harness::TestDaemon) {
+    let env = Env::new();
+    env.write_config("settle = \"100ms\"");
+    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
+    env.use_system_bus(&bus.address);
+    bus.set_on_battery(false);
+    let daemon = env.start_daemon();
+    (env, daemon)
+}
+
+/// Drops a 12 MiB video into the source and waits until its upload is under way.
+fn upload_under_way(env: &Env, seed: u64) {
+    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, seed);
+    wait_until(Duration::from_secs(30), "the upload is under way", || {
+        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
+    });
+}
+
 fn job_state(env: &Env) -> (String, String, i64) {
     env.catalog()
         .query_row("SELECT state, COALESCE(waiting_on, ''), attempts FROM jobs", [], |r| {
@@ -227,19 +248,8 @@ fn job_state(env: &Env) -> (String, String, i64) {
 #[test]
 fn upower_and_networkmanager_on_the_bus_hold_and_release_a_running_daemon() {
     let bus = SystemBus::start();
-    let env = Env::new();
-    env.write_config("settle = \"100ms\"");
-    // Slow uploads down so one can be caught mid-way. The poll interval is
-    // long: only the bus's change signals can make the daemon react in time.
-    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
-    env.use_system_bus(&bus.address);
-    bus.set_on_battery(false);
-    let _daemon = env.start_daemon();
-    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 4);
-
-    wait_until(Duration::from_secs(30), "the upload is under way", || {
-        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
-    });
+    let (env, _daemon) = daemon_on_the_bus(&bus);
+    upload_under_way(&env, 4);
     let lost = std::time::Instant::now();
     bus.set_on_battery(true);
     wait_until(Duration::from_secs(10), "the upload stops", || job_state(&env).0 == "queued");
@@ -295,18 +305,10 @@ fn backup_now_through_a_daemon_lifts_the_battery_hold_for_that_backup() {
 #[test]
 fn uploads_stop_before_the_system_sleeps_and_resume_after_it_wakes() {
     let bus = SystemBus::start();
-    let env = Env::new();
-    env.write_config("settle = \"100ms\"");
-    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
-    env.use_system_bus(&bus.address);
-    bus.set_on_battery(false);
-    let _daemon = env.start_daemon();
+    let (env, _daemon) = daemon_on_the_bus(&bus);
     wait_until(Duration::from_secs(30), "the daemon is up", || env.status()["state"] == "idle");
     assert!(bus.inhibitors().is_empty(), "nothing is held while idle");
-    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 5);
-    wait_until(Duration::from_secs(30), "the upload is under way", || {
-        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
-    });
+    upload_under_way(&env, 5);
     wait_until(Duration::from_secs(10), "a delay inhibitor is held", || bus.inhibitors() == ["sleep/photosync/delay"]);
 
     let announced = std::time::Instant::now();
@@ -332,17 +334,9 @@ fn uploads_stop_before_the_system_sleeps_and_resume_after_it_wakes() {
 #[test]
 fn a_link_that_turned_metered_during_a_sleep_holds_uploads_after_the_wake() {
     let bus = SystemBus::start();
-    let env = Env::new();
-    env.write_config("settle = \"100ms\"");
-    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
-    env.use_system_bus(&bus.address);
-    bus.set_on_battery(false);
     bus.set_metered(2);
-    let _daemon = env.start_daemon();
-    crate::harness::write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 6);
-    wait_until(Duration::from_secs(30), "the upload is under way", || {
-        env.status()["scheduler"]["uploads"][0]["bytes_done"].as_u64().is_some_and(|b| b > 0)
-    });
+    let (env, _daemon) = daemon_on_the_bus(&bus);
+    upload_under_way(&env, 6);
     bus.prepare_for_sleep(true);
     wait_until(Duration::from_secs(10), "the upload is queued again", || job_state(&env).0 == "queued");
     bus.set_metered(1);
