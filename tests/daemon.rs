@@ -63,6 +63,20 @@ fn a_file_copied_in_slowly_is_uploaded_once_and_complete() {
     assert_eq!(tree(&env.dest).len(), 1);
 }
 
+/// A pause for a while ends by itself: its end is a wall-clock time the
+/// loop turns into a timer afresh on every turn (so a sleep cannot stretch it).
+#[test]
+fn a_timed_pause_ends_by_itself() {
+    let env = daemon_env("");
+    let _daemon = env.start_daemon();
+    let out = env.run(["pause", "--for", "2s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    write_photo(&env.source.join("a.jpg"), 3_000, 1);
+    wait_until(PATIENCE, "the photo is found", || env.count_jobs("queued") + acknowledged(&env) == 1);
+    wait_until(PATIENCE, "the photo is uploaded once the pause ends", || acknowledged(&env) == 1);
+    assert_eq!(env.status()["state"], "idle", "the pause is over");
+}
+
 #[test]
 fn pause_holds_new_work_and_resume_releases_it() {
     let env = daemon_env("");

@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::Timestamp;
-use crate::policy::{Conditions, Decision, HoldReason, Hysteresis, Overrides, decide};
+use crate::policy::{ClockJumps, Conditions, Decision, HoldReason, Hysteresis, Overrides, decide};
 use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, upload_window};
 
 /// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
@@ -188,6 +188,10 @@ async fn serve_config(
 /// into account. `first` is the reading the scheduler started with. A
 /// coming sleep holds everything at once; after the wake the conditions are
 /// read again at once, and work resumes only once they have held good for
+/// How often the conditions watcher compares the wall and monotonic
+/// clocks, to notice a sleep nobody announced.
+const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// the hysteresis time.
 async fn watch_conditions(
     policy: PolicyConfig,
@@ -205,11 +209,15 @@ async fn watch_conditions(
     let mut window = upload_window(&policy.rules.windows, Timestamp::now());
     // Announced changes (system bus signals, Darwin notifications) wake the loop at once; polling covers the rest.
     let mut changes = conditions::changes().await;
+    let mut clocks = ClockJumps::new(Timestamp::now(), start.elapsed());
     loop {
         let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
         let wait = pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval));
+        let due = tokio::time::Instant::now() + wait;
+        // The clocks are compared more often than the conditions are read.
+        let mut clock_check = false;
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(wait.min(CLOCK_CHECK)) => clock_check = tokio::time::Instant::now() < due,
             event = next_change(&mut changes) => {
                 if event.is_none() {
                     changes = None;
@@ -247,6 +255,22 @@ async fn watch_conditions(
                 }
                 continue;
             }
+        }
+        if let Some(ahead) = clocks.check(Timestamp::now(), start.elapsed()) {
+            // A sleep nobody announced (or a clock stepped forward): hold
+            // until the conditions read now have held good for the hysteresis.
+            tracing::info!(
+                "the wall clock jumped {} ahead: reading the conditions again",
+                humantime::format_duration(ahead)
+            );
+            asleep = false;
+            sent = Decision::HoldOff(HoldReason::Sleeping);
+            state = Hysteresis::new(sent.clone());
+            if commands.send(Command::Conditions(sent.clone())).await.is_err() {
+                return;
+            }
+        } else if clock_check {
+            continue;
         }
         if asleep {
             continue;

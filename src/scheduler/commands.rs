@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::{DrainReport, Pause, Scheduler, SchedulerStatus};
 use crate::catalog::CatalogError;
@@ -61,8 +60,7 @@ impl Scheduler<'_> {
                 let _ = reply.send(self.status()?);
             }
             Command::Pause { until, reply } => {
-                let deadline = until.map(|at| Instant::now() + Timestamp::now().until(at));
-                self.paused = Some((Pause { until }, deadline));
+                self.paused = Some(Pause { until });
                 for flight in self.flights.values() {
                     flight.cancel.cancel();
                 }
@@ -157,17 +155,14 @@ impl Scheduler<'_> {
 
     /// The user's pause in force, if any.
     pub fn pause(&self) -> Option<Pause> {
-        self.paused.map(|(pause, _)| pause)
+        self.paused
     }
 
     /// Puts a pause back in force (after a reload); one whose time has
     /// passed is over.
     pub fn restore_pause(&mut self, pause: Option<Pause>) {
         let now = Timestamp::now();
-        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now)).map(|pause| {
-            let deadline = pause.until.map(|at| Instant::now() + now.until(at));
-            (pause, deadline)
-        });
+        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now));
     }
 
     /// Tells `uploading` from now on whether uploads are in flight.

@@ -221,8 +221,9 @@ impl Aside {
 #[derive(Default)]
 struct Breaker {
     consecutive: u32,
-    /// Why the destination is held, and until when (`None`: rest of the run).
-    open: Option<(String, Option<Instant>)>,
+    /// Why the destination is held, and until when (`None`: rest of the
+    /// run; a wall-clock time, so a sleep does not stretch it).
+    open: Option<(String, Option<Timestamp>)>,
 }
 
 /// The job loop. See the module documentation.
@@ -258,7 +259,7 @@ pub struct Scheduler<'c> {
     breakers: HashMap<DestinationId, Breaker>,
     /// Destinations whose check failed permanently: their jobs fail at once.
     broken: HashMap<DestinationId, String>,
-    paused: Option<(Pause, Option<Instant>)>,
+    paused: Option<Pause>,
     policy_hold: Option<HoldReason>,
     /// The upload rate limit shared by every upload.
     throttle: Arc<Throttle>,
@@ -491,8 +492,12 @@ impl<'c> Scheduler<'c> {
             Mode::Service => self.next_retry.map(|at| now + now_wall.until(at)),
             Mode::OneShot => None,
         };
-        let pause = self.paused.and_then(|(_, deadline)| deadline);
-        let cooldowns = self.breakers.values().filter_map(|b| b.open.as_ref().and_then(|(_, until)| *until));
+        // Deadlines are wall-clock times, turned into timers afresh on every
+        // turn of the loop: one armed before a sleep does not run late by
+        // the sleep once anything (a wake, a signal) wakes the loop.
+        let at = |deadline: Timestamp| now + now_wall.until(deadline);
+        let pause = self.paused.and_then(|p| p.until).map(at);
+        let cooldowns = self.breakers.values().filter_map(|b| b.open.as_ref().and_then(|(_, until)| *until)).map(at);
         let sources = self.source_recheck.filter(|_| self.settings.mode == Mode::Service);
         self.sleeping.iter().map(|(at, _)| *at).chain(retry).chain(pause).chain(cooldowns).chain(sources).min()
     }
@@ -509,14 +514,15 @@ impl<'c> Scheduler<'c> {
             pending.job = queued;
             self.queue.push_front(pending);
         }
-        if let Some((_, Some(deadline))) = self.paused
-            && deadline <= now
+        let now_wall = Timestamp::now();
+        if let Some(Pause { until: Some(deadline) }) = self.paused
+            && deadline <= now_wall
         {
             tracing::info!("pause ended");
             self.paused = None;
         }
         for breaker in self.breakers.values_mut() {
-            if matches!(breaker.open, Some((_, Some(until))) if until <= now) {
+            if matches!(breaker.open, Some((_, Some(until))) if until <= now_wall) {
                 // Half-open: the next job tries the destination again.
                 breaker.open = None;
             }

@@ -101,10 +101,10 @@ impl Scheduler<'_> {
 
     /// How long a failing destination rests: the rest of a one-shot run, or
     /// the backoff for that many failures in the daemon.
-    pub(super) fn cooldown(&self, failures: u32) -> Option<Instant> {
+    pub(super) fn cooldown(&self, failures: u32) -> Option<Timestamp> {
         match self.settings.mode {
             Mode::OneShot => None,
-            Mode::Service => Some(Instant::now() + self.settings.retry.backoff.ceiling(failures)),
+            Mode::Service => Some(Timestamp::now().after(self.settings.retry.backoff.ceiling(failures))),
         }
     }
 }

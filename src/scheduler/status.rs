@@ -174,7 +174,7 @@ impl Scheduler<'_> {
             .collect();
         uploads.sort_by_key(|u| u.job);
         Ok(SchedulerStatus {
-            paused: self.paused.map(|(pause, _)| pause),
+            paused: self.paused,
             held_by: self.policy_hold.as_ref().map(ToString::to_string),
             uploads,
             holds: self.holds(),
