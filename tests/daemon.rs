@@ -64,15 +64,23 @@ fn a_file_copied_in_slowly_is_uploaded_once_and_complete() {
 }
 
 /// A pause for a while ends by itself: its end is a wall-clock time the
-/// loop turns into a timer afresh on every turn (so a sleep cannot stretch it).
+/// loop turns into a timer afresh on every turn (so a sleep cannot stretch
+/// it). Until then the photo waits in the queue, held by the pause.
 #[test]
 fn a_timed_pause_ends_by_itself() {
     let env = daemon_env("");
     let _daemon = env.start_daemon();
-    let out = env.run(["pause", "--for", "2s"]);
+    let out = env.run(["pause", "--for", "5s"]);
     assert!(out.status.success(), "{}", stderr(&out));
     write_photo(&env.source.join("a.jpg"), 3_000, 1);
     wait_until(PATIENCE, "the photo is found", || env.count_jobs("queued") + acknowledged(&env) == 1);
+    let status = env.status();
+    assert_eq!(
+        (env.count_jobs("queued"), status["state"].as_str()),
+        (1, Some("paused")),
+        "held by the pause: {status}"
+    );
+    assert_eq!(status["scheduler"]["holds"][0]["reason"], "paused by user", "{status}");
     wait_until(PATIENCE, "the photo is uploaded once the pause ends", || acknowledged(&env) == 1);
     assert_eq!(env.status()["state"], "idle", "the pause is over");
 }

@@ -25,5 +25,7 @@ mod s3_faults;
 mod s3_server;
 mod service;
 mod signals;
+mod sleep;
+mod system_bus;
 mod verify;
 mod webdav;

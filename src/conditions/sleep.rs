@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use zbus::zvariant::OwnedFd;
 use zbus::{Connection, Proxy};
 
@@ -32,66 +33,90 @@ const SERVICE: &str = "org.freedesktop.login1";
 const PATH: &str = "/org/freedesktop/login1";
 const MANAGER: &str = "org.freedesktop.login1.Manager";
 
-/// Watches logind until `uploading` closes: holds the delay inhibitor
-/// while it says uploads are in flight, and sends each sleep and wake to
-/// `events`.
-pub async fn guard(mut uploading: watch::Receiver<bool>, events: mpsc::Sender<SleepEvent>) {
-    let Some((proxy, mut signals)) = connect().await else {
+/// How long after a sleep was announced, in time the machine was awake
+/// (the monotonic clock stops while it sleeps), the wake is taken as
+/// lost and assumed: nothing stays held forever on a missed signal.
+const WAKE_LOST: Duration = Duration::from_mins(5);
+
+/// Watches logind on the system bus until `uploading` closes: holds the
+/// delay inhibitor while it says uploads are in flight, and sends each
+/// sleep and wake to `events`.
+pub async fn guard(uploading: watch::Receiver<bool>, events: mpsc::Sender<SleepEvent>) {
+    if let Ok(Ok(bus)) = tokio::time::timeout(Duration::from_secs(2), Connection::system()).await {
+        guard_on(&bus, uploading, events).await;
+    } else {
+        tracing::debug!("no system bus: uploads are not stopped before a sleep");
+    }
+}
+
+/// [`guard`] with logind on `bus`.
+pub async fn guard_on(bus: &Connection, mut uploading: watch::Receiver<bool>, events: mpsc::Sender<SleepEvent>) {
+    let Some((proxy, mut signals)) = connect(bus).await else {
         tracing::debug!("no logind on the system bus: uploads are not stopped before a sleep");
         return;
     };
     let delay = proxy.get_property::<u64>("InhibitDelayMaxUSec").await.map_or(DEFAULT_DELAY, Duration::from_micros);
     let mut lock: Option<OwnedFd> = None;
-    let mut sleeping = false;
-    // Once a sleep is announced, the lock goes at the latest by then.
-    let mut release_by: Option<tokio::time::Instant> = None;
+    // Set from a sleep's announcement until its wake: no new lock is
+    // taken, and the one held goes once the uploads have stopped, at the
+    // latest by `release_by`.
+    let mut sleeping: Option<Instant> = None;
+    let mut release_by: Option<Instant> = None;
     loop {
-        let wanted = *uploading.borrow() && !sleeping;
-        if wanted && lock.is_none() {
+        let busy = *uploading.borrow();
+        if busy && sleeping.is_none() && lock.is_none() {
             lock = inhibit(&proxy).await;
-        } else if !wanted && lock.is_some() {
+        } else if !busy && lock.is_some() {
             lock = None;
             release_by = None;
         }
         let deadline = release_by.filter(|_| lock.is_some());
-        tokio::select! {
+        let event = tokio::select! {
             changed = uploading.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                continue;
             }
             signal = signals.next() => {
                 let Some(message) = signal else { return };
                 let Ok(starting) = message.body().deserialize::<bool>() else { continue };
-                sleeping = starting;
                 if starting {
-                    release_by = Some(tokio::time::Instant::now() + delay / 2);
-                }
-                let event = if starting { SleepEvent::Sleeping } else { SleepEvent::Woke };
-                tracing::info!("{}", if starting { "the system is going to sleep" } else { "the system woke" });
-                if events.send(event).await.is_err() {
-                    return;
+                    tracing::info!("the system is going to sleep");
+                    release_by = Some(Instant::now() + delay / 2);
+                    SleepEvent::Sleeping
+                } else {
+                    tracing::info!("the system woke");
+                    SleepEvent::Woke
                 }
             }
             () = sleep_until(deadline) => {
                 tracing::warn!("uploads did not stop within half of logind's sleep delay; letting the system sleep");
                 lock = None;
                 release_by = None;
+                continue;
             }
+            () = sleep_until(sleeping.map(|since| since + WAKE_LOST)) => {
+                tracing::warn!("no wake was announced after a sleep; carrying on as awake");
+                SleepEvent::Woke
+            }
+        };
+        sleeping = (event == SleepEvent::Sleeping).then(Instant::now);
+        if events.send(event).await.is_err() {
+            return;
         }
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
 
-async fn connect() -> Option<(Proxy<'static>, zbus::proxy::SignalStream<'static>)> {
-    let bus = tokio::time::timeout(Duration::from_secs(2), Connection::system()).await.ok()?.ok()?;
-    let proxy = Proxy::new(&bus, SERVICE, PATH, MANAGER).await.ok()?;
+async fn connect(bus: &Connection) -> Option<(Proxy<'static>, zbus::proxy::SignalStream<'static>)> {
+    let proxy = Proxy::new(bus, SERVICE, PATH, MANAGER).await.ok()?;
     let signals = proxy.receive_signal("PrepareForSleep").await.ok()?;
     Some((proxy, signals))
 }

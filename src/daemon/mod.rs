@@ -168,11 +168,19 @@ async fn serve_config(
     let (uploading, uploading_seen) = watch::channel(false);
     scheduler.report_uploading(uploading);
     let (slept, sleep_events) = mpsc::channel(4);
+    let (relayed, watcher_events) = mpsc::channel(4);
     let sleep_guard = tokio::spawn(conditions::sleep::guard(uploading_seen, slept));
-    let conditions =
-        tokio::spawn(watch_conditions(config.policy.clone(), first, overridden, Some(sleep_events), commands.clone()));
+    let relay = tokio::spawn(relay_sleep(sleep_events, commands.clone(), relayed));
+    let conditions = tokio::spawn(watch_conditions(
+        config.policy.clone(),
+        first,
+        overridden,
+        Some(watcher_events),
+        commands.clone(),
+    ));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
+    relay.abort();
     sleep_guard.abort();
     *service.handles.write().await = None;
     *pause = scheduler.pause();
@@ -181,6 +189,33 @@ async fn serve_config(
     Ok(result?)
 }
 
+/// Tells the scheduler of each sleep and wake straight away (a coming sleep
+/// stops uploads even while the conditions watcher is busy reading, and
+/// nothing but the wake lifts it), then the conditions watcher, which holds
+/// after the wake until the conditions have held good for the hysteresis.
+/// A guard that ends while the system sleeps counts as a wake.
+async fn relay_sleep(
+    mut events: mpsc::Receiver<SleepEvent>,
+    commands: mpsc::Sender<Command>,
+    watcher: mpsc::Sender<SleepEvent>,
+) {
+    let mut asleep = false;
+    while let Some(event) = events.recv().await {
+        asleep = event == SleepEvent::Sleeping;
+        if commands.send(Command::Sleep(asleep)).await.is_err() || watcher.send(event).await.is_err() {
+            return;
+        }
+    }
+    if asleep {
+        let _ = watcher.send(SleepEvent::Woke).await;
+        let _ = commands.send(Command::Sleep(false)).await;
+    }
+}
+
+/// How often the conditions watcher compares the wall and monotonic
+/// clocks, to notice a sleep nobody announced.
+const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the conditions every `poll_interval` and tells the scheduler when
 /// the policy's verdict changes (holds at once, resumes only after the
 /// hysteresis time of good conditions) or the bandwidth timetable crosses a
@@ -188,10 +223,6 @@ async fn serve_config(
 /// into account. `first` is the reading the scheduler started with. A
 /// coming sleep holds everything at once; after the wake the conditions are
 /// read again at once, and work resumes only once they have held good for
-/// How often the conditions watcher compares the wall and monotonic
-/// clocks, to notice a sleep nobody announced.
-const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// the hysteresis time.
 async fn watch_conditions(
     policy: PolicyConfig,
@@ -235,7 +266,10 @@ async fn watch_conditions(
                 }
                 // The hold stays until what is read now has held for the hysteresis.
                 Some(SleepEvent::Woke) => asleep = false,
-                None => sleep_events = None,
+                None => {
+                    asleep = false;
+                    sleep_events = None;
+                }
             },
             still_open = overrides.changed() => {
                 if still_open.is_err() {

@@ -13,7 +13,7 @@ mod conditions;
 
 pub use backoff::{Backoff, RetryDecision, decide_retry};
 pub use bandwidth::{Timetable, parse_size};
-pub use clock::{ClockJumps, JUMP};
+pub use clock::{ClockJumps, Deadline, JUMP};
 pub use conditions::{
     Conditions, Decision, HoldReason, Hysteresis, Network, Overrides, Policy, Power, Rule, Window, decide, parse_clock,
     window_left, window_open_for,

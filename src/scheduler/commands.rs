@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use tokio::sync::oneshot;
 
-use super::{DrainReport, Pause, Scheduler, SchedulerStatus};
+use super::{DrainReport, Pause, Scheduler, SchedulerStatus, UserPause};
 use crate::catalog::CatalogError;
 use crate::model::{JobId, Timestamp};
-use crate::policy::Decision;
+use crate::policy::{Deadline, Decision, HoldReason};
 
 /// A request to the running scheduler; each carries its reply channel.
 #[derive(Debug)]
@@ -39,6 +39,9 @@ pub enum Command {
     /// The conditions policy changed its verdict: hold off (running uploads
     /// stop at a chunk boundary, uncharged) or run.
     Conditions(Decision),
+    /// The system is going to sleep (`true`) or has woken (`false`); see
+    /// [`Scheduler::set_asleep`].
+    Sleep(bool),
     /// The bandwidth timetable crossed a boundary (bytes per second, `None`: unlimited).
     Bandwidth(Option<u64>),
     /// The allowed upload window uploads are in now (`None`: no windows).
@@ -60,7 +63,7 @@ impl Scheduler<'_> {
                 let _ = reply.send(self.status()?);
             }
             Command::Pause { until, reply } => {
-                self.paused = Some(Pause { until });
+                self.paused = Some(UserPause { ends: until.map(Deadline::at) });
                 for flight in self.flights.values() {
                     flight.cancel.cancel();
                 }
@@ -97,6 +100,7 @@ impl Scheduler<'_> {
                 }
             },
             Command::Conditions(decision) => self.apply_conditions(decision),
+            Command::Sleep(asleep) => self.set_asleep(asleep),
             Command::Bandwidth(rate) => self.set_bandwidth(rate),
             Command::Window(window) => self.set_window(window),
             Command::WaitIdle(reply) => {
@@ -114,7 +118,7 @@ impl Scheduler<'_> {
         self.tasks.is_empty()
             && self.sleeping.is_empty()
             && (self.paused.is_some()
-                || self.policy_hold.is_some()
+                || self.hold().is_some()
                 || self.queue.iter().all(|p| self.is_held(p.job.destination_id)))
     }
 
@@ -153,16 +157,38 @@ impl Scheduler<'_> {
         }
     }
 
+    /// The system is going to sleep (`true`): running uploads stop at their
+    /// next chunk and nothing starts, whatever the conditions or a
+    /// `backup --now` say. On the wake (`false`) uploads stay held by the
+    /// conditions until the watcher has read them again and they have held
+    /// good for the hysteresis (it sends `Run`).
+    pub fn set_asleep(&mut self, asleep: bool) {
+        if asleep {
+            tracing::info!("holding uploads: the system is going to sleep");
+            for flight in self.flights.values() {
+                flight.cancel.cancel();
+            }
+        } else if self.asleep {
+            self.policy_hold = Some(HoldReason::Sleeping);
+        }
+        self.asleep = asleep;
+    }
+
+    /// Why uploads are held by the system or the conditions, if they are.
+    pub(super) fn hold(&self) -> Option<&HoldReason> {
+        if self.asleep { Some(&HoldReason::Sleeping) } else { self.policy_hold.as_ref() }
+    }
+
     /// The user's pause in force, if any.
     pub fn pause(&self) -> Option<Pause> {
-        self.paused
+        self.paused.map(|p| Pause { until: p.ends.map(Deadline::wall) })
     }
 
     /// Puts a pause back in force (after a reload); one whose time has
     /// passed is over.
     pub fn restore_pause(&mut self, pause: Option<Pause>) {
         let now = Timestamp::now();
-        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now));
+        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now)).map(|p| UserPause { ends: p.until.map(Deadline::at) });
     }
 
     /// Tells `uploading` from now on whether uploads are in flight.

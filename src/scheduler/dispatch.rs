@@ -323,7 +323,7 @@ impl Scheduler<'_> {
             }
             Err(error) if matches!(error.retry, Retry::Interrupted | Retry::SourceChanged) => {
                 self.observer.bytes(-(moved as i64));
-                let waiting_on = match (&self.paused, &self.policy_hold) {
+                let waiting_on = match (&self.paused, self.hold()) {
                     (Some(_), _) => WaitingOn::Paused,
                     (None, Some(reason)) => reason.waiting_on(),
                     (None, None) => WaitingOn::Nothing,

@@ -53,7 +53,7 @@ use crate::config::{Config, Order, RetryConfig, SourceConfig};
 use crate::destination::{self, Destination, DestinationError, Retry, Throttle, Uploaded};
 use crate::layout::Layout;
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
-use crate::policy::{Decision, HoldReason};
+use crate::policy::{Deadline, Decision, HoldReason};
 
 /// Consecutive jobs that must exhaust their retries at one destination before
 /// the scheduler stops sending it work for a while.
@@ -222,8 +222,16 @@ impl Aside {
 struct Breaker {
     consecutive: u32,
     /// Why the destination is held, and until when (`None`: rest of the
-    /// run; a wall-clock time, so a sleep does not stretch it).
-    open: Option<(String, Option<Timestamp>)>,
+    /// run; on both clocks, so neither a sleep nor a clock stepped back
+    /// stretches it).
+    open: Option<(String, Option<Deadline>)>,
+}
+
+/// The user's pause in force.
+#[derive(Debug, Clone, Copy)]
+struct UserPause {
+    /// When it ends by itself (`None`: when resumed).
+    ends: Option<Deadline>,
 }
 
 /// The job loop. See the module documentation.
@@ -259,8 +267,10 @@ pub struct Scheduler<'c> {
     breakers: HashMap<DestinationId, Breaker>,
     /// Destinations whose check failed permanently: their jobs fail at once.
     broken: HashMap<DestinationId, String>,
-    paused: Option<Pause>,
+    paused: Option<UserPause>,
     policy_hold: Option<HoldReason>,
+    /// The system is going to sleep: nothing starts until it has woken.
+    asleep: bool,
     /// The upload rate limit shared by every upload.
     throttle: Arc<Throttle>,
     /// The allowed upload window uploads are in, if there are windows.
@@ -273,7 +283,7 @@ pub struct Scheduler<'c> {
     /// Folder listings for describing files recorded before capture times
     /// were kept.
     folders: crate::media::group::Folders,
-    next_retry: Option<Timestamp>,
+    next_retry: Option<Deadline>,
     idle_waiters: Vec<oneshot::Sender<DrainReport>>,
     recent_errors: VecDeque<RecentError>,
     report: DrainReport,
@@ -309,6 +319,7 @@ impl<'c> Scheduler<'c> {
             broken: HashMap::new(),
             paused: None,
             policy_hold: None,
+            asleep: false,
             throttle: Arc::default(),
             window: None,
             uploading: None,
@@ -435,7 +446,7 @@ impl<'c> Scheduler<'c> {
         let known: HashSet<JobId> = self.queue.iter().chain(aside).map(|p| p.job.id).collect();
         let fresh: Vec<PendingJob> = pending.into_iter().filter(|p| !known.contains(&p.job.id)).collect();
         self.add(fresh);
-        self.next_retry = self.catalog.next_retry()?;
+        self.next_retry = self.catalog.next_retry()?.map(Deadline::at);
         Ok(())
     }
 
@@ -462,7 +473,7 @@ impl<'c> Scheduler<'c> {
 
     /// Starts jobs until every slot is busy or nothing startable is left.
     fn fill(&mut self) -> Result<(), CatalogError> {
-        if self.paused.is_some() || self.policy_hold.is_some() {
+        if self.paused.is_some() || self.hold().is_some() {
             return Ok(());
         }
         let budget = self.window_budget();
@@ -486,17 +497,13 @@ impl<'c> Scheduler<'c> {
     /// The earliest timer: an in-run retry, a retry-wait job coming due, a
     /// pause ending, or a destination's cool-down ending.
     fn next_wake(&self) -> Option<Instant> {
-        let now_wall = Timestamp::now();
-        let now = Instant::now();
-        let retry = match self.settings.mode {
-            Mode::Service => self.next_retry.map(|at| now + now_wall.until(at)),
-            Mode::OneShot => None,
-        };
-        // Deadlines are wall-clock times, turned into timers afresh on every
-        // turn of the loop: one armed before a sleep does not run late by
-        // the sleep once anything (a wake, a signal) wakes the loop.
-        let at = |deadline: Timestamp| now + now_wall.until(deadline);
-        let pause = self.paused.and_then(|p| p.until).map(at);
+        // Deadlines are turned into timers afresh on every turn of the
+        // loop: one armed before a sleep does not run late by the sleep
+        // once anything (a wake, a signal) wakes the loop.
+        let (now_wall, now) = (Timestamp::now(), Instant::now());
+        let at = |deadline: Deadline| deadline.timer(now_wall, now);
+        let retry = self.next_retry.filter(|_| self.settings.mode == Mode::Service).map(at);
+        let pause = self.paused.and_then(|p| p.ends).map(at);
         let cooldowns = self.breakers.values().filter_map(|b| b.open.as_ref().and_then(|(_, until)| *until)).map(at);
         let sources = self.source_recheck.filter(|_| self.settings.mode == Mode::Service);
         self.sleeping.iter().map(|(at, _)| *at).chain(retry).chain(pause).chain(cooldowns).chain(sources).min()
@@ -515,20 +522,23 @@ impl<'c> Scheduler<'c> {
             self.queue.push_front(pending);
         }
         let now_wall = Timestamp::now();
-        if let Some(Pause { until: Some(deadline) }) = self.paused
-            && deadline <= now_wall
+        if let Some(UserPause { ends: Some(ends) }) = self.paused
+            && ends.passed(now_wall, now)
         {
             tracing::info!("pause ended");
             self.paused = None;
         }
         for breaker in self.breakers.values_mut() {
-            if matches!(breaker.open, Some((_, Some(until))) if until <= now_wall) {
+            if matches!(breaker.open, Some((_, Some(until))) if until.passed(now_wall, now)) {
                 // Half-open: the next job tries the destination again.
                 breaker.open = None;
             }
         }
-        if self.settings.mode == Mode::Service && self.next_retry.is_some_and(|at| at <= Timestamp::now()) {
-            self.catalog.requeue_due(Timestamp::now())?;
+        if self.settings.mode == Mode::Service
+            && let Some(due) = self.next_retry.filter(|at| at.passed(now_wall, now))
+        {
+            // Due by the monotonic clock even if the wall clock was stepped back.
+            self.catalog.requeue_due(due.wall().max(now_wall))?;
             self.reload()?;
         }
         if self.source_recheck.is_some_and(|at| at <= now) {

@@ -9,7 +9,7 @@ use super::{BREAKER_THRESHOLD, Flight, Mode, RECENT_ERRORS, RETRY_AFTER_IN_RUN, 
 use crate::catalog::CatalogError;
 use crate::destination::DestinationError;
 use crate::model::{DestinationId, JobId, Timestamp};
-use crate::policy::{RetryDecision, decide_retry};
+use crate::policy::{Deadline, RetryDecision, decide_retry};
 
 impl Scheduler<'_> {
     pub(super) fn remember_error(&mut self, job: JobId, path: &std::path::Path, error: &str) {
@@ -68,7 +68,8 @@ impl Scheduler<'_> {
                     self.sleeping.push((Instant::now() + now.until(at), pending));
                     return Ok(());
                 }
-                self.next_retry = Some(self.next_retry.map_or(at, |t| t.min(at)));
+                let at = Deadline::at(at);
+                self.next_retry = Some(self.next_retry.filter(|t| t.wall() <= at.wall()).unwrap_or(at));
             }
             RetryDecision::GiveUp => {
                 let message = format!("{error} (gave up after {failures} attempts)");
@@ -101,10 +102,10 @@ impl Scheduler<'_> {
 
     /// How long a failing destination rests: the rest of a one-shot run, or
     /// the backoff for that many failures in the daemon.
-    pub(super) fn cooldown(&self, failures: u32) -> Option<Timestamp> {
+    pub(super) fn cooldown(&self, failures: u32) -> Option<Deadline> {
         match self.settings.mode {
             Mode::OneShot => None,
-            Mode::Service => Some(Timestamp::now().after(self.settings.retry.backoff.ceiling(failures))),
+            Mode::Service => Some(Deadline::at(Timestamp::now().after(self.settings.retry.backoff.ceiling(failures)))),
         }
     }
 }

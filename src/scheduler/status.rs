@@ -12,6 +12,7 @@ use super::Scheduler;
 use crate::catalog::{Backlog, CatalogError, StateCounts};
 use crate::config::Order;
 use crate::model::{JobId, Timestamp};
+use crate::policy::Deadline;
 
 /// Work left for later at one destination, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +120,7 @@ impl Scheduler<'_> {
             let breaker = self.breakers.get(&p.job.destination_id)?;
             breaker.open.as_ref().map(|(reason, _)| (p, reason.as_str()))
         });
-        let policy = self.policy_hold.as_ref().map(ToString::to_string);
+        let policy = self.hold().map(ToString::to_string);
         let stopped = match (&self.paused, &policy) {
             (Some(_), _) => Some("paused by user"),
             (None, Some(reason)) => Some(reason.as_str()),
@@ -174,12 +175,12 @@ impl Scheduler<'_> {
             .collect();
         uploads.sort_by_key(|u| u.job);
         Ok(SchedulerStatus {
-            paused: self.paused,
-            held_by: self.policy_hold.as_ref().map(ToString::to_string),
+            paused: self.pause(),
+            held_by: self.hold().map(ToString::to_string),
             uploads,
             holds: self.holds(),
             counts: crate::model::StateName::ALL.iter().map(|s| (s.as_str().to_owned(), counts.get(*s))).collect(),
-            next_retry: self.next_retry,
+            next_retry: self.next_retry.map(Deadline::wall),
             recent_errors: self.recent_errors.iter().cloned().collect(),
             totals: DrainReport { holds: Vec::new(), ..self.report.clone() },
             backlog: self.catalog.backlog()?,
