@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, JobFilter, JobView, StateCounts};
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, PolicyConfig, SourceConfig};
 use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
-use crate::policy::{Decision, Overrides, decide};
-use crate::scheduler::{DrainReport, Mode, RunObserver, Settings, drain, open_targets, upload_window};
+use crate::policy::{Conditions, Decision, Network, Overrides, decide};
+use crate::scheduler::{
+    DrainReport, Limits, MeteredUse, Mode, RunObserver, Settings, drain, open_targets, upload_window,
+};
 
 /// Progress of a whole backup run.
 pub trait BackupObserver: RunObserver {
@@ -89,11 +91,13 @@ pub async fn run(
         max_concurrent: config.max_concurrent,
         mode: Mode::OneShot,
         order: config.order,
+        budget: config.policy.budget,
     };
     let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
     let window =
         upload_window(&config.policy.rules.windows, Timestamp::now()).filter(|_| !overrides.ignore_power_and_window);
-    let limits = (hold, bandwidth, window);
+    let metered = metered_use(&config.policy, &conditions, overrides).await;
+    let limits = Limits { hold, bandwidth, window, metered };
     let drained = drain(catalog, &targets, settings, run_observer, Some(discovery), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
     stop.store(true, Ordering::Relaxed);
@@ -110,6 +114,18 @@ pub async fn run(
         failed: catalog.list(only(StateName::Failed))?,
         retry_wait: catalog.list(only(StateName::RetryWait))?,
     })
+}
+
+/// The metered network uploads would run on, when a data budget is set
+/// and the link is metered: its budget binds them unless `--allow-metered`
+/// lifts it (what that run sends is counted all the same).
+pub async fn metered_use(policy: &PolicyConfig, conditions: &Conditions, overrides: Overrides) -> Option<MeteredUse> {
+    policy.budget?;
+    if !matches!(conditions.network, Network::Metered { .. }) {
+        return None;
+    }
+    let link = crate::conditions::metered_link(&policy.probe).await;
+    Some(MeteredUse { link, enforce: !overrides.allow_metered })
 }
 
 /// Scans every source on its own catalog connection, telling the upload

@@ -142,6 +142,7 @@ fn status_json_has_a_stable_shape() {
     assert_eq!(
         keys(&status),
         [
+            "keeping_awake_until",
             "last_scan",
             "pid",
             "reason",
@@ -156,7 +157,18 @@ fn status_json_has_a_stable_shape() {
     );
     assert_eq!(
         keys(&status["scheduler"]),
-        ["backlog", "counts", "held_by", "holds", "next_retry", "paused", "recent_errors", "totals", "uploads"]
+        [
+            "backlog",
+            "budget",
+            "counts",
+            "held_by",
+            "holds",
+            "next_retry",
+            "paused",
+            "recent_errors",
+            "totals",
+            "uploads"
+        ]
     );
     assert_eq!(status["state"], "idle");
     assert_eq!(status["watching"], true);

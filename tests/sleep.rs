@@ -9,7 +9,9 @@ use photosync::conditions::sleep::{SleepEvent, guard_on};
 use tokio::sync::{mpsc, watch};
 
 use crate::harness::wait_until;
-use crate::system_bus::{SLEEP_DELAY, SystemBus, daemon_on_the_bus, job_state, upload_under_way};
+use crate::system_bus::{
+    SLEEP_DELAY, SystemBus, daemon_on_the_bus, daemon_on_the_bus_with, job_state, upload_under_way,
+};
 
 /// The sleep guard on its own, on `bus`: what it is told about uploads,
 /// and what it reports.
@@ -121,6 +123,9 @@ fn uploads_stop_before_the_system_sleeps_and_resume_after_it_wakes() {
     assert!(woke.elapsed() >= Duration::from_millis(900), "resumed only after the hysteresis");
     wait_until(Duration::from_mins(1), "the upload completes", || job_state(&env).0 == "acknowledged");
     assert_eq!(job_state(&env).2, 0, "still no attempt charged");
+    // It went on from the progress recorded before the sleep.
+    let sent = env.status()["scheduler"]["totals"]["bytes_uploaded"].as_u64().expect("bytes sent");
+    assert!(sent < 12 * 1024 * 1024, "the attempt after the wake sent {sent} bytes: it started over");
     wait_until(Duration::from_secs(10), "nothing is held once idle", || bus.inhibitors().is_empty());
 }
 
@@ -171,4 +176,44 @@ fn backup_now_lifted_the_hold_of_a_coming_sleep() {
     assert_eq!(env.status()["reason"], "the system is going to sleep (or has just woken)");
     bus.prepare_for_sleep(false);
     wait_until(Duration::from_mins(1), "the upload completes after the wake", || job_state(&env).0 == "acknowledged");
+}
+
+/// `keep_awake = "while-uploading"`: idle sleep is held off (logind's
+/// `idle` inhibitor, a `block` lock that never covers a lid or a requested
+/// sleep) only while an upload runs on mains: not on battery, not once the
+/// queue has drained.
+#[test]
+fn keep_awake_holds_idle_sleep_off_only_while_uploading_on_mains() {
+    const IDLE: &str = "idle/photosync/block";
+    let bus = SystemBus::start();
+    let policy = "keep_awake = \"while-uploading\"\non_battery = \"allow\"";
+    let (env, _daemon) = daemon_on_the_bus_with(&bus, policy);
+    wait_until(Duration::from_secs(30), "the daemon is up", || env.status()["state"] == "idle");
+    assert!(!bus.inhibitors().iter().any(|i| i == IDLE), "nothing is held while idle");
+    upload_under_way(&env, 8);
+    wait_until(Duration::from_secs(10), "idle sleep is held off", || bus.inhibitors().iter().any(|i| i == IDLE));
+    assert!(env.status()["keeping_awake_until"].is_string(), "status says so");
+
+    bus.set_on_battery(true);
+    wait_until(Duration::from_secs(10), "released on battery", || !bus.inhibitors().iter().any(|i| i == IDLE));
+    assert_eq!(job_state(&env).0, "running", "the upload goes on (battery use is allowed)");
+    bus.set_on_battery(false);
+    wait_until(Duration::from_secs(10), "held again on mains", || bus.inhibitors().iter().any(|i| i == IDLE));
+
+    wait_until(Duration::from_mins(1), "the upload completes", || job_state(&env).0 == "acknowledged");
+    wait_until(Duration::from_secs(10), "released once idle", || bus.inhibitors().is_empty());
+    assert!(env.status()["keeping_awake_until"].is_null());
+}
+
+/// `keep_awake_max` bounds how long idle sleep is held off in one go.
+#[test]
+fn keep_awake_lets_go_after_keep_awake_max() {
+    let bus = SystemBus::start();
+    let policy = "keep_awake = \"while-uploading\"\nkeep_awake_max = \"2s\"";
+    let (env, _daemon) = daemon_on_the_bus_with(&bus, policy);
+    upload_under_way(&env, 9);
+    let held = || bus.inhibitors().iter().any(|i| i == "idle/photosync/block");
+    wait_until(Duration::from_secs(10), "idle sleep is held off", held);
+    wait_until(Duration::from_secs(10), "released after keep_awake_max", || !held());
+    assert_eq!(job_state(&env).0, "running", "while the upload still runs");
 }

@@ -74,7 +74,11 @@ impl SystemBus {
              logind = bus.get_object('org.freedesktop.login1', '/org/freedesktop/login1')\n{statement}\n",
             self.address
         );
-        std::process::Command::new(PYTHON).args(["-c", &program]).output().is_ok_and(|o| o.status.success())
+        let out = std::process::Command::new(PYTHON).args(["-c", &program]).output().expect("python3");
+        if !out.status.success() {
+            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
     }
 
     /// The sleep inhibitors logind holds, as `what/who/mode`.
@@ -112,6 +116,25 @@ impl SystemBus {
         assert!(done, "set InhibitDelayMaxUSec");
     }
 
+    /// Makes a connection profile `uuid` named `id` the primary connection,
+    /// as `NetworkManager` publishes it (an active connection object with
+    /// `Uuid` and `Id`, named by the manager's `PrimaryConnection`; the
+    /// template's `SetProperty`, since `UpdateProperties` cannot announce an
+    /// object path).
+    pub(crate) fn set_primary_connection(&self, uuid: &str, id: &str) {
+        let name: String = uuid.chars().filter(char::is_ascii_alphanumeric).collect();
+        let done = self.call(&format!(
+            "path = dbus.ObjectPath('/org/freedesktop/NetworkManager/ActiveConnection/{name}')\n\
+             try:\n    nm.AddObject(path, 'org.freedesktop.NetworkManager.Connection.Active', \
+             {{'Uuid': {uuid:?}, 'Id': {id:?}}}, [], dbus_interface=MOCK)\n\
+             except dbus.exceptions.DBusException:\n    pass\n\
+             try:\n    nm.AddProperty(NM, 'PrimaryConnection', path, dbus_interface=MOCK)\n\
+             except dbus.exceptions.DBusException:\n    \
+             nm.SetProperty('/org/freedesktop/NetworkManager', NM, 'PrimaryConnection', path, dbus_interface=MOCK)"
+        ));
+        assert!(done, "set PrimaryConnection");
+    }
+
     pub(crate) fn set_on_battery(&self, on_battery: bool) {
         let value = if on_battery { "True" } else { "False" };
         let done = self.call(&format!(
@@ -142,9 +165,14 @@ impl Drop for SystemBus {
 /// sleep), its uploads slowed to 2 MiB/s so one can be caught mid-way. The
 /// poll interval is long: only the bus's signals can make it react in time.
 pub(crate) fn daemon_on_the_bus(bus: &SystemBus) -> (Env, crate::harness::TestDaemon) {
+    daemon_on_the_bus_with(bus, "")
+}
+
+/// [`daemon_on_the_bus`] with more `[policy]` settings.
+pub(crate) fn daemon_on_the_bus_with(bus: &SystemBus, policy: &str) -> (Env, crate::harness::TestDaemon) {
     let env = Env::new();
     env.write_config("settle = \"100ms\"");
-    with_policy(&env, "poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"");
+    with_policy(&env, &format!("poll_interval = \"1h\"\nhysteresis = \"1s\"\nbandwidth = \"2MiB\"\n{policy}"));
     env.use_system_bus(&bus.address);
     bus.set_on_battery(false);
     bus.set_sleep_delay(SLEEP_DELAY);

@@ -5,6 +5,7 @@
 mod harness;
 
 mod backup;
+mod budget;
 mod capture;
 mod cli;
 mod compat;

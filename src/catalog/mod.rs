@@ -20,6 +20,7 @@ mod listing;
 mod scan;
 mod schema;
 mod sessions;
+mod usage;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};

@@ -168,6 +168,18 @@ const MIGRATIONS: &[&str] = &[
     DELETE FROM not_media WHERE lower(CAST(rel_path AS TEXT)) LIKE '%.xmp'
       OR lower(CAST(rel_path AS TEXT)) LIKE '%.aae' OR lower(CAST(rel_path AS TEXT)) LIKE '%.json';
     ",
+    // 7: bytes sent over each metered network in each period of its data
+    // budget (`cycle`: the period's first day, `YYYY-MM-DD`), kept so that
+    // no restart resets a count.
+    r"
+    CREATE TABLE metered_usage (
+        network  TEXT NOT NULL,
+        cycle    TEXT NOT NULL,
+        name     TEXT NOT NULL,
+        bytes    INTEGER NOT NULL,
+        PRIMARY KEY (network, cycle)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

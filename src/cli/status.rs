@@ -68,6 +68,20 @@ fn backlog_line(b: &photosync::ipc::wire::Backlog) -> Option<String> {
     Some(format!("backed up: {done}; {} photos and videos to go ({} first)", b.to_go, b.order))
 }
 
+/// "data budget: 1.20 GiB of 2.00 GiB used on 'Pixel hotspot' this month (800 MiB left), resets 2027-01-01".
+fn budget_line(b: &photosync::ipc::wire::Budget) -> String {
+    let note = if b.enforced { "" } else { "; not enforced for this backup (--allow-metered)" };
+    format!(
+        "data budget: {} of {} used on '{}' this {} ({} left), resets {}{note}",
+        BinaryBytes(b.used),
+        BinaryBytes(b.limit),
+        printable(&b.network),
+        b.period,
+        BinaryBytes(b.remaining),
+        b.resets,
+    )
+}
+
 fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()> {
     let up = HumanDuration(s.started_at.until(Timestamp::now()));
     writeln!(out, "photosync daemon {} (pid {}), up {up}: {}", s.version, s.pid, s.state)?;
@@ -81,6 +95,13 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
         (false, None) => "no full scan yet".to_owned(),
     };
     writeln!(out, "  {watching}; {scan}")?;
+    if let Some(until) = s.keeping_awake_until {
+        writeln!(
+            out,
+            "  keeping the system from idle sleep while uploading on mains, until {} at the latest",
+            until.to_rfc3339()
+        )?;
+    }
     let left_out = s.skipped.map(|skipped| skipped.in_words()).unwrap_or_default();
     if !left_out.is_empty() {
         writeln!(out, "  not backed up at the last scan: {} (`photosync why PATH` says why)", left_out.join(", "))?;
@@ -98,6 +119,9 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
     )?;
     if let Some(line) = backlog_line(&sched.backlog) {
         writeln!(out, "{line}")?;
+    }
+    if let Some(b) = &sched.budget {
+        writeln!(out, "{}", budget_line(b))?;
     }
     if let Some(next) = sched.next_retry {
         writeln!(out, "next retry: in {}", HumanDuration(Timestamp::now().until(next)))?;

@@ -66,6 +66,26 @@ async fn network_manager(bus: &Connection) -> Option<Network> {
     }
 }
 
+/// `NetworkManager`'s primary connection: its `Uuid` (the saved profile's,
+/// the same on every reconnect) and `Id` (the profile's name, e.g. the
+/// hotspot's), from the manager's `PrimaryConnection`.
+pub async fn primary_connection() -> Option<(String, String)> {
+    const SERVICE: &str = "org.freedesktop.NetworkManager";
+    const ACTIVE: &str = "org.freedesktop.NetworkManager.Connection.Active";
+    let bus = tokio::time::timeout(TIMEOUT, Connection::system()).await.ok()?.ok()?;
+    let read = async {
+        let path: zbus::zvariant::OwnedObjectPath =
+            property(&bus, SERVICE, "/org/freedesktop/NetworkManager", SERVICE, "PrimaryConnection").await?;
+        if path.as_str() == "/" {
+            return None;
+        }
+        let uuid: String = property(&bus, SERVICE, path.as_str(), ACTIVE, "Uuid").await?;
+        let id: String = property(&bus, SERVICE, path.as_str(), ACTIVE, "Id").await.unwrap_or_default();
+        (!uuid.is_empty()).then_some((uuid, id))
+    };
+    tokio::time::timeout(TIMEOUT, read).await.ok().flatten()
+}
+
 /// A stream that yields whenever `UPower` or `NetworkManager` announce a
 /// property change, so the daemon re-reads at once instead of waiting for
 /// its next poll. `None` without a system bus.

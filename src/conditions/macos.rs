@@ -27,6 +27,8 @@ use futures_util::Stream;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use super::MeteredLink;
+use super::sleep::SleepEvent;
 use crate::policy::{Network, Power};
 
 /// Darwin notifications after which the conditions are read again:
@@ -134,6 +136,31 @@ pub fn network_from(
     Network::Unmetered
 }
 
+/// The router a Mac is connected through, from `IPConfiguration`'s network
+/// signature (`IPv4.Router=192.168.1.1;IPv4.RouterHardwareAddress=…`, as
+/// `ipconfig getsummary` prints it): keyed by the router's hardware
+/// address, which a phone's hotspot keeps (the SSID needs Location
+/// Services since macOS 14, which a launchd agent cannot get).
+pub fn parse_network_signature(output: &str) -> Option<MeteredLink> {
+    let signature = output.lines().find(|line| line.contains("IPv4.RouterHardwareAddress="))?;
+    let field = |name: &str| {
+        let start = signature.find(name)? + name.len();
+        let value = signature[start..].split([';', ' ', '\t']).next()?.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    };
+    let mac = field("IPv4.RouterHardwareAddress=")?.to_ascii_lowercase();
+    let name = field("IPv4.Router=").map_or_else(|| format!("router {mac}"), |ip| format!("router {ip} ({mac})"));
+    Some(MeteredLink { key: format!("router:{mac}"), name })
+}
+
+/// Runs `ipconfig getsummary` on the primary interface.
+#[cfg(target_os = "macos")]
+pub fn read_network_signature() -> Option<MeteredLink> {
+    let route = run("/sbin/route", &["-n", "get", "default"])?;
+    let interface = parse_route_interface(&route)?;
+    parse_network_signature(&run("/usr/sbin/ipconfig", &["getsummary", &interface])?)
+}
+
 /// Runs `pmset -g batt`.
 #[cfg(target_os = "macos")]
 pub fn read_power() -> Power {
@@ -156,6 +183,26 @@ pub fn read_network(metered_interfaces: &[String]) -> Network {
 fn run(program: &str, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `kIOPMSystemPowerStateNotify`, which power management posts whenever the
+/// system begins a sleep, a wake or a maintenance wake (`IOKitUser`'s
+/// `IOPMLibPrivate.h`; Time Machine runs on it). It is asynchronous: it
+/// cannot delay a sleep, but it tells of a wake at once.
+pub const POWER_STATE_KEY: &str = "com.apple.powermanagement.systempowerstate";
+
+/// Sends [`SleepEvent::Woke`] to `events` whenever `program` (`notifyutil`)
+/// reports a change of the system's power state: the conditions are then
+/// read again, and uploads wait for the hysteresis. A change at the start
+/// of a sleep holds uploads just the same, which is what a sleep wants.
+pub async fn watch_power_state(program: &Path, events: mpsc::Sender<SleepEvent>) {
+    use futures_util::StreamExt as _;
+    let Some(mut changes) = watch_notifications(program, &[POWER_STATE_KEY]) else { return };
+    while changes.next().await.is_some() {
+        if events.send(SleepEvent::Woke).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A stream that yields whenever one of `keys` is posted, by running
@@ -218,6 +265,16 @@ async fn watch_key(program: PathBuf, key: String, tx: mpsc::Sender<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_is_known_by_its_routers_hardware_address() {
+        let summary = "<dictionary> {\n  InterfaceType : WiFi\n  \
+            NetworkSignature : IPv4.Router=172.20.10.1;IPv4.RouterHardwareAddress=AA:BB:CC:00:11:22\n}";
+        let link = parse_network_signature(summary).expect("a signature");
+        assert_eq!(link.key, "router:aa:bb:cc:00:11:22");
+        assert_eq!(link.name, "router 172.20.10.1 (aa:bb:cc:00:11:22)");
+        assert_eq!(parse_network_signature("  InterfaceType : WiFi\n"), None);
+    }
 
     #[test]
     fn pmset_output() {
@@ -334,6 +391,25 @@ mod tests {
             let woke = tokio::time::timeout(Duration::from_secs(10), changes.next()).await;
             assert_eq!(woke.expect("a change within 10 s"), Some(()));
         }
+    }
+
+    #[tokio::test]
+    async fn a_change_of_power_state_counts_as_a_wake() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("post");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(status.success());
+        let program = fake_notifyutil(
+            dir.path(),
+            &format!("read line < '{}'\n[ \"$2\" = {POWER_STATE_KEY} ] && echo \"$2\"", fifo.display()),
+        );
+        let mut post = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).expect("open fifo");
+        let (events, mut seen) = mpsc::channel(4);
+        tokio::spawn(async move { watch_power_state(&program, events).await });
+        post.write_all(b"posted\n").expect("post");
+        let event = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await;
+        assert_eq!(event.expect("an event within 10 s"), Some(SleepEvent::Woke));
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! `Network.framework` reports as `isExpensive` and `isConstrained`), and
 //! Darwin notifications announce changes.
 
+pub mod awake;
 pub mod dbus;
 pub mod macos;
 pub mod sleep;
@@ -64,6 +65,39 @@ pub async fn changes() -> Option<std::pin::Pin<Box<dyn futures_util::Stream<Item
         let stream = dbus::changes().await?;
         Some(Box::pin(stream))
     }
+}
+
+/// A metered network, told apart from the others as far as the system
+/// allows: a data budget is counted per network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteredLink {
+    /// What its count is kept under.
+    pub key: String,
+    /// What to call it (a profile's name, an interface).
+    pub name: String,
+}
+
+/// Which metered network the machine is on: `NetworkManager`'s primary
+/// connection (Linux), the router's hardware address (macOS), else a
+/// metered interface from the config, else one "unknown metered network".
+pub async fn metered_link(probe: &Probe) -> MeteredLink {
+    #[cfg(not(target_os = "macos"))]
+    if let Some((uuid, id)) = dbus::primary_connection().await {
+        let name = if id.is_empty() { uuid.clone() } else { id };
+        return MeteredLink { key: format!("nm:{uuid}"), name };
+    }
+    #[cfg(target_os = "macos")]
+    if let Some(link) = tokio::task::spawn_blocking(macos::read_network_signature).await.ok().flatten() {
+        return link;
+    }
+    #[cfg(not(target_os = "macos"))]
+    if let Some(interface) = default_route_interface(&probe.route_file).filter(|i| probe.metered_interfaces.contains(i))
+    {
+        return MeteredLink { key: format!("interface:{interface}"), name: interface };
+    }
+    #[cfg(target_os = "macos")]
+    let _ = probe;
+    MeteredLink { key: "unknown".into(), name: "unknown metered network".into() }
 }
 
 /// Reads the conditions: the system bus first (Linux), the local probes for the rest.

@@ -35,6 +35,14 @@ pub struct RawPolicy {
     pub power_supply_dir: Option<String>,
     /// Upload rate limit, e.g. `"2MiB"` or `"08:00,2MiB 18:00,off"`.
     pub bandwidth: Option<String>,
+    /// Bytes per period on each metered network, e.g. `"2GiB/month"`.
+    pub metered_budget: Option<String>,
+    /// The day of the month a monthly budget starts again (default 1).
+    pub metered_budget_reset_day: Option<u8>,
+    /// `never` or `while-uploading`: hold off idle sleep while uploads run on mains.
+    pub keep_awake: Option<String>,
+    /// The longest time idle sleep is held off in one go (default 2h).
+    pub keep_awake_max: Option<String>,
 }
 
 /// `[policy]`, validated.
@@ -48,6 +56,11 @@ pub struct PolicyConfig {
     pub poll_interval: Duration,
     /// Upload rate limits by time of day (all uploads together).
     pub bandwidth: crate::policy::Timetable,
+    /// Bytes per period on each metered network, if limited.
+    pub budget: Option<crate::policy::Budget>,
+    /// How long idle sleep may be held off while uploads run on mains
+    /// (`None`: never).
+    pub keep_awake: Option<Duration>,
 }
 
 fn rule(section: &Section<'_>, name: &str, value: Option<&str>) -> Result<crate::policy::Rule, ConfigError> {
@@ -95,8 +108,32 @@ impl PolicyConfig {
                 section.error("bandwidth", &format!("`{text}` is not a rate like \"2MiB\" or \"08:00,2MiB 18:00,off\""))
             })?,
         };
+        let reset_day = raw.metered_budget_reset_day.unwrap_or(1);
+        if !(1..=31).contains(&reset_day) {
+            return Err(section.error("metered_budget_reset_day", "must be a day of the month, 1 to 31"));
+        }
+        let budget = match raw.metered_budget.as_deref() {
+            None => None,
+            Some(text) => Some(crate::policy::Budget::parse(text, reset_day).ok_or_else(|| {
+                section.error(
+                    "metered_budget",
+                    &format!("`{text}` is not a budget like \"2GiB/month\", \"500MB/day\" or \"1GiB/week\""),
+                )
+            })?),
+        };
+        let keep_awake_max =
+            section.duration("keep_awake_max", raw.keep_awake_max.as_deref(), Duration::from_hours(2))?;
+        let keep_awake = match raw.keep_awake.as_deref() {
+            None | Some("never") => None,
+            Some("while-uploading") => Some(keep_awake_max),
+            Some(other) => {
+                return Err(section.error("keep_awake", &format!("`{other}` must be \"never\" or \"while-uploading\"")));
+            }
+        };
         Ok(PolicyConfig {
             bandwidth,
+            budget,
+            keep_awake,
             rules,
             probe: crate::conditions::Probe {
                 power_supply_dir,

@@ -14,6 +14,7 @@
 //! socket. `service` answers the control socket.
 
 mod service;
+mod watcher;
 pub mod wire;
 
 use std::future::Future;
@@ -24,16 +25,18 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::service::{Handles, Service};
+use self::watcher::Watcher;
+use crate::backup::metered_use;
 use crate::catalog::{Catalog, RunLock};
 use crate::conditions;
 use crate::conditions::sleep::SleepEvent;
-use crate::config::{Config, PolicyConfig};
+use crate::config::Config;
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
 use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::Timestamp;
-use crate::policy::{ClockJumps, Conditions, Decision, HoldReason, Hysteresis, Overrides, decide};
+use crate::policy::{Overrides, Power, decide};
 use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, upload_window};
 
 /// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
@@ -140,7 +143,9 @@ async fn serve_config(
     let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found)?);
     let (commands, inbox) = mpsc::channel(32);
     let (overrides, overridden) = watch::channel(Overrides::default());
+    let (keeping_awake, awake_until) = watch::channel(None);
     *service.handles.write().await = Some(Handles {
+        keeping_awake: awake_until,
         commands: commands.clone(),
         discovery: Arc::clone(&discovery),
         policy: config.policy.clone(),
@@ -155,6 +160,7 @@ async fn serve_config(
         max_concurrent: config.max_concurrent,
         mode: Mode::Service,
         order: config.order,
+        budget: config.policy.budget,
     };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
     scheduler.restore_pause(*pause);
@@ -163,24 +169,36 @@ async fn serve_config(
     scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
     scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
     scheduler.set_window(upload_window(&config.policy.rules.windows, Timestamp::now()));
+    let metered = metered_use(&config.policy, &first, Overrides::default()).await;
+    scheduler.set_metered(metered.clone())?;
     // Stop uploads cleanly before the system sleeps, and read the
     // conditions again when it wakes.
     let (uploading, uploading_seen) = watch::channel(false);
     scheduler.report_uploading(uploading);
     let (slept, sleep_events) = mpsc::channel(4);
     let (relayed, watcher_events) = mpsc::channel(4);
+    #[cfg(target_os = "macos")]
+    let power_state = {
+        let program = std::path::Path::new("/usr/bin/notifyutil");
+        tokio::spawn(conditions::macos::watch_power_state(program, slept.clone()))
+    };
+    let (mains, on_mains) = watch::channel(first.power == Power::External);
+    let awake = config
+        .policy
+        .keep_awake
+        .map(|max| tokio::spawn(conditions::awake::keep_awake(max, uploading_seen.clone(), on_mains, keeping_awake)));
     let sleep_guard = tokio::spawn(conditions::sleep::guard(uploading_seen, slept));
     let relay = tokio::spawn(relay_sleep(sleep_events, commands.clone(), relayed));
-    let conditions = tokio::spawn(watch_conditions(
-        config.policy.clone(),
-        first,
-        overridden,
-        Some(watcher_events),
-        commands.clone(),
-    ));
+    let watcher = Watcher::new(config.policy.clone(), &first, metered, overridden, commands.clone(), mains);
+    let conditions = tokio::spawn(watcher.run(Some(watcher_events)));
     let result = scheduler.run(Some(discovered), Some(inbox), stop).await;
     conditions.abort();
     relay.abort();
+    if let Some(awake) = awake {
+        awake.abort();
+    }
+    #[cfg(target_os = "macos")]
+    power_state.abort();
     sleep_guard.abort();
     *service.handles.write().await = None;
     *pause = scheduler.pause();
@@ -209,146 +227,6 @@ async fn relay_sleep(
     if asleep {
         let _ = watcher.send(SleepEvent::Woke).await;
         let _ = commands.send(Command::Sleep(false)).await;
-    }
-}
-
-/// How often the conditions watcher compares the wall and monotonic
-/// clocks, to notice a sleep nobody announced.
-const CLOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Reads the conditions every `poll_interval` and tells the scheduler when
-/// the policy's verdict changes (holds at once, resumes only after the
-/// hysteresis time of good conditions) or the bandwidth timetable crosses a
-/// boundary. The verdict takes the `overrides` of a running `backup --now`
-/// into account. `first` is the reading the scheduler started with. A
-/// coming sleep holds everything at once; after the wake the conditions are
-/// read again at once, and work resumes only once they have held good for
-/// the hysteresis time.
-async fn watch_conditions(
-    policy: PolicyConfig,
-    first: Conditions,
-    mut overrides: watch::Receiver<Overrides>,
-    mut sleep_events: Option<mpsc::Receiver<SleepEvent>>,
-    commands: mpsc::Sender<Command>,
-) {
-    let mut asleep = false;
-    let start = tokio::time::Instant::now();
-    let hysteresis = policy.rules.hysteresis;
-    let mut sent = decide(&first, &policy.rules, Overrides::default());
-    let mut state = Hysteresis::new(sent.clone());
-    let mut rate = policy.bandwidth.limit_at(first.minute_of_day);
-    let mut window = upload_window(&policy.rules.windows, Timestamp::now());
-    // Announced changes (system bus signals, Darwin notifications) wake the loop at once; polling covers the rest.
-    let mut changes = conditions::changes().await;
-    let mut clocks = ClockJumps::new(Timestamp::now(), start.elapsed());
-    loop {
-        let pending = state.pending_until(hysteresis).map(|at| at.saturating_sub(start.elapsed()));
-        let wait = pending.map_or(policy.poll_interval, |p| p.min(policy.poll_interval));
-        let due = tokio::time::Instant::now() + wait;
-        // The clocks are compared more often than the conditions are read.
-        let mut clock_check = false;
-        tokio::select! {
-            () = tokio::time::sleep(wait.min(CLOCK_CHECK)) => clock_check = tokio::time::Instant::now() < due,
-            event = next_change(&mut changes) => {
-                if event.is_none() {
-                    changes = None;
-                }
-            }
-            event = recv_sleep(&mut sleep_events) => match event {
-                Some(SleepEvent::Sleeping) => {
-                    asleep = true;
-                    sent = Decision::HoldOff(HoldReason::Sleeping);
-                    state = Hysteresis::new(sent.clone());
-                    if commands.send(Command::Conditions(sent.clone())).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                // The hold stays until what is read now has held for the hysteresis.
-                Some(SleepEvent::Woke) => asleep = false,
-                None => {
-                    asleep = false;
-                    sleep_events = None;
-                }
-            },
-            still_open = overrides.changed() => {
-                if still_open.is_err() {
-                    return;
-                }
-                if asleep {
-                    continue;
-                }
-                // Whoever set them told the scheduler; judge by them from now on.
-                let now = conditions::read(&policy.probe).await;
-                sent = decide(&now, &policy.rules, *overrides.borrow());
-                state = Hysteresis::new(sent.clone());
-                window = upload_window(&policy.rules.windows, Timestamp::now())
-                    .filter(|_| !overrides.borrow().ignore_power_and_window);
-                if commands.send(Command::Window(window)).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        }
-        if let Some(ahead) = clocks.check(Timestamp::now(), start.elapsed()) {
-            // A sleep nobody announced (or a clock stepped forward): hold
-            // until the conditions read now have held good for the hysteresis.
-            tracing::info!(
-                "the wall clock jumped {} ahead: reading the conditions again",
-                humantime::format_duration(ahead)
-            );
-            asleep = false;
-            sent = Decision::HoldOff(HoldReason::Sleeping);
-            state = Hysteresis::new(sent.clone());
-            if commands.send(Command::Conditions(sent.clone())).await.is_err() {
-                return;
-            }
-        } else if clock_check {
-            continue;
-        }
-        if asleep {
-            continue;
-        }
-        let conditions = conditions::read(&policy.probe).await;
-        let limit = policy.bandwidth.limit_at(conditions.minute_of_day);
-        if limit != rate {
-            rate = limit;
-            if commands.send(Command::Bandwidth(rate)).await.is_err() {
-                return;
-            }
-        }
-        // Overrides that ignore the window leave no window to fit in.
-        let now_window = upload_window(&policy.rules.windows, Timestamp::now())
-            .filter(|_| !overrides.borrow().ignore_power_and_window);
-        if now_window != window {
-            window = now_window;
-            if commands.send(Command::Window(window)).await.is_err() {
-                return;
-            }
-        }
-        let raw = decide(&conditions, &policy.rules, *overrides.borrow());
-        let effective = state.update(raw, start.elapsed(), hysteresis).clone();
-        if effective != sent {
-            if commands.send(Command::Conditions(effective.clone())).await.is_err() {
-                return;
-            }
-            sent = effective;
-        }
-    }
-}
-
-async fn recv_sleep(events: &mut Option<mpsc::Receiver<SleepEvent>>) -> Option<SleepEvent> {
-    match events {
-        Some(events) => events.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_change(changes: &mut Option<impl futures_util::Stream<Item = ()> + Unpin>) -> Option<()> {
-    use futures_util::StreamExt as _;
-    match changes {
-        Some(stream) => stream.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Handles {
     pub targets: Vec<Target>,
     /// The sources, for `why`.
     pub sources: Vec<crate::config::SourceConfig>,
+    /// Until when idle sleep is held off while uploading (`keep_awake`).
+    pub keeping_awake: watch::Receiver<Option<Timestamp>>,
 }
 
 /// The control socket's handler: one method per request.
@@ -166,6 +168,7 @@ impl Service {
             last_scan: discovery.last_scan(),
             skipped: discovery.left_out().map(|l| wire::skipped(&l.skipped, l.unreadable, l.unsettled)),
             scheduler: wire::scheduler(&scheduler),
+            keeping_awake_until: *handles.keeping_awake.borrow(),
         })))
     }
 

@@ -48,6 +48,15 @@ pub fn scheduler(status: &SchedulerStatus) -> wire::Scheduler {
             }
             .to_owned(),
         },
+        budget: status.budget.as_ref().map(|b| wire::Budget {
+            network: b.network.clone(),
+            used: b.used,
+            limit: b.limit,
+            remaining: b.remaining(),
+            period: b.period.to_owned(),
+            resets: b.resets.to_string(),
+            enforced: b.enforced,
+        }),
     }
 }
 

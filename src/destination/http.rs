@@ -30,6 +30,45 @@ pub const STREAM_CHUNK: usize = 256 * 1024;
 /// larger reads cost less.
 pub const READ_CHUNK: usize = 1024 * 1024;
 
+/// An HTTP client with timeouts that can be swapped for a fresh one, with
+/// an empty connection pool: connections open across a system sleep are
+/// usually dead, and an upload on one would wait for a timeout.
+pub struct Client {
+    timeout: Duration,
+    current: std::sync::RwLock<Result<reqwest::Client, String>>,
+}
+
+impl Client {
+    /// A client whose reads time out after `timeout` (connecting after at
+    /// most 15 s). Without its timeouts a stalled server would hang uploads
+    /// for good: a client that cannot be built is an error, never a fallback.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, current: std::sync::RwLock::new(Self::build(timeout)) }
+    }
+
+    fn build(timeout: Duration) -> Result<reqwest::Client, String> {
+        reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(15)))
+            .read_timeout(timeout)
+            .pool_idle_timeout(Duration::from_mins(1))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+    }
+
+    /// The client to send with (a handle on the shared pool).
+    pub fn get(&self) -> Result<reqwest::Client, DestinationError> {
+        let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.clone().map_err(DestinationError::permanent)
+    }
+
+    /// Drops the pooled connections: requests from now on open new ones
+    /// (requests under way finish on theirs).
+    pub fn renew(&self) {
+        let fresh = Self::build(self.timeout);
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    }
+}
+
 /// Sends a request; transport failures (refused, reset, timed out) are transient.
 pub async fn send(request: RequestBuilder) -> Result<Response, DestinationError> {
     request.send().await.map_err(transport)
@@ -231,6 +270,48 @@ pub fn read_error(request: &UploadRequest, e: &std::io::Error) -> DestinationErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A keep-alive HTTP server on 127.0.0.1 that answers every request
+    /// with an empty 200 and counts the connections it accepted.
+    async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = tokio::io::BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.is_empty() {
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if write.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_renewed_client_opens_new_connections() {
+        let (url, accepted) = counting_server().await;
+        let client = Client::new(Duration::from_secs(10));
+        for _ in 0..2 {
+            let response = send(client.get().expect("client").get(&url)).await.expect("answer");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the pooled connection is reused");
+        client.renew();
+        send(client.get().expect("client").get(&url)).await.expect("answer");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a fresh connection after renew");
+    }
 
     #[test]
     fn statuses_and_retry_after() {

@@ -192,6 +192,10 @@ pub trait Destination: Send + Sync {
     async fn discard(&self, _job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {
         Ok(())
     }
+
+    /// Forgets pooled connections (the system slept: they are likely
+    /// dead), so the next requests open new ones.
+    fn reconnect(&self) {}
 }
 
 /// The longest file name most file systems take (`NAME_MAX`), in bytes.

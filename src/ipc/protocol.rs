@@ -145,6 +145,10 @@ pub struct DaemonStatus {
     pub skipped: Option<wire::Skipped>,
     /// The scheduler's view.
     pub scheduler: wire::Scheduler,
+    /// While idle sleep is held off for uploads (`keep_awake`), until when
+    /// at the latest.
+    #[serde(default)]
+    pub keeping_awake_until: Option<Timestamp>,
 }
 
 /// Typed error codes, so the CLI can pick its exit code.

@@ -33,6 +33,28 @@ pub struct Scheduler {
     /// How far back the backup is complete, by capture time.
     #[serde(default)]
     pub backlog: Backlog,
+    /// The data budget of the metered network uploads run on, if one is set.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+/// How a metered network's data budget stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// The network (a connection profile's name, an interface, a router).
+    pub network: String,
+    /// Bytes sent over it this period.
+    pub used: u64,
+    /// Bytes allowed per period.
+    pub limit: u64,
+    /// Bytes left this period.
+    pub remaining: u64,
+    /// `day`, `week` or `month`.
+    pub period: String,
+    /// The day the count starts again (`YYYY-MM-DD`).
+    pub resets: String,
+    /// Whether it binds uploads now (not while `--allow-metered` runs).
+    pub enforced: bool,
 }
 
 /// How far back the backup is complete, by when the photos were taken.

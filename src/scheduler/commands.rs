@@ -39,6 +39,9 @@ pub enum Command {
     /// The conditions policy changed its verdict: hold off (running uploads
     /// stop at a chunk boundary, uncharged) or run.
     Conditions(Decision),
+    /// The machine joined a metered network with a data budget (`None`:
+    /// left it); see [`Scheduler::set_metered`].
+    Metered(Option<super::MeteredUse>),
     /// The system is going to sleep (`true`) or has woken (`false`); see
     /// [`Scheduler::set_asleep`].
     Sleep(bool),
@@ -101,6 +104,7 @@ impl Scheduler<'_> {
             },
             Command::Conditions(decision) => self.apply_conditions(decision),
             Command::Sleep(asleep) => self.set_asleep(asleep),
+            Command::Metered(using) => self.set_metered(using)?,
             Command::Bandwidth(rate) => self.set_bandwidth(rate),
             Command::Window(window) => self.set_window(window),
             Command::WaitIdle(reply) => {
@@ -117,9 +121,15 @@ impl Scheduler<'_> {
     fn is_idle(&self) -> bool {
         self.tasks.is_empty()
             && self.sleeping.is_empty()
-            && (self.paused.is_some()
-                || self.hold().is_some()
-                || self.queue.iter().all(|p| self.is_held(p.job.destination_id)))
+            && (self.paused.is_some() || self.hold().is_some() || {
+                // Jobs that wait for a window or a data budget cannot start now either.
+                let (budget, room) = (self.window_budget(), self.metered_room());
+                self.queue.iter().all(|p| {
+                    self.is_held(p.job.destination_id)
+                        || !super::window::fits(p, budget)
+                        || !super::meter::fits(p, room)
+                })
+            })
     }
 
     pub(super) fn answer_idle_waiters(&mut self) {
@@ -147,6 +157,11 @@ impl Scheduler<'_> {
                 for flight in self.flights.values() {
                     flight.cancel.cancel();
                 }
+                if reason == HoldReason::Sleeping {
+                    // A sleep, a wake, or one nobody announced: connections
+                    // open across it are likely dead.
+                    self.reconnect();
+                }
                 self.policy_hold = Some(reason);
             }
             Decision::Run => {
@@ -170,8 +185,16 @@ impl Scheduler<'_> {
             }
         } else if self.asleep {
             self.policy_hold = Some(HoldReason::Sleeping);
+            self.reconnect();
         }
         self.asleep = asleep;
+    }
+
+    /// Has every destination drop its pooled connections.
+    fn reconnect(&self) {
+        for target in self.targets.values() {
+            target.destination.reconnect();
+        }
     }
 
     /// Why uploads are held by the system or the conditions, if they are.
@@ -188,7 +211,9 @@ impl Scheduler<'_> {
     /// passed is over.
     pub fn restore_pause(&mut self, pause: Option<Pause>) {
         let now = Timestamp::now();
-        self.paused = pause.filter(|p| p.until.is_none_or(|until| until > now)).map(|p| UserPause { ends: p.until.map(Deadline::at) });
+        self.paused = pause
+            .filter(|p| p.until.is_none_or(|until| until > now))
+            .map(|p| UserPause { ends: p.until.map(Deadline::at) });
     }
 
     /// Tells `uploading` from now on whether uploads are in flight.

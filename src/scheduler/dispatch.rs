@@ -111,7 +111,7 @@ impl Scheduler<'_> {
         self.busy.insert((destination_id, pending.hash.clone()));
         self.busy_keys.insert((destination_id, key.0.clone()));
         let started = Instant::now();
-        self.flights.insert(running.id, Flight { running, pending, key, sent, resumed, cancel, started });
+        self.flights.insert(running.id, Flight { running, pending, key, sent, resumed, counted: 0, cancel, started });
         Ok(())
     }
 
@@ -306,6 +306,8 @@ impl Scheduler<'_> {
     }
 
     fn complete(&mut self, job: JobId, outcome: Result<Uploaded, DestinationError>) -> Result<(), CatalogError> {
+        // What it sent (retries and all) counts against a data budget.
+        self.flush_meter()?;
         let Some(flight) = self.flights.remove(&job) else { return Ok(()) };
         let destination = flight.running.destination_id;
         self.busy.remove(&(destination, flight.pending.hash.clone()));

@@ -27,12 +27,14 @@
 
 mod commands;
 mod dispatch;
+mod meter;
 mod queue;
 mod retry;
 mod status;
 mod window;
 
 pub use commands::Command;
+pub use meter::{BudgetStatus, MeteredUse};
 pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadStatus};
 pub use window::{UploadWindow, upload_window};
 
@@ -133,6 +135,8 @@ pub struct Settings {
     pub mode: Mode,
     /// Which photos of the backlog go first.
     pub order: Order,
+    /// Bytes per period on each metered network, if limited.
+    pub budget: Option<crate::policy::Budget>,
 }
 
 /// Receives progress while the scheduler works.
@@ -164,16 +168,30 @@ pub async fn drain(
     settings: Settings,
     observer: Arc<dyn RunObserver>,
     discovery: Option<mpsc::Receiver<()>>,
-    (hold, bandwidth, window): (Option<HoldReason>, Option<u64>, Option<UploadWindow>),
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { mode: Mode::OneShot, ..settings };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
-    scheduler.apply_conditions(hold.map_or(Decision::Run, Decision::HoldOff));
-    scheduler.set_bandwidth(bandwidth);
-    scheduler.set_window(window);
+    scheduler.apply_conditions(limits.hold.map_or(Decision::Run, Decision::HoldOff));
+    scheduler.set_bandwidth(limits.bandwidth);
+    scheduler.set_window(limits.window);
+    scheduler.set_metered(limits.metered)?;
     scheduler.run(discovery, None, shutdown).await?;
     Ok(scheduler.into_report())
+}
+
+/// What a one-shot run may do, as the conditions are when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Why uploads are held, if they are.
+    pub hold: Option<HoldReason>,
+    /// The upload rate limit (bytes per second).
+    pub bandwidth: Option<u64>,
+    /// The allowed window uploads are in.
+    pub window: Option<UploadWindow>,
+    /// The metered network uploads run on, with a data budget.
+    pub metered: Option<MeteredUse>,
 }
 
 struct Flight {
@@ -185,6 +203,9 @@ struct Flight {
     sent: Arc<AtomicU64>,
     /// Bytes an earlier attempt left at the destination that this one kept.
     resumed: Arc<AtomicU64>,
+    /// Of `sent`, how much was counted against a data budget (or sent
+    /// while unmetered).
+    counted: u64,
     cancel: CancellationToken,
     started: Instant,
 }
@@ -280,6 +301,10 @@ pub struct Scheduler<'c> {
     uploading: Option<tokio::sync::watch::Sender<bool>>,
     /// The rate this run's uploads reached.
     throughput: window::Throughput,
+    /// The budget of the metered network uploads run on, if one is set.
+    meter: Option<meter::Meter>,
+    /// When the bytes sent are next written down.
+    meter_due: Option<Instant>,
     /// Folder listings for describing files recorded before capture times
     /// were kept.
     folders: crate::media::group::Folders,
@@ -324,6 +349,8 @@ impl<'c> Scheduler<'c> {
             window: None,
             uploading: None,
             throughput: window::Throughput::default(),
+            meter: None,
+            meter_due: None,
             folders: crate::media::group::Folders::default(),
             next_retry: None,
             idle_waiters: Vec::new(),
@@ -478,10 +505,12 @@ impl<'c> Scheduler<'c> {
         }
         let budget = self.window_budget();
         while self.tasks.len() < self.settings.max_concurrent.max(1) {
+            let room = self.metered_room();
             let index = self.queue.iter().position(|p| {
                 let destination = p.job.destination_id;
                 !self.is_held(destination)
                     && window::fits(p, budget)
+                    && meter::fits(p, room)
                     && !self.busy.contains(&(destination, p.hash.clone()))
                     && self
                         .targets
@@ -506,7 +535,9 @@ impl<'c> Scheduler<'c> {
         let pause = self.paused.and_then(|p| p.ends).map(at);
         let cooldowns = self.breakers.values().filter_map(|b| b.open.as_ref().and_then(|(_, until)| *until)).map(at);
         let sources = self.source_recheck.filter(|_| self.settings.mode == Mode::Service);
-        self.sleeping.iter().map(|(at, _)| *at).chain(retry).chain(pause).chain(cooldowns).chain(sources).min()
+        let count = self.meter_due.filter(|_| !self.flights.is_empty());
+        let timers = self.sleeping.iter().map(|(at, _)| *at).chain(retry).chain(pause).chain(cooldowns);
+        timers.chain(sources).chain(count).min()
     }
 
     fn on_timer(&mut self) -> Result<(), CatalogError> {
@@ -543,6 +574,9 @@ impl<'c> Scheduler<'c> {
         }
         if self.source_recheck.is_some_and(|at| at <= now) {
             self.recheck_sources()?;
+        }
+        if self.meter_due.is_some_and(|at| at <= now) {
+            self.flush_meter()?;
         }
         Ok(())
     }

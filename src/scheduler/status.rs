@@ -110,6 +110,8 @@ pub struct SchedulerStatus {
     pub backlog: Backlog,
     /// Which photos of the backlog go first.
     pub order: Order,
+    /// The data budget of the metered network uploads run on.
+    pub budget: Option<super::BudgetStatus>,
 }
 
 impl Scheduler<'_> {
@@ -130,8 +132,18 @@ impl Scheduler<'_> {
         let paused = paused.map(|p| (p, stopped.unwrap_or_default()));
         let budget = self.window_budget();
         let too_big = self.too_big_reason().unwrap_or_default();
+        let room = self.metered_room();
+        let over_budget = self.over_budget_reason().unwrap_or_default();
         let waiting = self.queue.iter().filter(|p| stopped.is_none() && !self.is_held(p.job.destination_id));
-        let waiting = waiting.filter(|p| !super::window::fits(p, budget)).map(|p| (p, too_big.as_str()));
+        let waiting = waiting.filter_map(|p| {
+            if !super::window::fits(p, budget) {
+                Some((p, too_big.as_str()))
+            } else if !super::meter::fits(p, room) {
+                Some((p, over_budget.as_str()))
+            } else {
+                None
+            }
+        });
         for (pending, reason) in held.chain(aside).chain(paused).chain(waiting) {
             let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
             holds
@@ -185,6 +197,7 @@ impl Scheduler<'_> {
             totals: DrainReport { holds: Vec::new(), ..self.report.clone() },
             backlog: self.catalog.backlog()?,
             order: self.settings.order,
+            budget: self.budget_status(),
         })
     }
 }

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use self::http::{ok_or_classify, refusal};
 use self::multipart::Finished;
 use super::http::{
-    READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, read_error, send, send_for,
+    Client, READ_CHUNK, STREAM_CHUNK, digest_range, file_chunks, header, hex, metered, read_error, send, send_for,
 };
 use super::{
     Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
@@ -61,7 +61,7 @@ const HASH_META: &str = "x-amz-meta-photosync-sha256";
 pub struct S3Destination {
     bucket: Result<Bucket, String>,
     credentials: S3CredentialSource,
-    client: Result<reqwest::Client, String>,
+    client: Client,
     prefix: String,
     multipart_threshold: u64,
     part_size: u64,
@@ -73,7 +73,7 @@ pub struct S3Destination {
 struct Access<'d> {
     bucket: &'d Bucket,
     keys: Credentials,
-    client: &'d reqwest::Client,
+    client: reqwest::Client,
 }
 
 /// What a look at a key found.
@@ -99,18 +99,10 @@ impl S3Destination {
         let style = if config.path_style { UrlStyle::Path } else { UrlStyle::VirtualHost };
         let bucket = Bucket::new(config.endpoint.clone(), style, config.bucket.clone(), config.region.clone())
             .map_err(|e| format!("bucket {} at {}: {e}", config.bucket, config.endpoint));
-        // Without its timeouts a stalled server would hang uploads for good:
-        // a client that cannot be built is an error, never a fallback.
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(Duration::from_secs(15)))
-            .read_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_mins(1))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"));
         Self {
             bucket,
             credentials: config.credentials.clone(),
-            client,
+            client: Client::new(config.timeout),
             prefix: config.prefix.clone(),
             multipart_threshold: config.multipart_threshold,
             part_size: config.part_size,
@@ -121,8 +113,7 @@ impl S3Destination {
     /// The bucket, freshly read keys and the client, or why there are none.
     fn access(&self) -> Result<Access<'_>, DestinationError> {
         let bucket = self.bucket.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
-        let client = self.client.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
-        Ok(Access { bucket, keys: credentials::resolve(&self.credentials)?, client })
+        Ok(Access { bucket, keys: credentials::resolve(&self.credentials)?, client: self.client.get()? })
     }
 }
 
@@ -225,6 +216,10 @@ impl Destination for S3Destination {
             )),
             None => Verdict::Missing,
         })
+    }
+
+    fn reconnect(&self) {
+        self.client.renew();
     }
 
     async fn discard(&self, job: JobId, _key: &RemoteKey, _hash: &ContentHash) -> Result<(), DestinationError> {

@@ -22,7 +22,7 @@ pub use config::{PasswordSource, Vendor, WebDavConfig};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
@@ -32,7 +32,9 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use self::propfind::Entry;
-use super::http::{READ_CHUNK, STREAM_CHUNK, file_chunks, metered, read_error, retry_after, retry_for, send_for};
+use super::http::{
+    Client, READ_CHUNK, STREAM_CHUNK, file_chunks, metered, read_error, retry_after, retry_for, send_for,
+};
 use super::{
     Destination, DestinationError, ProgressFn, Retry, SessionStore, UploadRequest, Uploaded, Verdict, key_candidates,
     temp_name,
@@ -42,7 +44,7 @@ use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 /// A WebDAV collection as a destination.
 pub struct WebDavDestination {
     config: WebDavConfig,
-    client: Result<reqwest::Client, String>,
+    client: Client,
     sessions: Arc<dyn SessionStore>,
     /// Collections known to exist (made or found), by URL.
     collections: Mutex<HashSet<String>>,
@@ -50,7 +52,7 @@ pub struct WebDavDestination {
 
 /// What one operation works with: the client and the credentials read for it.
 struct Access<'d> {
-    client: &'d reqwest::Client,
+    client: reqwest::Client,
     username: Option<&'d str>,
     password: Option<String>,
 }
@@ -87,19 +89,17 @@ fn dav(name: &'static str) -> Method {
 impl WebDavDestination {
     /// A destination for `config`, keeping chunked uploads in `sessions`.
     pub fn new(config: &WebDavConfig, sessions: Arc<dyn SessionStore>) -> Self {
-        // Without its timeouts a stalled server would hang uploads for good.
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(Duration::from_secs(15)))
-            .read_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_mins(1))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"));
-        Self { config: config.clone(), client, sessions, collections: Mutex::new(HashSet::new()) }
+        Self {
+            config: config.clone(),
+            client: Client::new(config.timeout),
+            sessions,
+            collections: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The client and freshly read credentials, or why there are none.
     fn access(&self) -> Result<Access<'_>, DestinationError> {
-        let client = self.client.as_ref().map_err(|e| DestinationError::permanent(e.clone()))?;
+        let client = self.client.get()?;
         let password = match &self.config.password {
             PasswordSource::None => None,
             PasswordSource::Env(var) => Some(
@@ -406,6 +406,10 @@ impl Destination for WebDavDestination {
         })
     }
 
+    fn reconnect(&self) {
+        self.client.renew();
+    }
+
     async fn discard(&self, job: JobId, key: &RemoteKey, hash: &ContentHash) -> Result<(), DestinationError> {
         let access = self.access()?;
         let never = CancellationToken::new();
@@ -508,6 +512,8 @@ fn classify(status: StatusCode, headers: &HeaderMap, operation: &str) -> Destina
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
