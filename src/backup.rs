@@ -96,7 +96,7 @@ pub async fn run(
     let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
     let window =
         upload_window(&config.policy.rules.windows, Timestamp::now()).filter(|_| !overrides.ignore_power_and_window);
-    let metered = metered_use(&config.policy, &conditions, overrides).await;
+    let metered = metered_use(&config.policy, &conditions, overrides, None).await;
     let limits = Limits { hold, bandwidth, window, metered };
     let drained = drain(catalog, &targets, settings, run_observer, Some(discovery), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
@@ -118,13 +118,23 @@ pub async fn run(
 
 /// The metered network uploads would run on, when a data budget is set
 /// and the link is metered: its budget binds them unless `--allow-metered`
-/// lifts it (what that run sends is counted all the same).
-pub async fn metered_use(policy: &PolicyConfig, conditions: &Conditions, overrides: Overrides) -> Option<MeteredUse> {
+/// lifts it (what that run sends is counted all the same). When the system
+/// cannot name the network for a moment, the one it named before
+/// (`previous`) is kept, so a failed look-up never opens a fresh budget.
+pub async fn metered_use(
+    policy: &PolicyConfig,
+    conditions: &Conditions,
+    overrides: Overrides,
+    previous: Option<&MeteredUse>,
+) -> Option<MeteredUse> {
     policy.budget?;
     if !matches!(conditions.network, Network::Metered { .. }) {
         return None;
     }
-    let link = crate::conditions::metered_link(&policy.probe).await;
+    let link = match crate::conditions::metered_link().await {
+        Some(link) => link,
+        None => previous.map_or_else(|| crate::conditions::fallback_link(&policy.probe), |p| p.link.clone()),
+    };
     Some(MeteredUse { link, enforce: !overrides.allow_metered })
 }
 

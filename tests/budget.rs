@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::harness::{Env, tree, write_photo};
-use crate::system_bus::{SystemBus, daemon_on_the_bus_with};
+use crate::harness::{Env, tree, wait_until, write_photo};
+use crate::system_bus::{SystemBus, daemon_on_the_bus_with, job_state, upload_under_way};
 
 /// The budget in these tests: six of the 1,000,000-byte photos fit, a
 /// seventh does not.
@@ -124,4 +124,54 @@ fn backup_respects_the_budget_and_allow_metered_is_counted() {
     assert_eq!(out.status.code(), Some(0), "{summary}");
     assert_eq!(summary["uploaded"], 14, "{summary}");
     assert_eq!(counted(&env), [("nm:7222c729-0003-4f00-8000-00000000cccc".into(), "Phone".into(), 20 * PHOTO as u64)]);
+}
+
+/// Regression: an upload that started on an unmetered link went on to the
+/// end when the link turned metered, past the budget. It must stop (back
+/// in the queue, no attempt charged, its progress kept) and wait for the
+/// budget.
+#[test]
+fn an_upload_started_unmetered_ran_on_past_the_budget_when_the_link_turned_metered() {
+    let bus = SystemBus::start();
+    bus.set_metered(2);
+    bus.set_primary_connection("7222c729-0004-4f00-8000-00000000dddd", "Hotspot");
+    let policy = "metered = \"allow\"\nmetered_budget = \"6MiB/month\"";
+    let (env, daemon) = daemon_on_the_bus_with(&bus, policy);
+    upload_under_way(&env, 11);
+    bus.set_metered(1);
+    daemon.wait_until(Duration::from_secs(20), "the upload stops and waits for the budget", || {
+        let status = env.status();
+        let (state, _, attempts) = job_state(&env);
+        (state.as_str(), attempts) == ("queued", 0)
+            && status["reason"].as_str().is_some_and(|r| r.contains("waits for the data budget"))
+    });
+    let stored = tree(&env.dest);
+    assert!(!stored.keys().any(|path| path.ends_with("clip.mp4")), "nothing was stored: {:?}", stored.keys());
+    bus.set_metered(2);
+    daemon.wait_until(Duration::from_mins(1), "it completes once unmetered", || job_state(&env).0 == "acknowledged");
+}
+
+/// Regression: the bytes an upload sent were written down only when it
+/// ended, so a kill -9 in the middle of a big video lost its count and
+/// `status` showed none of it. They are written down every second.
+#[test]
+fn the_count_of_a_running_upload_was_written_only_when_it_ended() {
+    let bus = SystemBus::start();
+    bus.set_metered(1);
+    bus.set_primary_connection("7222c729-0005-4f00-8000-00000000eeee", "Hotspot");
+    let policy = "metered = \"allow\"\nmetered_budget = \"1GiB/day\"";
+    let (env, daemon) = daemon_on_the_bus_with(&bus, policy);
+    upload_under_way(&env, 12);
+    daemon.wait_until(Duration::from_secs(10), "the count grows during the upload", || {
+        let counted = counted(&env).first().map_or(0, |(_, _, bytes)| *bytes);
+        counted > 0 && job_state(&env).0 == "running"
+    });
+    daemon.signal("KILL");
+    drop(daemon);
+    let before = counted(&env)[0].2;
+    let _daemon = env.start_daemon();
+    wait_until(Duration::from_mins(1), "the upload completes after the restart", || {
+        job_state(&env).0 == "acknowledged"
+    });
+    assert!(counted(&env)[0].2 > before, "the restarted daemon adds to the count, never resets it");
 }

@@ -58,13 +58,21 @@ impl SystemBus {
             bus.children.push(mock);
         }
         wait_until(Duration::from_secs(20), "the mocks answer", || {
-            bus.call("nm.GetAll(NM, dbus_interface=PROPS)\nlogind.ListInhibitors(dbus_interface=LOGIN)")
+            bus.run("nm.GetAll(NM, dbus_interface=PROPS)\nlogind.ListInhibitors(dbus_interface=LOGIN)").status.success()
         });
         bus
     }
 
     /// Runs a Python statement with `bus`, `upower`, `nm` and a few names bound.
     pub(crate) fn call(&self, statement: &str) -> bool {
+        let out = self.run(statement);
+        if !out.status.success() {
+            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
+    }
+
+    fn run(&self, statement: &str) -> std::process::Output {
         let program = format!(
             "import dbus\nbus = dbus.bus.BusConnection({:?})\nMOCK = 'org.freedesktop.DBus.Mock'\n\
              PROPS = 'org.freedesktop.DBus.Properties'\nNM = 'org.freedesktop.NetworkManager'\n\
@@ -74,11 +82,7 @@ impl SystemBus {
              logind = bus.get_object('org.freedesktop.login1', '/org/freedesktop/login1')\n{statement}\n",
             self.address
         );
-        let out = std::process::Command::new(PYTHON).args(["-c", &program]).output().expect("python3");
-        if !out.status.success() {
-            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        out.status.success()
+        std::process::Command::new(PYTHON).args(["-c", &program]).output().expect("python3")
     }
 
     /// The sleep inhibitors logind holds, as `what/who/mode`.

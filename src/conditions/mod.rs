@@ -77,19 +77,24 @@ pub struct MeteredLink {
     pub name: String,
 }
 
-/// Which metered network the machine is on: `NetworkManager`'s primary
-/// connection (Linux), the router's hardware address (macOS), else a
-/// metered interface from the config, else one "unknown metered network".
-pub async fn metered_link(probe: &Probe) -> MeteredLink {
+/// Which metered network the machine is on, as the system names it:
+/// `NetworkManager`'s primary connection (Linux), the router's hardware
+/// address (macOS). `None` when it cannot tell (now).
+pub async fn metered_link() -> Option<MeteredLink> {
     #[cfg(not(target_os = "macos"))]
-    if let Some((uuid, id)) = dbus::primary_connection().await {
+    {
+        let (uuid, id) = dbus::primary_connection().await?;
         let name = if id.is_empty() { uuid.clone() } else { id };
-        return MeteredLink { key: format!("nm:{uuid}"), name };
+        Some(MeteredLink { key: format!("nm:{uuid}"), name })
     }
     #[cfg(target_os = "macos")]
-    if let Some(link) = tokio::task::spawn_blocking(macos::read_network_signature).await.ok().flatten() {
-        return link;
-    }
+    tokio::task::spawn_blocking(macos::read_network_signature).await.ok().flatten()
+}
+
+/// What to count a metered network under when the system cannot name it:
+/// the metered interface from the config, else one "unknown metered
+/// network".
+pub fn fallback_link(probe: &Probe) -> MeteredLink {
     #[cfg(not(target_os = "macos"))]
     if let Some(interface) = default_route_interface(&probe.route_file).filter(|i| probe.metered_interfaces.contains(i))
     {

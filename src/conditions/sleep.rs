@@ -83,10 +83,11 @@ pub async fn guard_on(bus: &Connection, mut uploading: watch::Receiver<bool>, ev
                 let Ok(starting) = message.body().deserialize::<bool>() else { continue };
                 if starting {
                     tracing::info!("the system is going to sleep");
-                    release_by = Some(Instant::now() + delay / 2);
+                    release_by = lock.is_some().then(|| Instant::now() + delay / 2);
                     SleepEvent::Sleeping
                 } else {
                     tracing::info!("the system woke");
+                    release_by = None;
                     SleepEvent::Woke
                 }
             }
@@ -98,6 +99,7 @@ pub async fn guard_on(bus: &Connection, mut uploading: watch::Receiver<bool>, ev
             }
             () = sleep_until(sleeping.map(|since| since + WAKE_LOST)) => {
                 tracing::warn!("no wake was announced after a sleep; carrying on as awake");
+                release_by = None;
                 SleepEvent::Woke
             }
         };

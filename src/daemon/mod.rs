@@ -169,7 +169,7 @@ async fn serve_config(
     scheduler.apply_conditions(decide(&first, &config.policy.rules, Overrides::default()));
     scheduler.set_bandwidth(config.policy.bandwidth.limit_at(first.minute_of_day));
     scheduler.set_window(upload_window(&config.policy.rules.windows, Timestamp::now()));
-    let metered = metered_use(&config.policy, &first, Overrides::default()).await;
+    let metered = metered_use(&config.policy, &first, Overrides::default(), None).await;
     scheduler.set_metered(metered.clone())?;
     // Stop uploads cleanly before the system sleeps, and read the
     // conditions again when it wakes.

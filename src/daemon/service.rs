@@ -233,13 +233,17 @@ impl Service {
 }
 
 /// Puts `overrides` in force: the conditions watcher decides with them
-/// from now on, and the scheduler hears the verdict before anything it is
-/// asked next (commands are handled in order).
+/// from now on, and the scheduler hears the verdict (and whether a data
+/// budget binds) before anything it is asked next (commands are handled in
+/// order).
 async fn set_overrides(handles: &Handles, overrides: Overrides) -> Result<(), ProtocolError> {
     handles.overrides.send_replace(overrides);
     let now = conditions::read(&handles.policy.probe).await;
     let decision = decide(&now, &handles.policy.rules, overrides);
     let gone = || ProtocolError::new(ErrorCode::Unavailable, "the scheduler is stopping");
+    // Whether the data budget binds this backup (`--allow-metered` lifts it).
+    let metered = crate::backup::metered_use(&handles.policy, &now, overrides, None).await;
+    handles.commands.send(Command::Metered(metered)).await.map_err(|_| gone())?;
     handles.commands.send(Command::Conditions(decision)).await.map_err(|_| gone())
 }
 

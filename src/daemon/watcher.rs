@@ -204,7 +204,7 @@ impl Watcher {
     /// Tells the scheduler when the metered network with a data budget
     /// that uploads run on changes (joined, left, another one).
     async fn tell_metered(&mut self, conditions: &Conditions, overrides: Overrides) -> Result<(), Gone> {
-        let now = metered_use(&self.policy, conditions, overrides).await;
+        let now = metered_use(&self.policy, conditions, overrides, self.metered.as_ref()).await;
         if now == self.metered {
             return Ok(());
         }

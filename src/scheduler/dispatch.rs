@@ -112,6 +112,9 @@ impl Scheduler<'_> {
         self.busy_keys.insert((destination_id, key.0.clone()));
         let started = Instant::now();
         self.flights.insert(running.id, Flight { running, pending, key, sent, resumed, counted: 0, cancel, started });
+        if self.meter.is_some() {
+            self.meter_due.get_or_insert(Instant::now() + super::meter::FLUSH);
+        }
         Ok(())
     }
 

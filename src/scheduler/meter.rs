@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use super::Scheduler;
 use crate::catalog::{CatalogError, PendingJob};
 use crate::conditions::MeteredLink;
-use crate::policy::{Budget, Cycle};
+use crate::model::{JobId, Timestamp};
+use crate::policy::{Budget, Cycle, Deadline};
 
 /// How often the bytes sent are written down while uploads run.
 pub(super) const FLUSH: Duration = Duration::from_secs(1);
@@ -36,6 +37,8 @@ pub(super) struct Meter {
     using: MeteredUse,
     budget: Budget,
     cycle: Cycle,
+    /// When the period ends: local midnight of its reset day.
+    ends: Option<Deadline>,
     /// Bytes counted in this period, as the catalog has them.
     used: u64,
 }
@@ -68,6 +71,12 @@ fn today() -> jiff::civil::Date {
     jiff::Zoned::now().date()
 }
 
+/// Local midnight at the start of `day`.
+fn midnight(day: jiff::civil::Date) -> Option<Deadline> {
+    let at = day.to_zoned(jiff::tz::TimeZone::system()).ok()?.timestamp();
+    Some(Deadline::at(Timestamp(at.as_millisecond())))
+}
+
 impl Scheduler<'_> {
     /// The machine is on metered network `using` (`None`: not metered, or
     /// no budget is set): what was sent until now is written down for the
@@ -83,13 +92,55 @@ impl Scheduler<'_> {
             Some(using) => {
                 let cycle = budget.cycle(today());
                 let used = self.catalog.metered_usage(&using.link.key, cycle.start)?;
-                let meter = Meter { using, budget, cycle, used };
+                let meter = Meter { using, budget, ends: midnight(cycle.resets), cycle, used };
                 tracing::info!("on a metered network: {}", meter.describe());
                 Some(meter)
             }
         };
-        self.meter_due = None;
+        self.meter_due = (self.meter.is_some() && !self.flights.is_empty()).then(|| Instant::now() + FLUSH);
+        self.fit_running();
         Ok(())
+    }
+
+    /// Stops running uploads, largest first (back to the queue, uncharged,
+    /// their progress kept), until what they may still send fits in the
+    /// budget: they started on an unmetered link, or under `--allow-metered`.
+    fn fit_running(&self) {
+        let Some(meter) = self.meter.as_ref().filter(|m| m.using.enforce) else { return };
+        let left = meter.budget.bytes.saturating_sub(meter.used);
+        let mut running: Vec<(u64, JobId)> = self.flights.iter().map(|(id, f)| (f.to_send(), *id)).collect();
+        running.sort_unstable_by(|a, b| b.cmp(a));
+        let mut total: u64 = running.iter().map(|(bytes, _)| bytes).sum();
+        for (bytes, job) in running {
+            if total <= left {
+                break;
+            }
+            if let Some(flight) = self.flights.get(&job) {
+                tracing::info!("stopping an upload that does not fit in the data budget: {}", meter.describe());
+                flight.cancel.cancel();
+            }
+            total -= bytes;
+        }
+    }
+
+    /// Starts the budget's next period when its reset day has come.
+    pub(super) fn roll_meter(&mut self) -> Result<(), CatalogError> {
+        let Some(meter) = &mut self.meter else { return Ok(()) };
+        let today = today();
+        if today >= meter.cycle.resets {
+            meter.cycle = meter.budget.cycle(today);
+            meter.used = self.catalog.metered_usage(&meter.using.link.key, meter.cycle.start)?;
+            tracing::info!("a new data budget period began: {}", meter.describe());
+        }
+        // Set afresh even when the day has not come by the calendar (the
+        // wall clock was stepped back): the timer fires again at midnight.
+        meter.ends = midnight(meter.cycle.resets);
+        Ok(())
+    }
+
+    /// When the budget's period ends, if one is in use.
+    pub(super) fn meter_ends(&self) -> Option<Deadline> {
+        self.meter.as_ref().and_then(|m| m.ends)
     }
 
     /// Writes down what running uploads sent since the last count, against
@@ -101,13 +152,11 @@ impl Scheduler<'_> {
             sent += now.saturating_sub(flight.counted);
             flight.counted = now;
         }
-        let Some(meter) = &mut self.meter else { return Ok(()) };
-        let today = today();
-        if today >= meter.cycle.resets {
-            meter.cycle = meter.budget.cycle(today);
-            meter.used = self.catalog.metered_usage(&meter.using.link.key, meter.cycle.start)?;
-            tracing::info!("a new data budget period began: {}", meter.describe());
+        if self.meter.is_none() {
+            return Ok(());
         }
+        self.roll_meter()?;
+        let Some(meter) = &mut self.meter else { return Ok(()) };
         if sent > 0 {
             let link = &meter.using.link;
             meter.used = self.catalog.add_metered_usage(&link.key, &link.name, meter.cycle.start, sent)?;
@@ -120,11 +169,7 @@ impl Scheduler<'_> {
     /// running ones may still send. `None` when no budget binds them.
     pub(super) fn metered_room(&self) -> Option<u64> {
         let meter = self.meter.as_ref().filter(|m| m.using.enforce)?;
-        let running: u64 = self
-            .flights
-            .values()
-            .map(|f| f.pending.stat.size.saturating_sub(f.resumed.load(Ordering::Relaxed) + f.counted))
-            .sum();
+        let running: u64 = self.flights.values().map(super::Flight::to_send).sum();
         Some(meter.budget.bytes.saturating_sub(meter.used).saturating_sub(running))
     }
 
@@ -152,13 +197,14 @@ pub(super) fn fits(pending: &PendingJob, room: Option<u64>) -> bool {
 }
 
 impl Meter {
-    /// E.g. "1.20 GiB of 2.00 GiB used on 'Pixel hotspot' this month, resets 1 Jan".
+    /// E.g. "1.20 GiB of 2.00 GiB used on 'Pixel hotspot' this month, resets 1 Jan"
+    /// (the name escaped: whoever runs a network names it).
     fn describe(&self) -> String {
         format!(
             "{} of {} used on '{}' this {}, resets {}",
             BinaryBytes(self.used),
             BinaryBytes(self.budget.bytes),
-            self.using.link.name,
+            self.using.link.name.escape_debug(),
             self.budget.period.as_str(),
             self.cycle.resets.strftime("%-d %b")
         )

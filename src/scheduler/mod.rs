@@ -210,6 +210,17 @@ struct Flight {
     started: Instant,
 }
 
+impl Flight {
+    /// What it may still send, as far as a data budget knows: the file,
+    /// less what an earlier attempt left at the destination and what this
+    /// one sent and was counted (bytes sent but not yet counted are still
+    /// in, so that they are never in neither).
+    fn to_send(&self) -> u64 {
+        let resumed = self.resumed.load(std::sync::atomic::Ordering::Relaxed);
+        self.pending.stat.size.saturating_sub(resumed + self.counted)
+    }
+}
+
 /// Why a queued job is kept out of the queue until discovery signals again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Aside {
@@ -524,7 +535,9 @@ impl<'c> Scheduler<'c> {
     }
 
     /// The earliest timer: an in-run retry, a retry-wait job coming due, a
-    /// pause ending, or a destination's cool-down ending.
+    /// pause ending, a destination's cool-down ending, a look at a missing
+    /// source, writing down the bytes sent on a metered link, or the data
+    /// budget's period ending.
     fn next_wake(&self) -> Option<Instant> {
         // Deadlines are turned into timers afresh on every turn of the
         // loop: one armed before a sleep does not run late by the sleep
@@ -536,8 +549,9 @@ impl<'c> Scheduler<'c> {
         let cooldowns = self.breakers.values().filter_map(|b| b.open.as_ref().and_then(|(_, until)| *until)).map(at);
         let sources = self.source_recheck.filter(|_| self.settings.mode == Mode::Service);
         let count = self.meter_due.filter(|_| !self.flights.is_empty());
+        let period = self.meter_ends().map(at);
         let timers = self.sleeping.iter().map(|(at, _)| *at).chain(retry).chain(pause).chain(cooldowns);
-        timers.chain(sources).chain(count).min()
+        timers.chain(sources).chain(count).chain(period).min()
     }
 
     fn on_timer(&mut self) -> Result<(), CatalogError> {
@@ -578,6 +592,9 @@ impl<'c> Scheduler<'c> {
         if self.meter_due.is_some_and(|at| at <= now) {
             self.flush_meter()?;
         }
+        if self.meter_ends().is_some_and(|ends| ends.passed(now_wall, now)) {
+            self.roll_meter()?;
+        }
         Ok(())
     }
 
@@ -594,6 +611,8 @@ impl<'c> Scheduler<'c> {
                 Ok(None) | Err(_) => break,
             }
         }
+        // What the uploads that did not stop in time sent still counts.
+        self.flush_meter()?;
         self.tasks.abort_all();
         for (_, flight) in std::mem::take(&mut self.flights) {
             let queued = flight.running.interrupt(WaitingOn::Nothing)?;

@@ -228,7 +228,10 @@ impl RcloneDestination {
             .as_u64()
             .ok_or_else(|| DestinationError::transient("rclone started no job for the copy"))?;
         let never = CancellationToken::new();
-        let mut reported = 0u64;
+        // Every byte rclone sends counts (a data budget is charged for
+        // resends too): rises of its counter are passed on, and after a
+        // drop (a retry within rclone) counting goes on from the new value.
+        let (mut reported, mut counter) = (0u64, 0u64);
         let mut wait = FIRST_POLL;
         loop {
             tokio::select! {
@@ -250,11 +253,12 @@ impl RcloneDestination {
                 return Err(classify(&format!("rclone: {error}")));
             }
             let counters = self.rcd.call(&never, "core/stats", json!({"group": group})).await?;
-            let bytes = counters["bytes"].as_u64().unwrap_or(0).min(request.size);
-            if bytes > reported {
-                progress(Moved::Sent(bytes - reported));
-                reported = bytes;
+            let bytes = counters["bytes"].as_u64().unwrap_or(0);
+            if bytes > counter {
+                progress(Moved::Sent(bytes - counter));
+                reported += bytes - counter;
             }
+            counter = bytes;
             self.pass_on_bwlimit(&request.throttle).await?;
         }
     }
