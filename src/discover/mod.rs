@@ -151,55 +151,72 @@ pub fn scan_source(
 
     // Every candidate path that exists, so that what is missing can be forgotten.
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut complete = true;
     let mut folders = Folders::default();
     let mut writer = catalog.scan_writer(root_text);
     if live {
         writer = writer.live();
     }
     let hidden_folders = std::cell::Cell::new(0u64);
-    let walk = WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| {
-        let hidden_folder = e.depth() > 0 && e.file_type().is_dir() && filter::is_hidden(e.file_name());
-        hidden_folders.set(hidden_folders.get() + u64::from(hidden_folder));
-        !hidden_folder
-    });
-    for entry in walk {
-        if stop.load(Ordering::Relaxed) {
-            complete = false;
-            break;
-        }
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                // A folder that could not be read hides files that are not gone.
-                complete &= e.loop_ancestor().is_some() || is_vanished(e.io_error());
-                note_walk_error(&e, &mut report);
-                continue;
+    let complete = std::thread::scope(|scope| -> Result<bool, CatalogError> {
+        let mut complete = true;
+        let readers = Readers::start(scope, source, stop);
+        let walk = WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| {
+            let hidden_folder = e.depth() > 0 && e.file_type().is_dir() && filter::is_hidden(e.file_name());
+            hidden_folders.set(hidden_folders.get() + u64::from(hidden_folder));
+            !hidden_folder
+        });
+        for entry in walk {
+            if stop.load(Ordering::Relaxed) {
+                complete = false;
+                break;
             }
-        };
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let relative = match classify(source, entry.path()) {
-            Ok(relative) => relative,
-            Err(reason) => {
-                report.skipped.count(reason);
-                continue;
-            }
-        };
-        seen.insert(relative.as_os_str().as_bytes().to_vec());
-        let metadata = match entry.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                if !is_vanished(e.io_error()) {
-                    report.errors.push(error_at(entry.path(), &e.to_string()));
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    // A folder that could not be read hides files that are not gone.
+                    complete &= e.loop_ancestor().is_some() || is_vanished(e.io_error());
+                    note_walk_error(&e, &mut report);
+                    continue;
                 }
+            };
+            if !entry.file_type().is_file() {
                 continue;
             }
-        };
-        let written = visit(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)?;
-        on_progress(&report, written);
-    }
+            let relative = match classify(source, entry.path()) {
+                Ok(relative) => relative,
+                Err(reason) => {
+                    report.skipped.count(reason);
+                    continue;
+                }
+            };
+            seen.insert(relative.as_os_str().as_bytes().to_vec());
+            let metadata = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    if !is_vanished(e.io_error()) {
+                        report.errors.push(error_at(entry.path(), &e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            match triage(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)? {
+                Triage::Done(written) => on_progress(&report, written),
+                Triage::Read(stat) => {
+                    // Read and hashed beside the walk; recorded here as they come.
+                    readers.send(entry.into_path(), stat);
+                    for (path, stat, read) in readers.ready() {
+                        let written = record(&mut writer, source, &path, stat, read, &mut report)?;
+                        on_progress(&report, written);
+                    }
+                }
+            }
+        }
+        for (path, stat, read) in readers.finish() {
+            let written = record(&mut writer, source, &path, stat, read, &mut report)?;
+            on_progress(&report, written);
+        }
+        Ok(complete)
+    })?;
     report.skipped.hidden += hidden_folders.get();
     let mut written = report.add(writer.finish(Timestamp::now())?);
     if complete {
@@ -303,6 +320,15 @@ fn available_root<'s>(
     }
 }
 
+/// What the walk does with a candidate file.
+enum Triage {
+    /// Nothing to read (unchanged, known not media, still settling): the
+    /// catalog records written.
+    Done(u64),
+    /// Read it: new or changed.
+    Read(FileStat),
+}
+
 /// The per-file step shared by scans and the watcher: skip it if unchanged,
 /// defer it if still settling, else read it once and record it.
 fn visit(
@@ -314,38 +340,74 @@ fn visit(
     folders: &mut Folders,
     report: &mut ScanReport,
 ) -> Result<u64, CatalogError> {
-    let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
+    match triage(writer, source, path, metadata, settle_cutoff, folders, report)? {
+        Triage::Done(written) => Ok(written),
+        Triage::Read(stat) => {
+            let read = read_file(source, path, stat, folders);
+            record(writer, source, path, stat, read, report)
+        }
+    }
+}
+
+/// Whether `path` must be read: not if the catalog knows it unchanged (a
+/// version recorded before capture times were kept gets its headers read
+/// here) or not media, nor while it is still settling.
+fn triage(
+    writer: &mut ScanWriter<'_>,
+    source: &SourceConfig,
+    path: &Path,
+    metadata: &std::fs::Metadata,
+    settle_cutoff: Option<SystemTime>,
+    folders: &mut Folders,
+    report: &mut ScanReport,
+) -> Result<Triage, CatalogError> {
+    let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(Triage::Done(0)) };
     let rel_bytes = relative.as_os_str().as_bytes();
     let stat = stat_of(metadata);
     if let Some(unchanged) = writer.unchanged(rel_bytes, stat)? {
         report.media_files += 1;
         if unchanged.described {
-            return Ok(0);
+            return Ok(Triage::Done(0));
         }
         // Recorded before capture times were kept: read its headers, not all of it.
-        return match describe(source, path, stat.mtime_ns, folders) {
-            Ok(Some(info)) => Ok(report.add(writer.describe(unchanged.asset, info, Timestamp::now())?)),
+        let written = match describe(source, path, stat.mtime_ns, folders) {
+            Ok(Some(info)) => report.add(writer.describe(unchanged.asset, info, Timestamp::now())?),
             // Its content changed under an unchanged stat: the next read of it finds out.
-            Ok(None) => Ok(0),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Ok(None) => 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => {
                 report.errors.push(error_at(path, &format!("cannot read: {e}")));
-                Ok(0)
+                0
             }
         };
+        return Ok(Triage::Done(written));
     }
     if writer.is_known_not_media(rel_bytes, stat)? {
         report.skipped.count(SkipReason::NotMedia);
-        return Ok(0);
+        return Ok(Triage::Done(0));
     }
     if let (Some(cutoff), Ok(modified)) = (settle_cutoff, metadata.modified())
         && modified > cutoff
     {
         report.settling += 1;
         report.unsettled.push(path.to_owned());
-        return Ok(0);
+        return Ok(Triage::Done(0));
     }
-    match read_file(source, path, stat, folders) {
+    Ok(Triage::Read(stat))
+}
+
+/// Records what reading `path` (with `stat` before the read) found.
+fn record(
+    writer: &mut ScanWriter<'_>,
+    source: &SourceConfig,
+    path: &Path,
+    stat: FileStat,
+    read: io::Result<Read>,
+    report: &mut ScanReport,
+) -> Result<u64, CatalogError> {
+    let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
+    let rel_bytes = relative.as_os_str().as_bytes();
+    match read {
         Ok(Read::Media { hash, size, info }) => {
             report.media_files += 1;
             report.read += 1;
@@ -372,6 +434,72 @@ fn visit(
         Err(e) => report.errors.push(error_at(path, &format!("cannot read: {e}"))),
     }
     Ok(0)
+}
+
+/// The most threads that read and hash files during a scan.
+const MAX_READERS: usize = 4;
+
+/// What a reader thread hands back: the file, its stat before the read,
+/// and what the read found.
+type ReadDone = (PathBuf, FileStat, io::Result<Read>);
+
+/// Threads that read and hash the files a scan's walk finds new or
+/// changed, one per core (up to [`MAX_READERS`]), while the walk goes on;
+/// the walk's thread records what they found (the catalog has one writer).
+/// The queue is short, so memory stays flat however large the source.
+struct Readers {
+    work: std::sync::mpsc::SyncSender<(PathBuf, FileStat)>,
+    done: std::sync::mpsc::Receiver<ReadDone>,
+}
+
+impl Readers {
+    /// Readers for `source`'s files; once `stop` is set they read nothing more.
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        source: &'scope SourceConfig,
+        stop: &'scope AtomicBool,
+    ) -> Readers {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, MAX_READERS);
+        let (work, queue) = std::sync::mpsc::sync_channel::<(PathBuf, FileStat)>(threads * 2);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let (results, done) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let (queue, results) = (std::sync::Arc::clone(&queue), results.clone());
+            scope.spawn(move || {
+                // Each keeps its own folder listings for finding groups.
+                let mut folders = Folders::default();
+                loop {
+                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    let Ok((path, stat)) = next else { return };
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let read = read_file(source, &path, stat, &mut folders);
+                    if results.send((path, stat, read)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Readers { work, done }
+    }
+
+    /// Hands `path` to a reader (waits while the queue is full).
+    fn send(&self, path: PathBuf, stat: FileStat) {
+        // The readers end only when this side is dropped.
+        let _ = self.work.send((path, stat));
+    }
+
+    /// What the readers have finished so far.
+    fn ready(&self) -> Vec<ReadDone> {
+        self.done.try_iter().collect()
+    }
+
+    /// Everything still being read, as it finishes.
+    fn finish(self) -> impl Iterator<Item = ReadDone> {
+        drop(self.work);
+        self.done.into_iter()
+    }
 }
 
 impl ScanReport {
