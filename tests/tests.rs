@@ -15,6 +15,8 @@ mod daemon;
 mod faults;
 mod formats;
 mod groups;
+mod immich;
+mod immich_server;
 mod keyring;
 mod missing;
 mod nextcloud;

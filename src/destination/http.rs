@@ -69,6 +69,16 @@ impl Client {
     }
 }
 
+/// Whether the URL's host is this machine (where `http://` exposes nothing).
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Sends a request; transport failures (refused, reset, timed out) are transient.
 pub async fn send(request: RequestBuilder) -> Result<Response, DestinationError> {
     request.send().await.map_err(transport)
@@ -178,8 +188,17 @@ pub fn metered(
     request: &UploadRequest,
     progress: &ProgressFn,
 ) -> reqwest::Body {
+    reqwest::Body::wrap_stream(metered_chunks(chunks, request, progress))
+}
+
+/// [`metered`]'s stream, for a body that wraps it in more (a multipart form).
+pub fn metered_chunks(
+    chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    request: &UploadRequest,
+    progress: &ProgressFn,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     let (cancel, throttle, progress) = (request.cancel.clone(), Arc::clone(&request.throttle), Arc::clone(progress));
-    let stream = chunks.then(move |chunk| {
+    chunks.then(move |chunk| {
         let (cancel, throttle, progress) = (cancel.clone(), Arc::clone(&throttle), Arc::clone(&progress));
         async move {
             if cancel.is_cancelled() {
@@ -190,8 +209,7 @@ pub fn metered(
             progress(Moved::Sent(bytes.len() as u64));
             Ok(bytes)
         }
-    });
-    reqwest::Body::wrap_stream(stream)
+    })
 }
 
 /// The size of the next read of at most `chunk` bytes, `done` of `len` read.

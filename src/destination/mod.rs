@@ -21,7 +21,9 @@
 //! - every error says whether a retry can help ([`DestinationError::retryable`]).
 
 pub mod folder;
+pub mod hashes;
 pub mod http;
+pub mod immich;
 pub mod rclone;
 pub mod registry;
 pub mod s3;
@@ -69,6 +71,9 @@ pub struct UploadRequest {
     pub hash: ContentHash,
     /// Modification time to preserve where the destination can.
     pub modified: SystemTime,
+    /// When it was taken, RFC 3339 with the offset, when known (Immich
+    /// files a photo under it).
+    pub taken: Option<String>,
     /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
     /// shutdown). An implementation checks it between chunks and races
     /// every network wait against it, returning

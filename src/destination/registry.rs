@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::folder::{FolderConfig, FolderDestination};
+use super::immich::{ImmichConfig, ImmichDestination};
 use super::rclone::{RcloneConfig, RcloneDestination};
 use super::s3::{S3Config, S3Destination};
 use super::webdav::{WebDavConfig, WebDavDestination};
@@ -14,7 +15,7 @@ use super::{Destination, SessionStore};
 use crate::config::{ConfigError, Section};
 
 /// Every `type` a `[[destination]]` may have.
-pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone"];
+pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich"];
 
 /// A destination's type and its validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum DestinationKind {
     WebDav(Box<WebDavConfig>),
     /// A remote of the user's rclone config, through `rclone rcd`.
     Rclone(Box<RcloneConfig>),
+    /// An Immich server.
+    Immich(Box<ImmichConfig>),
 }
 
 /// Validates the keys (all but `name` and `type`) of a destination of `type_name`.
@@ -36,6 +39,7 @@ pub fn parse(type_name: &str, table: toml::Table, section: &Section<'_>) -> Resu
         "s3" => S3Config::parse(table, section).map(|c| DestinationKind::S3(Box::new(c))),
         "webdav" => WebDavConfig::parse(table, section).map(|c| DestinationKind::WebDav(Box::new(c))),
         "rclone" => RcloneConfig::parse(table, section).map(|c| DestinationKind::Rclone(Box::new(c))),
+        "immich" => ImmichConfig::parse(table, section).map(|c| DestinationKind::Immich(Box::new(c))),
         other => {
             let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
             Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
@@ -51,6 +55,7 @@ impl DestinationKind {
             Self::S3(_) => "s3",
             Self::WebDav(_) => "webdav",
             Self::Rclone(_) => "rclone",
+            Self::Immich(_) => "immich",
         }
     }
 
@@ -62,6 +67,7 @@ impl DestinationKind {
             Self::S3(s3) => format!("{}#{}/{}", s3.endpoint, s3.bucket, s3.prefix),
             Self::WebDav(webdav) => webdav.url.to_string(),
             Self::Rclone(rclone) => format!("rclone {}", rclone.remote),
+            Self::Immich(immich) => format!("immich {}", immich.api),
         }
     }
 
@@ -70,7 +76,7 @@ impl DestinationKind {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Self::Folder(folder) => Some(&folder.path),
-            Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) => None,
+            Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) => None,
         }
     }
 
@@ -78,6 +84,10 @@ impl DestinationKind {
     pub fn keyring_account(&self) -> Option<&str> {
         match self {
             Self::WebDav(webdav) => match &webdav.password {
+                crate::destination::webdav::PasswordSource::Keyring(account) => Some(account),
+                _ => None,
+            },
+            Self::Immich(immich) => match &immich.api_key {
                 crate::destination::webdav::PasswordSource::Keyring(account) => Some(account),
                 _ => None,
             },
@@ -93,6 +103,7 @@ impl DestinationKind {
             Self::S3(s3) => Arc::new(S3Destination::new(s3, Arc::clone(sessions))),
             Self::WebDav(webdav) => Arc::new(WebDavDestination::new(webdav, Arc::clone(sessions))),
             Self::Rclone(rclone) => Arc::new(RcloneDestination::new(rclone, runtime_dir)),
+            Self::Immich(immich) => Arc::new(ImmichDestination::new(immich)),
         }
     }
 }

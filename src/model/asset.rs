@@ -88,6 +88,17 @@ impl Capture {
         })
     }
 
+    /// RFC 3339 with the offset (`2019-03-14T14:22:05+01:00`); a time
+    /// without one is taken as `zone`'s local time. `None` for a time that
+    /// does not exist there (in a summer-time gap).
+    pub fn rfc3339(&self, zone: &TimeZone) -> Option<String> {
+        let zoned = match self.offset {
+            Some(offset) => offset.to_timestamp(self.local).ok()?.to_zoned(TimeZone::fixed(offset)),
+            None => self.local.to_zoned(zone.clone()).ok()?,
+        };
+        Some(zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
+    }
+
     /// Seconds since the Unix epoch, for ordering: exact when the offset is
     /// known, else the wall-clock time taken as `zone`'s local time.
     pub fn epoch_seconds(&self, zone: &TimeZone) -> i64 {

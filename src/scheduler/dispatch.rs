@@ -103,6 +103,7 @@ impl Scheduler<'_> {
             size: pending.stat.size,
             hash: pending.hash.clone(),
             modified,
+            taken: pending.info.as_ref().and_then(|i| i.capture.rfc3339(&jiff::tz::TimeZone::system())),
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
         };

@@ -362,6 +362,7 @@ mod tests {
             size,
             hash,
             modified: SystemTime::UNIX_EPOCH,
+            taken: None,
             cancel: CancellationToken::new(),
             throttle: Arc::default(),
         }

@@ -20,7 +20,7 @@
 //! attempt sends it again.
 
 mod config;
-mod hashes;
+
 mod rcd;
 
 pub use config::RcloneConfig;
@@ -34,8 +34,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use self::hashes::{HashKind, hash_file};
 use self::rcd::{Rcd, classify};
+use super::hashes::{HashKind, hash_file};
 use super::throttle::Throttle;
 use super::{
     Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates, object_key,

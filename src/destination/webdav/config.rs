@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Section};
+use crate::destination::http::is_loopback;
 
 /// The keys of a WebDAV destination, as written.
 #[derive(Debug, Deserialize)]
@@ -45,6 +46,34 @@ pub enum PasswordSource {
     File(PathBuf),
     /// The OS keyring's entry for this account (service `photosync`).
     Keyring(String),
+}
+
+impl PasswordSource {
+    /// Reads the secret now (`None` when there is none to read); never
+    /// logged. `what` names it in errors ("password", "API key").
+    pub fn read(&self, what: &str) -> Result<Option<String>, crate::destination::DestinationError> {
+        use crate::destination::DestinationError;
+        Ok(match self {
+            PasswordSource::None => None,
+            PasswordSource::Env(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| DestinationError::permanent(format!("environment variable {var} is not set")))?,
+            ),
+            PasswordSource::File(path) => Some(
+                std::fs::read_to_string(path).map(|text| text.lines().next().unwrap_or_default().to_owned()).map_err(
+                    |e| DestinationError::permanent(format!("cannot read the {what} file {}: {e}", path.display())),
+                )?,
+            ),
+            // A keyring that is not there may come (a desktop session
+            // starting); an entry that is not there needs the user.
+            PasswordSource::Keyring(account) => Some(crate::secrets::read(account).map_err(|e| match e {
+                crate::secrets::SecretError::Missing(_) => DestinationError::permanent(e.to_string()),
+                crate::secrets::SecretError::Unavailable(_) => DestinationError::transient(e.to_string()),
+            })?),
+        })
+    }
 }
 
 /// The kind of server, for the features only some have.
@@ -145,16 +174,6 @@ impl WebDavConfig {
             chunk_size,
             timeout: section.duration("timeout", raw.timeout.as_deref(), Duration::from_mins(2))?,
         })
-    }
-}
-
-/// Whether the URL's host is this machine.
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 

@@ -100,26 +100,7 @@ impl WebDavDestination {
     /// The client and freshly read credentials, or why there are none.
     fn access(&self) -> Result<Access<'_>, DestinationError> {
         let client = self.client.get()?;
-        let password = match &self.config.password {
-            PasswordSource::None => None,
-            PasswordSource::Env(var) => Some(
-                std::env::var(var)
-                    .ok()
-                    .filter(|p| !p.is_empty())
-                    .ok_or_else(|| DestinationError::permanent(format!("environment variable {var} is not set")))?,
-            ),
-            PasswordSource::File(path) => Some(
-                std::fs::read_to_string(path).map(|text| text.lines().next().unwrap_or_default().to_owned()).map_err(
-                    |e| DestinationError::permanent(format!("cannot read the password file {}: {e}", path.display())),
-                )?,
-            ),
-            // A keyring that is not there may come (a desktop session
-            // starting); an entry that is not there needs the user.
-            PasswordSource::Keyring(account) => Some(crate::secrets::read(account).map_err(|e| match e {
-                crate::secrets::SecretError::Missing(_) => DestinationError::permanent(e.to_string()),
-                crate::secrets::SecretError::Unavailable(_) => DestinationError::transient(e.to_string()),
-            })?),
-        };
+        let password = self.config.password.read("password")?;
         Ok(Access { client, username: self.config.username.as_deref(), password })
     }
 

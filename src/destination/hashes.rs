@@ -1,7 +1,8 @@
-//! The hashes of rclone remotes that photosync computes itself, to prove
-//! that what rclone stored is the scanned file: SHA-256 (local disks, S3
-//! checksums), Dropbox's content hash, SHA-1, MD5 (S3, Google Drive…) and
-//! OneDrive's QuickXorHash. rclone reports each as lowercase hex.
+//! The hashes of remote services that photosync computes itself, to prove
+//! that what a service stored is the scanned file: SHA-256 (local disks, S3
+//! checksums), Dropbox's content hash, SHA-1 (Immich, some rclone remotes),
+//! MD5 (S3, Google Drive…) and OneDrive's QuickXorHash; as lowercase hex,
+//! the way rclone reports them.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -16,10 +17,15 @@ use crate::model::ContentHash;
 /// A hash photosync can compute, as rclone names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashKind {
+    /// SHA-256.
     Sha256,
+    /// Dropbox's content hash: SHA-256 over the SHA-256s of 4 MiB blocks.
     Dropbox,
+    /// SHA-1.
     Sha1,
+    /// MD5.
     Md5,
+    /// OneDrive's QuickXorHash.
     QuickXor,
 }
 

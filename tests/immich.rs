@@ -1,0 +1,164 @@
+//! The Immich destination against the fake server (`immich_server`), as
+//! Immich 2.x and 3.x.
+
+use std::fs;
+
+use crate::harness::{Env, quote, write_photo, write_video};
+use crate::immich_server::{API_KEY, Immich};
+
+/// An environment whose one destination is `server`.
+fn immich_env(server: &Immich) -> Env {
+    let env = Env::new();
+    let text = format!(
+        "state_dir = {state}\n[retry]\nrun_delay = \"20ms\"\nmax_attempts = 8\n\n[policy]\npower_supply_dir = {power}\n\n\
+         [[source]]\npath = {source}\n\n\
+         [[destination]]\nname = \"immich\"\ntype = \"immich\"\nurl = \"{url}\"\napi_key_env = \"TEST_IMMICH_KEY\"\n",
+        state = quote(&env.state),
+        power = quote(&env.power_supply_dir()),
+        source = quote(&env.source),
+        url = server.url,
+    );
+    fs::create_dir_all(env.power_supply_dir()).expect("power folder");
+    fs::write(&env.config, text).expect("config");
+    env.set_var("TEST_IMMICH_KEY", API_KEY);
+    env
+}
+
+/// A few photos and a video, by file name.
+fn library(env: &Env) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let name = format!("IMG_{i:04}.JPG");
+        files.push((name.clone(), write_photo(&env.source.join("DCIM").join(&name), 20_000 + i * 1_000, i as u64)));
+    }
+    files.push(("clip.mp4".into(), write_video(&env.source.join("clip.mp4"), 3 * 1024 * 1024, 77)));
+    files
+}
+
+/// Immich 3.x (strict: a field 3.x does not know is refused): the photos
+/// arrive byte for byte, without 2.x's device fields and with dates that
+/// carry an offset; `verify` finds them; a second machine (another
+/// catalog) backing up the same photos uploads nothing and says so.
+#[test]
+fn immich_3_gets_every_photo_and_a_second_machine_uploads_nothing() {
+    let server = Immich::start(3);
+    server.with(|s| s.strict = true);
+    let env = immich_env(&server);
+    let files = library(&env);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], 4, "{summary}");
+    assert_eq!(server.files(), files.iter().cloned().collect(), "every file, byte for byte");
+    let uploads = server.with(|s| s.uploads.clone());
+    for fields in &uploads {
+        assert!(!fields.contains_key("deviceAssetId") && !fields.contains_key("deviceId"), "{fields:?}");
+        let created = &fields["fileCreatedAt"];
+        let offset = created.len().checked_sub(6).map(|at| created.as_bytes()[at]);
+        assert!(created.ends_with('Z') || matches!(offset, Some(b'+' | b'-')), "a time with an offset: {created}");
+    }
+    let out = env.run(["verify", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let other = immich_env(&server);
+    for (name, content) in &files {
+        let path = if name.starts_with("IMG") { other.source.join("DCIM").join(name) } else { other.source.join(name) };
+        crate::harness::write(&path, content);
+    }
+    let (code, summary) = other.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!((summary["uploaded"].as_u64(), summary["already_present"].as_u64()), (Some(0), Some(4)), "{summary}");
+    assert_eq!(server.with(|s| s.uploads.len()), uploads.len(), "no upload reached the server");
+}
+
+/// Immich 2.x requires `deviceAssetId` and `deviceId`: photosync sends them.
+#[test]
+fn immich_2_gets_the_device_fields_it_requires() {
+    let server = Immich::start(2);
+    let env = immich_env(&server);
+    let files = library(&env);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.files(), files.iter().cloned().collect());
+    for fields in server.with(|s| s.uploads.clone()) {
+        assert_eq!(fields["deviceId"], "photosync");
+        assert!(!fields["deviceAssetId"].is_empty());
+    }
+}
+
+/// A wrong API key holds the destination with a clear reason (exit 75),
+/// failing no job; a key without `asset.read` is refused the same way.
+#[test]
+fn a_bad_or_under_scoped_key_holds_the_destination() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    library(&env);
+    env.set_var("TEST_IMMICH_KEY", "not-the-key");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "{summary}");
+    let reason = summary["deferrals"][0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("Immich refused the API key") && reason.contains("Invalid API key"), "{summary}");
+    assert!(!summary.to_string().contains("not-the-key"), "the key never shows");
+    assert_eq!(summary["failed"], 0);
+
+    env.set_var("TEST_IMMICH_KEY", API_KEY);
+    server.with(|s| s.permissions = vec!["asset.upload".into()]);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "{summary}");
+    assert!(summary.to_string().contains("lacks the asset.read permission"), "{summary}");
+    server.with(|s| s.permissions = vec!["asset.upload".into(), "asset.read".into()]);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], 4);
+}
+
+/// A proxy's 413 fails that file for good, saying what limit it hit; a
+/// storm of 503s is waited out and every file arrives.
+#[test]
+fn a_proxy_limit_fails_the_file_and_a_503_storm_is_waited_out() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    let files = library(&env);
+    server.with(|s| s.faults = [413].into_iter().collect());
+    let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    let reason = summary["failures"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("proxy") && reason.contains("100 MB"), "{summary}");
+    assert_eq!(server.files().len(), 3);
+
+    let out = env.run(["retry", "--failed"]);
+    assert!(out.status.success());
+    // More 503s than one run tries a file: the rest is waited out by the next run.
+    server.with(|s| s.faults = std::iter::repeat_n(503, 4).collect());
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "deferred to a later run, not failed: {summary}");
+    assert!(summary["deferrals"][0]["reason"].as_str().is_some_and(|r| r.contains("503")), "{summary}");
+    assert_eq!(summary["failed"], 0);
+    let out = env.run(["retry", "--failed"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.files(), files.iter().cloned().collect());
+    assert!(server.with(|s| s.faults.is_empty()), "every 503 was met");
+}
+
+/// `photosync verify` checks each receipt's asset id and checksum: an
+/// asset deleted in Immich is reported missing.
+#[test]
+fn verify_finds_an_asset_deleted_in_immich() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    library(&env);
+    let (code, _) = env.backup();
+    assert_eq!(code, 0);
+    let gone = server.with(|s| {
+        let id = s.assets.keys().next().cloned().expect("an asset");
+        s.assets.remove(&id);
+        id
+    });
+    let out = env.run(["verify", "--json"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("missing"), "{report}");
+    assert!(report.contains(&gone), "{report}");
+}
