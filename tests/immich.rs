@@ -162,3 +162,21 @@ fn verify_finds_an_asset_deleted_in_immich() {
     assert!(report.contains("missing"), "{report}");
     assert!(report.contains(&gone), "{report}");
 }
+
+/// A sidecar is not sent as an asset of its own (Immich would refuse it):
+/// its job fails with the reason, and is never counted as backed up.
+#[test]
+fn a_sidecar_is_not_sent_and_says_why() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    write_photo(&env.source.join("IMG_1.JPG"), 20_000, 1);
+    crate::harness::write(&env.source.join("IMG_1.xmp"), b"<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"></x:xmpmeta>\n");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!((summary["uploaded"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert!(
+        summary["failures"][0]["reason"].as_str().is_some_and(|r| r.contains("sidecars are not sent")),
+        "{summary}"
+    );
+    assert_eq!(server.files().len(), 1);
+}

@@ -1,5 +1,6 @@
-//! `photosync password`: keep a destination's password in the operating
-//! system's keyring, for destinations configured with `password_keyring`.
+//! `photosync password`: keep a destination's password (or Immich API key)
+//! in the operating system's keyring, for destinations configured with
+//! `password_keyring` (`api_key_keyring`).
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
@@ -65,7 +66,8 @@ fn account<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a str> {
     })?;
     destination.kind.keyring_account().ok_or_else(|| {
         UsageError(format!(
-            "destination {} does not take its password from the keyring; add password_keyring = \"ACCOUNT\" to it",
+            "destination {} does not take its password from the keyring; add password_keyring = \"ACCOUNT\" \
+             (api_key_keyring for Immich) to it",
             printable(name)
         ))
         .into()

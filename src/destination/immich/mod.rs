@@ -260,6 +260,13 @@ impl Destination for ImmichDestination {
     }
 
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
+        if crate::media::sidecar::kind_of(&request.source).is_some() {
+            // Immich takes an `.xmp` only as its photo's `sidecarData`; as an
+            // asset of its own it would be refused, or stored as junk.
+            return Err(DestinationError::permanent(
+                "sidecars are not sent to Immich yet (it takes them only with their photo)",
+            ));
+        }
         let major = self.major(&request.cancel).await?;
         // One read: the SHA-1 Immich knows assets by, and the SHA-256 that
         // shows the file is still the version that was scanned.
