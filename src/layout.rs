@@ -95,6 +95,16 @@ impl Layout {
     /// Checks a template: every `{…}` must be a known variable, and the
     /// file must be named (by `{filename}`, or `{stem}`).
     pub fn parse(text: &str) -> Result<Layout, LayoutError> {
+        let layout = Self::label(text)?;
+        if !layout.parts.iter().any(|p| matches!(p, Part::Var(Var::FileName | Var::Stem))) {
+            return Err(LayoutError("does not name the file: end it with `{filename}`".to_owned()));
+        }
+        Ok(layout)
+    }
+
+    /// Checks a template for a name that is not a file's (an album's, say
+    /// `{year}` or `{source} {year}`): the file need not be named.
+    pub fn label(text: &str) -> Result<Layout, LayoutError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find(['{', '}']) {
@@ -119,9 +129,6 @@ impl Layout {
         }
         if let Some(dots) = text.split('/').find(|segment| matches!(*segment, "." | "..")) {
             return Err(LayoutError(format!("a `{dots}` folder would lead out of the destination")));
-        }
-        if !parts.iter().any(|p| matches!(p, Part::Var(Var::FileName | Var::Stem))) {
-            return Err(LayoutError("does not name the file: end it with `{filename}`".to_owned()));
         }
         Ok(Layout { text: text.to_owned(), parts })
     }

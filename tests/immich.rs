@@ -180,3 +180,34 @@ fn a_sidecar_is_not_sent_and_says_why() {
     );
     assert_eq!(server.files().len(), 1);
 }
+
+/// `album = "Photos {year}"`: every photo goes into the album its template
+/// names, created when first needed; a second run (a new process that
+/// knows no album ids) finds it among the albums instead of making another,
+/// and a photo already in it is fine.
+#[test]
+fn photos_go_into_albums_created_once() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, format!("{config}album = \"Photos {{year}}\"\n")).expect("config");
+    library(&env);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    write_photo(&env.source.join("later.jpg"), 30_000, 99);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let year = jiff::Zoned::now().year();
+    let albums = server.with(|s| s.albums.values().cloned().collect::<Vec<_>>());
+    assert_eq!(albums.len(), 1, "one album: {albums:?}");
+    let (name, assets) = &albums[0];
+    assert_eq!(name, &format!("Photos {year}"));
+    assert_eq!(assets.len(), 5, "every photo is in it");
+
+    // A key that may not make albums is refused up front, with the reason.
+    server.with(|s| s.permissions = vec!["asset.upload".into(), "asset.read".into()]);
+    write_photo(&env.source.join("third.jpg"), 30_000, 100);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "{summary}");
+    assert!(summary.to_string().contains("album.read"), "{summary}");
+}

@@ -74,6 +74,9 @@ pub struct UploadRequest {
     /// When it was taken, RFC 3339 with the offset, when known (Immich
     /// files a photo under it).
     pub taken: Option<String>,
+    /// Its path below its source, its source's name and what it is, for
+    /// templates a destination renders itself (Immich's album names).
+    pub subject: Arc<Subject>,
     /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
     /// shutdown). An implementation checks it between chunks and races
     /// every network wait against it, returning
@@ -82,6 +85,26 @@ pub struct UploadRequest {
     pub cancel: CancellationToken,
     /// The upload rate limit shared by all uploads.
     pub throttle: Arc<Throttle>,
+}
+
+/// What a destination's own templates render from (see [`crate::layout::Subject`]).
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    /// The file's path below its source, as bytes.
+    pub rel_path: Vec<u8>,
+    /// The source's name.
+    pub source: String,
+    /// What the file is and when it was taken, when known.
+    pub info: Option<crate::model::AssetInfo>,
+}
+
+impl Subject {
+    /// `template` rendered for this file, as text.
+    pub fn render(&self, template: &crate::layout::Layout) -> String {
+        let subject =
+            crate::layout::Subject { rel_path: &self.rel_path, source: &self.source, info: self.info.as_ref() };
+        String::from_utf8_lossy(&template.render(&subject).0).into_owned()
+    }
 }
 
 impl UploadRequest {
@@ -201,6 +224,12 @@ pub trait Destination: Send + Sync {
     /// Forgets pooled connections (the system slept: they are likely
     /// dead), so the next requests open new ones.
     fn reconnect(&self) {}
+
+    /// Whether uploads need to know what each file is and when it was
+    /// taken (in [`UploadRequest::subject`]) even where the layout does not.
+    fn needs_info(&self) -> bool {
+        false
+    }
 }
 
 /// The longest file name most file systems take (`NAME_MAX`), in bytes.

@@ -58,7 +58,7 @@ impl Scheduler<'_> {
         }
 
         let Some(target) = self.targets.get(&destination_id) else { return Ok(()) };
-        let needs_info = target.layout.needs_info() && pending.info.is_none();
+        let needs_info = (target.layout.needs_info() || target.destination.needs_info()) && pending.info.is_none();
         if needs_info && let Some(source) = target.sources.get(&pending.source).cloned() {
             self.describe(&mut pending, &source, &path)?;
         }
@@ -70,6 +70,11 @@ impl Scheduler<'_> {
             return Ok(());
         }
         let destination = Arc::clone(&target.destination);
+        let subject = Arc::new(crate::destination::Subject {
+            rel_path: pending.rel_path.clone(),
+            source: target.source_name(&pending).into_owned(),
+            info: pending.info.clone(),
+        });
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
         if let Some(reason) = self.broken.get(&destination_id) {
@@ -104,6 +109,7 @@ impl Scheduler<'_> {
             hash: pending.hash.clone(),
             modified,
             taken: pending.info.as_ref().and_then(|i| i.capture.rfc3339(&jiff::tz::TimeZone::system())),
+            subject,
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
         };

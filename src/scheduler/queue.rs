@@ -13,15 +13,17 @@ use crate::model::RemoteKey;
 impl Target {
     /// The key `pending` has in this destination's layout.
     pub fn key_for(&self, pending: &PendingJob) -> RemoteKey {
-        let folder_name;
-        let source = if let Some(source) = self.sources.get(&pending.source) {
-            source.name.as_str()
-        } else {
-            // A source no longer configured: its folder's name.
-            folder_name = pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-            &folder_name
-        };
-        self.layout.render(&Subject { rel_path: &pending.rel_path, source, info: pending.info.as_ref() })
+        let source = self.source_name(pending);
+        self.layout.render(&Subject { rel_path: &pending.rel_path, source: &source, info: pending.info.as_ref() })
+    }
+
+    /// The name of `pending`'s source (for a source no longer configured,
+    /// its folder's name).
+    pub fn source_name<'p>(&'p self, pending: &'p PendingJob) -> std::borrow::Cow<'p, str> {
+        match self.sources.get(&pending.source) {
+            Some(source) => std::borrow::Cow::Borrowed(source.name.as_str()),
+            None => pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        }
     }
 }
 

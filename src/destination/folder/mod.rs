@@ -363,6 +363,7 @@ mod tests {
             hash,
             modified: SystemTime::UNIX_EPOCH,
             taken: None,
+            subject: Arc::default(),
             cancel: CancellationToken::new(),
             throttle: Arc::default(),
         }

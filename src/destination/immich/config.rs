@@ -24,6 +24,9 @@ struct Raw {
     insecure_http: Option<bool>,
     /// How long the server may stay silent before a request is retried.
     timeout: Option<String>,
+    /// The album each photo goes into, a template like a layout's
+    /// (`"{year}"`, `"{source}"`); none by default.
+    album: Option<String>,
 }
 
 /// An Immich destination's settings.
@@ -35,6 +38,8 @@ pub struct ImmichConfig {
     pub api_key: PasswordSource,
     /// How long the server may stay silent.
     pub timeout: Duration,
+    /// The album each photo goes into (created when first needed).
+    pub album: Option<crate::layout::Layout>,
 }
 
 impl ImmichConfig {
@@ -71,9 +76,16 @@ impl ImmichConfig {
                 return Err(section.error("api_key_env", "choose one of api_key_env, api_key_file and api_key_keyring"));
             }
         };
+        let album = match raw.album.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(
+                crate::layout::Layout::label(text).map_err(|e| section.error("album", &format!("`{text}`: {e}")))?,
+            ),
+        };
         Ok(ImmichConfig {
             api,
             api_key,
+            album,
             timeout: section.duration("timeout", raw.timeout.as_deref(), Duration::from_mins(2))?,
         })
     }
@@ -110,5 +122,11 @@ mod tests {
         let error = destination("url = \"http://photos.example.org\"\napi_key_env = \"K\"").expect_err("http");
         assert!(error.to_string().contains("unencrypted"), "{error}");
         assert!(destination("url = \"http://127.0.0.1:2283\"\napi_key_env = \"K\"").is_ok(), "http to this machine");
+        let albums = destination("url = \"https://p.example\"\napi_key_env = \"K\"\nalbum = \"{source} {year}\"")
+            .expect("valid");
+        assert_eq!(albums.album.map(|a| a.to_string()).as_deref(), Some("{source} {year}"));
+        let error =
+            destination("url = \"https://p.example\"\napi_key_env = \"K\"\nalbum = \"{decade}\"").expect_err("bad");
+        assert!(error.to_string().contains("unknown variable"), "{error}");
     }
 }

@@ -13,12 +13,18 @@
 //! before storing it). A job is acknowledged only once `GET /assets/{id}`
 //! reports the SHA-1 that was read. The receipt's key is the asset id.
 //!
+//! With `album`, each photo is added to the album its template names
+//! (`createAlbum`, `addAssetsToAlbum`), created when first needed; the
+//! albums the key can see are looked up by name first (`getAllAlbums`), so a
+//! crash between creating an album and using it never makes a second one.
+//!
 //! 2.x and 3.x differ in the upload form: 3.x dropped `deviceAssetId` and
 //! `deviceId` (immich PR #27818) and wants `fileCreatedAt` with a UTC
 //! offset; the server's major version is asked once.
 
 mod config;
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -48,6 +54,25 @@ pub struct ImmichDestination {
     client: Client,
     /// The server's major version (2 or 3), asked once.
     major: OnceCell<u64>,
+    /// Album ids by name; the lock also makes finding or creating an
+    /// album one step, so two uploads never create the same album twice.
+    albums: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+/// `getAllAlbums`, `createAlbum`.
+#[derive(Deserialize)]
+struct Album {
+    id: String,
+    #[serde(rename = "albumName")]
+    album_name: String,
+}
+
+/// One result of `addAssetsToAlbum`.
+#[derive(Deserialize)]
+struct Added {
+    #[serde(default)]
+    success: bool,
+    error: Option<String>,
 }
 
 /// `GET /server/version`.
@@ -93,10 +118,18 @@ struct Asset {
 /// to prove it holds the bytes (`all` covers both).
 const NEEDED: [&str; 2] = ["asset.upload", "asset.read"];
 
+/// What albums need besides.
+const ALBUMS_NEED: [&str; 3] = ["album.read", "album.create", "albumAsset.create"];
+
 impl ImmichDestination {
     /// A destination for `config`.
     pub fn new(config: &ImmichConfig) -> Self {
-        Self { config: config.clone(), client: Client::new(config.timeout), major: OnceCell::new() }
+        Self {
+            config: config.clone(),
+            client: Client::new(config.timeout),
+            major: OnceCell::new(),
+            albums: tokio::sync::Mutex::default(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -184,6 +217,53 @@ impl ImmichDestination {
         Ok(Some(super::http::hex(&bytes)))
     }
 
+    /// Adds asset `id` to the album `request`'s file belongs in, if albums
+    /// are configured (one it is in already is fine).
+    async fn file_in_album(&self, request: &UploadRequest, id: &str) -> Result<(), DestinationError> {
+        let Some(template) = &self.config.album else { return Ok(()) };
+        let name = request.subject.render(template);
+        if name.is_empty() {
+            return Ok(());
+        }
+        let album = self.album_id(&request.cancel, &name).await?;
+        let body = json!({"ids": [id]}).to_string();
+        let put = self.client.get()?.put(self.url(&format!("albums/{}/assets", encode(&album))));
+        let added: Vec<Added> = self
+            .json(&request.cancel, put.header(CONTENT_TYPE, "application/json").body(body), "adding to an album")
+            .await?;
+        match added.first() {
+            Some(added) if added.success || added.error.as_deref() == Some("duplicate") => Ok(()),
+            other => Err(DestinationError::transient(format!(
+                "Immich did not add the photo to the album '{}': {}",
+                name.escape_debug(),
+                other.and_then(|a| a.error.as_deref()).unwrap_or("no answer")
+            ))),
+        }
+    }
+
+    /// The id of the album called `name`: known, found among the albums
+    /// the key can see, or created.
+    async fn album_id(&self, cancel: &CancellationToken, name: &str) -> Result<String, DestinationError> {
+        let mut known = self.albums.lock().await;
+        if let Some(id) = known.get(name) {
+            return Ok(id.clone());
+        }
+        let albums: Vec<Album> =
+            self.json(cancel, self.client.get()?.get(self.url("albums")), "the album list").await?;
+        for album in albums {
+            known.entry(album.album_name).or_insert(album.id);
+        }
+        if let Some(id) = known.get(name) {
+            return Ok(id.clone());
+        }
+        let body = json!({"albumName": name}).to_string();
+        let post = self.client.get()?.post(self.url("albums")).header(CONTENT_TYPE, "application/json").body(body);
+        let created: Album = self.json(cancel, post, "creating an album").await?;
+        tracing::info!("created the Immich album '{}'", name.escape_debug());
+        known.insert(name.to_owned(), created.id.clone());
+        Ok(created.id)
+    }
+
     /// Sends the file as a new asset; `Ok((id, duplicate))`.
     async fn send(
         &self,
@@ -246,13 +326,16 @@ impl Destination for ImmichDestination {
         let key: ApiKey =
             self.json(&cancel, self.client.get()?.get(self.url("api-keys/me")), "the API key request").await?;
         let all = key.permissions.iter().any(|p| p == "all");
+        let albums = if self.config.album.is_some() { &ALBUMS_NEED[..] } else { &[] };
+        let needed: Vec<&str> = NEEDED.iter().chain(albums).copied().collect();
         let missing: Vec<&str> =
-            NEEDED.into_iter().filter(|n| !all && !key.permissions.iter().any(|p| p == n)).collect();
+            needed.iter().copied().filter(|n| !all && !key.permissions.iter().any(|p| p == n)).collect();
         if !missing.is_empty() {
             return Err(DestinationError::transient(format!(
-                "the Immich API key lacks the {} permission{}: create a key with asset.upload and asset.read",
+                "the Immich API key lacks the {} permission{}: create a key with {}",
                 missing.join(" and "),
-                if missing.len() > 1 { "s" } else { "" }
+                if missing.len() > 1 { "s" } else { "" },
+                needed.join(", ")
             )));
         }
         tracing::info!("Immich {major}.x at {} accepts the API key", self.config.api);
@@ -288,6 +371,7 @@ impl Destination for ImmichDestination {
             version: Some(format!("sha1:{sha1}")),
         };
         if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
+            self.file_in_album(&request, &id).await?;
             return Ok(Uploaded::AlreadyPresent(receipt(id)));
         }
         if request.cancelled() {
@@ -306,6 +390,7 @@ impl Destination for ImmichDestination {
                 return Err(DestinationError::transient(format!("Immich does not show asset {id} after the upload")));
             }
         }
+        self.file_in_album(&request, &id).await?;
         Ok(if duplicate { Uploaded::AlreadyPresent(receipt(id)) } else { Uploaded::Stored(receipt(id)) })
     }
 
@@ -321,6 +406,10 @@ impl Destination for ImmichDestination {
 
     fn reconnect(&self) {
         self.client.renew();
+    }
+
+    fn needs_info(&self) -> bool {
+        true
     }
 }
 
