@@ -217,64 +217,9 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
             bulk_check(&lock(), &body)
         }
         (Method::POST, "/api/assets") => upload(shared, checksum_header, &content_type, request.into_body()).await,
-        (Method::GET, "/api/albums") => {
-            let state = lock();
-            if !allowed(&state, "album.read") {
-                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: album.read");
-            }
-            let albums: Vec<serde_json::Value> = state
-                .albums
-                .iter()
-                .map(
-                    |(id, (name, assets))| serde_json::json!({"id": id, "albumName": name, "assetCount": assets.len()}),
-                )
-                .collect();
-            answer(StatusCode::OK, serde_json::Value::from(albums).to_string())
-        }
-        (Method::POST, "/api/albums") => {
-            let body: serde_json::Value =
-                serde_json::from_slice(&body_of(request.into_body()).await).unwrap_or_default();
-            let mut state = lock();
-            if !allowed(&state, "album.create") {
-                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: album.create");
-            }
-            let Some(name) = body["albumName"].as_str().map(str::to_owned) else {
-                return error(&state, StatusCode::BAD_REQUEST, "albumName is required");
-            };
-            state.next_id += 1;
-            let id = format!("a0000000-0000-4000-8000-{:012}", state.next_id);
-            state.albums.insert(id.clone(), (name.clone(), std::collections::BTreeSet::new()));
-            answer(StatusCode::CREATED, serde_json::json!({"id": id, "albumName": name}).to_string())
-        }
-        (Method::PUT, album) if album.starts_with("/api/albums/") && album.ends_with("/assets") => {
-            let id = album["/api/albums/".len()..album.len() - "/assets".len()].to_owned();
-            let body: serde_json::Value =
-                serde_json::from_slice(&body_of(request.into_body()).await).unwrap_or_default();
-            let mut state = lock();
-            if !allowed(&state, "albumAsset.create") {
-                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: albumAsset.create");
-            }
-            let known: std::collections::BTreeSet<String> = state.assets.keys().cloned().collect();
-            let Some((_, assets)) = state.albums.get_mut(&id) else {
-                return error(&state, StatusCode::BAD_REQUEST, "Not found or no album.read access");
-            };
-            let results: Vec<serde_json::Value> = body["ids"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|v| v.as_str())
-                .map(|asset| {
-                    if !known.contains(asset) {
-                        serde_json::json!({"id": asset, "success": false, "error": "not_found"})
-                    } else if assets.insert(asset.to_owned()) {
-                        serde_json::json!({"id": asset, "success": true})
-                    } else {
-                        serde_json::json!({"id": asset, "success": false, "error": "duplicate"})
-                    }
-                })
-                .collect();
-            answer(StatusCode::OK, serde_json::Value::from(results).to_string())
+        (method, album) if album.starts_with("/api/albums") => {
+            let body = body_of(request.into_body()).await;
+            albums(shared, &method, album, &body)
         }
         (Method::GET, asset) if asset.starts_with("/api/assets/") => {
             let id =
@@ -301,6 +246,71 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
             let state = lock();
             error(&state, StatusCode::NOT_FOUND, &format!("Cannot {path}"))
         }
+    }
+}
+
+/// `getAllAlbums`, `createAlbum`, `addAssetsToAlbum`.
+fn albums(shared: &Mutex<State>, method: &Method, path: &str, body: &[u8]) -> Response<String> {
+    let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
+    match (method, path) {
+        (&Method::GET, "/api/albums") => {
+            let state = lock();
+            if !allowed(&state, "album.read") {
+                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: album.read");
+            }
+            let albums: Vec<serde_json::Value> = state
+                .albums
+                .iter()
+                .map(
+                    |(id, (name, assets))| serde_json::json!({"id": id, "albumName": name, "assetCount": assets.len()}),
+                )
+                .collect();
+            answer(StatusCode::OK, serde_json::Value::from(albums).to_string())
+        }
+        (&Method::POST, "/api/albums") => {
+            let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let mut state = lock();
+            if !allowed(&state, "album.create") {
+                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: album.create");
+            }
+            let Some(name) = body["albumName"].as_str().map(str::to_owned) else {
+                return error(&state, StatusCode::BAD_REQUEST, "albumName is required");
+            };
+            state.next_id += 1;
+            let id = format!("a0000000-0000-4000-8000-{:012}", state.next_id);
+            state.albums.insert(id.clone(), (name.clone(), std::collections::BTreeSet::new()));
+            answer(StatusCode::CREATED, serde_json::json!({"id": id, "albumName": name}).to_string())
+        }
+        (&Method::PUT, album) if album.starts_with("/api/albums/") && album.ends_with("/assets") => {
+            let id = album["/api/albums/".len()..album.len() - "/assets".len()].to_owned();
+            let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let mut state = lock();
+            if !allowed(&state, "albumAsset.create") {
+                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: albumAsset.create");
+            }
+            let known: std::collections::BTreeSet<String> = state.assets.keys().cloned().collect();
+            let Some((_, assets)) = state.albums.get_mut(&id) else {
+                return error(&state, StatusCode::BAD_REQUEST, "Not found or no album.read access");
+            };
+            let results: Vec<serde_json::Value> = body["ids"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(|asset| {
+                    if !known.contains(asset) {
+                        serde_json::json!({"id": asset, "success": false, "error": "not_found"})
+                    } else if assets.insert(asset.to_owned()) {
+                        serde_json::json!({"id": asset, "success": true})
+                    } else {
+                        serde_json::json!({"id": asset, "success": false, "error": "duplicate"})
+                    }
+                })
+                .collect();
+            answer(StatusCode::OK, serde_json::Value::from(results).to_string())
+        }
+        _ => error(&lock(), StatusCode::NOT_FOUND, &format!("Cannot {path}")),
     }
 }
 
