@@ -10,7 +10,7 @@ use crate::immich_server::{API_KEY, Immich};
 fn immich_env(server: &Immich) -> Env {
     let env = Env::new();
     let text = format!(
-        "state_dir = {state}\n[retry]\nrun_delay = \"20ms\"\nmax_attempts = 8\n\n[policy]\npower_supply_dir = {power}\n\n\
+        "state_dir = {state}\n[retry]\nrun_delay = \"20ms\"\nbase = \"1h\"\nattempts_per_run = 3\nmax_attempts = 8\n\n[policy]\npower_supply_dir = {power}\n\n\
          [[source]]\npath = {source}\n\n\
          [[destination]]\nname = \"immich\"\ntype = \"immich\"\nurl = \"{url}\"\napi_key_env = \"TEST_IMMICH_KEY\"\n",
         state = quote(&env.state),
@@ -210,4 +210,23 @@ fn photos_go_into_albums_created_once() {
     let (code, summary) = env.backup();
     assert_eq!(code, 75, "{summary}");
     assert!(summary.to_string().contains("album.read"), "{summary}");
+}
+
+/// A Live Photo: its video goes up first (once), and the still names it
+/// as its `livePhotoVideoId`, so Immich shows one Live Photo.
+#[test]
+fn a_live_photo_is_linked_to_its_video() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    let still = write_photo(&env.source.join("IMG_0001.JPG"), 20_000, 5);
+    let video = write_video(&env.source.join("IMG_0001.MOV"), 600_000, 6);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let assets = server.with(|s| s.assets.values().cloned().collect::<Vec<_>>());
+    assert_eq!(assets.len(), 2, "two assets");
+    let stored_video = assets.iter().find(|a| a.bytes == video).expect("the video");
+    let stored_still = assets.iter().find(|a| a.bytes == still).expect("the still");
+    assert_eq!(stored_still.fields.get("livePhotoVideoId"), Some(&stored_video.id), "linked");
+    assert_eq!(server.with(|s| s.uploads.len()), 2, "the video went up once");
 }

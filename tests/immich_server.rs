@@ -10,7 +10,8 @@
 //!   `{assets: [{id, checksum}]}` → `{results: [{id, action: accept|reject,
 //!   reason: duplicate, assetId}]}` (checksum: SHA-1, hex or base64);
 //! - `uploadAsset` `POST /api/assets` (multipart: `assetData`,
-//!   `fileCreatedAt`, `fileModifiedAt`, `filename`, and on 2.x the required
+//!   `fileCreatedAt`, `fileModifiedAt`, `filename`, `livePhotoVideoId` (the
+//!   motion part of a Live Photo, uploaded before), and on 2.x the required
 //!   `deviceAssetId` and `deviceId`; header `x-immich-checksum`) → 201
 //!   `{id, status: created}`, or 200 `{id, status: duplicate}` for content it
 //!   holds;
@@ -374,6 +375,11 @@ async fn upload(
         } else {
             error(&state, StatusCode::BAD_REQUEST, &problem)
         };
+    }
+    if let Some(video) = fields.get("livePhotoVideoId")
+        && !state.assets.contains_key(video)
+    {
+        return error(&state, StatusCode::BAD_REQUEST, "Live photo video not found");
     }
     let Some(file) = file else {
         return error(&state, StatusCode::BAD_REQUEST, "assetData is required");

@@ -2,10 +2,12 @@
 //! `assets` table keeps it: written when a version is recorded, or later
 //! for versions recorded before capture times were kept.
 
+use std::os::unix::ffi::OsStrExt as _;
+
 use rusqlite::{Connection, Row, params};
 
 use super::{CatalogError, Result};
-use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, GroupName, MediaKind};
+use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, ContentHash, GroupName, MediaKind};
 
 /// The `assets` columns [`from_row`] decodes, in order.
 pub(super) const COLUMNS: &str =
@@ -115,6 +117,28 @@ impl super::Catalog {
         )?;
         let rows = stmt.query_map(params![source, key], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The Live Photo video of the group keyed by `key` in `source` (a path
+    /// below it), as its current version: its path, content hash and size.
+    /// (A member is described as its key, kind included: the video is told
+    /// by its name.)
+    pub fn live_video(&self, source: &str, key: &[u8]) -> Result<Option<(Vec<u8>, ContentHash, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.rel_path, a.sha256, a.size FROM assets a JOIN files f ON f.asset_id = a.id
+             WHERE a.source = ?1 AND a.group_key = ?2 ORDER BY f.rel_path",
+        )?;
+        let mut rows = stmt.query(params![source, key])?;
+        while let Some(row) = rows.next()? {
+            let rel: Vec<u8> = row.get(0)?;
+            if !crate::media::group::is_video(std::path::Path::new(std::ffi::OsStr::from_bytes(&rel))) {
+                continue;
+            }
+            let hash: String = row.get(1)?;
+            let hash = ContentHash::from_hex(&hash).ok_or_else(|| CatalogError::Corrupt("asset: bad sha256".into()))?;
+            return Ok(Some((rel, hash, u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0))));
+        }
+        Ok(None)
     }
 
     /// What the current version of `rel_path` in `source` is and when it

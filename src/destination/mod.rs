@@ -77,6 +77,9 @@ pub struct UploadRequest {
     /// Its path below its source, its source's name and what it is, for
     /// templates a destination renders itself (Immich's album names).
     pub subject: Arc<Subject>,
+    /// For the still of a Live Photo, its video, as scanned (for a
+    /// destination that links the two; see [`Destination::needs_info`]).
+    pub live_video: Option<LiveVideo>,
     /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
     /// shutdown). An implementation checks it between chunks and races
     /// every network wait against it, returning
@@ -85,6 +88,17 @@ pub struct UploadRequest {
     pub cancel: CancellationToken,
     /// The upload rate limit shared by all uploads.
     pub throttle: Arc<Throttle>,
+}
+
+/// A Live Photo's video, as scanned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveVideo {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Size when scanned.
+    pub size: u64,
+    /// Content hash when scanned.
+    pub hash: ContentHash,
 }
 
 /// What a destination's own templates render from (see [`crate::layout::Subject`]).
@@ -226,7 +240,8 @@ pub trait Destination: Send + Sync {
     fn reconnect(&self) {}
 
     /// Whether uploads need to know what each file is and when it was
-    /// taken (in [`UploadRequest::subject`]) even where the layout does not.
+    /// taken (in [`UploadRequest::subject`]) even where the layout does
+    /// not, and a Live Photo still's video ([`UploadRequest::live_video`]).
     fn needs_info(&self) -> bool {
         false
     }

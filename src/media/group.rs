@@ -31,6 +31,12 @@ const VIDEO: &[&str] =
 /// How far apart two files' capture times may be and still be one group.
 pub const MAX_APART_SECONDS: i64 = 2;
 
+/// Whether `path` is named like a video (a Live Photo's motion part, in a
+/// group: members are described as their key, so their kind is the key's).
+pub fn is_video(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| is_one_of(ext, VIDEO))
+}
+
 fn is_one_of(ext: &OsStr, list: &[&str]) -> bool {
     ext.to_str().is_some_and(|e| list.iter().any(|k| k.eq_ignore_ascii_case(e)))
 }

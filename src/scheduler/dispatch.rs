@@ -75,6 +75,7 @@ impl Scheduler<'_> {
             source: target.source_name(&pending).into_owned(),
             info: pending.info.clone(),
         });
+        let live_video = if destination.needs_info() { self.live_video(&pending)? } else { None };
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
         if let Some(reason) = self.broken.get(&destination_id) {
@@ -110,6 +111,7 @@ impl Scheduler<'_> {
             modified,
             taken: pending.info.as_ref().and_then(|i| i.capture.rfc3339(&jiff::tz::TimeZone::system())),
             subject,
+            live_video,
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
         };
@@ -123,6 +125,18 @@ impl Scheduler<'_> {
             self.meter_due.get_or_insert(Instant::now() + super::meter::FLUSH);
         }
         Ok(())
+    }
+
+    /// The video of the Live Photo whose still `pending` is, if it is one.
+    fn live_video(&self, pending: &PendingJob) -> Result<Option<crate::destination::LiveVideo>, CatalogError> {
+        let is_still =
+            pending.info.as_ref().is_some_and(|i| i.kind == crate::model::MediaKind::Photo && i.group.is_none());
+        let Some(source) = pending.source.to_str().filter(|_| is_still) else { return Ok(None) };
+        Ok(self.catalog.live_video(source, &pending.rel_path)?.map(|(rel, hash, size)| crate::destination::LiveVideo {
+            path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel)),
+            size,
+            hash,
+        }))
     }
 
     /// Reads what the asset of `pending` is and when it was taken, for a

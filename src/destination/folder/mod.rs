@@ -364,6 +364,7 @@ mod tests {
             modified: SystemTime::UNIX_EPOCH,
             taken: None,
             subject: Arc::default(),
+            live_video: None,
             cancel: CancellationToken::new(),
             throttle: Arc::default(),
         }

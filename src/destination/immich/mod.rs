@@ -45,7 +45,7 @@ use futures_util::StreamExt as _;
 use super::http::{
     Client, READ_CHUNK, STREAM_CHUNK, file_chunks, metered_chunks, read_error, retry_after, send_for, text,
 };
-use super::{Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded, Verdict};
+use super::{Destination, DestinationError, LiveVideo, ProgressFn, Retry, UploadRequest, Uploaded, Verdict};
 use crate::model::{Receipt, RemoteKey};
 
 /// An Immich server as a destination.
@@ -57,6 +57,27 @@ pub struct ImmichDestination {
     /// Album ids by name; the lock also makes finding or creating an
     /// album one step, so two uploads never create the same album twice.
     albums: tokio::sync::Mutex<HashMap<String, String>>,
+    /// Content being sent, by SHA-1: one upload of a content at a time (a
+    /// Live Photo's video is sent by its still's job when it is not there
+    /// yet, and its own job, waiting, then finds it).
+    sending: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The turn to send one content; the next in line goes when it is dropped.
+struct Turn<'d> {
+    sending: &'d std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    sha1: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut sending = self.sending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's and this turn's: nobody is waiting, the entry can go.
+        if sending.get(&self.sha1).is_some_and(|lock| Arc::strong_count(lock) <= 2) {
+            sending.remove(&self.sha1);
+        }
+    }
 }
 
 /// `getAllAlbums`, `createAlbum`.
@@ -129,7 +150,17 @@ impl ImmichDestination {
             client: Client::new(config.timeout),
             major: OnceCell::new(),
             albums: tokio::sync::Mutex::default(),
+            sending: std::sync::Mutex::default(),
         }
+    }
+
+    /// Waits for the turn to send the content with this SHA-1.
+    async fn turn(&self, sha1: &str) -> Turn<'_> {
+        let lock = {
+            let mut sending = self.sending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(sending.entry(sha1.to_owned()).or_default())
+        };
+        Turn { sending: &self.sending, sha1: sha1.to_owned(), _held: lock.lock_owned().await }
     }
 
     fn url(&self, path: &str) -> String {
@@ -264,13 +295,64 @@ impl ImmichDestination {
         Ok(created.id)
     }
 
-    /// Sends the file as a new asset; `Ok((id, duplicate))`.
+    /// Succeeds once the server reports asset `id` with SHA-1 `sha1`: a job
+    /// is acknowledged only then.
+    async fn holds(&self, cancel: &CancellationToken, id: &str, sha1: &str) -> Result<(), DestinationError> {
+        match self.stored_sha1(cancel, id).await? {
+            Some(stored) if stored == sha1 => Ok(()),
+            Some(stored) => Err(DestinationError::transient(format!(
+                "Immich holds asset {id} with SHA-1 {stored}, not the {sha1} that was sent"
+            ))),
+            None => Err(DestinationError::transient(format!("Immich does not show asset {id} after the upload"))),
+        }
+    }
+
+    /// The asset id of a Live Photo's video at the server, sent first if
+    /// it is not there (its own job then finds it present), so the still
+    /// can name it. `None` when the video is not the version scanned (its
+    /// own job reads it again, and it goes unlinked).
+    async fn live_video_id(
+        &self,
+        request: &UploadRequest,
+        video: &LiveVideo,
+        major: u64,
+        progress: &ProgressFn,
+    ) -> Result<Option<String>, DestinationError> {
+        let path = video.path.clone();
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&path, HashKind::Sha1))
+            .await
+            .map_err(|e| DestinationError::transient(format!("hashing stopped: {e}")))?;
+        let Ok((sha256, sha1)) = hashed else { return Ok(None) };
+        if sha256 != video.hash {
+            return Ok(None);
+        }
+        let _turn = self.turn(&sha1).await;
+        if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
+            return Ok(Some(id));
+        }
+        let modified = std::fs::metadata(&video.path).and_then(|m| m.modified()).unwrap_or(request.modified);
+        let upload = UploadRequest {
+            source: video.path.clone(),
+            size: video.size,
+            hash: video.hash.clone(),
+            modified,
+            live_video: None,
+            ..request.clone()
+        };
+        let (id, _) = self.send(&upload, &sha1, major, progress, None).await?;
+        self.holds(&request.cancel, &id, &sha1).await?;
+        Ok(Some(id))
+    }
+
+    /// Sends the file as a new asset (naming its Live Photo video, if
+    /// any); `Ok((id, duplicate))`.
     async fn send(
         &self,
         request: &UploadRequest,
         sha1: &str,
         major: u64,
         progress: &ProgressFn,
+        live_video: Option<&str>,
     ) -> Result<(String, bool), DestinationError> {
         let file = Arc::new(std::fs::File::open(&request.source).map_err(|e| read_error(request, &e))?);
         let name = request.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -280,6 +362,9 @@ impl ImmichDestination {
             ("fileModifiedAt", modified),
             ("filename", name.clone()),
         ];
+        if let Some(video) = live_video {
+            fields.push(("livePhotoVideoId", video.to_owned()));
+        }
         if major < 3 {
             // Required by 2.x; 3.x removed them (immich PR #27818).
             fields.push(("deviceAssetId", format!("{name}-{}", request.size).replace(char::is_whitespace, "")));
@@ -370,6 +455,7 @@ impl Destination for ImmichDestination {
             sha256: request.hash.clone(),
             version: Some(format!("sha1:{sha1}")),
         };
+        let _turn = self.turn(&sha1).await;
         if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
             self.file_in_album(&request, &id).await?;
             return Ok(Uploaded::AlreadyPresent(receipt(id)));
@@ -377,19 +463,12 @@ impl Destination for ImmichDestination {
         if request.cancelled() {
             return Err(DestinationError::interrupted());
         }
-        let (id, duplicate) = self.send(&request, &sha1, major, &progress).await?;
-        // Acknowledged only once the server reports the bytes that were read.
-        match self.stored_sha1(&request.cancel, &id).await? {
-            Some(stored) if stored == sha1 => {}
-            Some(stored) => {
-                return Err(DestinationError::transient(format!(
-                    "Immich holds asset {id} with SHA-1 {stored}, not the {sha1} that was sent"
-                )));
-            }
-            None => {
-                return Err(DestinationError::transient(format!("Immich does not show asset {id} after the upload")));
-            }
-        }
+        let live_video = match &request.live_video {
+            Some(video) => self.live_video_id(&request, video, major, &progress).await?,
+            None => None,
+        };
+        let (id, duplicate) = self.send(&request, &sha1, major, &progress, live_video.as_deref()).await?;
+        self.holds(&request.cancel, &id, &sha1).await?;
         self.file_in_album(&request, &id).await?;
         Ok(if duplicate { Uploaded::AlreadyPresent(receipt(id)) } else { Uploaded::Stored(receipt(id)) })
     }
