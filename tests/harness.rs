@@ -456,3 +456,44 @@ impl Drop for TestDaemon {
         }
     }
 }
+
+/// A test server running on its own thread, with its own tokio runtime,
+/// on 127.0.0.1: stopped and joined when dropped.
+pub struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Runs `serve(ready, stopped)` on a new thread: it binds, sends its
+    /// address on `ready`, and serves until `stopped` fires. Returns the
+    /// server and that address.
+    pub fn start<F, Fut>(serve: F) -> (ServerThread, std::net::SocketAddr)
+    where
+        F: FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>, tokio::sync::oneshot::Receiver<()>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+            runtime.block_on(serve(ready, stopped));
+        });
+        let address = address.recv().expect("server address");
+        (ServerThread { stop: Some(stop), thread: Some(thread) }, address)
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

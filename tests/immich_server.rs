@@ -45,6 +45,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha1::{Digest as _, Sha1};
 
+use crate::harness::ServerThread;
+
 pub const API_KEY: &str = "immich-test-key";
 
 /// One stored asset.
@@ -77,8 +79,7 @@ pub struct State {
 pub struct Immich {
     pub url: String,
     pub state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl Immich {
@@ -86,16 +87,9 @@ impl Immich {
     /// every permission.
     pub fn start(major: u64) -> Immich {
         let state = Arc::new(Mutex::new(State { major, permissions: vec!["all".into()], ..State::default() }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, address) = std::sync::mpsc::channel();
         let shared = Arc::clone(&state);
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-            runtime.block_on(serve(shared, ready, stopped));
-        });
-        let addr: std::net::SocketAddr = address.recv().expect("server address");
-        Immich { url: format!("http://{addr}"), state, stop: Some(stop), thread: Some(thread) }
+        let (server, addr) = ServerThread::start(move |ready, stopped| serve(shared, ready, stopped));
+        Immich { url: format!("http://{addr}"), state, _server: server }
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -110,17 +104,6 @@ impl Immich {
                 .map(|a| (a.fields.get("filename").cloned().unwrap_or_default(), a.bytes.clone()))
                 .collect()
         })
-    }
-}
-
-impl Drop for Immich {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

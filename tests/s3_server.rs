@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
-use crate::harness::{Env, quote, stderr, tree, wait_until};
+use crate::harness::{Env, ServerThread, quote, stderr, tree, wait_until};
 
 pub const KEY_ID: &str = "photosync-test";
 pub const SECRET: &str = "photosync-test-secret";
@@ -26,30 +26,16 @@ pub struct S3Server {
     pub root: PathBuf,
     /// Part numbers of every `UploadPart` request received, in order.
     parts: Arc<Mutex<Vec<u32>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl S3Server {
     pub fn start(root: &Path) -> S3Server {
         fs::create_dir_all(root.join(BUCKET)).expect("bucket folder");
         let parts = Arc::new(Mutex::new(Vec::new()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, address) = std::sync::mpsc::channel();
         let (root_dir, seen) = (root.to_owned(), Arc::clone(&parts));
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-            runtime.block_on(serve(root_dir, seen, ready, stopped));
-        });
-        let addr: std::net::SocketAddr = address.recv().expect("server address");
-        S3Server {
-            endpoint: format!("http://{addr}"),
-            root: root.to_owned(),
-            parts,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        let (server, addr) = ServerThread::start(move |ready, stopped| serve(root_dir, seen, ready, stopped));
+        S3Server { endpoint: format!("http://{addr}"), root: root.to_owned(), parts, _server: server }
     }
 
     pub fn parts_received(&self) -> Vec<u32> {
@@ -59,17 +45,6 @@ impl S3Server {
     /// Stored objects of the bucket by key (s3s-fs keeps them as files).
     pub fn objects(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         tree(&self.root.join(BUCKET)).into_iter().filter(|(k, _)| !k.to_string_lossy().contains(".s3s")).collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
