@@ -230,3 +230,26 @@ fn a_live_photo_is_linked_to_its_video() {
     assert_eq!(stored_still.fields.get("livePhotoVideoId"), Some(&stored_video.id), "linked");
     assert_eq!(server.with(|s| s.uploads.len()), 2, "the video went up once");
 }
+
+/// Regression: a photo in Immich's trash counted as already present, so a
+/// backup reported it safe until the trash was emptied. It fails with
+/// what to do, and `verify` reports a backed-up photo moved to the trash.
+#[test]
+fn a_photo_in_immichs_trash_counted_as_backed_up() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    write_photo(&env.source.join("a.jpg"), 20_000, 1);
+    let (code, _) = env.backup();
+    assert_eq!(code, 0);
+    server.with(|s| s.assets.values_mut().for_each(|a| a.trashed = true));
+    let out = env.run(["verify", "--json"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && report.contains("trash"), "{report}");
+
+    let other = immich_env(&server);
+    write_photo(&other.source.join("a.jpg"), 20_000, 1);
+    let (code, summary) = other.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["already_present"], 0, "{summary}");
+    assert!(summary["failures"][0]["reason"].as_str().is_some_and(|r| r.contains("trash")), "{summary}");
+}

@@ -57,6 +57,8 @@ pub struct Stored {
     pub sha1: Vec<u8>,
     /// The upload form's fields (all but the file).
     pub fields: BTreeMap<String, String>,
+    /// Deleted in Immich, kept in its trash.
+    pub trashed: bool,
 }
 
 /// What the fake holds and does.
@@ -219,6 +221,7 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
                     serde_json::json!({
                         "id": asset.id,
                         "checksum": base64::engine::general_purpose::STANDARD.encode(&asset.sha1),
+                        "isTrashed": asset.trashed,
                         "originalFileName": asset.fields.get("filename"),
                     })
                     .to_string(),
@@ -313,7 +316,7 @@ fn bulk_check(state: &State, body: &[u8]) -> Response<String> {
             let sha1 = decode_checksum(item["checksum"].as_str().unwrap_or_default());
             match state.assets.values().find(|a| Some(&a.sha1) == sha1.as_ref()) {
                 Some(asset) => serde_json::json!({"id": item["id"], "action": "reject", "reason": "duplicate",
-                    "assetId": asset.id, "isTrashed": false}),
+                    "assetId": asset.id, "isTrashed": asset.trashed}),
                 None => serde_json::json!({"id": item["id"], "action": "accept"}),
             }
         })
@@ -379,7 +382,7 @@ async fn upload(
     }
     state.next_id += 1;
     let id = format!("00000000-0000-4000-8000-{:012}", state.next_id);
-    state.assets.insert(id.clone(), Stored { id: id.clone(), bytes: file, sha1, fields });
+    state.assets.insert(id.clone(), Stored { id: id.clone(), bytes: file, sha1, fields, trashed: false });
     answer(StatusCode::CREATED, serde_json::json!({"id": id, "status": "created"}).to_string())
 }
 

@@ -120,6 +120,8 @@ struct BulkCheckResult {
     action: String,
     #[serde(rename = "assetId")]
     asset_id: Option<String>,
+    #[serde(rename = "isTrashed", default)]
+    is_trashed: bool,
 }
 
 /// `POST /assets`.
@@ -133,7 +135,13 @@ struct Created {
 #[derive(Deserialize)]
 struct Asset {
     checksum: String,
+    #[serde(rename = "isTrashed", default)]
+    is_trashed: bool,
 }
+
+/// What a photo in Immich's trash means: it goes when the trash is emptied.
+const TRASHED: &str = "Immich has this photo in its trash (it goes when the trash is emptied): \
+    restore it in Immich, or empty the trash, then retry";
 
 /// The permissions an API key needs: uploads, and reading the asset back
 /// to prove it holds the bytes (`all` covers both).
@@ -224,12 +232,21 @@ impl ImmichDestination {
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
         let check: BulkCheck = self.json(cancel, request, "the duplicate check").await?;
-        Ok(check.results.into_iter().find(|r| r.action == "reject").and_then(|r| r.asset_id))
+        match check.results.into_iter().find(|r| r.action == "reject") {
+            // A trashed copy is no backup, and the server would refuse another.
+            Some(found) if found.is_trashed => Err(DestinationError::permanent(TRASHED)),
+            Some(found) => Ok(found.asset_id),
+            None => Ok(None),
+        }
     }
 
-    /// The SHA-1 the server holds for asset `id` (hex); `None` when there
-    /// is no such asset.
-    async fn stored_sha1(&self, cancel: &CancellationToken, id: &str) -> Result<Option<String>, DestinationError> {
+    /// The SHA-1 the server holds for asset `id` (hex), and whether it is
+    /// in the trash; `None` when there is no such asset.
+    async fn stored_sha1(
+        &self,
+        cancel: &CancellationToken,
+        id: &str,
+    ) -> Result<Option<(String, bool)>, DestinationError> {
         let request = self.client.get()?.get(self.url(&format!("assets/{}", encode(id))));
         let response = send_for(cancel, request.header("x-api-key", self.key()?)).await?;
         // Immich answers an unknown or deleted asset with 400 ("Not found or
@@ -245,7 +262,7 @@ impl ImmichDestination {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(asset.checksum.trim())
             .map_err(|e| DestinationError::transient(format!("Immich's checksum is not base64: {e}")))?;
-        Ok(Some(super::http::hex(&bytes)))
+        Ok(Some((super::http::hex(&bytes), asset.is_trashed)))
     }
 
     /// Adds asset `id` to the album `request`'s file belongs in, if albums
@@ -299,8 +316,9 @@ impl ImmichDestination {
     /// is acknowledged only then.
     async fn holds(&self, cancel: &CancellationToken, id: &str, sha1: &str) -> Result<(), DestinationError> {
         match self.stored_sha1(cancel, id).await? {
-            Some(stored) if stored == sha1 => Ok(()),
-            Some(stored) => Err(DestinationError::transient(format!(
+            Some((_, true)) => Err(DestinationError::permanent(TRASHED)),
+            Some((stored, _)) if stored == sha1 => Ok(()),
+            Some((stored, _)) => Err(DestinationError::transient(format!(
                 "Immich holds asset {id} with SHA-1 {stored}, not the {sha1} that was sent"
             ))),
             None => Err(DestinationError::transient(format!("Immich does not show asset {id} after the upload"))),
@@ -478,8 +496,11 @@ impl Destination for ImmichDestination {
         let expected = receipt.version.as_deref().and_then(|v| v.strip_prefix("sha1:")).unwrap_or_default();
         Ok(match self.stored_sha1(&CancellationToken::new(), &id).await? {
             None => Verdict::Missing,
-            Some(stored) if stored == expected => Verdict::Holds,
-            Some(stored) => Verdict::Differs(format!("asset {id} has SHA-1 {stored}, the receipt says {expected}")),
+            Some((_, true)) => Verdict::Differs(format!("asset {id} is in Immich's trash")),
+            Some((stored, _)) if stored == expected => Verdict::Holds,
+            Some((stored, _)) => {
+                Verdict::Differs(format!("asset {id} has SHA-1 {stored}, the receipt says {expected}"))
+            }
         })
     }
 
