@@ -35,6 +35,9 @@ pub const READ_CHUNK: usize = 1024 * 1024;
 /// usually dead, and an upload on one would wait for a timeout.
 pub struct Client {
     timeout: Duration,
+    /// Whether redirects are followed (never where a secret rides in a
+    /// header reqwest does not strip for another host).
+    follow: bool,
     current: std::sync::RwLock<Result<reqwest::Client, String>>,
 }
 
@@ -43,14 +46,23 @@ impl Client {
     /// most 15 s). Without its timeouts a stalled server would hang uploads
     /// for good: a client that cannot be built is an error, never a fallback.
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, current: std::sync::RwLock::new(Self::build(timeout)) }
+        Self { timeout, follow: true, current: std::sync::RwLock::new(Self::build(timeout, true)) }
     }
 
-    fn build(timeout: Duration) -> Result<reqwest::Client, String> {
+    /// [`Client::new`] that follows no redirect: a 3xx is an answer, so a
+    /// key in a custom header (Immich's `x-api-key`, which reqwest forwards
+    /// to another host) never leaves for a place the config did not name.
+    pub fn without_redirects(timeout: Duration) -> Self {
+        Self { timeout, follow: false, current: std::sync::RwLock::new(Self::build(timeout, false)) }
+    }
+
+    fn build(timeout: Duration, follow: bool) -> Result<reqwest::Client, String> {
+        let redirects = if follow { reqwest::redirect::Policy::default() } else { reqwest::redirect::Policy::none() };
         reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(15)))
             .read_timeout(timeout)
             .pool_idle_timeout(Duration::from_mins(1))
+            .redirect(redirects)
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))
     }
@@ -64,7 +76,7 @@ impl Client {
     /// Drops the pooled connections: requests from now on open new ones
     /// (requests under way finish on theirs).
     pub fn renew(&self) {
-        let fresh = Self::build(self.timeout);
+        let fresh = Self::build(self.timeout, self.follow);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
     }
 }

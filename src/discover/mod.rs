@@ -201,21 +201,20 @@ pub fn scan_source(
             };
             match triage(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)? {
                 Triage::Done(written) => on_progress(&report, written),
-                Triage::Read(stat) => {
-                    // Read and hashed beside the walk; recorded here as they come.
-                    readers.send(entry.into_path(), stat);
-                    for (path, stat, read) in readers.ready() {
-                        let written = record(&mut writer, source, &path, stat, read, &mut report)?;
-                        on_progress(&report, written);
-                    }
-                }
+                // Read and hashed beside the walk; recorded below as they come.
+                Triage::Read(stat) => readers.send(entry.into_path(), stat),
+            }
+            for (path, stat, read) in readers.ready() {
+                let written = record(&mut writer, source, &path, stat, read, &mut report)?;
+                on_progress(&report, written);
             }
         }
         for (path, stat, read) in readers.finish() {
             let written = record(&mut writer, source, &path, stat, read, &mut report)?;
             on_progress(&report, written);
         }
-        Ok(complete)
+        // A stop after the walk leaves queued files unread: not complete.
+        Ok(complete && !stop.load(Ordering::Relaxed))
     })?;
     report.skipped.hidden += hidden_folders.get();
     let mut written = report.add(writer.finish(Timestamp::now())?);
@@ -329,8 +328,9 @@ enum Triage {
     Read(FileStat),
 }
 
-/// The per-file step shared by scans and the watcher: skip it if unchanged,
-/// defer it if still settling, else read it once and record it.
+/// The per-file step of the watcher (scans split it between the walk and
+/// the readers): skip it if unchanged, defer it if still settling, else
+/// read it once and record it.
 fn visit(
     writer: &mut ScanWriter<'_>,
     source: &SourceConfig,
@@ -486,7 +486,7 @@ impl Readers {
 
     /// Hands `path` to a reader (waits while the queue is full).
     fn send(&self, path: PathBuf, stat: FileStat) {
-        // The readers end only when this side is dropped.
+        // An error: every reader has ended (the scan was stopped).
         let _ = self.work.send((path, stat));
     }
 

@@ -11,7 +11,8 @@
 //! that SHA-1, and if not sends it with `POST /assets` (multipart, streamed
 //! from disk, `x-immich-checksum` so the server can refuse a duplicate
 //! before storing it). A job is acknowledged only once `GET /assets/{id}`
-//! reports the SHA-1 that was read. The receipt's key is the asset id.
+//! reports the SHA-1 that was read (for a photo the server had already
+//! too). The receipt's key is the asset id.
 //!
 //! With `album`, each photo is added to the album its template names
 //! (`createAlbum`, `addAssetsToAlbum`), created when first needed; the
@@ -155,7 +156,7 @@ impl ImmichDestination {
     pub fn new(config: &ImmichConfig) -> Self {
         Self {
             config: config.clone(),
-            client: Client::new(config.timeout),
+            client: Client::without_redirects(config.timeout),
             major: OnceCell::new(),
             albums: tokio::sync::Mutex::default(),
             sending: std::sync::Mutex::default(),
@@ -175,14 +176,17 @@ impl ImmichDestination {
         format!("{}{path}", self.config.api)
     }
 
-    /// The API key, read now.
-    fn key(&self) -> Result<String, DestinationError> {
+    /// The API key, read now, as a header value marked sensitive.
+    fn key(&self) -> Result<reqwest::header::HeaderValue, DestinationError> {
         let key = self.config.api_key.read("API key")?.unwrap_or_default();
         let key = key.trim();
         if key.is_empty() {
             return Err(DestinationError::permanent("the Immich API key is empty"));
         }
-        Ok(key.to_owned())
+        let mut value = reqwest::header::HeaderValue::from_str(key)
+            .map_err(|_| DestinationError::permanent("the Immich API key holds characters a header cannot"))?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 
     /// Sends `request` with the API key; a status other than a success is
@@ -273,12 +277,13 @@ impl ImmichDestination {
         if name.is_empty() {
             return Ok(());
         }
-        let album = self.album_id(&request.cancel, &name).await?;
-        let body = json!({"ids": [id]}).to_string();
-        let put = self.client.get()?.put(self.url(&format!("albums/{}/assets", encode(&album))));
-        let added: Vec<Added> = self
-            .json(&request.cancel, put.header(CONTENT_TYPE, "application/json").body(body), "adding to an album")
-            .await?;
+        let mut added = self.add_to_album(request, &name, id).await;
+        if matches!(&added, Err(e) if e.retry == Retry::Permanent) {
+            // The album was deleted in Immich since its id was learnt: find or make it again.
+            self.albums.lock().await.remove(&name);
+            added = self.add_to_album(request, &name, id).await;
+        }
+        let added = added.map_err(|e| DestinationError { retry: Retry::Transient, ..e })?;
         match added.first() {
             Some(added) if added.success || added.error.as_deref() == Some("duplicate") => Ok(()),
             other => Err(DestinationError::transient(format!(
@@ -287,6 +292,19 @@ impl ImmichDestination {
                 other.and_then(|a| a.error.as_deref()).unwrap_or("no answer")
             ))),
         }
+    }
+
+    /// `addAssetsToAlbum` for asset `id` and the album called `name`.
+    async fn add_to_album(
+        &self,
+        request: &UploadRequest,
+        name: &str,
+        id: &str,
+    ) -> Result<Vec<Added>, DestinationError> {
+        let album = self.album_id(&request.cancel, name).await?;
+        let body = json!({"ids": [id]}).to_string();
+        let put = self.client.get()?.put(self.url(&format!("albums/{}/assets", encode(&album))));
+        self.json(&request.cancel, put.header(CONTENT_TYPE, "application/json").body(body), "adding to an album").await
     }
 
     /// The id of the album called `name`: known, found among the albums
@@ -312,15 +330,27 @@ impl ImmichDestination {
         Ok(created.id)
     }
 
-    /// Succeeds once the server reports asset `id` with SHA-1 `sha1`: a job
-    /// is acknowledged only then.
-    async fn holds(&self, cancel: &CancellationToken, id: &str, sha1: &str) -> Result<(), DestinationError> {
-        match self.stored_sha1(cancel, id).await? {
+    /// Succeeds once the server reports asset `id` with SHA-1 `sha1` (of
+    /// `request`'s file): a job is acknowledged only then. Immich stores
+    /// whatever bytes arrive, so another SHA-1 means the file changed while
+    /// it was sent (the scan reads it again) or the server lost it.
+    async fn holds(&self, request: &UploadRequest, id: &str, sha1: &str) -> Result<(), DestinationError> {
+        match self.stored_sha1(&request.cancel, id).await? {
             Some((_, true)) => Err(DestinationError::permanent(TRASHED)),
             Some((stored, _)) if stored == sha1 => Ok(()),
-            Some((stored, _)) => Err(DestinationError::transient(format!(
-                "Immich holds asset {id} with SHA-1 {stored}, not the {sha1} that was sent"
-            ))),
+            Some((stored, _)) => {
+                let source = request.source.clone();
+                let now = tokio::task::spawn_blocking(move || crate::media::hash_file(&source)).await;
+                if !matches!(now, Ok(Ok((ref hash, _))) if *hash == request.hash) {
+                    return Err(DestinationError::source_changed(format!(
+                        "{} changed while it was sent",
+                        request.source.display()
+                    )));
+                }
+                Err(DestinationError::transient(format!(
+                    "Immich holds asset {id} with SHA-1 {stored}, not the {sha1} that was sent"
+                )))
+            }
             None => Err(DestinationError::transient(format!("Immich does not show asset {id} after the upload"))),
         }
     }
@@ -341,7 +371,8 @@ impl ImmichDestination {
             .await
             .map_err(|e| DestinationError::transient(format!("hashing stopped: {e}")))?;
         let Ok((sha256, sha1)) = hashed else { return Ok(None) };
-        if sha256 != video.hash {
+        // A video that is not the scanned version, or (oddly) the still's own bytes.
+        if sha256 != video.hash || video.hash == request.hash {
             return Ok(None);
         }
         let _turn = self.turn(&sha1).await;
@@ -357,9 +388,19 @@ impl ImmichDestination {
             live_video: None,
             ..request.clone()
         };
-        let (id, _) = self.send(&upload, &sha1, major, progress, None).await?;
-        self.holds(&request.cancel, &id, &sha1).await?;
-        Ok(Some(id))
+        // The video's trouble is its own job's: the still goes up unlinked.
+        let sent = match self.send(&upload, &sha1, major, progress, None).await {
+            Ok((id, _)) => self.holds(&upload, &id, &sha1).await.map(|()| id),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.retry == Retry::Interrupted => Err(e),
+            Err(e) => {
+                tracing::warn!(video = %video.path.display(), "the Live Photo's video did not go up with its still: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// Sends the file as a new asset (naming its Live Photo video, if
@@ -475,6 +516,7 @@ impl Destination for ImmichDestination {
         };
         let _turn = self.turn(&sha1).await;
         if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
+            self.holds(&request, &id, &sha1).await?;
             self.file_in_album(&request, &id).await?;
             return Ok(Uploaded::AlreadyPresent(receipt(id)));
         }
@@ -486,7 +528,7 @@ impl Destination for ImmichDestination {
             None => None,
         };
         let (id, duplicate) = self.send(&request, &sha1, major, &progress, live_video.as_deref()).await?;
-        self.holds(&request.cancel, &id, &sha1).await?;
+        self.holds(&request, &id, &sha1).await?;
         self.file_in_album(&request, &id).await?;
         Ok(if duplicate { Uploaded::AlreadyPresent(receipt(id)) } else { Uploaded::Stored(receipt(id)) })
     }
@@ -517,6 +559,8 @@ impl Destination for ImmichDestination {
 async fn refused(cancel: &CancellationToken, response: Response) -> DestinationError {
     let status = response.status();
     let wait = retry_after(response.headers());
+    let location = super::http::header(response.headers(), "location")
+        .map(|l| l.chars().filter(|c| !c.is_control()).take(200).collect::<String>());
     let body = text(cancel, response).await.unwrap_or_default();
     let said = message(&body);
     let mut error = match status {
@@ -524,13 +568,19 @@ async fn refused(cancel: &CancellationToken, response: Response) -> DestinationE
             "Immich refused the API key ({status}{said}): check api_key_env, api_key_file or api_key_keyring"
         )),
         StatusCode::FORBIDDEN => DestinationError::transient(format!(
-            "the Immich API key may not do this ({status}{said}): it needs asset.upload and asset.read"
+            "the Immich API key may not do this ({status}{said}): it needs asset.upload and asset.read \
+             (and album.read, album.create, albumAsset.create with `album`)"
         )),
         StatusCode::PAYLOAD_TOO_LARGE => DestinationError::permanent(format!(
             "the file is larger than a proxy in front of Immich accepts ({status}; Cloudflare's limit is 100 MB, \
              nginx's is client_max_body_size): raise the proxy's limit, or reach Immich without it"
         )),
         StatusCode::TOO_MANY_REQUESTS => DestinationError::transient(format!("Immich is busy ({status}{said})")),
+        s if s.is_redirection() => DestinationError::permanent(format!(
+            "Immich's address answered with a redirect ({status}{}); set url to where it leads \
+             (photosync does not follow redirects: the API key would go along)",
+            location.map(|l| format!(" to {l}")).unwrap_or_default()
+        )),
         s if s.is_server_error() => DestinationError::transient(format!("Immich failed ({status}{said})")),
         _ => DestinationError::permanent(format!("Immich refused the request ({status}{said})")),
     };
