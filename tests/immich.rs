@@ -253,3 +253,21 @@ fn a_photo_in_immichs_trash_counted_as_backed_up() {
     assert_eq!(summary["already_present"], 0, "{summary}");
     assert!(summary["failures"][0]["reason"].as_str().is_some_and(|r| r.contains("trash")), "{summary}");
 }
+
+/// Regression: the client followed redirects, and reqwest forwards a custom
+/// header like `x-api-key` to another host, so a redirect in front of
+/// Immich handed the API key to whatever it pointed at. A redirect is now
+/// an answer that says where the address leads; the key stays.
+#[test]
+fn a_redirect_handed_the_api_key_to_another_host() {
+    let elsewhere = Immich::start(3);
+    let server = Immich::start(3);
+    server.with(|s| s.redirect_to = Some(elsewhere.url.clone()));
+    let env = immich_env(&server);
+    write_photo(&env.source.join("a.jpg"), 20_000, 1);
+    let (code, summary) = env.backup();
+    assert_ne!(code, 0, "{summary}");
+    assert!(summary.to_string().contains("redirect"), "{summary}");
+    assert!(elsewhere.with(|s| s.keys_seen.is_empty()), "the key never reached the other host");
+    assert!(elsewhere.files().is_empty());
+}

@@ -72,6 +72,11 @@ pub struct State {
     pub uploads: Vec<BTreeMap<String, String>>,
     /// Statuses to answer the next upload requests with (413, 503), in order.
     pub faults: VecDeque<u16>,
+    /// Every `x-api-key` that reached this server.
+    pub keys_seen: Vec<String>,
+    /// Answer every request with a 307 to this server instead (a proxy or
+    /// sign-in page in front of Immich).
+    pub redirect_to: Option<String>,
     /// Albums by id: name and asset ids.
     pub albums: BTreeMap<String, (String, std::collections::BTreeSet<String>)>,
     next_id: u64,
@@ -168,6 +173,17 @@ async fn body_of(mut body: Incoming) -> Vec<u8> {
 async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<String> {
     let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    {
+        let mut state = lock();
+        if let Some(key) = request.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
+            state.keys_seen.push(key.to_owned());
+        }
+        if let Some(elsewhere) = &state.redirect_to {
+            let mut moved = answer(StatusCode::TEMPORARY_REDIRECT, String::new());
+            moved.headers_mut().insert("location", format!("{elsewhere}{path}").parse().expect("header"));
+            return moved;
+        }
+    }
     if method == Method::GET && path == "/api/server/version" {
         let major = lock().major;
         return answer(StatusCode::OK, serde_json::json!({"major": major, "minor": 2, "patch": 2}).to_string());
