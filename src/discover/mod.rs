@@ -11,6 +11,7 @@
 //! photos). [`watch`] adds the live watcher for the daemon.
 
 mod filter;
+mod readers;
 pub mod source;
 pub mod watch;
 
@@ -26,6 +27,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use walkdir::WalkDir;
 
+use self::readers::Readers;
 use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
 use crate::media::group::{self, Folders};
@@ -434,72 +436,6 @@ fn record(
         Err(e) => report.errors.push(error_at(path, &format!("cannot read: {e}"))),
     }
     Ok(0)
-}
-
-/// The most threads that read and hash files during a scan.
-const MAX_READERS: usize = 4;
-
-/// What a reader thread hands back: the file, its stat before the read,
-/// and what the read found.
-type ReadDone = (PathBuf, FileStat, io::Result<Read>);
-
-/// Threads that read and hash the files a scan's walk finds new or
-/// changed, one per core (up to [`MAX_READERS`]), while the walk goes on;
-/// the walk's thread records what they found (the catalog has one writer).
-/// The queue is short, so memory stays flat however large the source.
-struct Readers {
-    work: std::sync::mpsc::SyncSender<(PathBuf, FileStat)>,
-    done: std::sync::mpsc::Receiver<ReadDone>,
-}
-
-impl Readers {
-    /// Readers for `source`'s files; once `stop` is set they read nothing more.
-    fn start<'scope>(
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        source: &'scope SourceConfig,
-        stop: &'scope AtomicBool,
-    ) -> Readers {
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, MAX_READERS);
-        let (work, queue) = std::sync::mpsc::sync_channel::<(PathBuf, FileStat)>(threads * 2);
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
-        let (results, done) = std::sync::mpsc::channel();
-        for _ in 0..threads {
-            let (queue, results) = (std::sync::Arc::clone(&queue), results.clone());
-            scope.spawn(move || {
-                // Each keeps its own folder listings for finding groups.
-                let mut folders = Folders::default();
-                loop {
-                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                    let Ok((path, stat)) = next else { return };
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let read = read_file(source, &path, stat, &mut folders);
-                    if results.send((path, stat, read)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Readers { work, done }
-    }
-
-    /// Hands `path` to a reader (waits while the queue is full).
-    fn send(&self, path: PathBuf, stat: FileStat) {
-        // An error: every reader has ended (the scan was stopped).
-        let _ = self.work.send((path, stat));
-    }
-
-    /// What the readers have finished so far.
-    fn ready(&self) -> Vec<ReadDone> {
-        self.done.try_iter().collect()
-    }
-
-    /// Everything still being read, as it finishes.
-    fn finish(self) -> impl Iterator<Item = ReadDone> {
-        drop(self.work);
-        self.done.into_iter()
-    }
 }
 
 impl ScanReport {

@@ -31,16 +31,17 @@ mod meter;
 mod queue;
 mod retry;
 mod status;
+mod target;
 mod window;
 
 pub use commands::Command;
 pub use meter::{BudgetStatus, MeteredUse};
 pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadStatus};
+pub use target::{Target, open_targets};
 pub use window::{UploadWindow, upload_window};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -51,9 +52,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, PendingJob};
-use crate::config::{Config, Order, RetryConfig, SourceConfig};
-use crate::destination::{self, Destination, DestinationError, Retry, Throttle, Uploaded};
-use crate::layout::Layout;
+use crate::config::{Order, RetryConfig};
+use crate::destination::{DestinationError, Retry, Throttle, Uploaded};
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{Deadline, Decision, HoldReason};
 
@@ -74,44 +74,6 @@ const RETRY_AFTER_IN_RUN: Duration = Duration::from_mins(1);
 /// How often the daemon looks again at a source folder that was not there
 /// (a disk unmounted for a moment is back within this).
 const SOURCE_RECHECK: Duration = Duration::from_secs(2);
-
-/// A configured destination, ready to upload.
-#[derive(Clone)]
-pub struct Target {
-    /// Its catalog id.
-    pub id: DestinationId,
-    /// Its label.
-    pub name: String,
-    /// The implementation.
-    pub destination: Arc<dyn Destination>,
-    /// Where each photo goes in it.
-    pub layout: Layout,
-    /// The configured sources by folder: their names for a layout's
-    /// `{source}`, their rules for describing files.
-    pub sources: Arc<HashMap<PathBuf, SourceConfig>>,
-}
-
-/// Records the configured destinations in the catalog and opens each one
-/// (helpers they run listen in photosync's runtime folder).
-pub fn open_targets(catalog: &mut Catalog, config: &Config) -> Result<Vec<Target>, CatalogError> {
-    let destinations = &config.destinations;
-    let runtime_dir = crate::runtime::runtime_dir(config.runtime_dir.as_deref(), &config.state_dir);
-    let ids = catalog.sync_destinations(destinations)?;
-    let sessions: Arc<dyn destination::SessionStore> = Arc::new(catalog.session_log()?);
-    let sources: Arc<HashMap<PathBuf, SourceConfig>> =
-        Arc::new(config.sources.iter().map(|s| (s.path.clone(), s.clone())).collect());
-    Ok(destinations
-        .iter()
-        .zip(ids)
-        .map(|(d, id)| Target {
-            id,
-            name: d.name.clone(),
-            destination: d.kind.open(&sessions, &runtime_dir),
-            layout: d.layout.clone(),
-            sources: Arc::clone(&sources),
-        })
-        .collect())
-}
 
 /// How the scheduler treats failures and when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,31 +1,10 @@
-//! The order of the queue, and where each job's file goes: photos found
-//! while the daemon runs before the backlog, then by capture time; the key
-//! is the destination's layout rendered for the file.
+//! The order of the queue: photos found while the daemon runs before the
+//! backlog, then by capture time.
 
 use std::collections::VecDeque;
 
-use super::Target;
 use crate::catalog::PendingJob;
 use crate::config::Order;
-use crate::layout::Subject;
-use crate::model::RemoteKey;
-
-impl Target {
-    /// The key `pending` has in this destination's layout.
-    pub fn key_for(&self, pending: &PendingJob) -> RemoteKey {
-        let source = self.source_name(pending);
-        self.layout.render(&Subject { rel_path: &pending.rel_path, source: &source, info: pending.info.as_ref() })
-    }
-
-    /// The name of `pending`'s source (for a source no longer configured,
-    /// its folder's name).
-    pub fn source_name<'p>(&'p self, pending: &'p PendingJob) -> std::borrow::Cow<'p, str> {
-        match self.sources.get(&pending.source) {
-            Some(source) => std::borrow::Cow::Borrowed(source.name.as_str()),
-            None => pending.source.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        }
-    }
-}
 
 /// Adds `fresh` jobs to `queue` in rank order: they are sorted, then merged
 /// with the queue (itself in rank order but for jobs put back at its front

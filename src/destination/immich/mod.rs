@@ -23,6 +23,7 @@
 //! `deviceId` (immich PR #27818) and wants `fileCreatedAt` with a UTC
 //! offset; the server's major version is asked once.
 
+mod albums;
 mod config;
 
 use std::collections::HashMap;
@@ -81,22 +82,6 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// `getAllAlbums`, `createAlbum`.
-#[derive(Deserialize)]
-struct Album {
-    id: String,
-    #[serde(rename = "albumName")]
-    album_name: String,
-}
-
-/// One result of `addAssetsToAlbum`.
-#[derive(Deserialize)]
-struct Added {
-    #[serde(default)]
-    success: bool,
-    error: Option<String>,
-}
-
 /// `GET /server/version`.
 #[derive(Deserialize)]
 struct Version {
@@ -147,9 +132,6 @@ const TRASHED: &str = "Immich has this photo in its trash (it goes when the tras
 /// The permissions an API key needs: uploads, and reading the asset back
 /// to prove it holds the bytes (`all` covers both).
 const NEEDED: [&str; 2] = ["asset.upload", "asset.read"];
-
-/// What albums need besides.
-const ALBUMS_NEED: [&str; 3] = ["album.read", "album.create", "albumAsset.create"];
 
 impl ImmichDestination {
     /// A destination for `config`.
@@ -267,67 +249,6 @@ impl ImmichDestination {
             .decode(asset.checksum.trim())
             .map_err(|e| DestinationError::transient(format!("Immich's checksum is not base64: {e}")))?;
         Ok(Some((super::http::hex(&bytes), asset.is_trashed)))
-    }
-
-    /// Adds asset `id` to the album `request`'s file belongs in, if albums
-    /// are configured (one it is in already is fine).
-    async fn file_in_album(&self, request: &UploadRequest, id: &str) -> Result<(), DestinationError> {
-        let Some(template) = &self.config.album else { return Ok(()) };
-        let name = request.subject.render(template);
-        if name.is_empty() {
-            return Ok(());
-        }
-        let mut added = self.add_to_album(request, &name, id).await;
-        if matches!(&added, Err(e) if e.retry == Retry::Permanent) {
-            // The album was deleted in Immich since its id was learnt: find or make it again.
-            self.albums.lock().await.remove(&name);
-            added = self.add_to_album(request, &name, id).await;
-        }
-        let added = added.map_err(|e| DestinationError { retry: Retry::Transient, ..e })?;
-        match added.first() {
-            Some(added) if added.success || added.error.as_deref() == Some("duplicate") => Ok(()),
-            other => Err(DestinationError::transient(format!(
-                "Immich did not add the photo to the album '{}': {}",
-                name.escape_debug(),
-                other.and_then(|a| a.error.as_deref()).unwrap_or("no answer")
-            ))),
-        }
-    }
-
-    /// `addAssetsToAlbum` for asset `id` and the album called `name`.
-    async fn add_to_album(
-        &self,
-        request: &UploadRequest,
-        name: &str,
-        id: &str,
-    ) -> Result<Vec<Added>, DestinationError> {
-        let album = self.album_id(&request.cancel, name).await?;
-        let body = json!({"ids": [id]}).to_string();
-        let put = self.client.get()?.put(self.url(&format!("albums/{}/assets", encode(&album))));
-        self.json(&request.cancel, put.header(CONTENT_TYPE, "application/json").body(body), "adding to an album").await
-    }
-
-    /// The id of the album called `name`: known, found among the albums
-    /// the key can see, or created.
-    async fn album_id(&self, cancel: &CancellationToken, name: &str) -> Result<String, DestinationError> {
-        let mut known = self.albums.lock().await;
-        if let Some(id) = known.get(name) {
-            return Ok(id.clone());
-        }
-        let albums: Vec<Album> =
-            self.json(cancel, self.client.get()?.get(self.url("albums")), "the album list").await?;
-        for album in albums {
-            known.entry(album.album_name).or_insert(album.id);
-        }
-        if let Some(id) = known.get(name) {
-            return Ok(id.clone());
-        }
-        let body = json!({"albumName": name}).to_string();
-        let post = self.client.get()?.post(self.url("albums")).header(CONTENT_TYPE, "application/json").body(body);
-        let created: Album = self.json(cancel, post, "creating an album").await?;
-        tracing::info!("created the Immich album '{}'", name.escape_debug());
-        known.insert(name.to_owned(), created.id.clone());
-        Ok(created.id)
     }
 
     /// Succeeds once the server reports asset `id` with SHA-1 `sha1` (of
@@ -470,7 +391,7 @@ impl Destination for ImmichDestination {
         let key: ApiKey =
             self.json(&cancel, self.client.get()?.get(self.url("api-keys/me")), "the API key request").await?;
         let all = key.permissions.iter().any(|p| p == "all");
-        let albums = if self.config.album.is_some() { &ALBUMS_NEED[..] } else { &[] };
+        let albums = if self.config.album.is_some() { &albums::NEED[..] } else { &[] };
         let needed: Vec<&str> = NEEDED.iter().chain(albums).copied().collect();
         let missing: Vec<&str> =
             needed.iter().copied().filter(|n| !all && !key.permissions.iter().any(|p| p == n)).collect();
