@@ -16,6 +16,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// `answer` with `Connection: close` among its headers: the proxy closes
+/// every connection after one answer, and a client that was not told so
+/// may send its next request on it as it closes (a race that shows under
+/// load as "connection closed before message completed").
+fn close_after(answer: Vec<u8>) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return answer };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    if head.lines().any(|line| line.starts_with("connection:") && line.contains("close")) {
+        return answer;
+    }
+    let mut closed = answer[..end + 2].to_vec();
+    closed.extend_from_slice(b"Connection: close\r\n");
+    closed.extend_from_slice(&answer[end + 2..]);
+    closed
+}
+
 /// What the proxy does with one request.
 #[derive(Clone)]
 pub enum Fault {
@@ -247,7 +263,7 @@ fn serve(
             if let Fault::Rewrite(change) = fault {
                 change(&mut answer);
             }
-            client.write_all(&answer)?;
+            client.write_all(&close_after(answer))?;
         }
         Fault::ResetMidBody => unreachable!("handled above"),
     }
