@@ -27,6 +27,7 @@ pub mod immich;
 pub mod rclone;
 pub mod registry;
 pub mod s3;
+pub mod secret;
 pub mod session;
 mod throttle;
 pub mod webdav;

@@ -83,14 +83,8 @@ impl DestinationKind {
     /// The OS keyring account its password is filed under, if it uses one.
     pub fn keyring_account(&self) -> Option<&str> {
         match self {
-            Self::WebDav(webdav) => match &webdav.password {
-                crate::destination::webdav::PasswordSource::Keyring(account) => Some(account),
-                _ => None,
-            },
-            Self::Immich(immich) => match &immich.api_key {
-                crate::destination::webdav::PasswordSource::Keyring(account) => Some(account),
-                _ => None,
-            },
+            Self::WebDav(webdav) => webdav.password.keyring_account(),
+            Self::Immich(immich) => immich.api_key.keyring_account(),
             Self::Folder(_) | Self::S3(_) | Self::Rclone(_) => None,
         }
     }

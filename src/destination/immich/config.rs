@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, Section};
 use crate::destination::http::is_loopback;
-use crate::destination::webdav::PasswordSource;
+use crate::destination::secret::PasswordSource;
 
 /// The keys of an Immich destination, as written.
 #[derive(Debug, Deserialize)]

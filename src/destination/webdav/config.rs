@@ -1,12 +1,12 @@
 //! `type = "webdav"`: its keys, validated, and where its password comes from.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Section};
 use crate::destination::http::is_loopback;
+pub use crate::destination::secret::PasswordSource;
 
 /// The keys of a WebDAV destination, as written.
 #[derive(Debug, Deserialize)]
@@ -32,48 +32,6 @@ struct Raw {
     chunk_size: Option<String>,
     /// How long the server may stay silent before a request is retried.
     timeout: Option<String>,
-}
-
-/// Where the password comes from. It is read when the destination is
-/// used, never when the config loads, and never shown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// No password (a server that needs none).
-    None,
-    /// The named environment variable.
-    Env(String),
-    /// The first line of this file.
-    File(PathBuf),
-    /// The OS keyring's entry for this account (service `photosync`).
-    Keyring(String),
-}
-
-impl PasswordSource {
-    /// Reads the secret now (`None` when there is none to read); never
-    /// logged. `what` names it in errors ("password", "API key").
-    pub fn read(&self, what: &str) -> Result<Option<String>, crate::destination::DestinationError> {
-        use crate::destination::DestinationError;
-        Ok(match self {
-            PasswordSource::None => None,
-            PasswordSource::Env(var) => Some(
-                std::env::var(var)
-                    .ok()
-                    .filter(|p| !p.is_empty())
-                    .ok_or_else(|| DestinationError::permanent(format!("environment variable {var} is not set")))?,
-            ),
-            PasswordSource::File(path) => Some(
-                std::fs::read_to_string(path).map(|text| text.lines().next().unwrap_or_default().to_owned()).map_err(
-                    |e| DestinationError::permanent(format!("cannot read the {what} file {}: {e}", path.display())),
-                )?,
-            ),
-            // A keyring that is not there may come (a desktop session
-            // starting); an entry that is not there needs the user.
-            PasswordSource::Keyring(account) => Some(crate::secrets::read(account).map_err(|e| match e {
-                crate::secrets::SecretError::Missing(_) => DestinationError::permanent(e.to_string()),
-                crate::secrets::SecretError::Unavailable(_) => DestinationError::transient(e.to_string()),
-            })?),
-        })
-    }
 }
 
 /// The kind of server, for the features only some have.
