@@ -25,7 +25,8 @@
 //!   and the scheduler for `photosync daemon`, controlled over [`ipc`].
 //! - [`verify`] proves acknowledged receipts against the destinations.
 //! - [`why`] says whether a file is backed up, waiting, or left out, and why.
-//! - [`secrets`] reads and stores destination passwords in the system keyring.
+//! - [`secrets`] reads and stores destination passwords in the system keyring;
+//!   [`oauth`] signs in to cloud services and keeps their grants.
 //! - [`runtime`] finds the private runtime folder the sockets live in.
 //!
 //! Dependencies point downward: `daemon → ipc::server → scheduler →
@@ -46,6 +47,7 @@ pub mod ipc;
 pub mod layout;
 pub mod media;
 pub mod model;
+pub mod oauth;
 pub mod policy;
 pub mod runtime;
 pub mod scheduler;

@@ -12,6 +12,8 @@ mod compat;
 mod conditions;
 mod crash;
 mod daemon;
+mod dropbox;
+mod dropbox_server;
 mod faults;
 mod formats;
 mod groups;

@@ -2,6 +2,7 @@
 //! and the exit-code table. Uses `anyhow` (this is the edge of the program);
 //! `main` turns what [`run`] returns into the process exit status.
 
+mod auth;
 mod backup;
 mod control;
 mod daemon;
@@ -101,6 +102,9 @@ enum Command {
     /// Keep a destination's password in the system keyring (Secret Service,
     /// macOS Keychain).
     Password(password::Args),
+    /// Sign in to a destination's cloud service (Dropbox) once; or see
+    /// (--status) or remove (--forget) the sign-in.
+    Auth(auth::Args),
     /// Say whether files are backed up, waiting, or left out, and why.
     Why(why::Args),
 }
@@ -137,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Verify(args) => verify::run(&Config::load(&config_path)?, &args),
         Command::Why(args) => why::run(&Config::load(&config_path)?, &args),
         Command::Password(args) => password::run(&Config::load(&config_path)?, &args),
+        Command::Auth(args) => auth::run(&Config::load(&config_path)?, &args),
     }
 }
 

@@ -301,7 +301,7 @@ fn destination(mut table: toml::Table, section: &Section<'_>) -> Result<Destinat
         Some(toml::Value::String(text)) => Layout::parse(&text).map_err(|e| section.error("layout", &e.to_string()))?,
         Some(_) => return Err(section.error("layout", "must be a string")),
     };
-    let kind = crate::destination::registry::parse(&kind, table, section)?;
+    let kind = crate::destination::registry::parse(&kind, &name, table, section)?;
     Ok(DestinationConfig { name, kind, layout })
 }
 

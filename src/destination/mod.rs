@@ -20,6 +20,7 @@
 //!   as the scanned version;
 //! - every error says whether a retry can help ([`DestinationError::retryable`]).
 
+pub mod dropbox;
 pub mod folder;
 pub mod hashes;
 pub mod http;
@@ -172,6 +173,10 @@ pub enum Retry {
     /// was stored is not the scanned version. No attempt is charged; the
     /// file is read again first.
     SourceChanged,
+    /// The destination cannot take uploads until the user acts (signs in
+    /// again): the job waits, uncharged, and the destination is held
+    /// with the message, which says what to do.
+    Held,
 }
 
 /// An upload or check that did not succeed.
@@ -200,6 +205,11 @@ impl DestinationError {
     /// The source file is not the scanned version any more.
     pub fn source_changed(message: impl Into<String>) -> Self {
         Self { retry: Retry::SourceChanged, message: message.into(), retry_after: None }
+    }
+
+    /// The destination is unusable until the user acts; `message` says how.
+    pub fn held(message: impl Into<String>) -> Self {
+        Self { retry: Retry::Held, message: message.into(), retry_after: None }
     }
 
     /// The upload stopped because it was asked to.

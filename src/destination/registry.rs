@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::dropbox::{DropboxConfig, DropboxDestination};
 use super::folder::{FolderConfig, FolderDestination};
 use super::immich::{ImmichConfig, ImmichDestination};
 use super::rclone::{RcloneConfig, RcloneDestination};
@@ -15,7 +16,7 @@ use super::{Destination, SessionStore};
 use crate::config::{ConfigError, Section};
 
 /// Every `type` a `[[destination]]` may have.
-pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich"];
+pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich", "dropbox"];
 
 /// A destination's type and its validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,16 +31,25 @@ pub enum DestinationKind {
     Rclone(Box<RcloneConfig>),
     /// An Immich server.
     Immich(Box<ImmichConfig>),
+    /// Dropbox, signed in with `photosync auth`.
+    Dropbox(Box<DropboxConfig>),
 }
 
-/// Validates the keys (all but `name` and `type`) of a destination of `type_name`.
-pub fn parse(type_name: &str, table: toml::Table, section: &Section<'_>) -> Result<DestinationKind, ConfigError> {
+/// Validates the keys (all but `name` and `type`) of a destination of
+/// `type_name` called `name`.
+pub fn parse(
+    type_name: &str,
+    name: &str,
+    table: toml::Table,
+    section: &Section<'_>,
+) -> Result<DestinationKind, ConfigError> {
     match type_name {
         "folder" => FolderConfig::parse(table, section).map(DestinationKind::Folder),
         "s3" => S3Config::parse(table, section).map(|c| DestinationKind::S3(Box::new(c))),
         "webdav" => WebDavConfig::parse(table, section).map(|c| DestinationKind::WebDav(Box::new(c))),
         "rclone" => RcloneConfig::parse(table, section).map(|c| DestinationKind::Rclone(Box::new(c))),
         "immich" => ImmichConfig::parse(table, section).map(|c| DestinationKind::Immich(Box::new(c))),
+        "dropbox" => DropboxConfig::parse(name, table, section).map(|c| DestinationKind::Dropbox(Box::new(c))),
         other => {
             let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
             Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
@@ -56,6 +66,7 @@ impl DestinationKind {
             Self::WebDav(_) => "webdav",
             Self::Rclone(_) => "rclone",
             Self::Immich(_) => "immich",
+            Self::Dropbox(_) => "dropbox",
         }
     }
 
@@ -68,6 +79,7 @@ impl DestinationKind {
             Self::WebDav(webdav) => webdav.url.to_string(),
             Self::Rclone(rclone) => format!("rclone {}", rclone.remote),
             Self::Immich(immich) => format!("immich {}", immich.api),
+            Self::Dropbox(dropbox) => format!("dropbox {} {}", dropbox.api_url, dropbox.folder),
         }
     }
 
@@ -76,7 +88,7 @@ impl DestinationKind {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Self::Folder(folder) => Some(&folder.path),
-            Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) => None,
+            Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) | Self::Dropbox(_) => None,
         }
     }
 
@@ -85,7 +97,15 @@ impl DestinationKind {
         match self {
             Self::WebDav(webdav) => webdav.password.keyring_account(),
             Self::Immich(immich) => immich.api_key.keyring_account(),
-            Self::Folder(_) | Self::S3(_) | Self::Rclone(_) => None,
+            Self::Folder(_) | Self::S3(_) | Self::Rclone(_) | Self::Dropbox(_) => None,
+        }
+    }
+
+    /// How it signs in with `photosync auth`, if it does.
+    pub fn sign_in(&self) -> Option<crate::oauth::SignIn> {
+        match self {
+            Self::Dropbox(dropbox) => Some(dropbox.sign_in()),
+            Self::Folder(_) | Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) => None,
         }
     }
 
@@ -98,6 +118,7 @@ impl DestinationKind {
             Self::WebDav(webdav) => Arc::new(WebDavDestination::new(webdav, Arc::clone(sessions))),
             Self::Rclone(rclone) => Arc::new(RcloneDestination::new(rclone, runtime_dir)),
             Self::Immich(immich) => Arc::new(ImmichDestination::new(immich)),
+            Self::Dropbox(dropbox) => Arc::new(DropboxDestination::new(dropbox, Arc::clone(sessions))),
         }
     }
 }

@@ -347,6 +347,16 @@ impl Scheduler<'_> {
                 }
                 self.settle(&flight.running, &uploaded, sent)
             }
+            Err(error) if error.retry == Retry::Held => {
+                self.observer.bytes(-(moved as i64));
+                let queued = flight.running.interrupt(WaitingOn::Nothing)?;
+                self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
+                let mut pending = flight.pending;
+                pending.job = queued;
+                self.queue.push_front(pending);
+                self.hold_for_user(destination, &error);
+                Ok(())
+            }
             Err(error) if matches!(error.retry, Retry::Interrupted | Retry::SourceChanged) => {
                 self.observer.bytes(-(moved as i64));
                 let waiting_on = match (&self.paused, self.hold()) {

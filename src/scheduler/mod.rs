@@ -372,6 +372,11 @@ impl<'c> Scheduler<'c> {
                     Ok(()) => break,
                     Err(e) => e,
                 };
+                // Signed out: only the user can help, and retrying would not.
+                if error.retry == Retry::Held {
+                    self.hold_for_user(target.id, &error);
+                    break;
+                }
                 // Bad credentials, a missing bucket: every job would fail the same way.
                 if error.retry == Retry::Permanent {
                     tracing::error!(destination = %target.name, "destination unusable: {error}");

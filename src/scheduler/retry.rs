@@ -5,11 +5,14 @@
 use tokio::time::Instant;
 
 use super::status::RecentError;
-use super::{BREAKER_THRESHOLD, Flight, Mode, RECENT_ERRORS, RETRY_AFTER_IN_RUN, Scheduler, jitter, round};
+use super::{BREAKER_THRESHOLD, Breaker, Flight, Mode, RECENT_ERRORS, RETRY_AFTER_IN_RUN, Scheduler, jitter, round};
 use crate::catalog::CatalogError;
 use crate::destination::DestinationError;
 use crate::model::{DestinationId, JobId, Timestamp};
 use crate::policy::{Deadline, RetryDecision, decide_retry};
+
+/// How often the daemon looks again at a destination held for the user.
+const USER_RECHECK: std::time::Duration = std::time::Duration::from_mins(1);
 
 impl Scheduler<'_> {
     pub(super) fn remember_error(&mut self, job: JobId, path: &std::path::Path, error: &str) {
@@ -98,6 +101,27 @@ impl Scheduler<'_> {
                 breaker.open = Some((reason, until));
             }
         }
+    }
+
+    /// Holds `destination` until the user acts (signs in again): for the
+    /// rest of a one-shot run; in the daemon it is looked at again every
+    /// [`USER_RECHECK`] (cheap: a destination remembers what the service
+    /// refused and asks again only once something changed).
+    pub(super) fn hold_for_user(&mut self, destination: DestinationId, error: &DestinationError) {
+        let name = self.targets.get(&destination).map_or("?", |t| t.name.as_str());
+        let held =
+            self.breakers.get(&destination).and_then(|b| b.open.as_ref()).is_some_and(|(m, _)| *m == error.message);
+        if !held {
+            tracing::warn!(destination = name, "holding this destination: {error}");
+        }
+        let until = match self.settings.mode {
+            Mode::OneShot => None,
+            Mode::Service => Some(Deadline::at(Timestamp::now().after(USER_RECHECK))),
+        };
+        self.breakers.insert(
+            destination,
+            Breaker { consecutive: BREAKER_THRESHOLD, open: Some((error.message.clone(), until)) },
+        );
     }
 
     /// How long a failing destination rests: the rest of a one-shot run, or
