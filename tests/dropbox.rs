@@ -292,3 +292,98 @@ fn a_revoked_sign_in_holds_the_destination_until_the_user_signs_in_again() {
     assert_eq!(code, 0, "{summary}");
     assert_eq!(stored(&server)["later.jpg"], later);
 }
+
+/// In the daemon: a sign-in revoked while it runs holds the destination
+/// (the reason in `status`, no attempt charged); `photosync auth` tells
+/// the daemon, which carries on at once.
+#[test]
+fn a_sign_in_revoked_while_the_daemon_runs_holds_it_until_auth_tells_it_to_go_on() {
+    let server = Dropbox::start();
+    let env = dropbox_env(&server);
+    signed_in(&server, &env);
+    write_photo(&env.source.join("first.jpg"), 30_000, 1);
+    let daemon = env.start_daemon();
+    daemon.wait_until(Duration::from_mins(1), "the first photo is uploaded", || env.count_jobs("acknowledged") == 1);
+    server.with(crate::dropbox_server::State::revoke);
+    let later = write_photo(&env.source.join("later.jpg"), 30_000, 2);
+    daemon.wait_until(Duration::from_mins(1), "the destination is held for the sign-in", || {
+        env.status()["scheduler"]["holds"].as_array().is_some_and(|holds| {
+            holds.iter().any(|h| h["reason"].to_string().contains("sign in again: photosync auth"))
+        })
+    });
+    let attempts: i64 = env.catalog().query_row("SELECT MAX(attempts) FROM jobs", [], |r| r.get(0)).expect("attempts");
+    assert_eq!(attempts, 0, "no attempt was charged");
+
+    let printed = sign_in(&server, &env);
+    assert!(printed.contains("The running daemon carries on with it now"), "{printed}");
+    daemon.wait_until(Duration::from_secs(30), "the later photo is uploaded", || env.count_jobs("acknowledged") == 2);
+    assert_eq!(stored(&server)["later.jpg"], later);
+}
+
+/// The answer to a session's finish is lost (Dropbox committed the file):
+/// the next attempt finds the file in place and sends nothing again.
+#[test]
+fn a_lost_answer_to_the_finish_sends_nothing_again() {
+    let server = Dropbox::start();
+    let env = dropbox_env(&server);
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("clip.mp4"), 20 * 1024 * 1024, 12);
+    server.with(|s| s.faults.push_back(Fault::LoseResponse { route: "upload_session/finish" }));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(stored(&server)["clip.mp4"], content);
+    assert_eq!(accepted(&server), content.len() as u64, "every byte went once");
+    assert_eq!(server.with(|s| s.writes), 1, "one file written");
+}
+
+/// Killed while the finish was under way, and meanwhile another file took
+/// the name: the session is finished under the next name, no byte sent
+/// again, the other file untouched.
+#[test]
+fn a_name_taken_while_a_session_was_open_moves_the_finish_aside() {
+    let server = Dropbox::start();
+    let env = dropbox_env(&server);
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("clip.mp4"), 20 * 1024 * 1024, 13);
+    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload_session/finish" }));
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
+    wait_until(Duration::from_mins(1), "the finish is held up", || server.with(|s| s.faults.is_empty()));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    server.put("/Photos/clip.mp4", b"another clip");
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let files = stored(&server);
+    assert_eq!(files["clip.mp4"], b"another clip", "not overwritten");
+    let moved: Vec<_> = files.iter().filter(|(name, _)| name.starts_with("clip-")).collect();
+    assert_eq!(moved.len(), 1, "{:?}", files.keys());
+    assert_eq!(moved[0].1, &content);
+    assert_eq!(accepted(&server), content.len() as u64, "no byte was sent again");
+}
+
+/// Regression: a finish Dropbox refused leaves the session closed; the
+/// next attempt's probe hears `closed`, and the session used to be dropped
+/// and the whole video sent again. Now it is finished under the next name.
+#[test]
+fn a_session_closed_by_a_refused_finish_is_finished_not_sent_again() {
+    let server = Dropbox::start();
+    let env = dropbox_env(&server);
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("clip.mp4"), 20 * 1024 * 1024, 14);
+    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload_session/finish" }));
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
+    wait_until(Duration::from_mins(1), "the finish is held up", || server.with(|s| s.faults.is_empty()));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    // The name is taken meanwhile (the finish there is refused, closing the
+    // session), and the look-up of the next name fails once.
+    server.put("/Photos/clip.mp4", b"another clip");
+    server.with(|s| s.faults.push_back(Fault::Status { route: "files/get_metadata", status: 503, retry_after: None }));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let files = stored(&server);
+    let moved: Vec<_> = files.iter().filter(|(name, _)| name.starts_with("clip-")).collect();
+    assert_eq!(moved.len(), 1, "{:?}", files.keys());
+    assert_eq!(moved[0].1, &content);
+    assert_eq!(accepted(&server), content.len() as u64, "no byte was sent again");
+}

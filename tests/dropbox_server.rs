@@ -35,7 +35,7 @@
 //!   `UploadSessionLookupError`, `path` a `WriteError` after the call's data
 //!   was appended), `files/download` (`DownloadArg` → bytes,
 //!   `DownloadError`), `files/get_metadata` (`GetMetadataArg` → `Metadata`,
-//!   `GetMetadataError`) and `check/user` (`EchoArg` → `EchoResult`).
+//!   `GetMetadataError`) and `check/user` (`EchoArg` → `EchoResult`) and `users/get_current_account` (`users.stone`).
 //!   Arguments are checked as Stone checks them: unknown fields, wrong
 //!   types, a `client_modified` not in `%Y-%m-%dT%H:%M:%SZ` and a
 //!   `content_hash` not 64 characters long are bad input. `WriteMode` follows

@@ -86,6 +86,9 @@ impl Handler for Service {
                 ask(&handles, |reply| Command::Pause { until, reply }).await.map(|()| Response::Done)
             }
             Request::Resume => ask(&handles, Command::Resume).await.map(|()| Response::Done),
+            Request::SignedIn { destination } => {
+                ask(&handles, |reply| Command::SignedIn { destination, reply }).await.map(|()| Response::Done)
+            }
             Request::Retry { jobs } => retry(&handles, jobs).await,
             Request::Scan => {
                 scan(&handles).await.map(|scans| Response::Scanned { scans: scans.iter().map(wire::scan).collect() })

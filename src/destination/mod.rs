@@ -25,6 +25,7 @@ pub mod folder;
 pub mod hashes;
 pub mod http;
 pub mod immich;
+pub mod onedrive;
 pub mod rclone;
 pub mod registry;
 pub mod s3;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::dropbox::{DropboxConfig, DropboxDestination};
 use super::folder::{FolderConfig, FolderDestination};
 use super::immich::{ImmichConfig, ImmichDestination};
+use super::onedrive::{OneDriveConfig, OneDriveDestination};
 use super::rclone::{RcloneConfig, RcloneDestination};
 use super::s3::{S3Config, S3Destination};
 use super::webdav::{WebDavConfig, WebDavDestination};
@@ -16,7 +17,7 @@ use super::{Destination, SessionStore};
 use crate::config::{ConfigError, Section};
 
 /// Every `type` a `[[destination]]` may have.
-pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich", "dropbox"];
+pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich", "dropbox", "onedrive"];
 
 /// A destination's type and its validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub enum DestinationKind {
     Immich(Box<ImmichConfig>),
     /// Dropbox, signed in with `photosync auth`.
     Dropbox(Box<DropboxConfig>),
+    /// OneDrive, signed in with `photosync auth`.
+    OneDrive(Box<OneDriveConfig>),
 }
 
 /// Validates the keys (all but `name` and `type`) of a destination of
@@ -50,6 +53,7 @@ pub fn parse(
         "rclone" => RcloneConfig::parse(table, section).map(|c| DestinationKind::Rclone(Box::new(c))),
         "immich" => ImmichConfig::parse(table, section).map(|c| DestinationKind::Immich(Box::new(c))),
         "dropbox" => DropboxConfig::parse(name, table, section).map(|c| DestinationKind::Dropbox(Box::new(c))),
+        "onedrive" => OneDriveConfig::parse(name, table, section).map(|c| DestinationKind::OneDrive(Box::new(c))),
         other => {
             let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
             Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
@@ -67,6 +71,7 @@ impl DestinationKind {
             Self::Rclone(_) => "rclone",
             Self::Immich(_) => "immich",
             Self::Dropbox(_) => "dropbox",
+            Self::OneDrive(_) => "onedrive",
         }
     }
 
@@ -80,6 +85,10 @@ impl DestinationKind {
             Self::Rclone(rclone) => format!("rclone {}", rclone.remote),
             Self::Immich(immich) => format!("immich {}", immich.api),
             Self::Dropbox(dropbox) => format!("dropbox {} {}", dropbox.api_url, dropbox.folder),
+            Self::OneDrive(onedrive) => {
+                let root = if onedrive.app_folder { "approot" } else { "root" };
+                format!("onedrive {} {root} {}", onedrive.graph_url, onedrive.folder)
+            }
         }
     }
 
@@ -88,7 +97,12 @@ impl DestinationKind {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             Self::Folder(folder) => Some(&folder.path),
-            Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) | Self::Dropbox(_) => None,
+            Self::S3(_)
+            | Self::WebDav(_)
+            | Self::Rclone(_)
+            | Self::Immich(_)
+            | Self::Dropbox(_)
+            | Self::OneDrive(_) => None,
         }
     }
 
@@ -97,7 +111,7 @@ impl DestinationKind {
         match self {
             Self::WebDav(webdav) => webdav.password.keyring_account(),
             Self::Immich(immich) => immich.api_key.keyring_account(),
-            Self::Folder(_) | Self::S3(_) | Self::Rclone(_) | Self::Dropbox(_) => None,
+            Self::Folder(_) | Self::S3(_) | Self::Rclone(_) | Self::Dropbox(_) | Self::OneDrive(_) => None,
         }
     }
 
@@ -105,6 +119,7 @@ impl DestinationKind {
     pub fn sign_in(&self) -> Option<crate::oauth::SignIn> {
         match self {
             Self::Dropbox(dropbox) => Some(dropbox.sign_in()),
+            Self::OneDrive(onedrive) => Some(onedrive.sign_in()),
             Self::Folder(_) | Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) => None,
         }
     }
@@ -119,6 +134,7 @@ impl DestinationKind {
             Self::Rclone(rclone) => Arc::new(RcloneDestination::new(rclone, runtime_dir)),
             Self::Immich(immich) => Arc::new(ImmichDestination::new(immich)),
             Self::Dropbox(dropbox) => Arc::new(DropboxDestination::new(dropbox, Arc::clone(sessions))),
+            Self::OneDrive(onedrive) => Arc::new(OneDriveDestination::new(onedrive, Arc::clone(sessions))),
         }
     }
 }

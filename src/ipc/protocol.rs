@@ -39,6 +39,12 @@ pub enum Request {
     },
     /// End a pause.
     Resume,
+    /// The user signed in to this destination again (`photosync auth`):
+    /// a destination held for it is tried again now.
+    SignedIn {
+        /// The destination's name.
+        destination: String,
+    },
     /// Queue these jobs again now; all failed and retry-waiting jobs when empty.
     Retry {
         /// Job ids.

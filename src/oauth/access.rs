@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::token::{self, AccessToken, TokenError};
-use super::{Provider, TokenStore};
+use super::{Grant, Provider, TokenStore};
 use crate::destination::{DestinationError, http};
 
 /// Refreshed this long before the service says it expires.
@@ -32,8 +32,11 @@ pub struct Access {
 struct State {
     /// The token in use and when it is due for a refresh.
     current: Option<(AccessToken, Instant)>,
-    /// A refresh token the service refused, and what it said.
-    refused: Option<(String, String)>,
+    /// A refresh token the service revoked, and what it said.
+    revoked: Option<(String, String)>,
+    /// A rotated grant not saved yet (the store failed), with the access
+    /// token that came with it: not used until it is saved.
+    unsaved: Option<(Grant, AccessToken, Instant)>,
 }
 
 impl Access {
@@ -61,12 +64,24 @@ impl Access {
             return Ok(token.clone());
         }
         state.current = None;
+        // A replaced refresh token is saved before its access token is used.
+        if let Some((grant, token, due)) = state.unsaved.take() {
+            if let Err(e) = self.save(grant.clone()).await {
+                state.unsaved = Some((grant, token, due));
+                return Err(e);
+            }
+            if Instant::now() < due {
+                state.current = Some((token.clone(), due));
+                return Ok(token);
+            }
+        }
         let store = self.store.clone();
         let loaded = tokio::task::spawn_blocking(move || store.load())
             .await
             .map_err(|e| DestinationError::transient(format!("cannot read the sign-in: {e}")))?;
+        // A keyring that is locked or gone, a damaged file: the user's to fix.
         let (mut grant, _) = loaded
-            .map_err(|e| DestinationError::transient(format!("cannot read the sign-in: {e}")))?
+            .map_err(|e| DestinationError::held(format!("cannot read the {} sign-in: {e}", self.provider.service)))?
             .ok_or_else(|| {
                 DestinationError::held(format!(
                     "not signed in to {}: run `{}`",
@@ -74,39 +89,53 @@ impl Access {
                     self.provider.sign_in_command()
                 ))
             })?;
-        if let Some((refused, said)) = &state.refused
-            && *refused == grant.refresh_token
+        if let Some((revoked, said)) = &state.revoked
+            && *revoked == grant.refresh_token
         {
             return Err(self.sign_in_again(said));
         }
         let client = self.client.get()?;
         match token::refresh(&client, &self.provider, &grant.refresh_token).await {
             Ok(tokens) => {
+                let lifetime = tokens.expires_in.unwrap_or(DEFAULT_LIFETIME);
+                let due = Instant::now() + lifetime.saturating_sub(MARGIN).max(lifetime / 2);
+                state.revoked = None;
                 if let Some(rotated) = tokens.refresh.filter(|r| r.0 != grant.refresh_token) {
                     grant.refresh_token = rotated.0;
                     grant.rotated_at = Some(super::now_rfc3339());
-                    let store = self.store.clone();
-                    tokio::task::spawn_blocking(move || store.save(&grant))
-                        .await
-                        .map_err(|e| DestinationError::transient(format!("cannot save the renewed sign-in: {e}")))?
-                        .map_err(|e| DestinationError::transient(format!("cannot save the renewed sign-in: {e}")))?;
+                    if let Err(e) = self.save(grant.clone()).await {
+                        state.unsaved = Some((grant, tokens.access, due));
+                        return Err(e);
+                    }
                 }
-                let lifetime = tokens.expires_in.unwrap_or(DEFAULT_LIFETIME);
-                let due = Instant::now() + lifetime.saturating_sub(MARGIN).max(lifetime / 2);
                 state.current = Some((tokens.access.clone(), due));
-                state.refused = None;
                 Ok(tokens.access)
             }
-            Err(TokenError::Revoked(said) | TokenError::Refused(said)) => {
+            Err(TokenError::Revoked(said)) => {
                 tracing::warn!(destination = %self.provider.destination, "{said}");
                 let error = self.sign_in_again(&said);
-                state.refused = Some((grant.refresh_token, said));
+                state.revoked = Some((grant.refresh_token, said));
                 Err(error)
             }
+            // The app itself was refused (a wrong client id): the config
+            // needs fixing; asked again at the next look, as the fix may
+            // have been made.
+            Err(TokenError::Refused(said)) => Err(self.sign_in_again(&said)),
             Err(e @ (TokenError::Unavailable(_) | TokenError::Pending | TokenError::SlowDown)) => {
                 Err(DestinationError::transient(format!("cannot refresh the {} sign-in: {e}", self.provider.service)))
             }
         }
+    }
+
+    /// Saves a replaced grant.
+    async fn save(&self, grant: Grant) -> Result<(), DestinationError> {
+        let store = self.store.clone();
+        let failed = |e: String| DestinationError::transient(format!("cannot save the renewed sign-in: {e}"));
+        tokio::task::spawn_blocking(move || store.save(&grant))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map(|_| ())
+            .map_err(failed)
     }
 
     /// The service refused `token` (401): it is not used again.

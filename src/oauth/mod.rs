@@ -9,6 +9,8 @@
 //!   where one answers, else a private file under the config folder.
 //! - [`signin`]: what `photosync auth` does: the address to allow the app
 //!   at, the code exchanged, the grant kept and looked at.
+//! - [`device`] and [`loopback`]: the device-code flow (RFC 8628) and the
+//!   browser flow with a listener on 127.0.0.1 (RFC 8252).
 //! - [`access`]: the access tokens a destination sends, refreshed one at a
 //!   time per destination, with a rotated refresh token saved before the
 //!   new access token is used.
@@ -17,6 +19,8 @@
 //! the access token types print as `[redacted]`.
 
 pub mod access;
+pub mod device;
+pub mod loopback;
 pub mod pkce;
 pub mod signin;
 pub mod store;

@@ -23,8 +23,38 @@ pub struct SignIn {
     /// Where the grant is kept.
     pub store: TokenStore,
     /// The authorization endpoint with the app's own parameters; the
-    /// PKCE challenge is added per sign-in.
+    /// PKCE challenge (and a loopback flow's redirect and state) are
+    /// added per sign-in.
     pub authorize: url::Url,
+    /// The scopes to ask for, where the service takes them in the request.
+    pub scope: Option<String>,
+    /// The device authorization endpoint (RFC 8628), where there is one.
+    pub device_url: Option<url::Url>,
+    /// The flow used unless the user picks another.
+    pub default_flow: Flow,
+}
+
+/// How the user signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Allow the app in a browser anywhere; paste the code the service shows.
+    Paste,
+    /// Enter a short code on the service's page, on any device (RFC 8628).
+    Device,
+    /// Allow the app in a browser on this machine, which sends it back to a
+    /// listener on 127.0.0.1 (RFC 8252 §7.3).
+    Browser,
+}
+
+impl Flow {
+    /// What it is called on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Paste => "paste",
+            Self::Device => "device",
+            Self::Browser => "browser",
+        }
+    }
 }
 
 /// What `photosync auth NAME --status` reports (no secret in it).
@@ -55,6 +85,11 @@ pub struct Status {
     pub problem: Option<String>,
 }
 
+/// An HTTP client for the sign-in endpoints.
+pub(super) fn client() -> Result<reqwest::Client, String> {
+    http::Client::without_redirects(TIMEOUT).get().map_err(|e| e.message)
+}
+
 impl SignIn {
     /// The address the user opens to allow the app, for `pkce`.
     pub fn authorize_url(&self, pkce: &Pkce) -> url::Url {
@@ -65,17 +100,41 @@ impl SignIn {
         url
     }
 
+    /// Whether the service offers `flow`.
+    pub fn offers(&self, flow: Flow) -> bool {
+        match flow {
+            Flow::Paste => self.default_flow == Flow::Paste,
+            Flow::Device => self.device_url.is_some(),
+            Flow::Browser => self.default_flow != Flow::Paste,
+        }
+    }
+
     /// Exchanges the code the user pasted and keeps the grant.
     pub async fn finish_paste(&self, code: &str, pkce: &Pkce) -> Result<(Grant, Place), String> {
-        let client = http::Client::without_redirects(TIMEOUT).get().map_err(|e| e.message)?;
-        let tokens = token::exchange_code(&client, &self.provider, code.trim(), &pkce.verifier, None).await.map_err(
-            |e| match e {
+        self.exchange(code, pkce, None).await
+    }
+
+    /// Exchanges an authorization code (sent to `redirect_uri`, if any) and
+    /// keeps the grant.
+    pub(super) async fn exchange(
+        &self,
+        code: &str,
+        pkce: &Pkce,
+        redirect_uri: Option<&str>,
+    ) -> Result<(Grant, Place), String> {
+        let tokens = token::exchange_code(&client()?, &self.provider, code.trim(), &pkce.verifier, redirect_uri)
+            .await
+            .map_err(|e| match e {
                 TokenError::Revoked(said) => {
                     format!("{said}: the code was mistyped, used already, or too old; run the command again")
                 }
                 other => other.to_string(),
-            },
-        )?;
+            })?;
+        self.keep(tokens).await
+    }
+
+    /// Keeps the grant of a sign-in's first tokens.
+    pub(super) async fn keep(&self, tokens: token::Tokens) -> Result<(Grant, Place), String> {
         let refresh = tokens.refresh.ok_or_else(|| {
             format!("{} gave no refresh token: it would stop working within hours", self.provider.service)
         })?;

@@ -71,33 +71,39 @@ impl TokenStore {
         TokenStore { kind, account: format!("oauth:{name}"), file }
     }
 
-    /// The grant, and where it was, if there is one.
+    /// The grant, and where it was, if there is one. With `auto`, a grant
+    /// may be in both places (signed in again where no keyring answered):
+    /// the newer one counts.
     pub fn load(&self) -> Result<Option<(Grant, Place)>, String> {
-        if self.kind != TokenStoreKind::File {
-            match secrets::read(&self.account) {
-                Ok(text) => {
-                    let grant = parse(&text).map_err(|e| {
-                        format!("the sign-in kept in the keyring (account {}) is damaged ({e})", self.account)
-                    })?;
-                    return Ok(Some((grant, Place::Keyring(self.account.clone()))));
-                }
+        let in_keyring = match self.kind {
+            TokenStoreKind::File => None,
+            _ => match secrets::read(&self.account) {
+                Ok(text) => Some(parse(&text).map_err(|e| {
+                    format!("the sign-in kept in the keyring (account {}) is damaged ({e})", self.account)
+                })?),
                 Err(e @ SecretError::Unavailable(_)) if self.kind == TokenStoreKind::Keyring => {
                     return Err(e.to_string());
                 }
                 // Not there, or no keyring: it may be in the file.
-                Err(SecretError::Missing(_) | SecretError::Unavailable(_)) => {}
-            }
-            if self.kind == TokenStoreKind::Keyring {
-                return Ok(None);
-            }
+                Err(SecretError::Missing(_) | SecretError::Unavailable(_)) => None,
+            },
+        };
+        let keyring = in_keyring.map(|grant| (grant, Place::Keyring(self.account.clone())));
+        if self.kind == TokenStoreKind::Keyring {
+            return Ok(keyring);
         }
-        let text = match std::fs::read_to_string(&self.file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let file = match std::fs::read_to_string(&self.file) {
+            Ok(text) => Some((
+                parse(&text).map_err(|e| format!("{} is damaged ({e})", self.file.display()))?,
+                Place::File(self.file.clone()),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("cannot read {}: {e}", self.file.display())),
         };
-        let grant = parse(&text).map_err(|e| format!("{} is damaged ({e})", self.file.display()))?;
-        Ok(Some((grant, Place::File(self.file.clone()))))
+        Ok(match (keyring, file) {
+            (Some(k), Some(f)) => Some(if renewed(&f.0) > renewed(&k.0) { f } else { k }),
+            (k, f) => k.or(f),
+        })
     }
 
     /// Saves `grant`, replacing the one kept before; says where.
@@ -166,6 +172,11 @@ fn file_name(name: &str) -> String {
         }
         out
     })
+}
+
+/// When a grant was last made or replaced (RFC 3339 in UTC: compares as text).
+fn renewed(grant: &Grant) -> &str {
+    grant.rotated_at.as_deref().unwrap_or(&grant.signed_in_at)
 }
 
 fn parse(text: &str) -> Result<Grant, serde_json::Error> {

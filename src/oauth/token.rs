@@ -150,12 +150,15 @@ pub async fn post(client: &reqwest::Client, provider: &Provider, form: &[(&str, 
 /// What a refusal of the token endpoint means.
 fn classify(provider: &Provider, status: reqwest::StatusCode, body: &str) -> TokenError {
     let service = provider.service;
+    // A server in trouble may say anything; it may pass whatever it says.
+    if http::retry_for(status) == crate::destination::Retry::Transient {
+        return TokenError::Unavailable(format!("{service}'s token endpoint answered {status}"));
+    }
     let Ok(failure) = serde_json::from_str::<Failure>(body) else {
-        return if http::retry_for(status) == crate::destination::Retry::Transient {
-            TokenError::Unavailable(format!("{service}'s token endpoint answered {status}"))
-        } else {
-            TokenError::Refused(format!("{service}'s token endpoint refused the request ({status})"))
-        };
+        return TokenError::Refused(format!(
+            "{service}'s token endpoint refused the request ({status}, not in OAuth's words: a proxy or a \
+             sign-in page in the way?)"
+        ));
     };
     // The service's own words, shortened and on one line: they never hold a token.
     let description: String = failure
@@ -165,9 +168,9 @@ fn classify(provider: &Provider, status: reqwest::StatusCode, body: &str) -> Tok
         .unwrap_or_default();
     let said = format!("{}{description}", failure.error);
     match failure.error.as_str() {
-        "invalid_grant" | "expired_token" | "access_denied" => {
-            TokenError::Revoked(format!("{service} no longer accepts the sign-in ({said})"))
-        }
+        "invalid_grant" => TokenError::Revoked(format!("{service} no longer accepts the sign-in ({said})")),
+        "expired_token" => TokenError::Revoked(format!("the code expired before it was entered ({said})")),
+        "access_denied" | "authorization_declined" => TokenError::Revoked(format!("the sign-in was declined ({said})")),
         "authorization_pending" => TokenError::Pending,
         "slow_down" => TokenError::SlowDown,
         "temporarily_unavailable" | "server_error" => {
@@ -209,6 +212,9 @@ mod tests {
         assert_eq!(classify(&provider(), bad, r#"{"error":"slow_down"}"#), TokenError::SlowDown);
         let busy = classify(&provider(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "<html>");
         assert!(matches!(busy, TokenError::Unavailable(_)), "{busy:?}");
+        // Regression: a server error in JSON held the destination until the user signed in again.
+        let said = classify(&provider(), reqwest::StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"server_busy"}"#);
+        assert!(matches!(said, TokenError::Unavailable(_)), "{said:?}");
         assert!(matches!(classify(&provider(), bad, "nonsense"), TokenError::Refused(_)));
         assert_eq!(format!("{:?}", AccessToken("secret".into())), "AccessToken([redacted])");
     }

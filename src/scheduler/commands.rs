@@ -26,6 +26,14 @@ pub enum Command {
     },
     /// End a pause.
     Resume(oneshot::Sender<()>),
+    /// The user signed in to this destination again: if it is held for
+    /// that, it is tried again now.
+    SignedIn {
+        /// The destination's name.
+        destination: String,
+        /// Acknowledgement.
+        reply: oneshot::Sender<()>,
+    },
     /// Requeue these jobs now (all failed and retry-waiting ones when empty).
     Retry {
         /// Jobs to requeue.
@@ -76,6 +84,16 @@ impl Scheduler<'_> {
             Command::Resume(reply) => {
                 self.paused = None;
                 tracing::info!("resumed");
+                let _ = reply.send(());
+            }
+            Command::SignedIn { destination, reply } => {
+                let held = self.targets.values().filter(|t| t.name == destination).map(|t| t.id);
+                for id in held.collect::<Vec<_>>() {
+                    if self.breakers.get(&id).is_some_and(|b| b.for_user) {
+                        tracing::info!(destination = %destination, "signed in again; uploads carry on");
+                        self.breakers.remove(&id);
+                    }
+                }
                 let _ = reply.send(());
             }
             Command::Retry { jobs, reply } => {

@@ -353,6 +353,7 @@ impl Scheduler<'_> {
                 self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
                 let mut pending = flight.pending;
                 pending.job = queued;
+                self.remember_error(pending.job.id, &pending.path(), &error.message);
                 self.queue.push_front(pending);
                 self.hold_for_user(destination, &error);
                 Ok(())

@@ -180,6 +180,9 @@ struct Breaker {
     /// run; on both clocks, so neither a sleep nor a clock stepped back
     /// stretches it).
     open: Option<(String, Option<Deadline>)>,
+    /// Open until the user acts (signs in again): a failure does not
+    /// replace its reason.
+    for_user: bool,
 }
 
 /// The user's pause in force.
@@ -397,7 +400,7 @@ impl<'c> Scheduler<'c> {
                 tracing::warn!(destination = %target.name, "destination unavailable: {error}");
                 let until = self.cooldown(BREAKER_THRESHOLD);
                 let open = Some((error.message, until));
-                self.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open });
+                self.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open, for_user: false });
                 break;
             }
         }

@@ -97,8 +97,11 @@ impl Scheduler<'_> {
             let name = self.targets.get(&destination).map_or("?", |t| t.name.as_str());
             tracing::warn!(destination = name, "{consecutive} uploads in a row failed; holding this destination");
             let reason = format!("{consecutive} uploads in a row failed; last error: {error}");
-            if let Some(breaker) = self.breakers.get_mut(&destination) {
+            if let Some(breaker) = self.breakers.get_mut(&destination)
+                && !(breaker.for_user && breaker.open.is_some())
+            {
                 breaker.open = Some((reason, until));
+                breaker.for_user = false;
             }
         }
     }
@@ -118,10 +121,9 @@ impl Scheduler<'_> {
             Mode::OneShot => None,
             Mode::Service => Some(Deadline::at(Timestamp::now().after(USER_RECHECK))),
         };
-        self.breakers.insert(
-            destination,
-            Breaker { consecutive: BREAKER_THRESHOLD, open: Some((error.message.clone(), until)) },
-        );
+        // Not a failure: the count of failures in a row starts afresh.
+        let open = Some((error.message.clone(), until));
+        self.breakers.insert(destination, Breaker { consecutive: 0, open, for_user: true });
     }
 
     /// How long a failing destination rests: the rest of a one-shot run, or

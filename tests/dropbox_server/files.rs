@@ -38,7 +38,7 @@ pub(super) fn call(state: &mut State, headers: &HeaderMap, function: &str, body:
         | "files/upload_session/append_v2"
         | "files/upload_session/finish" => Style::Upload,
         "files/download" => Style::Download,
-        "files/get_metadata" | "check/user" => Style::Rpc,
+        "files/get_metadata" | "check/user" | "users/get_current_account" => Style::Rpc,
         _ => return text(StatusCode::NOT_FOUND, &format!("Unknown API function: \"{function}\"")),
     };
     let bad = |detail: &str| {
@@ -75,6 +75,7 @@ pub(super) fn call(state: &mut State, headers: &HeaderMap, function: &str, body:
     };
     let Some(arg) = arg else { return bad(&format!("{place}: could not decode input as JSON")) };
     let result = match function {
+        "users/get_current_account" => current_account(&arg),
         "files/upload" => upload(state, &arg, body),
         "files/upload_session/start" => start(state, &arg, body),
         "files/upload_session/append_v2" => append(state, &arg, body),
@@ -238,6 +239,26 @@ fn get_metadata(state: &State, arg: &Value) -> Outcome {
         }
         Err(error) => endpoint_error(&json!({".tag": "path", "path": error})),
     })
+}
+
+/// `users/get_current_account` (`users.stone`): no argument (`null`) →
+/// `FullAccount`, abridged.
+fn current_account(arg: &Value) -> Outcome {
+    if !arg.is_null() {
+        return Err("request body: expected null, got a value".into());
+    }
+    Ok(ok(&json!({
+        "account_id": super::ACCOUNT_ID,
+        "name": {"given_name": "Test", "surname": "User", "familiar_name": "Test", "display_name": "Test User",
+                 "abbreviated_name": "TU"},
+        "email": "test@example.org",
+        "email_verified": true,
+        "disabled": false,
+        "country": "DE",
+        "locale": "en",
+        "is_paired": false,
+        "account_type": {".tag": "basic"},
+    })))
 }
 
 /// `check/user`: `EchoArg` → `EchoResult`.

@@ -101,7 +101,9 @@ pub async fn send(
             return Ok(Ok(response));
         }
         let retry_after = http::retry_after(response.headers());
-        let body = http::text(cancel, response).await.unwrap_or_default();
+        // Dropbox's complaint about a malformed header quotes the header:
+        // the token never goes further than here.
+        let body = http::text(cancel, response).await.unwrap_or_default().replace(&token.0, "[redacted]");
         let parsed: Option<Value> = serde_json::from_str(&body).ok();
         let summary = parsed
             .as_ref()

@@ -109,7 +109,14 @@ impl DropboxConfig {
             .append_pair("client_id", &self.client_id)
             .append_pair("response_type", "code")
             .append_pair("token_access_type", "offline");
-        crate::oauth::SignIn { provider: self.provider(), store: self.tokens.clone(), authorize }
+        crate::oauth::SignIn {
+            provider: self.provider(),
+            store: self.tokens.clone(),
+            authorize,
+            scope: None,
+            device_url: None,
+            default_flow: crate::oauth::signin::Flow::Paste,
+        }
     }
 }
 

@@ -12,9 +12,9 @@
 //! (`files/upload`); larger ones in an upload session ([`session`]). Every
 //! request that carries bytes carries their content hash, so Dropbox
 //! refuses bytes damaged on the way, and the file's own hash is compared
-//! with what Dropbox reports before a receipt is given. Commits (the
-//! request that makes a file appear) run one at a time, as Dropbox asks
-//! (`too_many_write_operations` otherwise).
+//! with what Dropbox reports before a receipt is given. Sessions are
+//! finished one at a time, as Dropbox asks (`too_many_write_operations`
+//! otherwise); a small upload that meets that answer waits as told.
 
 mod api;
 mod config;
@@ -51,7 +51,7 @@ pub struct DropboxDestination {
     client: http::Client,
     access: Access,
     sessions: Arc<dyn SessionStore>,
-    /// One commit at a time.
+    /// One session finish at a time.
     commits: tokio::sync::Mutex<()>,
 }
 
@@ -110,9 +110,11 @@ impl DropboxDestination {
         }
     }
 
-    /// The Dropbox path of a layout key.
+    /// The Dropbox path of a layout key: a backslash, and a space that
+    /// ends a name, escaped as `%XX` (Dropbox refuses both).
     fn path_of(&self, key: &RemoteKey) -> String {
-        object_key(&self.config.folder, key)
+        let path = object_key(&self.config.folder, key);
+        path.split('/').map(safe_segment).collect::<Vec<_>>().join("/")
     }
 
     /// The Dropbox paths to try for `request`, in order.
@@ -264,7 +266,6 @@ impl DropboxDestination {
         let ours = hashers.content.hex();
         let mut arg = Self::commit_info(path, request);
         arg["content_hash"] = json!(ours);
-        let _commit = self.commits.lock().await;
         let body = || body_of(&bytes, request, progress);
         match self.content(request, "2/files/upload", &arg, "store a file", body).await? {
             Ok(metadata) => Self::receipt(path, request, &metadata, &ours).map(|r| Placed::Done(Uploaded::Stored(r))),
@@ -277,18 +278,25 @@ impl DropboxDestination {
 /// A refusal of a write: a full account may pass, damaged bytes are sent
 /// again, anything else (a refused name, a malformed path) will not pass.
 fn classify_write(refusal: api::Refusal, what: &str) -> DestinationError {
-    if refusal.is("path/insufficient_space")
-        || refusal.is("content_hash_mismatch")
-        || refusal.summary.contains("too_many_write_operations")
-    {
-        refusal.into_error(what, false)
-    } else {
-        refusal.into_error(what, true)
+    if refusal.summary.contains("insufficient_space") {
+        // Every upload would fail alike until the user makes room.
+        return DestinationError::held("the Dropbox account is full: make room, or move to a larger plan");
     }
+    let transient = refusal.is("content_hash_mismatch") || refusal.summary.contains("too_many_write_operations");
+    refusal.into_error(what, !transient)
+}
+/// A path segment Dropbox takes (see [`DropboxDestination::path_of`]).
+fn safe_segment(segment: &str) -> String {
+    let trimmed = segment.trim_end_matches(' ');
+    let mut out = trimmed.replace('\\', "%5C");
+    for _ in 0..segment.len() - trimmed.len() {
+        out.push_str("%20");
+    }
+    out
 }
 
 /// `bytes` as a request body in metered pieces.
-fn body_of(bytes: &bytes::Bytes, request: &UploadRequest, progress: &ProgressFn) -> reqwest::Body {
+pub(super) fn body_of(bytes: &bytes::Bytes, request: &UploadRequest, progress: &ProgressFn) -> reqwest::Body {
     let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..bytes.len())
         .step_by(http::STREAM_CHUNK)
         .map(|at| Ok(bytes.slice(at..(at + http::STREAM_CHUNK).min(bytes.len()))))
@@ -306,9 +314,10 @@ fn utc_seconds(time: SystemTime) -> String {
 impl Destination for DropboxDestination {
     async fn check(&self) -> Result<(), DestinationError> {
         let cancel = CancellationToken::new();
-        match self.rpc(&cancel, "2/check/user", &json!({"query": "photosync"}), "answer a check").await? {
+        // `users/get_current_account` takes no argument: its body is `null`.
+        match self.rpc(&cancel, "2/users/get_current_account", &Value::Null, "describe the account").await? {
             Ok(_) => Ok(()),
-            Err(refusal) => Err(refusal.into_error("answer a check", false)),
+            Err(refusal) => Err(refusal.into_error("describe the account", false)),
         }
     }
 
@@ -397,5 +406,16 @@ impl Destination for DropboxDestination {
 
     fn reconnect(&self) {
         self.client.renew();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_dropbox_refuses_are_escaped() {
+        assert_eq!(safe_segment(r"a\b  "), "a%5Cb%20%20");
+        assert_eq!(safe_segment("IMG 1.jpg"), "IMG 1.jpg");
     }
 }

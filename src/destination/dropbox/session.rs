@@ -165,11 +165,12 @@ pub(super) async fn resume(
     let mut hashers = rehash(request, &file, 0, confirmed, Hashers::default()).await?;
     progress(Moved::Resumed(confirmed));
     let mut candidates = destination.candidates(request);
-    let from = candidates.iter().position(|c| *c == state.path).unwrap_or(0);
+    let Some(from) = candidates.iter().position(|c| *c == state.path) else {
+        // The folder or the layout changed since: the session's name is not this photo's any more.
+        forget()?;
+        return Ok(None);
+    };
     candidates.drain(..from);
-    if candidates.first() != Some(&state.path) {
-        candidates.insert(0, state.path.clone());
-    }
     // Where is Dropbox? An empty append at the recorded offset says.
     let arg = json!({"cursor": {"session_id": state.session_id, "offset": confirmed}, "close": false});
     let probe = destination
@@ -177,7 +178,10 @@ pub(super) async fn resume(
         .await?;
     let offset = match probe {
         Ok(_) => confirmed,
+        // Closed by a finish that did not go through: every byte is there.
+        Err(refusal) if refusal.tag() == "closed" && confirmed == request.size => confirmed,
         Err(refusal) => match refusal.correct_offset() {
+            Some(there) if there == confirmed => confirmed,
             Some(there) if there > confirmed && there <= request.size => {
                 hashers = rehash(request, &file, confirmed, there, hashers).await?;
                 progress(Moved::Resumed(there - confirmed));
@@ -291,7 +295,8 @@ async fn finish(
             "commit": DropboxDestination::commit_info(path, request),
         });
         let answer = {
-            let _commit = destination.commits.lock().await;
+            let _commit =
+                http::until_cancelled(&request.cancel, async { Ok(destination.commits.lock().await) }).await?;
             destination
                 .content(request, "2/files/upload_session/finish", &arg, "finish an upload", reqwest::Body::default)
                 .await?

@@ -1,0 +1,349 @@
+//! Upload sessions (<https://learn.microsoft.com/graph/api/driveitem-createuploadsession>):
+//! the session's upload URL is recorded before any byte moves and every
+//! fragment's end once Graph confirmed it. After a crash, a pause or a
+//! lost answer, `GET` on the upload URL says which bytes Graph still
+//! expects (`nextExpectedRanges`); the file is read up to there to rebuild
+//! its hashes (nothing is sent) and the rest follows. A session Graph no
+//! longer knows (404: expired, or completed with its answer lost) is
+//! looked for at its path first, then started again. A job that ends
+//! without its upload (cancelled) deletes its session, so the name is not
+//! blocked by it.
+
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Hashers, OneDriveDestination, Placed, api};
+use crate::destination::session::{store_error, to_json};
+use crate::destination::{DestinationError, JobId, Moved, ProgressFn, UploadRequest, Uploaded, http};
+
+const KIND: &str = "onedrive-session";
+const VERSION: u32 = 1;
+
+/// What resumes a session. The upload URL carries its own authorization:
+/// it stays in the catalog and out of messages.
+#[derive(Serialize, Deserialize)]
+struct State {
+    upload_url: String,
+    path: String,
+}
+
+/// A confirmed fragment: Graph holds every byte before `end`.
+#[derive(Serialize, Deserialize)]
+struct Piece {
+    end: u64,
+}
+
+/// Opens the source, checking it still has the scanned size.
+fn open(request: &UploadRequest) -> Result<Arc<std::fs::File>, DestinationError> {
+    let file = std::fs::File::open(&request.source).map_err(|e| http::read_error(request, &e))?;
+    let len = file.metadata().map_err(|e| http::read_error(request, &e))?.len();
+    if len != request.size {
+        return Err(DestinationError::source_changed(format!(
+            "{} changed since it was scanned ({len} bytes, not {})",
+            request.source.display(),
+            request.size
+        )));
+    }
+    Ok(Arc::new(file))
+}
+
+/// Feeds bytes `from..to` of `file` to `hashers` (read, not sent).
+async fn rehash(
+    request: &UploadRequest,
+    file: &Arc<std::fs::File>,
+    from: u64,
+    to: u64,
+    mut hashers: Hashers,
+) -> Result<Hashers, DestinationError> {
+    let file = Arc::clone(file);
+    let done = tokio::task::spawn_blocking(move || -> std::io::Result<Hashers> {
+        let mut buffer = vec![0u8; http::READ_CHUNK];
+        let mut at = from;
+        while at < to {
+            let n = usize::try_from((to - at).min(http::READ_CHUNK as u64)).map_err(std::io::Error::other)?;
+            file.read_exact_at(&mut buffer[..n], at)?;
+            hashers.update(&buffer[..n]);
+            at += n as u64;
+        }
+        Ok(hashers)
+    })
+    .await
+    .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
+    done.map_err(|e| http::read_error(request, &e))
+}
+
+/// Reads the whole file, checking it is the scanned version.
+pub(super) async fn read_all(request: &UploadRequest) -> Result<Hashers, DestinationError> {
+    let file = open(request)?;
+    let hashers = rehash(request, &file, 0, request.size, Hashers::default()).await?;
+    if hashers.sha256() != request.hash {
+        return Err(changed(request));
+    }
+    Ok(hashers)
+}
+
+fn changed(request: &UploadRequest) -> DestinationError {
+    DestinationError::source_changed(format!("{} changed since it was scanned", request.source.display()))
+}
+
+/// Uploads `request` to the free name `path` through a new session.
+pub(super) async fn upload(
+    destination: &OneDriveDestination,
+    request: &UploadRequest,
+    path: &str,
+    progress: &ProgressFn,
+) -> Result<Placed, DestinationError> {
+    let file = open(request)?;
+    let url = destination.item_url(path, ":/createUploadSession")?;
+    let body = json!({
+        "item": {
+            "@microsoft.graph.conflictBehavior": "fail",
+            "fileSystemInfo": {"lastModifiedDateTime": utc_seconds(request.modified)},
+        }
+    })
+    .to_string();
+    let response = api::send(&destination.access, &request.cancel, || {
+        Ok(destination
+            .client
+            .get()?
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone()))
+    })
+    .await?;
+    if response.status() == StatusCode::CONFLICT {
+        // A file (or another client's session) holds the name.
+        return Ok(Placed::Taken);
+    }
+    let (_, created) = api::json(&request.cancel, response, "begin an upload").await?;
+    let upload_url = created
+        .get("uploadUrl")
+        .and_then(Value::as_str)
+        .ok_or_else(|| DestinationError::transient("OneDrive began an upload session without its address"))?
+        .to_owned();
+    let state = State { upload_url, path: path.to_owned() };
+    destination.sessions.begin(request.job, KIND, VERSION, &to_json(&state)?).map_err(store_error)?;
+    carry_on(destination, request, &file, &state, 0, Hashers::default(), progress).await
+}
+
+/// Carries on with the session recorded for `request`, if there is one.
+/// `None`: there is none (any more); the upload starts afresh.
+pub(super) async fn resume(
+    destination: &OneDriveDestination,
+    request: &UploadRequest,
+    progress: &ProgressFn,
+) -> Result<Option<Uploaded>, DestinationError> {
+    let sessions = &destination.sessions;
+    let Some(session) = sessions.load(request.job).map_err(store_error)? else { return Ok(None) };
+    let forget = || sessions.forget(request.job).map_err(store_error);
+    let Some((state, _)) = session.decode::<State, Piece>(KIND, VERSION) else {
+        forget()?;
+        return Ok(None);
+    };
+    let file = match open(request) {
+        Ok(file) => file,
+        Err(e) => {
+            delete(destination, &state, &request.cancel).await;
+            forget()?;
+            return Err(e);
+        }
+    };
+    match expected(destination, &state, &request.cancel).await? {
+        Some(next) if next <= request.size => {
+            let hashers = rehash(request, &file, 0, next, Hashers::default()).await?;
+            progress(Moved::Resumed(next));
+            match carry_on(destination, request, &file, &state, next, hashers, progress).await? {
+                Placed::Done(uploaded) => Ok(Some(uploaded)),
+                Placed::Taken => Ok(None),
+            }
+        }
+        Some(_) => {
+            delete(destination, &state, &request.cancel).await;
+            forget()?;
+            Ok(None)
+        }
+        None => {
+            // Gone: expired, or completed with its answer lost.
+            let hashers = read_all(request).await;
+            if let Ok(hashers) = &hashers
+                && let Some(there) = destination.item(&request.cancel, &state.path).await?
+                && there.quick_xor == Some(hashers.quick_xor.digest())
+                && there.size == Some(request.size)
+            {
+                forget()?;
+                let value = json!({
+                    "size": request.size,
+                    "file": {"hashes": {"quickXorHash": hashers.quick_xor.base64()}},
+                });
+                return OneDriveDestination::receipt(&state.path, request, &value, &hashers.quick_xor)
+                    .map(|r| Some(Uploaded::Stored(r)));
+            }
+            tracing::info!(path = %request.source.display(), "OneDrive no longer knows the upload session; starting again");
+            forget()?;
+            hashers.map(|_| None)
+        }
+    }
+}
+
+/// The first byte Graph expects next, or `None` when it does not know
+/// the session (any more).
+async fn expected(
+    destination: &OneDriveDestination,
+    state: &State,
+    cancel: &CancellationToken,
+) -> Result<Option<u64>, DestinationError> {
+    // The upload URL authorizes itself: no token goes with it.
+    let response = http::send_for(cancel, destination.client.get()?.get(&state.upload_url)).await?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let (_, status) = api::json(cancel, response, "say where an upload is").await?;
+    Ok(next_expected(&status))
+}
+
+/// The start of the first range in `nextExpectedRanges` (`"12345-"`, or
+/// `"12345-67890"`).
+fn next_expected(value: &Value) -> Option<u64> {
+    let first = value.get("nextExpectedRanges")?.as_array()?.first()?.as_str()?;
+    first.split('-').next()?.trim().parse().ok()
+}
+
+/// Sends the bytes from `offset` on; the last fragment commits the file.
+async fn carry_on(
+    destination: &OneDriveDestination,
+    request: &UploadRequest,
+    file: &Arc<std::fs::File>,
+    state: &State,
+    mut offset: u64,
+    mut hashers: Hashers,
+    progress: &ProgressFn,
+) -> Result<Placed, DestinationError> {
+    let fragment = destination.config.fragment_size;
+    let mut number = u32::try_from(offset / fragment).unwrap_or(u32::MAX).saturating_add(1);
+    loop {
+        if request.cancelled() {
+            return Err(DestinationError::interrupted());
+        }
+        let len = fragment.min(request.size - offset);
+        let end = offset + len;
+        let bytes = read_at(request, file, offset, len).await?;
+        hashers.update(&bytes);
+        if end == request.size && hashers.sha256() != request.hash {
+            // The last fragment would commit a file that is not the scanned one.
+            delete(destination, state, &request.cancel).await;
+            destination.sessions.forget(request.job).map_err(store_error)?;
+            return Err(changed(request));
+        }
+        let range = format!("bytes {offset}-{}/{}", end - 1, request.size);
+        let put = destination
+            .client
+            .get()?
+            .put(&state.upload_url)
+            .header(reqwest::header::CONTENT_RANGE, range)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(super::super::dropbox::body_of(&bytes, request, progress));
+        let response = http::send_for(&request.cancel, put)
+            .await
+            .map_err(|e| if request.cancelled() { DestinationError::interrupted() } else { e })?;
+        let status = response.status();
+        match status {
+            StatusCode::ACCEPTED => {
+                let (_, answer) = api::json(&request.cancel, response, "take a fragment").await?;
+                if next_expected(&answer) != Some(end) {
+                    // Graph expects something else: the next attempt asks where it is.
+                    return Err(DestinationError::transient(
+                        "OneDrive expects other bytes than the ones that follow; asking it where it is",
+                    ));
+                }
+            }
+            StatusCode::OK | StatusCode::CREATED => {
+                let (_, item) = api::json(&request.cancel, response, "store a file").await?;
+                destination.sessions.forget(request.job).map_err(store_error)?;
+                return OneDriveDestination::receipt(&state.path, request, &item, &hashers.quick_xor)
+                    .map(|r| Placed::Done(Uploaded::Stored(r)));
+            }
+            StatusCode::CONFLICT if end == request.size => {
+                // Something appeared at the name while the file was sent.
+                delete(destination, state, &request.cancel).await;
+                destination.sessions.forget(request.job).map_err(store_error)?;
+                return Ok(Placed::Taken);
+            }
+            StatusCode::NOT_FOUND => {
+                destination.sessions.forget(request.job).map_err(store_error)?;
+                return Err(DestinationError::transient("OneDrive forgot the upload session; starting again"));
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                return Err(DestinationError::transient(
+                    "OneDrive had other bytes than expected; asking it where it is",
+                ));
+            }
+            _ => {
+                let headers = response.headers().clone();
+                let body = http::text(&request.cancel, response).await.unwrap_or_default();
+                return Err(api::refusal(status, &headers, &body, "take a fragment"));
+            }
+        }
+        offset = end;
+        destination.sessions.record(request.job, number, &to_json(&Piece { end })?).map_err(store_error)?;
+        number = number.saturating_add(1);
+    }
+}
+
+/// Reads `len` bytes of `file` at `offset`.
+async fn read_at(
+    request: &UploadRequest,
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+) -> Result<bytes::Bytes, DestinationError> {
+    let file = Arc::clone(file);
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<bytes::Bytes> {
+        let mut buffer = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+        file.read_exact_at(&mut buffer, offset)?;
+        Ok(bytes::Bytes::from(buffer))
+    })
+    .await
+    .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
+    read.map_err(|e| http::read_error(request, &e))
+}
+
+/// Deletes the session at Graph (best effort: it expires anyway).
+async fn delete(destination: &OneDriveDestination, state: &State, cancel: &CancellationToken) {
+    let Ok(client) = destination.client.get() else { return };
+    if let Err(e) = http::send_for(cancel, client.delete(&state.upload_url)).await {
+        tracing::debug!("could not delete an upload session: {e}");
+    }
+}
+
+/// Deletes the session of `job`, if it has one, and forgets it.
+pub(super) async fn cancel(destination: &OneDriveDestination, job: JobId) -> Result<(), DestinationError> {
+    let Some(session) = destination.sessions.load(job).map_err(store_error)? else { return Ok(()) };
+    if let Some((state, _)) = session.decode::<State, Piece>(KIND, VERSION) {
+        delete(destination, &state, &CancellationToken::new()).await;
+    }
+    destination.sessions.forget(job).map_err(store_error)
+}
+
+/// A time as Graph takes it: UTC, whole seconds.
+fn utc_seconds(time: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .map_or_else(|_| "1970-01-01T00:00:00Z".to_owned(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_expected_byte() {
+        assert_eq!(next_expected(&json!({"nextExpectedRanges": ["12345-"]})), Some(12345));
+        assert_eq!(next_expected(&json!({"nextExpectedRanges": ["26-77", "100-"]})), Some(26));
+        assert_eq!(next_expected(&json!({"nextExpectedRanges": []})), None);
+        assert_eq!(next_expected(&json!({})), None);
+    }
+}
