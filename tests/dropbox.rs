@@ -387,3 +387,30 @@ fn a_session_closed_by_a_refused_finish_is_finished_not_sent_again() {
     assert_eq!(moved[0].1, &content);
     assert_eq!(accepted(&server), content.len() as u64, "no byte was sent again");
 }
+
+/// With a keyring on the session bus (gnome-keyring's Secret Service), the
+/// sign-in goes there, not to a file, and backups find it.
+#[test]
+fn with_a_keyring_the_sign_in_is_kept_there() {
+    let bus = crate::keyring::SessionBus::start();
+    let server = Dropbox::start();
+    let env = dropbox_env(&server);
+    env.set_var("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+    sign_in(&server, &env);
+    assert!(!token_file(&env).exists(), "no token file beside a keyring");
+    let status = env.run(["auth", "dropbox", "--status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).expect("JSON");
+    assert_eq!((status["store"].as_str(), status["grant"].as_str()), (Some("keyring"), Some("works")), "{status}");
+    assert_eq!(status["location"], "oauth:dropbox");
+    let photo = write_photo(&env.source.join("a.jpg"), 30_000, 1);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(stored(&server)["a.jpg"], photo);
+    let out = env.run(["auth", "dropbox", "--forget"]);
+    assert!(stdout(&out).contains("Removed"), "{}", stdout(&out));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "nothing left to upload: {summary}");
+    let status = env.run(["auth", "dropbox", "--status"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(stdout(&status).contains("not signed in"), "{}", stdout(&status));
+}

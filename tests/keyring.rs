@@ -10,8 +10,8 @@ use crate::harness::{Env, stderr, wait_until, write_photo};
 use crate::webdav::{DavServer, Kind, PASSWORD, dav_env};
 
 /// A private session bus with gnome-keyring's Secret Service on it.
-struct SessionBus {
-    address: String,
+pub struct SessionBus {
+    pub address: String,
     children: Vec<Child>,
     _home: tempfile::TempDir,
 }
@@ -19,7 +19,7 @@ struct SessionBus {
 impl SessionBus {
     /// Starts the bus and an unlocked keyring; fails, saying what is
     /// missing, where dbus-daemon or gnome-keyring is not installed.
-    fn start() -> SessionBus {
+    pub fn start() -> SessionBus {
         for (program, package) in [("dbus-daemon", "dbus"), ("gnome-keyring-daemon", "gnome-keyring")] {
             assert!(
                 Command::new(program).arg("--version").output().is_ok(),
