@@ -210,6 +210,15 @@ fn kill_mid_session(server: &Dropbox, env: &Env, bytes: u64) {
     child.wait().expect("reap");
 }
 
+/// Runs a backup and kills it (-9) while its session's finish is held up.
+fn kill_at_the_finish(server: &Dropbox, env: &Env) {
+    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload_session/finish" }));
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
+    wait_until(Duration::from_mins(1), "the finish is held up", || server.with(|s| s.faults.is_empty()));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+}
+
 /// A chunk Dropbox stored whose answer was lost: the next attempt learns
 /// Dropbox's offset from `incorrect_offset` and sends every byte once.
 #[test]
@@ -345,11 +354,7 @@ fn a_name_taken_while_a_session_was_open_moves_the_finish_aside() {
     let env = dropbox_env(&server);
     signed_in(&server, &env);
     let content = write_video(&env.source.join("clip.mp4"), 20 * 1024 * 1024, 13);
-    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload_session/finish" }));
-    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
-    wait_until(Duration::from_mins(1), "the finish is held up", || server.with(|s| s.faults.is_empty()));
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+    kill_at_the_finish(&server, &env);
     server.put("/Photos/clip.mp4", b"another clip");
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
@@ -370,11 +375,7 @@ fn a_session_closed_by_a_refused_finish_is_finished_not_sent_again() {
     let env = dropbox_env(&server);
     signed_in(&server, &env);
     let content = write_video(&env.source.join("clip.mp4"), 20 * 1024 * 1024, 14);
-    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload_session/finish" }));
-    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
-    wait_until(Duration::from_mins(1), "the finish is held up", || server.with(|s| s.faults.is_empty()));
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+    kill_at_the_finish(&server, &env);
     // The name is taken meanwhile (the finish there is refused, closing the
     // session), and the look-up of the next name fails once.
     server.put("/Photos/clip.mp4", b"another clip");

@@ -31,6 +31,7 @@ pub mod registry;
 pub mod s3;
 pub mod secret;
 pub mod session;
+pub mod source;
 mod throttle;
 pub mod webdav;
 

@@ -23,9 +23,7 @@ mod session;
 
 pub use config::{DropboxConfig, service_url};
 
-use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -39,6 +37,7 @@ use super::{
     Destination, DestinationError, JobId, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, http,
     key_candidates, object_key,
 };
+use crate::destination::source;
 use crate::model::{ContentHash, Receipt, RemoteKey};
 use crate::oauth::Access;
 
@@ -193,7 +192,7 @@ impl DropboxDestination {
             "path": path,
             "mode": "add",
             "autorename": false,
-            "client_modified": utc_seconds(request.modified),
+            "client_modified": source::utc_seconds(request.modified),
             "mute": true,
             "strict_conflict": false,
         })
@@ -218,39 +217,24 @@ impl DropboxDestination {
         })
     }
 
-    /// Reads the whole file and checks it is the scanned version.
+    /// Reads the whole file (a small one) and checks it is the scanned version.
     async fn read_whole(request: &UploadRequest) -> Result<(bytes::Bytes, Hashers), DestinationError> {
-        let (source, size) = (request.source.clone(), request.size);
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
-            let file = std::fs::File::open(&source)?;
-            let len = file.metadata()?.len();
-            let mut bytes = vec![0u8; usize::try_from(size.min(len)).map_err(std::io::Error::other)?];
-            file.read_exact_at(&mut bytes, 0)?;
-            Ok((bytes, len))
-        })
-        .await
-        .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
-        let (bytes, len) = read.map_err(|e| http::read_error(request, &e))?;
+        let file = source::open(request)?;
+        let bytes = source::read_at(request, &file, 0, request.size).await?;
         let mut hashers = Hashers::default();
         hashers.update(&bytes);
-        if len != request.size || hashers.sha256() != request.hash {
-            return Err(DestinationError::source_changed(format!(
-                "{} changed since it was scanned",
-                request.source.display()
-            )));
+        if hashers.sha256() != request.hash {
+            return Err(source::changed(request));
         }
-        Ok((bytes::Bytes::from(bytes), hashers))
+        Ok((bytes, hashers))
     }
 
     /// Dropbox's content hash of the file, checking it is the scanned version.
     async fn local_content_hash(request: &UploadRequest) -> Result<String, DestinationError> {
-        let file = session::open(request)?;
-        let hashers = session::rehash(request, &file, 0, request.size, Hashers::default()).await?;
+        let file = source::open(request)?;
+        let hashers = source::read_into(request, &file, 0, request.size, Hashers::default(), Hashers::update).await?;
         if hashers.sha256() != request.hash {
-            return Err(DestinationError::source_changed(format!(
-                "{} changed since it was scanned",
-                request.source.display()
-            )));
+            return Err(source::changed(request));
         }
         Ok(hashers.content.hex())
     }
@@ -302,12 +286,6 @@ pub(super) fn body_of(bytes: &bytes::Bytes, request: &UploadRequest, progress: &
         .map(|at| Ok(bytes.slice(at..(at + http::STREAM_CHUNK).min(bytes.len()))))
         .collect();
     http::metered(futures_util::stream::iter(pieces), request, progress)
-}
-
-/// A time as Dropbox takes it: UTC, whole seconds.
-fn utc_seconds(time: SystemTime) -> String {
-    jiff::Timestamp::try_from(time)
-        .map_or_else(|_| "1970-01-01T00:00:00Z".to_owned(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 #[async_trait]

@@ -18,7 +18,6 @@
 //! file's SHA-256 is compared with the scanned one, so a file that changed
 //! while it was sent is never committed.
 
-use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use serde_json::{Value, json};
 use super::content_hash::BLOCK;
 use super::{DropboxDestination, Hashers, body_of, classify_write};
 use crate::destination::session::{store_error, to_json};
+use crate::destination::source;
 use crate::destination::{DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, http};
 use crate::model::Timestamp;
 
@@ -51,63 +51,6 @@ struct Piece {
     end: u64,
 }
 
-/// Opens the source, checking it still has the scanned size.
-pub(super) fn open(request: &UploadRequest) -> Result<Arc<std::fs::File>, DestinationError> {
-    let file = std::fs::File::open(&request.source).map_err(|e| http::read_error(request, &e))?;
-    let len = file.metadata().map_err(|e| http::read_error(request, &e))?.len();
-    if len != request.size {
-        return Err(DestinationError::source_changed(format!(
-            "{} changed since it was scanned ({len} bytes, not {})",
-            request.source.display(),
-            request.size
-        )));
-    }
-    Ok(Arc::new(file))
-}
-
-/// Feeds bytes `from..to` of `file` to `hashers` (read, not sent).
-pub(super) async fn rehash(
-    request: &UploadRequest,
-    file: &Arc<std::fs::File>,
-    from: u64,
-    to: u64,
-    mut hashers: Hashers,
-) -> Result<Hashers, DestinationError> {
-    let file = Arc::clone(file);
-    let done = tokio::task::spawn_blocking(move || -> std::io::Result<Hashers> {
-        let mut buffer = vec![0u8; http::READ_CHUNK];
-        let mut at = from;
-        while at < to {
-            let n = usize::try_from((to - at).min(http::READ_CHUNK as u64)).map_err(std::io::Error::other)?;
-            file.read_exact_at(&mut buffer[..n], at)?;
-            hashers.update(&buffer[..n]);
-            at += n as u64;
-        }
-        Ok(hashers)
-    })
-    .await
-    .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
-    done.map_err(|e| http::read_error(request, &e))
-}
-
-/// Reads `len` bytes of `file` at `offset`.
-async fn read_at(
-    request: &UploadRequest,
-    file: &Arc<std::fs::File>,
-    offset: u64,
-    len: u64,
-) -> Result<bytes::Bytes, DestinationError> {
-    let file = Arc::clone(file);
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<bytes::Bytes> {
-        let mut buffer = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-        file.read_exact_at(&mut buffer, offset)?;
-        Ok(bytes::Bytes::from(buffer))
-    })
-    .await
-    .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
-    read.map_err(|e| http::read_error(request, &e))
-}
-
 /// Uploads `request` through a new session, finished at the first free
 /// name of `candidates` (the first is known to be free).
 pub(super) async fn upload(
@@ -116,7 +59,7 @@ pub(super) async fn upload(
     candidates: &[String],
     progress: &ProgressFn,
 ) -> Result<Uploaded, DestinationError> {
-    let file = open(request)?;
+    let file = source::open(request)?;
     let arg = json!({"close": false, "session_type": "sequential"});
     let started = match destination
         .content(request, "2/files/upload_session/start", &arg, "begin an upload", reqwest::Body::default)
@@ -154,7 +97,7 @@ pub(super) async fn resume(
         forget()?;
         return Ok(None);
     }
-    let file = match open(request) {
+    let file = match source::open(request) {
         Ok(file) => file,
         Err(e) => {
             forget()?;
@@ -162,7 +105,7 @@ pub(super) async fn resume(
         }
     };
     let confirmed = pieces.iter().map(|p| p.end).max().unwrap_or(0).min(request.size);
-    let mut hashers = rehash(request, &file, 0, confirmed, Hashers::default()).await?;
+    let mut hashers = source::read_into(request, &file, 0, confirmed, Hashers::default(), Hashers::update).await?;
     progress(Moved::Resumed(confirmed));
     let mut candidates = destination.candidates(request);
     let Some(from) = candidates.iter().position(|c| *c == state.path) else {
@@ -183,7 +126,7 @@ pub(super) async fn resume(
         Err(refusal) => match refusal.correct_offset() {
             Some(there) if there == confirmed => confirmed,
             Some(there) if there > confirmed && there <= request.size => {
-                hashers = rehash(request, &file, confirmed, there, hashers).await?;
+                hashers = source::read_into(request, &file, confirmed, there, hashers, Hashers::update).await?;
                 progress(Moved::Resumed(there - confirmed));
                 sessions
                     .record(request.job, pieces.len() as u32 + 1, &to_json(&Piece { end: there })?)
@@ -236,7 +179,7 @@ async fn carry_on(
             return Err(DestinationError::interrupted());
         }
         let len = chunk.min(request.size - offset);
-        let bytes = read_at(request, file, offset, len).await?;
+        let bytes = source::read_at(request, file, offset, len).await?;
         let first_block = offset.is_multiple_of(BLOCK).then(|| usize::try_from(offset / BLOCK).unwrap_or(usize::MAX));
         hashers.update(&bytes);
         let end = offset + len;

@@ -59,8 +59,9 @@ pub fn refusal(status: StatusCode, headers: &reqwest::header::HeaderMap, body: &
     };
     let message = format!("OneDrive could not {what} ({status}{detail})");
     let mut error = match status {
+        // Every upload would fail alike until the user makes room.
         StatusCode::INSUFFICIENT_STORAGE => {
-            DestinationError::transient(format!("OneDrive is full: {what} failed ({status}{detail})"))
+            DestinationError::held(format!("OneDrive is full ({status}{detail}): make room, or move to a larger plan"))
         }
         StatusCode::FORBIDDEN => DestinationError::held(format!(
             "OneDrive does not allow this app to {what} ({status}{detail}): check the app's permissions, then sign \
@@ -103,7 +104,7 @@ mod tests {
         assert_eq!(throttled.retry, Retry::Transient);
         assert!(throttled.message.contains("activityLimitReached: The request has been throttled"), "{throttled}");
         let full = refusal(StatusCode::INSUFFICIENT_STORAGE, &headers, "", "store a file");
-        assert_eq!(full.retry, Retry::Transient);
+        assert_eq!(full.retry, Retry::Held);
         assert_eq!(refusal(StatusCode::BAD_REQUEST, &headers, "nonsense", "x").retry, Retry::Permanent);
         assert_eq!(refusal(StatusCode::FORBIDDEN, &headers, "", "x").retry, Retry::Held);
     }

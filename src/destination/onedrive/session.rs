@@ -9,7 +9,6 @@
 //! without its upload (cancelled) deletes its session, so the name is not
 //! blocked by it.
 
-use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Hashers, OneDriveDestination, Placed, api};
 use crate::destination::session::{store_error, to_json};
+use crate::destination::source;
 use crate::destination::{DestinationError, JobId, Moved, ProgressFn, UploadRequest, Uploaded, http};
 
 const KIND: &str = "onedrive-session";
@@ -38,57 +38,14 @@ struct Piece {
     end: u64,
 }
 
-/// Opens the source, checking it still has the scanned size.
-fn open(request: &UploadRequest) -> Result<Arc<std::fs::File>, DestinationError> {
-    let file = std::fs::File::open(&request.source).map_err(|e| http::read_error(request, &e))?;
-    let len = file.metadata().map_err(|e| http::read_error(request, &e))?.len();
-    if len != request.size {
-        return Err(DestinationError::source_changed(format!(
-            "{} changed since it was scanned ({len} bytes, not {})",
-            request.source.display(),
-            request.size
-        )));
-    }
-    Ok(Arc::new(file))
-}
-
-/// Feeds bytes `from..to` of `file` to `hashers` (read, not sent).
-async fn rehash(
-    request: &UploadRequest,
-    file: &Arc<std::fs::File>,
-    from: u64,
-    to: u64,
-    mut hashers: Hashers,
-) -> Result<Hashers, DestinationError> {
-    let file = Arc::clone(file);
-    let done = tokio::task::spawn_blocking(move || -> std::io::Result<Hashers> {
-        let mut buffer = vec![0u8; http::READ_CHUNK];
-        let mut at = from;
-        while at < to {
-            let n = usize::try_from((to - at).min(http::READ_CHUNK as u64)).map_err(std::io::Error::other)?;
-            file.read_exact_at(&mut buffer[..n], at)?;
-            hashers.update(&buffer[..n]);
-            at += n as u64;
-        }
-        Ok(hashers)
-    })
-    .await
-    .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
-    done.map_err(|e| http::read_error(request, &e))
-}
-
 /// Reads the whole file, checking it is the scanned version.
 pub(super) async fn read_all(request: &UploadRequest) -> Result<Hashers, DestinationError> {
-    let file = open(request)?;
-    let hashers = rehash(request, &file, 0, request.size, Hashers::default()).await?;
+    let file = source::open(request)?;
+    let hashers = source::read_into(request, &file, 0, request.size, Hashers::default(), Hashers::update).await?;
     if hashers.sha256() != request.hash {
-        return Err(changed(request));
+        return Err(source::changed(request));
     }
     Ok(hashers)
-}
-
-fn changed(request: &UploadRequest) -> DestinationError {
-    DestinationError::source_changed(format!("{} changed since it was scanned", request.source.display()))
 }
 
 /// Uploads `request` to the free name `path` through a new session.
@@ -98,12 +55,12 @@ pub(super) async fn upload(
     path: &str,
     progress: &ProgressFn,
 ) -> Result<Placed, DestinationError> {
-    let file = open(request)?;
+    let file = source::open(request)?;
     let url = destination.item_url(path, ":/createUploadSession")?;
     let body = json!({
         "item": {
             "@microsoft.graph.conflictBehavior": "fail",
-            "fileSystemInfo": {"lastModifiedDateTime": utc_seconds(request.modified)},
+            "fileSystemInfo": {"lastModifiedDateTime": source::utc_seconds(request.modified)},
         }
     })
     .to_string();
@@ -145,7 +102,7 @@ pub(super) async fn resume(
         forget()?;
         return Ok(None);
     };
-    let file = match open(request) {
+    let file = match source::open(request) {
         Ok(file) => file,
         Err(e) => {
             delete(destination, &state, &request.cancel).await;
@@ -155,7 +112,7 @@ pub(super) async fn resume(
     };
     match expected(destination, &state, &request.cancel).await? {
         Some(next) if next <= request.size => {
-            let hashers = rehash(request, &file, 0, next, Hashers::default()).await?;
+            let hashers = source::read_into(request, &file, 0, next, Hashers::default(), Hashers::update).await?;
             progress(Moved::Resumed(next));
             match carry_on(destination, request, &file, &state, next, hashers, progress).await? {
                 Placed::Done(uploaded) => Ok(Some(uploaded)),
@@ -231,13 +188,13 @@ async fn carry_on(
         }
         let len = fragment.min(request.size - offset);
         let end = offset + len;
-        let bytes = read_at(request, file, offset, len).await?;
+        let bytes = source::read_at(request, file, offset, len).await?;
         hashers.update(&bytes);
         if end == request.size && hashers.sha256() != request.hash {
             // The last fragment would commit a file that is not the scanned one.
             delete(destination, state, &request.cancel).await;
             destination.sessions.forget(request.job).map_err(store_error)?;
-            return Err(changed(request));
+            return Err(source::changed(request));
         }
         let range = format!("bytes {offset}-{}/{}", end - 1, request.size);
         let put = destination
@@ -294,24 +251,6 @@ async fn carry_on(
     }
 }
 
-/// Reads `len` bytes of `file` at `offset`.
-async fn read_at(
-    request: &UploadRequest,
-    file: &Arc<std::fs::File>,
-    offset: u64,
-    len: u64,
-) -> Result<bytes::Bytes, DestinationError> {
-    let file = Arc::clone(file);
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<bytes::Bytes> {
-        let mut buffer = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-        file.read_exact_at(&mut buffer, offset)?;
-        Ok(bytes::Bytes::from(buffer))
-    })
-    .await
-    .map_err(|e| DestinationError::transient(format!("reading failed: {e}")))?;
-    read.map_err(|e| http::read_error(request, &e))
-}
-
 /// Deletes the session at Graph (best effort: it expires anyway).
 async fn delete(destination: &OneDriveDestination, state: &State, cancel: &CancellationToken) {
     let Ok(client) = destination.client.get() else { return };
@@ -327,12 +266,6 @@ pub(super) async fn cancel(destination: &OneDriveDestination, job: JobId) -> Res
         delete(destination, &state, &CancellationToken::new()).await;
     }
     destination.sessions.forget(job).map_err(store_error)
-}
-
-/// A time as Graph takes it: UTC, whole seconds.
-fn utc_seconds(time: std::time::SystemTime) -> String {
-    jiff::Timestamp::try_from(time)
-        .map_or_else(|_| "1970-01-01T00:00:00Z".to_owned(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 #[cfg(test)]
