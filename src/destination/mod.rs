@@ -1,8 +1,11 @@
 //! Where uploads go. A small [`Destination`] trait, one implementation per
 //! `type` in the config, each in a folder of its own that owns its keys, its
-//! client and its error classification ([`folder`], [`s3`], [`webdav`], [`rclone`]); the
-//! [`registry`] maps a `type` to it. [`http`] holds what every HTTP
-//! destination shares, [`session`] the resumable-upload records.
+//! client and its error classification ([`folder`], [`s3`], [`webdav`],
+//! [`rclone`], [`immich`], [`dropbox`], [`onedrive`]); the [`registry`] maps
+//! a `type` to it. [`http`] holds what every HTTP destination shares,
+//! [`session`] the resumable-upload records, [`source`] reading the file
+//! in pieces, [`secret`] where a password comes from; signing in to a
+//! cloud service is [`crate::oauth`]'s.
 //!
 //! The contract every implementation keeps:
 //! - an upload is idempotent: if the destination already holds the same

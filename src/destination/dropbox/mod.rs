@@ -9,7 +9,7 @@
 //! name from [`key_candidates`]. Writes use `mode: add` without
 //! autorename, so even a file that appears between the look-up and the
 //! write is never overwritten. Files up to `chunk_size` go in one request
-//! (`files/upload`); larger ones in an upload session ([`session`]). Every
+//! (`files/upload`); larger ones in an upload session (the `session` module). Every
 //! request that carries bytes carries their content hash, so Dropbox
 //! refuses bytes damaged on the way, and the file's own hash is compared
 //! with what Dropbox reports before a receipt is given. Sessions are
