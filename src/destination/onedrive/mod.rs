@@ -168,28 +168,59 @@ impl OneDriveDestination {
         Ok(Some(Item::from(&value)))
     }
 
-    /// The receipt for `path` once Graph described the stored file as
-    /// `value`: only if its size and QuickXorHash are the ones read.
-    fn receipt(
+    /// Whether `there` (what Graph describes at `path`) holds the bytes
+    /// read, whose QuickXorHash is `ours`: by size and QuickXorHash, or,
+    /// where Graph gives no hash (it sometimes leaves it out on work and
+    /// school drives), by reading the file back.
+    async fn holds(
+        &self,
+        cancel: &CancellationToken,
         path: &str,
+        there: &Item,
         request: &UploadRequest,
-        value: &Value,
         ours: &QuickXor,
-    ) -> Result<Receipt, DestinationError> {
-        let item = Item::from(value);
-        if item.quick_xor != Some(ours.digest()) || item.size != Some(request.size) {
-            return Err(DestinationError::transient(format!(
-                "OneDrive stored {} with another size or hash than was sent ({:?} bytes): sending it again",
-                request.source.display(),
-                item.size
-            )));
+    ) -> Result<bool, DestinationError> {
+        if !there.is_file || there.size != Some(request.size) {
+            return Ok(false);
         }
-        Ok(Receipt {
+        match there.quick_xor {
+            Some(theirs) => Ok(theirs == ours.digest()),
+            None => Ok(self.read_back(cancel, path).await? == Some(request.hash.clone())),
+        }
+    }
+
+    /// The SHA-256 of the file at `path`, downloaded; `None` when none is there.
+    async fn read_back(&self, cancel: &CancellationToken, path: &str) -> Result<Option<ContentHash>, DestinationError> {
+        let url = self.item_url(path, ":/content")?;
+        let response = api::send(&self.access, cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
+        // Graph answers with a redirect to a download address that needs
+        // no token (and must not get it).
+        let response = if response.status().is_redirection() {
+            let location = http::header(response.headers(), "location")
+                .ok_or_else(|| DestinationError::transient("OneDrive sent a redirect without a location"))?;
+            http::send_for(cancel, self.client.get()?.get(location)).await?
+        } else {
+            response
+        };
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if !status.is_success() => {
+                let headers = response.headers().clone();
+                let body = http::text(cancel, response).await.unwrap_or_default();
+                Err(api::refusal(status, &headers, &body, "send a file back"))
+            }
+            _ => http::body_sha256(cancel, response).await.map(Some),
+        }
+    }
+
+    /// The receipt for the bytes read (QuickXorHash `ours`) at `path`.
+    fn receipt(path: &str, request: &UploadRequest, ours: &QuickXor) -> Receipt {
+        Receipt {
             key: RemoteKey(path.as_bytes().to_vec()),
             size: request.size,
             sha256: request.hash.clone(),
             version: Some(format!("quickxor:{}", ours.base64())),
-        })
+        }
     }
 }
 
@@ -223,13 +254,8 @@ impl Destination for OneDriveDestination {
                 },
                 Some(there) if there.is_file && there.size == Some(request.size) => {
                     let hashers = session::read_all(&request).await?;
-                    if there.quick_xor == Some(hashers.quick_xor.digest()) {
-                        let value = serde_json::json!({
-                            "size": request.size,
-                            "file": {"hashes": {"quickXorHash": hashers.quick_xor.base64()}},
-                        });
-                        return Self::receipt(&path, &request, &value, &hashers.quick_xor)
-                            .map(Uploaded::AlreadyPresent);
+                    if self.holds(&request.cancel, &path, &there, &request, &hashers.quick_xor).await? {
+                        return Ok(Uploaded::AlreadyPresent(Self::receipt(&path, &request, &hashers.quick_xor)));
                     }
                 }
                 Some(_) => {}
@@ -252,32 +278,18 @@ impl Destination for OneDriveDestination {
             return Ok(Verdict::Differs(format!("{:?} bytes instead of {}", there.size, receipt.size)));
         }
         let recorded = receipt.version.as_deref().and_then(|v| v.strip_prefix("quickxor:")).and_then(quickxor::decode);
-        if recorded.is_some() && there.quick_xor != recorded {
+        if let (Some(recorded), Some(theirs)) = (recorded, there.quick_xor)
+            && recorded != theirs
+        {
             return Ok(Verdict::Differs("its QuickXorHash differs".into()));
         }
-        if deep {
-            let url = self.item_url(&path, ":/content")?;
-            let response = api::send(&self.access, &cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
-            // Graph answers with a redirect to a download address that
-            // needs no token (and must not get it).
-            let response = if response.status().is_redirection() {
-                let location = http::header(response.headers(), "location")
-                    .ok_or_else(|| DestinationError::transient("OneDrive sent a redirect without a location"))?;
-                http::send_for(&cancel, self.client.get()?.get(location)).await?
-            } else {
-                response
-            };
-            match response.status() {
-                StatusCode::NOT_FOUND => return Ok(Verdict::Missing),
-                status if !status.is_success() => {
-                    let headers = response.headers().clone();
-                    let body = http::text(&cancel, response).await.unwrap_or_default();
-                    return Err(api::refusal(status, &headers, &body, "send a file back"));
+        if deep || there.quick_xor.is_none() {
+            match self.read_back(&cancel, &path).await? {
+                None => return Ok(Verdict::Missing),
+                Some(sha) if sha != receipt.sha256 => {
+                    return Ok(Verdict::Differs("its bytes differ from the ones backed up".into()));
                 }
-                _ => {}
-            }
-            if http::body_sha256(&cancel, response).await? != receipt.sha256 {
-                return Ok(Verdict::Differs("its bytes differ from the ones backed up".into()));
+                Some(_) => {}
             }
         }
         Ok(Verdict::Holds)

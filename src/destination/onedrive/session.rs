@@ -129,16 +129,11 @@ pub(super) async fn resume(
             let hashers = read_all(request).await;
             if let Ok(hashers) = &hashers
                 && let Some(there) = destination.item(&request.cancel, &state.path).await?
-                && there.quick_xor == Some(hashers.quick_xor.digest())
-                && there.size == Some(request.size)
+                && destination.holds(&request.cancel, &state.path, &there, request, &hashers.quick_xor).await?
             {
                 forget()?;
-                let value = json!({
-                    "size": request.size,
-                    "file": {"hashes": {"quickXorHash": hashers.quick_xor.base64()}},
-                });
-                return OneDriveDestination::receipt(&state.path, request, &value, &hashers.quick_xor)
-                    .map(|r| Some(Uploaded::Stored(r)));
+                let receipt = OneDriveDestination::receipt(&state.path, request, &hashers.quick_xor);
+                return Ok(Some(Uploaded::Stored(receipt)));
             }
             tracing::info!(path = %request.source.display(), "OneDrive no longer knows the upload session; starting again");
             forget()?;
@@ -219,10 +214,18 @@ async fn carry_on(
                 }
             }
             StatusCode::OK | StatusCode::CREATED => {
-                let (_, item) = api::json(&request.cancel, response, "store a file").await?;
+                let (_, value) = api::json(&request.cancel, response, "store a file").await?;
                 destination.sessions.forget(request.job).map_err(store_error)?;
-                return OneDriveDestination::receipt(&state.path, request, &item, &hashers.quick_xor)
-                    .map(|r| Placed::Done(Uploaded::Stored(r)));
+                let item = super::Item::from(&value);
+                if !destination.holds(&request.cancel, &state.path, &item, request, &hashers.quick_xor).await? {
+                    return Err(DestinationError::transient(format!(
+                        "OneDrive stored {} with another size or hash than was sent ({:?} bytes): sending it again",
+                        request.source.display(),
+                        item.size
+                    )));
+                }
+                let receipt = OneDriveDestination::receipt(&state.path, request, &hashers.quick_xor);
+                return Ok(Placed::Done(Uploaded::Stored(receipt)));
             }
             StatusCode::CONFLICT if end == request.size => {
                 // Something appeared at the name while the file was sent.
