@@ -395,7 +395,7 @@ async fn serve(
 pub struct Whole(Option<bytes::Bytes>);
 
 impl Whole {
-    fn new(bytes: impl Into<bytes::Bytes>) -> Whole {
+    pub fn new(bytes: impl Into<bytes::Bytes>) -> Whole {
         let bytes = bytes.into();
         Whole((!bytes.is_empty()).then_some(bytes))
     }
@@ -422,7 +422,7 @@ impl hyper::body::Body for Whole {
 pub type Answer = Response<Whole>;
 
 /// The whole body, or the part that came before the connection broke.
-async fn body_of(mut body: Incoming) -> Result<Vec<u8>, Vec<u8>> {
+pub async fn body_of(mut body: Incoming) -> Result<Vec<u8>, Vec<u8>> {
     use hyper::body::Body as _;
     let mut bytes = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {

@@ -196,8 +196,10 @@ impl OneDriveDestination {
         // Graph answers with a redirect to a download address that needs
         // no token (and must not get it).
         let response = if response.status().is_redirection() {
+            // A location may be relative to the address asked (RFC 9110 §10.2.2).
             let location = http::header(response.headers(), "location")
-                .ok_or_else(|| DestinationError::transient("OneDrive sent a redirect without a location"))?;
+                .and_then(|l| url.join(&l).ok())
+                .ok_or_else(|| DestinationError::transient("OneDrive sent a redirect without a usable location"))?;
             http::send_for(cancel, self.client.get()?.get(location)).await?
         } else {
             response
