@@ -163,8 +163,12 @@ fn a_browser_sign_in_comes_back_to_the_loopback_listener() {
     let printed = auth(&env, &["--browser"], |line| {
         let Some(url) = line.trim().strip_prefix("http").map(|u| format!("http{u}")) else { return false };
         let redirect = server.approve_browser(&url);
+        // Regression: a connection that sends nothing (a browser's spare
+        // connection, a port scan) held up the listener for ten minutes.
+        let port: u16 = redirect["http://localhost:".len()..].split('/').next().expect("port").parse().expect("port");
+        let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let answer = browser_get(&redirect);
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("signed in"), "{answer}");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("has the answer"), "{answer}");
         true
     });
     assert!(printed.contains("Signed in to OneDrive"), "{printed}");
@@ -386,4 +390,70 @@ fn a_relative_download_redirect_is_followed() {
     let out = env.run(["verify", "--deep", "--json"]);
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(server.with(|s| s.requests.iter().any(|r| r.starts_with("GET /download/"))), "read back");
+}
+
+/// Regression: a session that held every byte without committing them (a
+/// refused last fragment, a full drive) was resumed with a 0-byte
+/// fragment, which Graph refuses: the job failed for good. Now the session
+/// is deleted and the file sent again.
+#[test]
+fn a_session_holding_every_byte_uncommitted_starts_again() {
+    let server = OneDrive::start();
+    let env = onedrive_env(&server);
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("clip.mp4"), 12 * 1024 * 1024, 21);
+    kill_mid_session(&server, &env, 2 * 1024 * 1024);
+    // Graph holds all of it, uncommitted.
+    server.with(|s| {
+        let session = s.sessions.values_mut().next().expect("the session");
+        session.bytes.clone_from(&content);
+        session.total = Some(content.len() as u64);
+    });
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(stored(&server)["clip.mp4"], content);
+    assert!(server.with(|s| s.requests.iter().any(|r| r == "DELETE upload")), "the stuck session was deleted");
+}
+
+/// Regression: an upload address whose own authorization expired (401, as
+/// work and school drives answer after a day) failed the job for good. Now
+/// the session starts again.
+#[test]
+fn an_upload_address_that_expired_starts_a_new_session() {
+    let server = OneDrive::start();
+    let env = onedrive_env(&server);
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("clip.mp4"), 4 * 1024 * 1024, 22);
+    server.with(|s| s.faults.push_back(Fault::Status { route: "upload", status: 401, retry_after: None }));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(stored(&server)["clip.mp4"], content);
+    let created = server.with(|s| s.requests.iter().filter(|r| r.ends_with(":/createUploadSession")).count());
+    assert_eq!(created, 2, "a new session after the dead one");
+    assert!(server.with(|s| s.requests.iter().any(|r| r == "DELETE upload")), "the dead one was let go");
+}
+
+/// Tokens and upload addresses (capabilities) never reach the output, even
+/// with every crate's debug log on.
+#[test]
+fn no_token_or_upload_address_is_printed() {
+    let server = OneDrive::start();
+    let env = onedrive_env(&server);
+    signed_in(&server, &env);
+    write_video(&env.source.join("clip.mp4"), 3 * 1024 * 1024, 23);
+    server.with(|s| s.faults.push_back(Fault::LoseResponse { route: "upload" }));
+    // Every crate's debug log, the HTTP client's too.
+    env.set_var("RUST_LOG", "debug");
+    let out = env.run(["backup", "--json"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let printed = format!("{}{}", stdout(&out), crate::harness::stderr(&out));
+    assert!(printed.contains("DEBUG"), "the debug log was on: {printed}");
+    let secrets: Vec<String> = server.with(|s| {
+        let mut all: Vec<String> = s.refresh_tokens.keys().chain(s.access_tokens.iter()).cloned().collect();
+        all.push("tempauth".into());
+        all
+    });
+    for secret in secrets {
+        assert!(!printed.contains(&secret), "{secret} was printed");
+    }
 }

@@ -115,6 +115,16 @@ pub struct Catalog {
     path: PathBuf,
 }
 
+/// Takes group and others' access away from the file at `path`.
+fn keep_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and migrates it to
     /// the current schema.
@@ -122,9 +132,14 @@ impl Catalog {
         let open_error =
             |source: Box<dyn std::error::Error + Send + Sync>| CatalogError::Open { path: path.to_owned(), source };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| open_error(Box::new(e)))?;
         }
         let conn = Connection::open(path).map_err(|e| open_error(Box::new(e)))?;
+        // Upload sessions in it can be capabilities (OneDrive's upload
+        // addresses): readable by the user alone. SQLite gives its journal
+        // files the database's permissions.
+        keep_private(path).map_err(|e| open_error(Box::new(e)))?;
         Self::configure(conn, path).map_err(|e| match e {
             CatalogError::Sqlite(inner) => open_error(Box::new(inner)),
             other => other,

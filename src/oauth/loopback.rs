@@ -25,6 +25,8 @@ pub struct Browser {
     /// with a browser).
     pub port: u16,
     listener: tokio::net::TcpListener,
+    /// The same port on `::1`, where a browser may take `localhost` to be.
+    listener_v6: Option<tokio::net::TcpListener>,
     redirect_uri: String,
     state: String,
     pkce: Pkce,
@@ -37,6 +39,8 @@ impl SignIn {
             .await
             .map_err(|e| format!("cannot listen on 127.0.0.1 for the browser: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        // RFC 8252 §8.3: `localhost` may resolve to either address.
+        let listener_v6 = tokio::net::TcpListener::bind(("::1", port)).await.ok();
         let redirect_uri = format!("http://localhost:{port}/");
         let pkce = Pkce::new().map_err(|e| format!("cannot draw a random sign-in secret: {e}"))?;
         let state = random_token(24).map_err(|e| format!("cannot draw a random sign-in secret: {e}"))?;
@@ -52,7 +56,7 @@ impl SignIn {
                 .append_pair("code_challenge_method", "S256")
                 .append_pair("state", &state);
         }
-        Ok(Browser { url, port, listener, redirect_uri, state, pkce })
+        Ok(Browser { url, port, listener, listener_v6, redirect_uri, state, pkce })
     }
 
     /// Waits for the browser, then exchanges the code and keeps the grant.
@@ -64,20 +68,23 @@ impl SignIn {
     }
 }
 
-/// Answers requests to the listener until one carries this sign-in's
+/// How long one connection may take to send its request (a browser's
+/// spare connection, a port scan: none of them may hold up the sign-in).
+const REQUEST_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Answers requests to the listeners until one carries this sign-in's
 /// answer; returns its code.
 async fn wait_for_code(browser: &Browser) -> Result<String, String> {
     loop {
-        let (mut stream, _) =
-            browser.listener.accept().await.map_err(|e| format!("the browser's request failed: {e}"))?;
-        let mut head = Vec::new();
-        let mut buffer = [0u8; 2048];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buffer[..n]),
-            }
-        }
+        let accepted = match &browser.listener_v6 {
+            Some(v6) => tokio::select! {
+                a = browser.listener.accept() => a,
+                a = v6.accept() => a,
+            },
+            None => browser.listener.accept().await,
+        };
+        let (mut stream, _) = accepted.map_err(|e| format!("the browser's request failed: {e}"))?;
+        let Ok(head) = tokio::time::timeout(REQUEST_PATIENCE, read_head(&mut stream)).await else { continue };
         let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
         let target = line.split(' ').nth(1).unwrap_or_default();
         let parsed = url::Url::parse(&format!("http://localhost{target}")).ok();
@@ -90,7 +97,12 @@ async fn wait_for_code(browser: &Browser) -> Result<String, String> {
             continue;
         }
         if let Some(code) = get("code") {
-            let _ = respond(&mut stream, "200 OK", "photosync is signed in. You can close this window.").await;
+            let _ = respond(
+                &mut stream,
+                "200 OK",
+                "photosync has the answer: you can close this window and go back to the terminal.",
+            )
+            .await;
             return Ok(code);
         }
         let error = get("error").unwrap_or_else(|| "no code".into());
@@ -99,6 +111,19 @@ async fn wait_for_code(browser: &Browser) -> Result<String, String> {
         let said: String = format!("{error} {description}").chars().filter(|c| !c.is_control()).take(300).collect();
         return Err(format!("the sign-in was not completed: {}", said.trim()));
     }
+}
+
+/// A request's head (up to its blank line, at most 16 KiB).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    head
 }
 
 async fn respond(stream: &mut tokio::net::TcpStream, status: &str, text: &str) -> std::io::Result<()> {

@@ -73,6 +73,9 @@ pub struct Provider {
     pub destination: String,
     /// The app's client id (registered by the user).
     pub client_id: String,
+    /// The app's client secret, for a service that wants one even from an
+    /// app that cannot keep it (Google's desktop apps); never printed.
+    pub client_secret: Option<String>,
     /// The token endpoint.
     pub token_url: url::Url,
 }

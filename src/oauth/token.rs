@@ -118,7 +118,14 @@ pub async fn refresh(client: &reqwest::Client, provider: &Provider, refresh_toke
 
 /// POSTs `form` to the provider's token endpoint.
 pub async fn post(client: &reqwest::Client, provider: &Provider, form: &[(&str, &str)]) -> Result<Tokens, TokenError> {
-    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let body = {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.extend_pairs(form);
+        if let Some(secret) = &provider.client_secret {
+            body.append_pair("client_secret", secret);
+        }
+        body.finish()
+    };
     let response = client
         .post(provider.token_url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -176,7 +183,10 @@ fn classify(provider: &Provider, status: reqwest::StatusCode, body: &str) -> Tok
         "temporarily_unavailable" | "server_error" => {
             TokenError::Unavailable(format!("{service}'s token endpoint is unavailable ({said})"))
         }
-        _ => TokenError::Refused(format!("{service} refused the app's sign-in ({said}): check client_id")),
+        _ => TokenError::Refused(format!(
+            "{service} refused the app's sign-in ({said}): check client_id and the app's registration (the \
+             README's section on {service} says which settings it needs)"
+        )),
     }
 }
 
@@ -189,6 +199,7 @@ mod tests {
             service: "Dropbox",
             destination: "dropbox".into(),
             client_id: "app".into(),
+            client_secret: None,
             token_url: url::Url::parse("https://api.dropboxapi.com/oauth2/token").expect("url"),
         }
     }

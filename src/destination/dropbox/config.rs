@@ -96,6 +96,7 @@ impl DropboxConfig {
             service: "Dropbox",
             destination: self.name.clone(),
             client_id: self.client_id.clone(),
+            client_secret: None,
             token_url: self.api_url.join("oauth2/token").expect("a relative path joins"),
         }
     }

@@ -119,6 +119,7 @@ impl OneDriveConfig {
             service: "OneDrive",
             destination: self.name.clone(),
             client_id: self.client_id.clone(),
+            client_secret: None,
             token_url: self.endpoint("token"),
         }
     }

@@ -103,15 +103,17 @@ fn refused_name(name: &str) -> bool {
 }
 
 /// A path's segment as OneDrive takes it: the characters it refuses
-/// (`" * : < > ? \ |`), and a leading or trailing space or a trailing dot,
-/// escaped as `%XX` (a `%` itself is escaped already).
+/// (`" * : < > ? \ |`), a leading or trailing space, a trailing dot and a
+/// leading `~`, escaped as `%XX` (a `%` itself is escaped already).
 fn safe_segment(segment: &str) -> String {
     let count = segment.chars().count();
     let mut out = String::with_capacity(segment.len());
     for (i, c) in segment.chars().enumerate() {
         let edge_space = c == ' ' && (i == 0 || i + 1 == count);
         let trailing_dot = c == '.' && i + 1 == count;
-        if "\"*:<>?\\|".contains(c) || edge_space || trailing_dot {
+        // Work and school drives also refuse a name that begins with `~`.
+        let leading_tilde = c == '~' && i == 0;
+        if "\"*:<>?\\|".contains(c) || edge_space || trailing_dot || leading_tilde {
             let _ = write!(out, "%{:02X}", c as u32);
         } else {
             out.push(c);
@@ -252,7 +254,23 @@ impl Destination for OneDriveDestination {
             match self.item(&request.cancel, &path).await? {
                 None => match session::upload(self, &request, &path, &progress).await? {
                     Placed::Done(uploaded) => return Ok(uploaded),
-                    Placed::Taken => {}
+                    // Someone wrote there meanwhile: if it is this photo
+                    // (an upload whose answer was lost), it is in place.
+                    Placed::Taken => {
+                        if let Some(there) = self.item(&request.cancel, &path).await?
+                            && there.is_file
+                            && there.size == Some(request.size)
+                        {
+                            let hashers = session::read_all(&request).await?;
+                            if self.holds(&request.cancel, &path, &there, &request, &hashers.quick_xor).await? {
+                                return Ok(Uploaded::AlreadyPresent(Self::receipt(
+                                    &path,
+                                    &request,
+                                    &hashers.quick_xor,
+                                )));
+                            }
+                        }
+                    }
                 },
                 Some(there) if there.is_file && there.size == Some(request.size) => {
                     let hashers = session::read_all(&request).await?;
@@ -320,5 +338,6 @@ mod tests {
         }
         assert_eq!(safe_segment("a:b*c?.jpg"), "a%3Ab%2Ac%3F.jpg");
         assert_eq!(safe_segment(" edge ."), "%20edge %2E");
+        assert_eq!(safe_segment("~tilde~.jpg"), "%7Etilde~.jpg");
     }
 }

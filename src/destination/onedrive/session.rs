@@ -22,7 +22,8 @@ use crate::destination::source;
 use crate::destination::{DestinationError, JobId, Moved, ProgressFn, UploadRequest, Uploaded, http};
 
 const KIND: &str = "onedrive-session";
-const VERSION: u32 = 1;
+/// 2: the drive root (the app folder or not) is recorded.
+const VERSION: u32 = 2;
 
 /// What resumes a session. The upload URL carries its own authorization:
 /// it stays in the catalog and out of messages.
@@ -30,6 +31,8 @@ const VERSION: u32 = 1;
 struct State {
     upload_url: String,
     path: String,
+    /// Whether the path is below the app's folder.
+    app_folder: bool,
 }
 
 /// A confirmed fragment: Graph holds every byte before `end`.
@@ -74,7 +77,7 @@ pub(super) async fn upload(
     })
     .await?;
     if response.status() == StatusCode::CONFLICT {
-        // A file (or another client's session) holds the name.
+        // A file (or an upload session someone left open) holds the name.
         return Ok(Placed::Taken);
     }
     let (_, created) = api::json(&request.cancel, response, "begin an upload").await?;
@@ -83,8 +86,12 @@ pub(super) async fn upload(
         .and_then(Value::as_str)
         .ok_or_else(|| DestinationError::transient("OneDrive began an upload session without its address"))?
         .to_owned();
-    let state = State { upload_url, path: path.to_owned() };
-    destination.sessions.begin(request.job, KIND, VERSION, &to_json(&state)?).map_err(store_error)?;
+    let state = State { upload_url, path: path.to_owned(), app_folder: destination.config.app_folder };
+    if let Err(e) = destination.sessions.begin(request.job, KIND, VERSION, &to_json(&state)?) {
+        // Unrecorded, it could never be resumed: it would only block the name.
+        delete(destination, &state).await;
+        return Err(store_error(e));
+    }
     carry_on(destination, request, &file, &state, 0, Hashers::default(), progress).await
 }
 
@@ -102,16 +109,24 @@ pub(super) async fn resume(
         forget()?;
         return Ok(None);
     };
+    let here = state.app_folder == destination.config.app_folder
+        && destination.candidates(request).iter().any(|c| *c == state.path);
+    if !here {
+        // The folder, the layout or the root changed since: not this photo's name any more.
+        delete(destination, &state).await;
+        forget()?;
+        return Ok(None);
+    }
     let file = match source::open(request) {
         Ok(file) => file,
         Err(e) => {
-            delete(destination, &state, &request.cancel).await;
+            delete(destination, &state).await;
             forget()?;
             return Err(e);
         }
     };
     match expected(destination, &state, &request.cancel).await? {
-        Some(next) if next <= request.size => {
+        Expected::At(next) if next < request.size => {
             let hashers = source::read_into(request, &file, 0, next, Hashers::default(), Hashers::update).await?;
             progress(Moved::Resumed(next));
             match carry_on(destination, request, &file, &state, next, hashers, progress).await? {
@@ -119,12 +134,24 @@ pub(super) async fn resume(
                 Placed::Taken => Ok(None),
             }
         }
-        Some(_) => {
-            delete(destination, &state, &request.cancel).await;
+        Expected::At(_) | Expected::Nothing => {
+            // Every byte is there but nothing was committed (a refusal of
+            // the last fragment, a full drive): the file may be in place
+            // from before; if not, the session goes and the upload starts again.
+            let hashers = read_all(request).await?;
+            if let Some(there) = destination.item(&request.cancel, &state.path).await?
+                && destination.holds(&request.cancel, &state.path, &there, request, &hashers.quick_xor).await?
+            {
+                delete(destination, &state).await;
+                forget()?;
+                let receipt = OneDriveDestination::receipt(&state.path, request, &hashers.quick_xor);
+                return Ok(Some(Uploaded::Stored(receipt)));
+            }
+            delete(destination, &state).await;
             forget()?;
             Ok(None)
         }
-        None => {
+        Expected::Gone => {
             // Gone: expired, or completed with its answer lost.
             let hashers = read_all(request).await;
             if let Ok(hashers) = &hashers
@@ -142,20 +169,37 @@ pub(super) async fn resume(
     }
 }
 
-/// The first byte Graph expects next, or `None` when it does not know
-/// the session (any more).
+/// What Graph says of a session.
+enum Expected {
+    /// It expects the bytes from here on.
+    At(u64),
+    /// It has every byte (and has not committed them).
+    Nothing,
+    /// It does not know the session (any more): expired, completed, or
+    /// its address no longer valid.
+    Gone,
+}
+
+/// Where Graph is with a session.
 async fn expected(
     destination: &OneDriveDestination,
     state: &State,
     cancel: &CancellationToken,
-) -> Result<Option<u64>, DestinationError> {
+) -> Result<Expected, DestinationError> {
     // The upload URL authorizes itself: no token goes with it.
     let response = http::send_for(cancel, destination.client.get()?.get(&state.upload_url)).await?;
-    if response.status() == StatusCode::NOT_FOUND {
-        return Ok(None);
+    if session_dead(response.status()) {
+        return Ok(Expected::Gone);
     }
     let (_, status) = api::json(cancel, response, "say where an upload is").await?;
-    Ok(next_expected(&status))
+    Ok(next_expected(&status).map_or(Expected::Nothing, Expected::At))
+}
+
+/// An answer from a session's address that means the session is of no
+/// more use: unknown (404, 410), or its address's own authorization
+/// expired (401, 403: work and school drives end it after about a day).
+fn session_dead(status: StatusCode) -> bool {
+    matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
 }
 
 /// The start of the first range in `nextExpectedRanges` (`"12345-"`, or
@@ -187,7 +231,7 @@ async fn carry_on(
         hashers.update(&bytes);
         if end == request.size && hashers.sha256() != request.hash {
             // The last fragment would commit a file that is not the scanned one.
-            delete(destination, state, &request.cancel).await;
+            delete(destination, state).await;
             destination.sessions.forget(request.job).map_err(store_error)?;
             return Err(source::changed(request));
         }
@@ -229,13 +273,16 @@ async fn carry_on(
             }
             StatusCode::CONFLICT if end == request.size => {
                 // Something appeared at the name while the file was sent.
-                delete(destination, state, &request.cancel).await;
+                delete(destination, state).await;
                 destination.sessions.forget(request.job).map_err(store_error)?;
                 return Ok(Placed::Taken);
             }
-            StatusCode::NOT_FOUND => {
+            status if session_dead(status) => {
+                delete(destination, state).await;
                 destination.sessions.forget(request.job).map_err(store_error)?;
-                return Err(DestinationError::transient("OneDrive forgot the upload session; starting again"));
+                return Err(DestinationError::transient(format!(
+                    "OneDrive no longer takes this upload session ({status}); starting again"
+                )));
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
                 return Err(DestinationError::transient(
@@ -254,10 +301,11 @@ async fn carry_on(
     }
 }
 
-/// Deletes the session at Graph (best effort: it expires anyway).
-async fn delete(destination: &OneDriveDestination, state: &State, cancel: &CancellationToken) {
+/// Deletes the session at Graph (best effort: it expires anyway), even
+/// while the upload is being stopped: a session left open blocks its name.
+async fn delete(destination: &OneDriveDestination, state: &State) {
     let Ok(client) = destination.client.get() else { return };
-    if let Err(e) = http::send_for(cancel, client.delete(&state.upload_url)).await {
+    if let Err(e) = http::send(client.delete(&state.upload_url)).await {
         tracing::debug!("could not delete an upload session: {e}");
     }
 }
@@ -266,7 +314,7 @@ async fn delete(destination: &OneDriveDestination, state: &State, cancel: &Cance
 pub(super) async fn cancel(destination: &OneDriveDestination, job: JobId) -> Result<(), DestinationError> {
     let Some(session) = destination.sessions.load(job).map_err(store_error)? else { return Ok(()) };
     if let Some((state, _)) = session.decode::<State, Piece>(KIND, VERSION) {
-        delete(destination, &state, &CancellationToken::new()).await;
+        delete(destination, &state).await;
     }
     destination.sessions.forget(job).map_err(store_error)
 }
