@@ -110,7 +110,7 @@ pub(super) async fn resume(
         return Ok(None);
     };
     let here = state.app_folder == destination.config.app_folder
-        && destination.candidates(request).iter().any(|c| *c == state.path);
+        && destination.candidates(request).contains(&state.path);
     if !here {
         // The folder, the layout or the root changed since: not this photo's name any more.
         delete(destination, &state).await;
