@@ -1,5 +1,5 @@
 //! The OneDrive destination against the fake Graph and identity platform
-//! (`graph_server`): the device-code and browser sign-ins, upload
+//! (`onedrive_server`): the device-code and browser sign-ins, upload
 //! sessions of 320 KiB-multiple fragments sent without the token that
 //! resume after kill -9, dedup by QuickXorHash, names that move aside,
 //! throttling, rotated refresh tokens, and a revoked sign-in.
@@ -10,8 +10,8 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::graph_server::{CLIENT_ID, Fault, OneDrive};
 use crate::harness::{Env, quote, stdout, wait_until, write_photo, write_video};
+use crate::onedrive_server::{CLIENT_ID, Fault, OneDrive};
 
 /// An environment whose one destination is `server`, its grant in a file
 /// (no keyring answers: the session bus is absent); fragments of 1280 KiB.
@@ -290,7 +290,7 @@ fn a_revoked_sign_in_holds_the_destination() {
     let server = OneDrive::start();
     let env = onedrive_env(&server);
     signed_in(&server, &env);
-    server.with(crate::graph_server::State::revoke);
+    server.with(crate::onedrive_server::State::revoke);
     write_photo(&env.source.join("a.jpg"), 30_000, 1);
     let (code, summary) = env.backup();
     assert_eq!(code, 75, "{summary}");
@@ -325,7 +325,7 @@ fn an_expired_session_starts_again_cleanly() {
     let content = write_video(&env.source.join("clip.mp4"), 30 * 1024 * 1024, 8);
     kill_mid_session(&server, &env, 5 * 1024 * 1024);
     let first = server.with(|s| s.received[0].session.clone());
-    server.with(crate::graph_server::State::expire_sessions);
+    server.with(crate::onedrive_server::State::expire_sessions);
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(stored(&server)["clip.mp4"], content, "the file is identical");
@@ -449,7 +449,7 @@ fn no_token_or_upload_address_is_printed() {
     let printed = format!("{}{}", stdout(&out), crate::harness::stderr(&out));
     assert!(printed.contains("DEBUG"), "the debug log was on: {printed}");
     let secrets: Vec<String> = server.with(|s| {
-        let mut all: Vec<String> = s.refresh_tokens.keys().chain(s.access_tokens.iter()).cloned().collect();
+        let mut all: Vec<String> = s.refresh_tokens.keys().chain(s.access_tokens.keys()).cloned().collect();
         all.push("tempauth".into());
         all
     });

@@ -1,7 +1,7 @@
 //! Where uploads go. A small [`Destination`] trait, one implementation per
 //! `type` in the config, each in a folder of its own that owns its keys, its
 //! client and its error classification ([`folder`], [`s3`], [`webdav`],
-//! [`rclone`], [`immich`], [`dropbox`], [`onedrive`]); the [`registry`] maps
+//! [`rclone`], [`immich`], [`dropbox`], [`onedrive`], [`googlephotos`]); the [`registry`] maps
 //! a `type` to it. [`http`] holds what every HTTP destination shares,
 //! [`session`] the resumable-upload records, [`source`] reading the file
 //! in pieces, [`secret`] where a password comes from; signing in to a
@@ -25,6 +25,7 @@
 
 pub mod dropbox;
 pub mod folder;
+pub mod googlephotos;
 pub mod hashes;
 pub mod http;
 pub mod immich;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::dropbox::{DropboxConfig, DropboxDestination};
 use super::folder::{FolderConfig, FolderDestination};
+use super::googlephotos::{GooglePhotosConfig, GooglePhotosDestination};
 use super::immich::{ImmichConfig, ImmichDestination};
 use super::onedrive::{OneDriveConfig, OneDriveDestination};
 use super::rclone::{RcloneConfig, RcloneDestination};
@@ -17,7 +18,7 @@ use super::{Destination, SessionStore};
 use crate::config::{ConfigError, Section};
 
 /// Every `type` a `[[destination]]` may have.
-pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich", "dropbox", "onedrive"];
+pub const TYPES: &[&str] = &["folder", "s3", "webdav", "rclone", "immich", "dropbox", "onedrive", "googlephotos"];
 
 /// A destination's type and its validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub enum DestinationKind {
     Dropbox(Box<DropboxConfig>),
     /// OneDrive, signed in with `photosync auth`.
     OneDrive(Box<OneDriveConfig>),
+    /// Google Photos, signed in with `photosync auth`.
+    GooglePhotos(Box<GooglePhotosConfig>),
 }
 
 /// Validates the keys (all but `name` and `type`) of a destination of
@@ -54,6 +57,9 @@ pub fn parse(
         "immich" => ImmichConfig::parse(table, section).map(|c| DestinationKind::Immich(Box::new(c))),
         "dropbox" => DropboxConfig::parse(name, table, section).map(|c| DestinationKind::Dropbox(Box::new(c))),
         "onedrive" => OneDriveConfig::parse(name, table, section).map(|c| DestinationKind::OneDrive(Box::new(c))),
+        "googlephotos" => {
+            GooglePhotosConfig::parse(name, table, section).map(|c| DestinationKind::GooglePhotos(Box::new(c)))
+        }
         other => {
             let known: Vec<String> = TYPES.iter().map(|t| format!("\"{t}\"")).collect();
             Err(section.error("type", &format!("unknown type `{other}`; supported: {}", known.join(", "))))
@@ -72,6 +78,7 @@ impl DestinationKind {
             Self::Immich(_) => "immich",
             Self::Dropbox(_) => "dropbox",
             Self::OneDrive(_) => "onedrive",
+            Self::GooglePhotos(_) => "googlephotos",
         }
     }
 
@@ -89,6 +96,7 @@ impl DestinationKind {
                 let root = if onedrive.app_folder { "approot" } else { "root" };
                 format!("onedrive {} {root} {}", onedrive.graph_url, onedrive.folder)
             }
+            Self::GooglePhotos(google) => format!("googlephotos {}", google.api_url),
         }
     }
 
@@ -102,7 +110,8 @@ impl DestinationKind {
             | Self::Rclone(_)
             | Self::Immich(_)
             | Self::Dropbox(_)
-            | Self::OneDrive(_) => None,
+            | Self::OneDrive(_)
+            | Self::GooglePhotos(_) => None,
         }
     }
 
@@ -111,7 +120,12 @@ impl DestinationKind {
         match self {
             Self::WebDav(webdav) => webdav.password.keyring_account(),
             Self::Immich(immich) => immich.api_key.keyring_account(),
-            Self::Folder(_) | Self::S3(_) | Self::Rclone(_) | Self::Dropbox(_) | Self::OneDrive(_) => None,
+            Self::Folder(_)
+            | Self::S3(_)
+            | Self::Rclone(_)
+            | Self::Dropbox(_)
+            | Self::OneDrive(_)
+            | Self::GooglePhotos(_) => None,
         }
     }
 
@@ -120,6 +134,7 @@ impl DestinationKind {
         match self {
             Self::Dropbox(dropbox) => Some(dropbox.sign_in()),
             Self::OneDrive(onedrive) => Some(onedrive.sign_in()),
+            Self::GooglePhotos(google) => Some(google.sign_in()),
             Self::Folder(_) | Self::S3(_) | Self::WebDav(_) | Self::Rclone(_) | Self::Immich(_) => None,
         }
     }
@@ -135,6 +150,7 @@ impl DestinationKind {
             Self::Immich(immich) => Arc::new(ImmichDestination::new(immich)),
             Self::Dropbox(dropbox) => Arc::new(DropboxDestination::new(dropbox, Arc::clone(sessions))),
             Self::OneDrive(onedrive) => Arc::new(OneDriveDestination::new(onedrive, Arc::clone(sessions))),
+            Self::GooglePhotos(google) => Arc::new(GooglePhotosDestination::new(google, Arc::clone(sessions))),
         }
     }
 }

@@ -138,6 +138,28 @@ impl Access {
             .map_err(failed)
     }
 
+    /// Sends a request made by `make` with the access token; a 401 gets a
+    /// fresh token and one more try; any other answer is returned as it is.
+    pub async fn send(
+        &self,
+        cancel: &tokio_util::sync::CancellationToken,
+        make: impl Fn() -> Result<reqwest::RequestBuilder, DestinationError>,
+    ) -> Result<reqwest::Response, DestinationError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.token().await?;
+            let response = http::send_for(cancel, make()?.bearer_auth(&token.0)).await?;
+            if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            self.rejected(&token).await;
+            if refreshed {
+                return Err(self.refused_fresh());
+            }
+            refreshed = true;
+        }
+    }
+
     /// The service refused `token` (401): it is not used again.
     pub async fn rejected(&self, token: &AccessToken) {
         let mut state = self.state.lock().await;

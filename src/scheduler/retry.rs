@@ -106,10 +106,11 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Holds `destination` until the user acts (signs in again): for the
-    /// rest of a one-shot run; in the daemon it is looked at again every
-    /// [`USER_RECHECK`] (cheap: a destination remembers what the service
-    /// refused and asks again only once something changed).
+    /// Holds `destination` until the user acts (signs in again) or a time
+    /// the service named passes (a daily quota's reset): for the rest of a
+    /// one-shot run; in the daemon until that time, or to be looked at
+    /// again after [`USER_RECHECK`] (cheap: a destination remembers what
+    /// the service refused and asks again only once something changed).
     pub(super) fn hold_for_user(&mut self, destination: DestinationId, error: &DestinationError) {
         let name = self.targets.get(&destination).map_or("?", |t| t.name.as_str());
         let held =
@@ -119,7 +120,8 @@ impl Scheduler<'_> {
         }
         let until = match self.settings.mode {
             Mode::OneShot => None,
-            Mode::Service => Some(Deadline::at(Timestamp::now().after(USER_RECHECK))),
+            // Until the time the service named (a quota's reset), else a minute.
+            Mode::Service => Some(Deadline::at(Timestamp::now().after(error.retry_after.unwrap_or(USER_RECHECK)))),
         };
         // Not a failure: the count of failures in a row starts afresh.
         let open = Some((error.message.clone(), until));

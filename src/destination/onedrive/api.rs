@@ -20,19 +20,7 @@ pub async fn send(
     cancel: &CancellationToken,
     make: impl Fn() -> Result<RequestBuilder, DestinationError>,
 ) -> Result<Response, DestinationError> {
-    let mut refreshed = false;
-    loop {
-        let token = access.token().await?;
-        let response = http::send_for(cancel, make()?.bearer_auth(&token.0)).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        access.rejected(&token).await;
-        if refreshed {
-            return Err(access.refused_fresh());
-        }
-        refreshed = true;
-    }
+    access.send(cancel, make).await
 }
 
 /// Graph's error code and message in an answer body, when it has them.

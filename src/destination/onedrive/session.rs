@@ -109,8 +109,8 @@ pub(super) async fn resume(
         forget()?;
         return Ok(None);
     };
-    let here = state.app_folder == destination.config.app_folder
-        && destination.candidates(request).contains(&state.path);
+    let here =
+        state.app_folder == destination.config.app_folder && destination.candidates(request).contains(&state.path);
     if !here {
         // The folder, the layout or the root changed since: not this photo's name any more.
         delete(destination, &state).await;

@@ -1,0 +1,278 @@
+//! `type = "googlephotos"`: photos and videos into the user's Google
+//! Photos library through the Library API
+//! (<https://developers.google.com/photos/library/guides/upload-media>),
+//! signed in once with `photosync auth NAME` (a browser on this machine:
+//! the only flow Google allows for these permissions).
+//!
+//! Bytes go up with Google's resumable upload protocol ([`upload`]), whose
+//! session survives a crash; the upload token that ends it becomes a media
+//! item with `mediaItems:batchCreate` ([`library`]), in the album the
+//! `album` template names (created by this app, the only kind it may add
+//! to). Google gives back no hash or size: the receipt is the media item's
+//! id, and says that Google acknowledged the file (`google-acknowledged`),
+//! not that photosync compared its bytes; the file's SHA-256 is checked
+//! before the upload is finalized, so a file changed while it was sent is
+//! never handed over. `photosync verify` checks that each media item still
+//! exists.
+//!
+//! Limits are told before anything is sent: photos over 200 MB, videos
+//! over 20 GB and types Google does not take fail with the reason
+//! (<https://developers.google.com/photos/library/guides/upload-media#file-types-sizes>).
+//! A 429 waits at least `rate_limit_wait` (Google asks for 30 s,
+//! <https://developers.google.com/photos/overview/best-practices>); the
+//! daily quota of the app's project holds the destination until it resets,
+//! at midnight Pacific time
+//! (<https://developers.google.com/photos/overview/api-limits-quotas>).
+
+mod config;
+mod library;
+mod upload;
+
+pub use config::{ClientSecret, GooglePhotosConfig};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, http};
+use crate::model::{MediaKind, Receipt, RemoteKey};
+use crate::oauth::Access;
+
+/// What the receipt's version says: Google acknowledged the file.
+pub const ACKNOWLEDGED: &str = "google-acknowledged";
+
+/// The largest photo and video Google Photos takes.
+const MAX_PHOTO: u64 = 200 * 1000 * 1000;
+const MAX_VIDEO: u64 = 20 * 1000 * 1000 * 1000;
+
+/// The types Google Photos takes, by extension, with their MIME types.
+const TYPES: &[(&str, &str)] = &[
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("png", "image/png"),
+    ("gif", "image/gif"),
+    ("webp", "image/webp"),
+    ("heic", "image/heic"),
+    ("heif", "image/heif"),
+    ("avif", "image/avif"),
+    ("bmp", "image/bmp"),
+    ("ico", "image/x-icon"),
+    ("tif", "image/tiff"),
+    ("tiff", "image/tiff"),
+    ("dng", "image/x-adobe-dng"),
+    ("cr2", "image/x-canon-cr2"),
+    ("cr3", "image/x-canon-cr3"),
+    ("nef", "image/x-nikon-nef"),
+    ("arw", "image/x-sony-arw"),
+    ("orf", "image/x-olympus-orf"),
+    ("rw2", "image/x-panasonic-rw2"),
+    ("raf", "image/x-fuji-raf"),
+    ("mp4", "video/mp4"),
+    ("m4v", "video/x-m4v"),
+    ("mov", "video/quicktime"),
+    ("3gp", "video/3gpp"),
+    ("3g2", "video/3gpp2"),
+    ("avi", "video/x-msvideo"),
+    ("mkv", "video/x-matroska"),
+    ("mpg", "video/mpeg"),
+    ("mpeg", "video/mpeg"),
+    ("mts", "video/mp2t"),
+    ("m2ts", "video/mp2t"),
+    ("m2t", "video/mp2t"),
+    ("wmv", "video/x-ms-wmv"),
+    ("asf", "video/x-ms-asf"),
+    ("divx", "video/divx"),
+    ("mmv", "video/mmv"),
+    ("mod", "video/mpeg"),
+    ("tod", "video/mpeg"),
+];
+
+/// Google Photos.
+pub struct GooglePhotosDestination {
+    config: GooglePhotosConfig,
+    client: http::Client,
+    access: Access,
+    sessions: Arc<dyn SessionStore>,
+    library: library::Library,
+}
+
+impl GooglePhotosDestination {
+    /// The destination of `config`; upload sessions are kept in `sessions`.
+    pub fn new(config: &GooglePhotosConfig, sessions: Arc<dyn SessionStore>) -> Self {
+        Self {
+            access: Access::new(config.provider(), config.tokens.clone(), config.timeout),
+            client: http::Client::without_redirects(config.timeout),
+            config: config.clone(),
+            sessions,
+            library: library::Library::default(),
+        }
+    }
+
+    /// A Library API address.
+    fn api(&self, path: &str) -> Result<url::Url, DestinationError> {
+        self.config.api_url.join(path).map_err(|e| DestinationError::permanent(format!("cannot make an address: {e}")))
+    }
+
+    /// What a refusal means: Google's own words, a retry where one may help,
+    /// a hold where only time (the daily quota) or the user can.
+    async fn refusal(&self, response: reqwest::Response, what: &str) -> DestinationError {
+        let status = response.status();
+        let asked = http::retry_after(response.headers());
+        let body = http::text(&CancellationToken::new(), response).await.unwrap_or_default();
+        let parsed: Option<Value> = serde_json::from_str(&body).ok();
+        let said: String = parsed
+            .as_ref()
+            .and_then(|v| v.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let detail = if said.is_empty() { String::new() } else { format!(": {said}") };
+        if status == StatusCode::TOO_MANY_REQUESTS && said.contains("per day") {
+            let mut error = DestinationError::held(format!(
+                "Google's daily request quota for this app's project is used up{detail}; it resets at midnight \
+                 Pacific time"
+            ));
+            error.retry_after = Some(until_pacific_midnight());
+            return error;
+        }
+        let message = format!("Google Photos could not {what} ({status}{detail})");
+        let mut error = match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                let mut error = DestinationError::transient(message);
+                error.retry_after = Some(asked.unwrap_or_default().max(self.config.rate_limit_wait));
+                return error;
+            }
+            StatusCode::FORBIDDEN => DestinationError::held(format!(
+                "{message}: the sign-in lacks a permission; sign in again: {}",
+                self.access.provider().sign_in_command()
+            )),
+            other if http::retry_for(other) == super::Retry::Transient => DestinationError::transient(message),
+            _ => DestinationError::permanent(message),
+        };
+        error.retry_after = asked;
+        error
+    }
+}
+
+/// How long until the next midnight in Los Angeles, when Google's daily
+/// quotas reset.
+fn until_pacific_midnight() -> std::time::Duration {
+    let fallback = std::time::Duration::from_hours(1);
+    let Ok(now) = jiff::Zoned::now().in_tz("America/Los_Angeles") else { return fallback };
+    let Ok(tomorrow) = now.date().tomorrow() else { return fallback };
+    let Ok(midnight) = tomorrow.to_zoned(now.time_zone().clone()) else { return fallback };
+    let seconds = midnight.timestamp().as_second() - now.timestamp().as_second();
+    std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600).max(60))
+}
+
+/// The MIME type of `name`, if Google Photos takes its type.
+fn mime_type(name: &str) -> Option<&'static str> {
+    let extension = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    TYPES.iter().find(|(e, _)| *e == extension).map(|(_, mime)| *mime)
+}
+
+/// The file's name as Google shows it.
+fn file_name(request: &UploadRequest) -> String {
+    let name = request.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.chars().filter(|c| !c.is_control()).collect()
+}
+
+#[async_trait]
+impl Destination for GooglePhotosDestination {
+    async fn check(&self) -> Result<(), DestinationError> {
+        let cancel = CancellationToken::new();
+        let url = self.api("v1/albums?pageSize=1&excludeNonAppCreatedData=true")?;
+        let response = self.access.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(self.refusal(response, "list the app's albums").await)
+    }
+
+    async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
+        let name = file_name(&request);
+        let mime = mime_type(&name).ok_or_else(|| {
+            DestinationError::permanent(format!("Google Photos does not take files of this type: {name}"))
+        })?;
+        let video = request.subject.info.as_ref().map_or(mime.starts_with("video/"), |i| i.kind == MediaKind::Video);
+        let (limit, what) = if video { (MAX_VIDEO, "videos over 20 GB") } else { (MAX_PHOTO, "photos over 200 MB") };
+        if request.size > limit {
+            return Err(DestinationError::permanent(format!("Google Photos does not take {what}")));
+        }
+        let token = upload::send(self, &request, mime, &name, &progress).await?;
+        let album = match &self.config.album {
+            Some(template) => Some(self.library.album(self, &request.subject.render(template), &request.cancel).await?),
+            None => None,
+        };
+        match self.library.create(self, &token, &name, album.as_deref(), &request.cancel).await {
+            Ok(id) => {
+                self.sessions.forget(request.job).map_err(super::session::store_error)?;
+                Ok(Uploaded::Stored(Receipt {
+                    key: RemoteKey(id.into_bytes()),
+                    size: request.size,
+                    sha256: request.hash.clone(),
+                    version: Some(ACKNOWLEDGED.to_owned()),
+                }))
+            }
+            Err(library::Refused::Token(said)) => {
+                // The upload token is no good any more: the bytes go up again.
+                self.sessions.forget(request.job).map_err(super::session::store_error)?;
+                Err(DestinationError::transient(format!("Google refused the upload token ({said}); uploading again")))
+            }
+            Err(library::Refused::Other(error)) => Err(error),
+        }
+    }
+
+    async fn verify(&self, receipt: &Receipt, _deep: bool) -> Result<Verdict, DestinationError> {
+        let cancel = CancellationToken::new();
+        let id = String::from_utf8_lossy(&receipt.key.0).into_owned();
+        let segment: String = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC).collect();
+        let url = self.api(&format!("v1/mediaItems/{segment}"))?;
+        let response = self.access.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
+        match response.status() {
+            status if status.is_success() => Ok(Verdict::Holds),
+            // An id Google does not know (or no longer lets this app see).
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(Verdict::Missing),
+            _ => Err(self.refusal(response, "show a media item").await),
+        }
+    }
+
+    async fn discard(
+        &self,
+        job: crate::model::JobId,
+        _key: &RemoteKey,
+        _hash: &crate::model::ContentHash,
+    ) -> Result<(), DestinationError> {
+        upload::cancel(self, job).await
+    }
+
+    fn reconnect(&self) {
+        self.client.renew();
+    }
+
+    fn needs_info(&self) -> bool {
+        // Photos and videos have different limits; albums may name a date.
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_google_takes() {
+        assert_eq!(mime_type("IMG_0001.JPG"), Some("image/jpeg"));
+        assert_eq!(mime_type("clip.MOV"), Some("video/quicktime"));
+        assert_eq!(mime_type("IMG_0001.xmp"), None);
+        assert_eq!(mime_type("noext"), None);
+        let wait = until_pacific_midnight();
+        assert!(wait >= std::time::Duration::from_mins(1) && wait <= std::time::Duration::from_hours(25), "{wait:?}");
+    }
+}

@@ -1,0 +1,516 @@
+//! A stateful fake of the Google Photos Library API and of Google's OAuth
+//! endpoints, for the tests, on 127.0.0.1. It follows Google's published
+//! documents for what photosync uses:
+//!
+//! - resumable uploads
+//!   (<https://developers.google.com/photos/library/guides/resumable-uploads>):
+//!   `POST /v1/uploads` with `X-Goog-Upload-Command: start`,
+//!   `X-Goog-Upload-Protocol: resumable`, `X-Goog-Upload-Raw-Size`,
+//!   `X-Goog-Upload-Content-Type` → `X-Goog-Upload-URL` and
+//!   `X-Goog-Upload-Chunk-Granularity`; to that address `upload` (a
+//!   multiple of the granularity, at `X-Goog-Upload-Offset`), `upload,
+//!   finalize` (the raw-size total reached; the upload token as the body),
+//!   `query` (`X-Goog-Upload-Status`, `X-Goog-Upload-Size-Received`) and
+//!   `cancel`;
+//! - `mediaItems:batchCreate`
+//!   (<https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchCreate>):
+//!   at most 50 `newMediaItems`, each result with its own `status`; an
+//!   unknown or used token → `INVALID_ARGUMENT` for that item; the same
+//!   bytes → the same media item id (the guide on uploading media);
+//!   `albumId` must be an album this app made;
+//! - `mediaItems.get`; `albums.list` with `excludeNonAppCreatedData`,
+//!   `albums.create` (<https://developers.google.com/photos/library/reference/rest/v1/albums>);
+//! - errors as Google's JSON `{"error": {code, message, status}}`; limits
+//!   and quotas (<https://developers.google.com/photos/overview/api-limits-quotas>):
+//!   a 429 per minute, or the daily quota's 429 ("Quota exceeded for quota
+//!   metric 'All requests' and limit 'All requests per day'");
+//! - OAuth for installed apps
+//!   (<https://developers.google.com/identity/protocols/oauth2/native-app>):
+//!   the code handed out by [`Google::approve_browser`] exchanged with the
+//!   client secret, the PKCE verifier and the same redirect address;
+//!   refresh tokens that last until revoked (`invalid_grant`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::dropbox_server::{Whole, body_of};
+use crate::harness::ServerThread;
+
+pub const CLIENT_ID: &str = "1234-photosync.apps.googleusercontent.com";
+pub const CLIENT_SECRET: &str = "GOCSPX-photosync-test";
+
+/// A scripted misbehaviour for the next request whose path ends with
+/// `route` (`"mediaItems:batchCreate"`; `"upload"` for an upload session's
+/// address).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// A 429 (with `Retry-After` when given) or another status.
+    Status { route: &'static str, status: u16, retry_after: Option<u64> },
+    /// The daily quota's 429.
+    DailyQuota { route: &'static str },
+    /// Read the request, answer nothing.
+    Stall { route: &'static str },
+}
+
+impl Fault {
+    fn matches(&self, path: &str) -> bool {
+        let (Fault::Status { route, .. } | Fault::DailyQuota { route } | Fault::Stall { route }) = self;
+        if *route == "upload" { path.starts_with("/upload-session/") } else { path.ends_with(route) }
+    }
+}
+
+/// An upload session.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub size: u64,
+    pub bytes: Vec<u8>,
+    pub finalized: bool,
+    pub cancelled: bool,
+}
+
+/// A body sent to an upload session.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub session: String,
+    pub offset: u64,
+    pub len: u64,
+    pub accepted: bool,
+}
+
+/// A media item.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+    pub albums: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub granularity: u64,
+    pub uploads: BTreeMap<String, Upload>,
+    pub received: Vec<Received>,
+    /// Upload tokens: the session they finish, and whether one was used.
+    pub tokens: BTreeMap<String, (String, bool)>,
+    /// Media items by id.
+    pub items: BTreeMap<String, Item>,
+    /// App-made albums: id → title.
+    pub albums: BTreeMap<String, String>,
+    /// How many `newMediaItems` each `batchCreate` carried.
+    pub batches: Vec<usize>,
+    /// Every request: method and path (upload addresses shortened).
+    pub requests: Vec<String>,
+    pub faults: VecDeque<Fault>,
+    pub refresh_tokens: BTreeMap<String, bool>,
+    pub access_tokens: Vec<String>,
+    pub codes: BTreeMap<String, (String, String)>,
+    pub base: String,
+    next_id: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            granularity: 256 * 1024,
+            uploads: BTreeMap::new(),
+            received: Vec::new(),
+            tokens: BTreeMap::new(),
+            items: BTreeMap::new(),
+            albums: BTreeMap::new(),
+            batches: Vec::new(),
+            requests: Vec::new(),
+            faults: VecDeque::new(),
+            refresh_tokens: BTreeMap::new(),
+            access_tokens: Vec::new(),
+            codes: BTreeMap::new(),
+            base: String::new(),
+            next_id: 0,
+        }
+    }
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        let digest = Sha256::digest(format!("{prefix}{}", self.next_id).as_bytes());
+        format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]))
+    }
+
+    /// Every refresh and access token stops working.
+    pub fn revoke(&mut self) {
+        self.refresh_tokens.values_mut().for_each(|v| *v = false);
+        self.access_tokens.clear();
+    }
+
+    fn tokens(&mut self, with_refresh: bool) -> Value {
+        let access = self.id("ya29.");
+        self.access_tokens.push(access.clone());
+        let mut answer = json!({"access_token": access, "expires_in": 3599, "token_type": "Bearer",
+                                "scope": "https://www.googleapis.com/auth/photoslibrary.appendonly"});
+        if with_refresh {
+            let refresh = self.id("1//");
+            self.refresh_tokens.insert(refresh.clone(), true);
+            answer["refresh_token"] = refresh.into();
+        }
+        answer
+    }
+}
+
+pub struct Google {
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+    _server: ServerThread,
+}
+
+impl Google {
+    pub fn start() -> Google {
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::clone(&state);
+        let (server, addr) = ServerThread::start(move |ready, stopped| serve(shared, ready, stopped));
+        let url = format!("http://{addr}");
+        lock(&state).base.clone_from(&url);
+        Google { url, state, _server: server }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut lock(&self.state))
+    }
+
+    /// A refresh token, as if the user had signed in.
+    pub fn grant(&self) -> String {
+        self.with(|s| s.tokens(true)["refresh_token"].as_str().expect("refresh").to_owned())
+    }
+
+    /// Media items' bytes by file name.
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        self.with(|s| s.items.values().map(|i| (i.file_name.clone(), i.bytes.clone())).collect())
+    }
+
+    /// What the browser does with the address photosync printed.
+    pub fn approve_browser(&self, authorize_url: &str) -> String {
+        let url = url::Url::parse(authorize_url).expect("an address");
+        let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        let get = |key: &str| query.get(key).unwrap_or_else(|| panic!("no {key} in {url}")).clone();
+        assert_eq!(get("client_id"), CLIENT_ID);
+        assert_eq!(get("response_type"), "code");
+        assert_eq!(get("access_type"), "offline", "a refresh token is asked for");
+        assert_eq!(get("code_challenge_method"), "S256");
+        assert!(get("scope").contains("photoslibrary.appendonly"), "{}", get("scope"));
+        let redirect = get("redirect_uri");
+        assert!(redirect.starts_with("http://localhost:"), "a loopback redirect: {redirect}");
+        let code = self.with(|s| {
+            let code = s.id("4/");
+            s.codes.insert(code.clone(), (get("code_challenge"), redirect.clone()));
+            code
+        });
+        format!("{redirect}?code={}&state={}&scope={}", urlencode(&code), get("state"), urlencode(&get("scope")))
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn serve(
+    state: Arc<Mutex<State>>,
+    ready: std::sync::mpsc::Sender<std::net::SocketAddr>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    ready.send(listener.local_addr().expect("addr")).expect("send addr");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((socket, _)) = accepted else { continue };
+                let state = Arc::clone(&state);
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let state = Arc::clone(&state);
+                    async move { handle(&state, request).await }
+                });
+                tokio::spawn(async move {
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+                });
+            }
+            _ = &mut stopped => break,
+        }
+    }
+}
+
+type Answer = Response<Whole>;
+
+async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Answer, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let body = body_of(body).await;
+    let (stall, answer) = {
+        let mut state = lock(shared);
+        let shown = if path.starts_with("/upload-session/") { "upload" } else { path.as_str() };
+        state.requests.push(format!("{} {shown}", parts.method));
+        let Ok(body) = body else { return Err(std::io::Error::other("the request's body was cut off")) };
+        match state.faults.iter().position(|f| f.matches(&path)).and_then(|i| state.faults.remove(i)) {
+            Some(Fault::Stall { .. }) => (true, None),
+            Some(Fault::Status { status, retry_after, .. }) => {
+                let status = StatusCode::from_u16(status).expect("status");
+                let mut answer = google_error(status, "Too many requests.");
+                if let Some(seconds) = retry_after {
+                    answer.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+                }
+                (false, Some(answer))
+            }
+            Some(Fault::DailyQuota { .. }) => (
+                false,
+                Some(google_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Quota exceeded for quota metric 'All requests' and limit 'All requests per day' of service \
+                     'photoslibrary.googleapis.com' for consumer 'project_number:1234'.",
+                )),
+            ),
+            None => (false, Some(respond(&mut state, &parts.method, &parts.headers, &path, &query, &body))),
+        }
+    };
+    if stall {
+        std::future::pending::<()>().await;
+    }
+    Ok(answer.expect("an answer"))
+}
+
+fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, query: &str, body: &[u8]) -> Answer {
+    if path == "/token" && method == Method::POST {
+        return token(state, body);
+    }
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !bearer.is_some_and(|t| state.access_tokens.iter().any(|a| a == t)) {
+        return json_answer(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}),
+        );
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if path == "/v1/uploads" && method == Method::POST {
+        if header("x-goog-upload-command") != "start" || header("x-goog-upload-protocol") != "resumable" {
+            return google_error(StatusCode::BAD_REQUEST, "Only resumable starts are taken here.");
+        }
+        let Ok(size) = header("x-goog-upload-raw-size").parse::<u64>() else {
+            return google_error(StatusCode::BAD_REQUEST, "X-Goog-Upload-Raw-Size is required.");
+        };
+        if header("x-goog-upload-content-type").is_empty() {
+            return google_error(StatusCode::BAD_REQUEST, "X-Goog-Upload-Content-Type is required.");
+        }
+        let id = state.id("s");
+        state.uploads.insert(id.clone(), Upload { size, bytes: Vec::new(), finalized: false, cancelled: false });
+        let mut answer = with_body(StatusCode::OK, "text/plain", Vec::new());
+        let address = format!("{}/upload-session/{id}?upload_id={id}&upload_protocol=resumable", state.base);
+        answer.headers_mut().insert("x-goog-upload-url", address.parse().expect("header"));
+        answer.headers_mut().insert("x-goog-upload-chunk-granularity", HeaderValue::from(state.granularity));
+        answer.headers_mut().insert("x-goog-upload-status", HeaderValue::from_static("active"));
+        return answer;
+    }
+    if let Some(id) = path.strip_prefix("/upload-session/") {
+        return upload(state, id, &header("x-goog-upload-command"), &header("x-goog-upload-offset"), body);
+    }
+    match (method, path) {
+        (&Method::POST, "/v1/mediaItems:batchCreate") => batch_create(state, body),
+        (&Method::GET, "/v1/albums") => {
+            let only_ours = query.contains("excludeNonAppCreatedData=true");
+            assert!(only_ours, "photosync may only look among its own albums");
+            let albums: Vec<Value> =
+                state.albums.iter().map(|(id, title)| json!({"id": id, "title": title, "isWriteable": true})).collect();
+            json_answer(StatusCode::OK, &json!({"albums": albums}))
+        }
+        (&Method::POST, "/v1/albums") => {
+            let request: Value = serde_json::from_slice(body).unwrap_or_default();
+            let Some(title) = request.pointer("/album/title").and_then(Value::as_str) else {
+                return google_error(StatusCode::BAD_REQUEST, "album.title is required.");
+            };
+            let id = state.id("album-");
+            state.albums.insert(id.clone(), title.to_owned());
+            json_answer(StatusCode::OK, &json!({"id": id, "title": title, "isWriteable": true}))
+        }
+        (&Method::GET, _) if path.starts_with("/v1/mediaItems/") => {
+            let id = percent_encoding::percent_decode_str(&path["/v1/mediaItems/".len()..]).decode_utf8_lossy();
+            match state.items.get(id.as_ref()) {
+                Some(item) => json_answer(StatusCode::OK, &json!({"id": id, "filename": item.file_name})),
+                None => json_answer(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}),
+                ),
+            }
+        }
+        _ => google_error(StatusCode::NOT_FOUND, "Not found."),
+    }
+}
+
+fn upload(state: &mut State, id: &str, command: &str, offset: &str, body: &[u8]) -> Answer {
+    let granularity = state.granularity;
+    let Some(upload) = state.uploads.get_mut(id) else {
+        return google_error(StatusCode::NOT_FOUND, "No such upload session.");
+    };
+    let status = |u: &Upload| {
+        if u.cancelled {
+            "cancelled"
+        } else if u.finalized {
+            "final"
+        } else {
+            "active"
+        }
+    };
+    match command {
+        "query" => {
+            let mut answer = with_body(StatusCode::OK, "text/plain", Vec::new());
+            answer.headers_mut().insert("x-goog-upload-status", HeaderValue::from_static(status(upload)));
+            answer.headers_mut().insert("x-goog-upload-size-received", HeaderValue::from(upload.bytes.len() as u64));
+            answer
+        }
+        "cancel" => {
+            upload.cancelled = true;
+            with_body(StatusCode::OK, "text/plain", Vec::new())
+        }
+        "upload" | "upload, finalize" => {
+            let finalize = command == "upload, finalize";
+            let claimed: u64 = offset.parse().unwrap_or(u64::MAX);
+            state.received.push(Received {
+                session: id.to_owned(),
+                offset: claimed,
+                len: body.len() as u64,
+                accepted: false,
+            });
+            let upload = state.uploads.get_mut(id).expect("the session");
+            if status(upload) != "active" {
+                return google_error(StatusCode::BAD_REQUEST, "The upload session is not active.");
+            }
+            if claimed != upload.bytes.len() as u64 {
+                return google_error(StatusCode::BAD_REQUEST, "X-Goog-Upload-Offset does not match what was received.");
+            }
+            if !finalize && !(body.len() as u64).is_multiple_of(granularity) {
+                return google_error(StatusCode::BAD_REQUEST, "A chunk must be a multiple of the granularity.");
+            }
+            upload.bytes.extend_from_slice(body);
+            if finalize && upload.bytes.len() as u64 != upload.size {
+                return google_error(StatusCode::BAD_REQUEST, "The upload does not have X-Goog-Upload-Raw-Size bytes.");
+            }
+            upload.finalized = finalize;
+            if let Some(last) = state.received.last_mut() {
+                last.accepted = true;
+            }
+            if !finalize {
+                return with_body(StatusCode::OK, "text/plain", Vec::new());
+            }
+            let token = state.id("CAIS");
+            state.tokens.insert(token.clone(), (id.to_owned(), false));
+            with_body(StatusCode::OK, "text/plain", token.into_bytes())
+        }
+        _ => google_error(StatusCode::BAD_REQUEST, "Unknown X-Goog-Upload-Command."),
+    }
+}
+
+fn batch_create(state: &mut State, body: &[u8]) -> Answer {
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let items = request.get("newMediaItems").and_then(Value::as_array).cloned().unwrap_or_default();
+    if items.is_empty() || items.len() > 50 {
+        return google_error(StatusCode::BAD_REQUEST, "newMediaItems must hold 1 to 50 items.");
+    }
+    let album = request.get("albumId").and_then(Value::as_str).map(str::to_owned);
+    if album.as_ref().is_some_and(|a| !state.albums.contains_key(a)) {
+        return google_error(StatusCode::BAD_REQUEST, "Invalid album id: this app may only add to albums it made.");
+    }
+    state.batches.push(items.len());
+    let mut results = Vec::new();
+    for item in items {
+        let token = item.pointer("/simpleMediaItem/uploadToken").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let file_name =
+            item.pointer("/simpleMediaItem/fileName").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let usable = state.tokens.get(&token).filter(|(_, used)| !used).map(|(session, _)| session.clone());
+        let Some(session) = usable else {
+            results.push(json!({"uploadToken": token, "status": {"code": 3, "message": "Failed: There was an error while trying to create this media item."}}));
+            continue;
+        };
+        state.tokens.insert(token.clone(), (session.clone(), true));
+        let bytes = state.uploads[&session].bytes.clone();
+        // The same bytes are the same media item.
+        let digest = Sha256::digest(&bytes);
+        let id = format!("AKm{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18]));
+        let entry = state.items.entry(id.clone()).or_insert_with(|| Item {
+            file_name: file_name.clone(),
+            bytes,
+            albums: Vec::new(),
+        });
+        if let Some(album) = &album
+            && !entry.albums.contains(album)
+        {
+            entry.albums.push(album.clone());
+        }
+        results.push(json!({"uploadToken": token, "status": {"message": "Success"},
+                            "mediaItem": {"id": id, "filename": entry.file_name, "mimeType": "image/jpeg"}}));
+    }
+    json_answer(StatusCode::OK, &json!({"newMediaItemResults": results}))
+}
+
+fn token(state: &mut State, body: &[u8]) -> Answer {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let get = |key: &str| form.get(key).cloned().unwrap_or_default();
+    let oauth_error = |error: &str, description: &str| {
+        json_answer(StatusCode::BAD_REQUEST, &json!({"error": error, "error_description": description}))
+    };
+    if get("client_id") != CLIENT_ID || get("client_secret") != CLIENT_SECRET {
+        return json_answer(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "invalid_client", "error_description": "Unauthorized"}),
+        );
+    }
+    match get("grant_type").as_str() {
+        "authorization_code" => {
+            let Some((challenge, redirect)) = state.codes.remove(&get("code")) else {
+                return oauth_error("invalid_grant", "Malformed auth code.");
+            };
+            let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(Sha256::digest(get("code_verifier").as_bytes()));
+            if proof != challenge || get("redirect_uri") != redirect {
+                return oauth_error("invalid_grant", "Bad Request");
+            }
+            json_answer(StatusCode::OK, &state.tokens(true))
+        }
+        "refresh_token" => {
+            if state.refresh_tokens.get(&get("refresh_token")) != Some(&true) {
+                return oauth_error("invalid_grant", "Token has been expired or revoked.");
+            }
+            json_answer(StatusCode::OK, &state.tokens(false))
+        }
+        _ => oauth_error("unsupported_grant_type", "Invalid grant_type."),
+    }
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Answer {
+    let mut answer = Response::new(Whole::new(body));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    answer
+}
+
+fn json_answer(status: StatusCode, body: &Value) -> Answer {
+    with_body(status, "application/json", body.to_string().into_bytes())
+}
+
+fn google_error(status: StatusCode, message: &str) -> Answer {
+    let code = status.as_u16();
+    let kind = match code {
+        400 => "INVALID_ARGUMENT",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        _ => "UNAVAILABLE",
+    };
+    json_answer(status, &json!({"error": {"code": code, "message": message, "status": kind}}))
+}

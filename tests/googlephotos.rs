@@ -1,0 +1,204 @@
+//! The Google Photos destination against the fake Library API and OAuth
+//! endpoints (`google_server`): the browser sign-in with the client
+//! secret, resumable uploads that resume after kill -9, media items in an
+//! album made once, honest receipts, 429s with Google's floor, the daily
+//! quota as a hold, and a revoked sign-in.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::google_server::{CLIENT_ID, CLIENT_SECRET, Fault, Google};
+use crate::harness::{Env, quote, stdout, wait_until, write_photo, write_video};
+
+/// An environment whose one destination is `server` (chunks of 1 MiB, a
+/// 1 s floor after a 429 instead of Google's 30 s).
+fn google_env(server: &Google) -> Env {
+    let env = Env::new();
+    let url = &server.url;
+    let text = format!(
+        "state_dir = {state}\n[retry]\nrun_delay = \"20ms\"\nbase = \"1h\"\nattempts_per_run = 3\nmax_attempts = 8\n\n\
+         [policy]\npower_supply_dir = {power}\n\n[[source]]\npath = {source}\n\n\
+         [[destination]]\nname = \"photos\"\ntype = \"googlephotos\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_env = \"TEST_GOOGLE_SECRET\"\nchunk_size = \"1MiB\"\nrate_limit_wait = \"1s\"\n\
+         api_url = \"{url}/\"\nupload_url = \"{url}/v1/uploads\"\nauth_url = \"{url}/o/oauth2/v2/auth\"\n\
+         token_url = \"{url}/token\"\n",
+        state = quote(&env.state),
+        power = quote(&env.power_supply_dir()),
+        source = quote(&env.source),
+    );
+    fs::create_dir_all(env.power_supply_dir()).expect("power folder");
+    fs::write(&env.config, text).expect("config");
+    env.set_var("DBUS_SESSION_BUS_ADDRESS", &format!("unix:path={}", env.dir.path().join("no-session-bus").display()));
+    env.set_var("TEST_GOOGLE_SECRET", CLIENT_SECRET);
+    env
+}
+
+fn signed_in(server: &Google, env: &Env) {
+    let grant = serde_json::json!({"refresh_token": server.grant(), "signed_in_at": "2026-12-03T10:00:00Z"});
+    let tokens = env.dir.path().join("tokens");
+    fs::create_dir_all(&tokens).expect("tokens folder");
+    fs::write(tokens.join("photos.json"), grant.to_string()).expect("grant");
+}
+
+/// `photosync auth photos`: the browser (played by the fake) comes back to
+/// photosync's listener with the code.
+fn sign_in(server: &Google, env: &Env) -> String {
+    let mut child = env
+        .command(["auth", "photos"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("photosync auth");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut printed = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(lines.read_line(&mut line).expect("read") > 0, "no address printed: {printed}");
+        printed.push_str(&line);
+        if let Some(url) = line.trim().strip_prefix("http").map(|u| format!("http{u}")) {
+            let redirect = server.approve_browser(&url);
+            let rest = redirect.strip_prefix("http://localhost:").expect("loopback");
+            let (port, path) = rest.split_at(rest.find('/').expect("path"));
+            let mut stream =
+                std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n").expect("get");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).expect("answer");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            break;
+        }
+    }
+    lines.read_to_string(&mut printed).expect("read");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    printed
+}
+
+/// The browser sign-in, then photos and a video (in chunks) become media
+/// items in the album `photosync`, made once even by a second process;
+/// receipts say Google acknowledged them; `verify` finds them.
+#[test]
+fn a_browser_sign_in_then_every_photo_is_a_media_item_in_one_album() {
+    let server = Google::start();
+    let env = google_env(&server);
+    let printed = sign_in(&server, &env);
+    assert!(printed.contains("Signed in to Google Photos"), "{printed}");
+    let mut files = BTreeMap::new();
+    for i in 0..3 {
+        let name = format!("IMG_{i:04}.JPG");
+        files.insert(name.clone(), write_photo(&env.source.join(&name), 40_000 + i * 1_000, i as u64));
+    }
+    files.insert("clip.mp4".to_owned(), write_video(&env.source.join("clip.mp4"), 5 * 1024 * 1024 + 3, 7));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["uploaded"], 4, "{summary}");
+    assert_eq!(server.files(), files, "every file, byte for byte");
+    let (albums, items) = server.with(|s| (s.albums.clone(), s.items.clone()));
+    assert_eq!(albums.values().collect::<Vec<_>>(), ["photosync"]);
+    assert!(items.values().all(|i| i.albums.len() == 1), "every item is in the album");
+    let chunks = server.with(|s| s.received.iter().filter(|r| r.len > 0).count());
+    assert!(chunks > 6, "the video went up in chunks: {chunks}");
+    let versions: Vec<String> = env
+        .catalog()
+        .prepare("SELECT receipt_version FROM jobs")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert!(versions.iter().all(|v| v == "google-acknowledged"), "{versions:?}");
+    let out = env.run(["verify", "--json"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    // A new run (a new process, nothing remembered) finds the album.
+    write_photo(&env.source.join("later.jpg"), 30_000, 9);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.with(|s| s.albums.len()), 1, "no second album");
+}
+
+/// kill -9 while a 200 MB video is half sent: Google is asked how much it
+/// holds (`query`), no byte it took is sent again, the item is identical.
+#[test]
+fn a_killed_upload_resumes_from_what_google_holds() {
+    let server = Google::start();
+    let env = google_env(&server);
+    let config =
+        fs::read_to_string(&env.config).expect("config").replace("chunk_size = \"1MiB\"", "chunk_size = \"8MiB\"");
+    fs::write(&env.config, config).expect("config");
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("long.mp4"), 200 * 1024 * 1024, 4);
+    let accepted = || server.with(|s| s.received.iter().filter(|r| r.accepted).map(|r| r.len).sum::<u64>());
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
+    wait_until(Duration::from_mins(2), "part of the video is at Google", || accepted() >= 40 * 1024 * 1024);
+    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload" }));
+    wait_until(Duration::from_mins(1), "the next chunk is held up", || server.with(|s| s.faults.is_empty()));
+    assert!(child.try_wait().expect("try_wait").is_none(), "still uploading when killed");
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let before = server.with(|s| s.received.len());
+    let confirmed: Vec<(u64, u64)> =
+        server.with(|s| s.received.iter().filter(|r| r.accepted).map(|r| (r.offset, r.offset + r.len)).collect());
+
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let after = server.with(|s| s.received[before..].to_vec());
+    let session = server.with(|s| s.received[0].session.clone());
+    assert!(after.iter().all(|r| r.session == session), "the same session carried on");
+    for r in &after {
+        let overlaps = confirmed.iter().any(|&(start, end)| r.offset < end && start < r.offset + r.len);
+        assert!(!overlaps, "bytes {}..{} were sent again", r.offset, r.offset + r.len);
+    }
+    assert!(after.iter().map(|r| r.len).sum::<u64>() < content.len() as u64, "resumed, not started again");
+    assert_eq!(server.files()["long.mp4"], content, "the item is identical");
+}
+
+/// A 429 without `Retry-After` waits at least `rate_limit_wait`, and is no failure.
+#[test]
+fn a_rate_limit_is_waited_out() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    let photo = write_photo(&env.source.join("a.jpg"), 30_000, 1);
+    server.with(|s| {
+        s.faults.push_back(Fault::Status { route: "mediaItems:batchCreate", status: 429, retry_after: None });
+    });
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(server.files()["a.jpg"], photo);
+    let creates = server.with(|s| s.batches.len());
+    assert_eq!(creates, 1, "one batchCreate went through after the refusal");
+}
+
+/// The daily quota holds the destination (exit 75, the reason said), and
+/// fails nothing.
+#[test]
+fn the_daily_quota_holds_the_destination() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    write_photo(&env.source.join("a.jpg"), 30_000, 1);
+    server.with(|s| s.faults.push_back(Fault::DailyQuota { route: "v1/uploads" }));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "{summary}");
+    assert!(summary.to_string().contains("daily request quota"), "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+}
+
+/// A revoked sign-in holds the destination with what to run.
+#[test]
+fn a_revoked_sign_in_holds_the_destination() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    server.with(crate::google_server::State::revoke);
+    write_photo(&env.source.join("a.jpg"), 30_000, 1);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "{summary}");
+    assert!(summary.to_string().contains("sign in again: photosync auth photos"), "{summary}");
+}
