@@ -194,7 +194,7 @@ fn sign_in_of(config: &Config, name: &str) -> anyhow::Result<SignIn> {
     })?;
     destination.kind.sign_in().ok_or_else(|| {
         UsageError(format!(
-            "destination {} (type \"{}\") needs no sign-in; `photosync auth` is for dropbox and onedrive destinations",
+            "destination {} (type \"{}\") needs no sign-in; `photosync auth` is for dropbox, onedrive and googlephotos destinations",
             printable(name),
             destination.kind.type_name()
         ))

@@ -102,8 +102,8 @@ enum Command {
     /// Keep a destination's password in the system keyring (Secret Service,
     /// macOS Keychain).
     Password(password::Args),
-    /// Sign in to a destination's cloud service (Dropbox) once; or see
-    /// (--status) or remove (--forget) the sign-in.
+    /// Sign in to a destination's cloud service (Dropbox, OneDrive, Google
+    /// Photos) once; or see (--status) or remove (--forget) the sign-in.
     Auth(auth::Args),
     /// Say whether files are backed up, waiting, or left out, and why.
     Why(why::Args),
