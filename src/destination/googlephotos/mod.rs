@@ -4,9 +4,9 @@
 //! signed in once with `photosync auth NAME` (a browser on this machine:
 //! the only flow Google allows for these permissions).
 //!
-//! Bytes go up with Google's resumable upload protocol ([`upload`]), whose
+//! Bytes go up with Google's resumable upload protocol (the `upload` module), whose
 //! session survives a crash; the upload token that ends it becomes a media
-//! item with `mediaItems:batchCreate` ([`library`]), in the album the
+//! item with `mediaItems:batchCreate` (the `library` module), in the album the
 //! `album` template names (created by this app, the only kind it may add
 //! to). Google gives back no hash or size: the receipt is the media item's
 //! id, and says that Google acknowledged the file (`google-acknowledged`),
