@@ -63,21 +63,18 @@
 //! the response after doing the work, or stall.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::fake_http::{self, Answer, body_of, json_answer, lock, with_type};
 use crate::harness::ServerThread;
 
 mod files;
@@ -318,9 +315,8 @@ pub struct Dropbox {
 impl Dropbox {
     pub fn start() -> Dropbox {
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = Arc::clone(&state);
-        let (server, addr) = ServerThread::start(move |ready, stopped| serve(shared, ready, stopped));
-        Dropbox { url: format!("http://{addr}"), state, _server: server }
+        let (server, url) = fake_http::start(&state, |state, request| async move { handle(&state, request).await });
+        Dropbox { url, state, _server: server }
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -337,10 +333,6 @@ impl Dropbox {
         assert!(path.starts_with('/'), "a Dropbox path starts with /: {path:?}");
         self.with(|s| s.store(path, bytes, None));
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The Dropbox content hash of `bytes`, in hex.
@@ -363,79 +355,6 @@ fn hex(bytes: &[u8]) -> String {
 /// The time now as a `DropboxTimestamp`.
 fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-async fn serve(
-    state: Arc<Mutex<State>>,
-    ready: std::sync::mpsc::Sender<std::net::SocketAddr>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    ready.send(listener.local_addr().expect("addr")).expect("send addr");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let state = Arc::clone(&state);
-                    async move { handle(&state, request).await }
-                });
-                tokio::spawn(async move {
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(socket), service).await;
-                });
-            }
-            _ = &mut stopped => break,
-        }
-    }
-}
-
-/// A whole response body.
-pub struct Whole(Option<bytes::Bytes>);
-
-impl Whole {
-    pub fn new(bytes: impl Into<bytes::Bytes>) -> Whole {
-        let bytes = bytes.into();
-        Whole((!bytes.is_empty()).then_some(bytes))
-    }
-}
-
-impl hyper::body::Body for Whole {
-    type Data = bytes::Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<bytes::Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().0.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.as_ref().map_or(0, |data| data.len() as u64))
-    }
-}
-
-/// A response.
-pub type Answer = Response<Whole>;
-
-/// The whole body, or the part that came before the connection broke.
-pub async fn body_of(mut body: Incoming) -> Result<Vec<u8>, Vec<u8>> {
-    use hyper::body::Body as _;
-    let mut bytes = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            Err(_) => return Err(bytes),
-        }
-    }
-    Ok(bytes)
 }
 
 /// Records the request, then answers it, unless a fault says otherwise. An
@@ -517,19 +436,8 @@ fn scripted(status: u16, retry_after: Option<u64>) -> Answer {
     answer
 }
 
-fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Answer {
-    let mut answer = Response::new(Whole::new(body));
-    *answer.status_mut() = status;
-    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    answer
-}
-
 fn text(status: StatusCode, body: &str) -> Answer {
     with_type(status, "text/plain; charset=utf-8", body.to_owned())
-}
-
-fn json_answer(status: StatusCode, body: &Value) -> Answer {
-    with_type(status, "application/json", body.to_string())
 }
 
 /// 200 with a JSON result.

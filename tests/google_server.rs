@@ -31,17 +31,16 @@
 //!   refresh tokens that last until revoked (`invalid_grant`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::dropbox_server::{Whole, body_of};
+use crate::fake_http::{self, Answer, body_of, json_answer, lock, with_type};
 use crate::harness::ServerThread;
 
 pub const CLIENT_ID: &str = "1234-photosync.apps.googleusercontent.com";
@@ -173,9 +172,7 @@ pub struct Google {
 impl Google {
     pub fn start() -> Google {
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = Arc::clone(&state);
-        let (server, addr) = ServerThread::start(move |ready, stopped| serve(shared, ready, stopped));
-        let url = format!("http://{addr}");
+        let (server, url) = fake_http::start(&state, |state, request| async move { handle(&state, request).await });
         lock(&state).base.clone_from(&url);
         Google { url, state, _server: server }
     }
@@ -218,38 +215,6 @@ impl Google {
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn serve(
-    state: Arc<Mutex<State>>,
-    ready: std::sync::mpsc::Sender<std::net::SocketAddr>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    ready.send(listener.local_addr().expect("addr")).expect("send addr");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let state = Arc::clone(&state);
-                    async move { handle(&state, request).await }
-                });
-                tokio::spawn(async move {
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(socket), service).await;
-                });
-            }
-            _ = &mut stopped => break,
-        }
-    }
-}
-
-type Answer = Response<Whole>;
 
 async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Answer, std::io::Error> {
     let (parts, body) = request.into_parts();
@@ -312,7 +277,7 @@ fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, 
         }
         let id = state.id("s");
         state.uploads.insert(id.clone(), Upload { size, bytes: Vec::new(), finalized: false, cancelled: false });
-        let mut answer = with_body(StatusCode::OK, "text/plain", Vec::new());
+        let mut answer = with_type(StatusCode::OK, "text/plain", Vec::new());
         let address = format!("{}/upload-session/{id}?upload_id={id}&upload_protocol=resumable", state.base);
         answer.headers_mut().insert("x-goog-upload-url", address.parse().expect("header"));
         answer.headers_mut().insert("x-goog-upload-chunk-granularity", HeaderValue::from(state.granularity));
@@ -370,14 +335,14 @@ fn upload(state: &mut State, id: &str, command: &str, offset: &str, body: &[u8])
     };
     match command {
         "query" => {
-            let mut answer = with_body(StatusCode::OK, "text/plain", Vec::new());
+            let mut answer = with_type(StatusCode::OK, "text/plain", Vec::new());
             answer.headers_mut().insert("x-goog-upload-status", HeaderValue::from_static(status(upload)));
             answer.headers_mut().insert("x-goog-upload-size-received", HeaderValue::from(upload.bytes.len() as u64));
             answer
         }
         "cancel" => {
             upload.cancelled = true;
-            with_body(StatusCode::OK, "text/plain", Vec::new())
+            with_type(StatusCode::OK, "text/plain", Vec::new())
         }
         "upload" | "upload, finalize" => {
             let finalize = command == "upload, finalize";
@@ -407,11 +372,11 @@ fn upload(state: &mut State, id: &str, command: &str, offset: &str, body: &[u8])
                 last.accepted = true;
             }
             if !finalize {
-                return with_body(StatusCode::OK, "text/plain", Vec::new());
+                return with_type(StatusCode::OK, "text/plain", Vec::new());
             }
             let token = state.id("CAIS");
             state.tokens.insert(token.clone(), (id.to_owned(), false));
-            with_body(StatusCode::OK, "text/plain", token.into_bytes())
+            with_type(StatusCode::OK, "text/plain", token.into_bytes())
         }
         _ => google_error(StatusCode::BAD_REQUEST, "Unknown X-Goog-Upload-Command."),
     }
@@ -491,17 +456,6 @@ fn token(state: &mut State, body: &[u8]) -> Answer {
         }
         _ => oauth_error("unsupported_grant_type", "Invalid grant_type."),
     }
-}
-
-fn with_body(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Answer {
-    let mut answer = Response::new(Whole::new(body));
-    *answer.status_mut() = status;
-    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    answer
-}
-
-fn json_answer(status: StatusCode, body: &Value) -> Answer {
-    with_body(status, "application/json", body.to_string().into_bytes())
 }
 
 fn google_error(status: StatusCode, message: &str) -> Answer {

@@ -106,7 +106,7 @@
 //! doing the work, or stall.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -115,6 +115,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::fake_http::lock;
 use crate::harness::ServerThread;
 
 mod graph;
@@ -535,9 +536,8 @@ pub struct OneDrive {
 impl OneDrive {
     pub fn start() -> OneDrive {
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = Arc::clone(&state);
-        let (server, addr) = ServerThread::start(move |ready, stopped| http::serve(shared, ready, stopped));
-        let url = format!("http://{addr}");
+        let (server, url) =
+            crate::fake_http::start(&state, |state, request| async move { http::handle(&state, request).await });
         lock(&state).base.clone_from(&url);
         OneDrive { url, state, _server: server }
     }
@@ -571,10 +571,6 @@ impl OneDrive {
         assert!(path.starts_with('/') && !path.ends_with('/'), "a path below the drive's root: {path:?}");
         self.with(|s| s.store(path, bytes, None, None));
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A time as Graph writes it: RFC 3339 in UTC, to the millisecond.

@@ -14,6 +14,7 @@ mod crash;
 mod daemon;
 mod dropbox;
 mod dropbox_server;
+mod fake_http;
 mod faults;
 mod formats;
 mod google_server;

@@ -1,91 +1,17 @@
 //! The HTTP side: the server loop, recording each request, scripted
 //! faults, routing, and the answers' shapes.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{Value, json};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
 
-use super::{Fault, Received, State, graph, guid, identity, lock, upload};
+pub(super) use crate::fake_http::{Answer, json_answer, with_type};
+use crate::fake_http::{body_of, lock};
 
-pub(super) async fn serve(
-    state: Arc<Mutex<State>>,
-    ready: std::sync::mpsc::Sender<std::net::SocketAddr>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    ready.send(listener.local_addr().expect("addr")).expect("send addr");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let state = Arc::clone(&state);
-                    async move { handle(&state, request).await }
-                });
-                tokio::spawn(async move {
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(socket), service).await;
-                });
-            }
-            _ = &mut stopped => break,
-        }
-    }
-}
-
-/// A whole response body.
-pub struct Whole(Option<bytes::Bytes>);
-
-impl Whole {
-    fn new(bytes: impl Into<bytes::Bytes>) -> Whole {
-        let bytes = bytes.into();
-        Whole((!bytes.is_empty()).then_some(bytes))
-    }
-}
-
-impl hyper::body::Body for Whole {
-    type Data = bytes::Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<bytes::Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().0.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.as_ref().map_or(0, |data| data.len() as u64))
-    }
-}
-
-/// A response.
-pub type Answer = Response<Whole>;
-
-/// The whole body, or the part that came before the connection broke.
-async fn body_of(mut body: Incoming) -> Result<Vec<u8>, Vec<u8>> {
-    use hyper::body::Body as _;
-    let mut bytes = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            Err(_) => return Err(bytes),
-        }
-    }
-    Ok(bytes)
-}
+use super::{Fault, Received, State, graph, guid, identity, upload};
 
 /// A request, as the routes see it.
 pub struct Call<'a> {
@@ -109,7 +35,7 @@ fn describe(method: &Method, path: &str) -> String {
 
 /// Records the request, then answers it, unless a fault says otherwise. An
 /// `Err` makes hyper close the connection without an answer.
-async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Answer, std::io::Error> {
+pub(super) async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Answer, std::io::Error> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
@@ -214,20 +140,8 @@ fn scripted(path: &str, status: u16, retry_after: Option<u64>) -> Answer {
     answer
 }
 
-pub(super) fn with_type(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Answer {
-    let mut answer = Response::new(Whole::new(body));
-    *answer.status_mut() = status;
-    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    answer
-}
-
-pub(super) fn json_answer(status: StatusCode, body: &Value) -> Answer {
-    with_type(status, "application/json", body.to_string())
-}
-
-/// A status with no body.
 pub(super) fn empty(status: StatusCode) -> Answer {
-    let mut answer = Response::new(Whole::new(bytes::Bytes::new()));
+    let mut answer = hyper::Response::new(crate::fake_http::Whole::new(bytes::Bytes::new()));
     *answer.status_mut() = status;
     answer
 }
