@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::dropbox_server::{CLIENT_ID, Dropbox, Fault};
 use crate::harness::{Env, quote, stdout, wait_until, write_photo, write_video};
+use crate::signin;
 
 /// An environment whose one destination is `server`, its grant in a file
 /// (no keyring answers: the session bus is absent).
@@ -35,44 +35,18 @@ fn dropbox_env(server: &Dropbox) -> Env {
 
 /// Where the grant of the destination `dropbox` is kept without a keyring.
 fn token_file(env: &Env) -> std::path::PathBuf {
-    env.dir.path().join("tokens").join("dropbox.json")
+    signin::grant_file(env, "dropbox")
 }
 
 /// Signs in as if the user had (a refresh token the fake issued).
 fn signed_in(server: &Dropbox, env: &Env) {
-    let grant = serde_json::json!({"refresh_token": server.grant(), "signed_in_at": "2026-12-03T10:00:00Z"});
-    fs::create_dir_all(token_file(env).parent().expect("folder")).expect("tokens folder");
-    fs::write(token_file(env), grant.to_string()).expect("grant");
+    signin::keep_grant(env, "dropbox", &server.grant());
 }
 
 /// Runs `photosync auth dropbox` as the user would: opens the address it
 /// prints (the fake approves it), pastes the code. Returns its output.
 fn sign_in(server: &Dropbox, env: &Env) -> String {
-    let mut child = env
-        .command(["auth", "dropbox"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("photosync auth");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut printed = String::new();
-    let url = loop {
-        let mut line = String::new();
-        assert!(lines.read_line(&mut line).expect("read") > 0, "no address printed: {printed}");
-        printed.push_str(&line);
-        if let Some(url) = line.trim().strip_prefix("http") {
-            break format!("http{url}");
-        }
-    };
-    let code = server.approve(&url);
-    child.stdin.take().expect("stdin").write_all(format!("{code}\n").as_bytes()).expect("paste");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut lines, &mut rest).expect("read");
-    printed.push_str(&rest);
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
-    printed
+    signin::auth(env, "dropbox", &[], |line| signin::address(line).map(|url| server.approve(&url)))
 }
 
 /// Three photos (one with a name far from ASCII) and a video larger than

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::google_server::{CLIENT_ID, CLIENT_SECRET, Fault, Google};
 use crate::harness::{Env, quote, stdout, wait_until, write_photo, write_video};
+use crate::signin;
 
 /// An environment whose one destination is `server` (chunks of 1 MiB, a
 /// 1 s floor after a 429 instead of Google's 30 s).
@@ -37,45 +37,18 @@ fn google_env(server: &Google) -> Env {
 }
 
 fn signed_in(server: &Google, env: &Env) {
-    let grant = serde_json::json!({"refresh_token": server.grant(), "signed_in_at": "2026-12-03T10:00:00Z"});
-    let tokens = env.dir.path().join("tokens");
-    fs::create_dir_all(&tokens).expect("tokens folder");
-    fs::write(tokens.join("photos.json"), grant.to_string()).expect("grant");
+    signin::keep_grant(env, "photos", &server.grant());
 }
 
 /// `photosync auth photos`: the browser (played by the fake) comes back to
 /// photosync's listener with the code.
 fn sign_in(server: &Google, env: &Env) -> String {
-    let mut child = env
-        .command(["auth", "photos"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("photosync auth");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut printed = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(lines.read_line(&mut line).expect("read") > 0, "no address printed: {printed}");
-        printed.push_str(&line);
-        if let Some(url) = line.trim().strip_prefix("http").map(|u| format!("http{u}")) {
-            let redirect = server.approve_browser(&url);
-            let rest = redirect.strip_prefix("http://localhost:").expect("loopback");
-            let (port, path) = rest.split_at(rest.find('/').expect("path"));
-            let mut stream =
-                std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n").expect("get");
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).expect("answer");
-            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-            break;
-        }
-    }
-    lines.read_to_string(&mut printed).expect("read");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
-    printed
+    signin::auth(env, "photos", &[], |line| {
+        let url = signin::address(line)?;
+        let answer = signin::browser_get(&server.approve_browser(&url));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        Some(String::new())
+    })
 }
 
 /// The browser sign-in, then photos and a video (in chunks) become media

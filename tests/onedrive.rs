@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{Env, quote, stdout, wait_until, write_photo, write_video};
 use crate::onedrive_server::{CLIENT_ID, Fault, OneDrive};
+use crate::signin;
 
 /// An environment whose one destination is `server`, its grant in a file
 /// (no keyring answers: the session bus is absent); fragments of 1280 KiB.
@@ -33,55 +33,22 @@ fn onedrive_env(server: &OneDrive) -> Env {
     env
 }
 
-fn token_file(env: &Env) -> std::path::PathBuf {
-    env.dir.path().join("tokens").join("onedrive.json")
-}
-
 /// The refresh token kept in the token file.
 fn kept_refresh_token(env: &Env) -> String {
-    let grant: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(token_file(env)).expect("token file")).expect("JSON");
+    let text = fs::read_to_string(signin::grant_file(env, "onedrive")).expect("token file");
+    let grant: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     grant["refresh_token"].as_str().expect("refresh token").to_owned()
 }
 
 /// Signs in as if the user had.
 fn signed_in(server: &OneDrive, env: &Env) {
-    let grant = serde_json::json!({"refresh_token": server.grant(), "signed_in_at": "2026-12-03T10:00:00Z"});
-    fs::create_dir_all(token_file(env).parent().expect("folder")).expect("tokens folder");
-    fs::write(token_file(env), grant.to_string()).expect("grant");
+    signin::keep_grant(env, "onedrive", &server.grant());
 }
 
 /// Runs `photosync auth onedrive ARGS`, calling `user` with each line it
 /// prints until `user` says it acted; returns everything printed.
 fn auth(env: &Env, args: &[&str], mut user: impl FnMut(&str) -> bool) -> String {
-    let mut command = env.command(["auth", "onedrive"]);
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().expect("photosync auth");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut printed = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(lines.read_line(&mut line).expect("read") > 0, "it stopped before the user could act: {printed}");
-        printed.push_str(&line);
-        if user(&line) {
-            break;
-        }
-    }
-    lines.read_to_string(&mut printed).expect("read");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
-    printed
-}
-
-/// A GET of `url` (`http://localhost:PORT/…`), as the browser makes it.
-fn browser_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://localhost:").expect("a loopback redirect");
-    let (port, path) = rest.split_at(rest.find('/').expect("a path"));
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n").expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer
+    signin::auth(env, "onedrive", args, |line| user(line).then(String::new))
 }
 
 fn library(env: &Env) -> BTreeMap<String, Vec<u8>> {
@@ -161,13 +128,13 @@ fn a_browser_sign_in_comes_back_to_the_loopback_listener() {
     let server = OneDrive::start();
     let env = onedrive_env(&server);
     let printed = auth(&env, &["--browser"], |line| {
-        let Some(url) = line.trim().strip_prefix("http").map(|u| format!("http{u}")) else { return false };
+        let Some(url) = signin::address(line) else { return false };
         let redirect = server.approve_browser(&url);
         // Regression: a connection that sends nothing (a browser's spare
         // connection, a port scan) held up the listener for ten minutes.
         let port: u16 = redirect["http://localhost:".len()..].split('/').next().expect("port").parse().expect("port");
         let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let answer = browser_get(&redirect);
+        let answer = signin::browser_get(&redirect);
         assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("has the answer"), "{answer}");
         true
     });

@@ -36,6 +36,7 @@ mod s3_faults;
 mod s3_server;
 mod service;
 mod signals;
+mod signin;
 mod sleep;
 mod system_bus;
 mod verify;
