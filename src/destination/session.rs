@@ -61,6 +61,23 @@ pub trait SessionStore: Send + Sync {
     fn forget(&self, job: JobId) -> Result<(), StoreError>;
 }
 
+/// The session recorded for `job` as `kind` at `version`: its state, its
+/// pieces and when it began. A record of another format (an older
+/// version, another destination's) is forgotten: the upload starts afresh.
+pub fn recorded<S: DeserializeOwned, P: DeserializeOwned>(
+    store: &dyn SessionStore,
+    job: JobId,
+    kind: &str,
+    version: u32,
+) -> Result<Option<(S, Vec<P>, Timestamp)>, DestinationError> {
+    let Some(session) = store.load(job).map_err(store_error)? else { return Ok(None) };
+    if let Some((state, pieces)) = session.decode(kind, version) {
+        return Ok(Some((state, pieces, session.created_at)));
+    }
+    store.forget(job).map_err(store_error)?;
+    Ok(None)
+}
+
 /// A store failure, for an upload: it may pass (a busy or full disk).
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 pub fn store_error(e: StoreError) -> DestinationError {

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::content_hash::BLOCK;
 use super::{DropboxDestination, Hashers, body_of, classify_write};
-use crate::destination::session::{store_error, to_json};
+use crate::destination::session::{recorded, store_error, to_json};
 use crate::destination::source;
 use crate::destination::{DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, http};
 use crate::model::Timestamp;
@@ -86,13 +86,11 @@ pub(super) async fn resume(
     progress: &ProgressFn,
 ) -> Result<Option<Uploaded>, DestinationError> {
     let sessions = &destination.sessions;
-    let Some(session) = sessions.load(request.job).map_err(store_error)? else { return Ok(None) };
-    let forget = || sessions.forget(request.job).map_err(store_error);
-    let Some((state, pieces)) = session.decode::<State, Piece>(KIND, VERSION) else {
-        forget()?;
+    let Some((state, pieces, created_at)) = recorded::<State, Piece>(&**sessions, request.job, KIND, VERSION)? else {
         return Ok(None);
     };
-    if session.created_at.until(Timestamp::now()) > LIFETIME {
+    let forget = || sessions.forget(request.job).map_err(store_error);
+    if created_at.until(Timestamp::now()) > LIFETIME {
         tracing::info!(path = %request.source.display(), "the Dropbox upload session is too old to resume; starting again");
         forget()?;
         return Ok(None);

@@ -71,19 +71,7 @@ impl Library {
                 break;
             }
         }
-        let url = destination.api("v1/albums")?;
-        let body = json!({"album": {"title": title}}).to_string();
-        let response = destination
-            .access
-            .send(cancel, || {
-                Ok(destination
-                    .client
-                    .get()?
-                    .post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()))
-            })
-            .await?;
+        let response = destination.post_json(cancel, "v1/albums", &json!({"album": {"title": title}})).await?;
         if !response.status().is_success() {
             return Err(destination.refusal(response, "make an album").await);
         }
@@ -114,20 +102,8 @@ impl Library {
         if let Some(album) = album {
             body["albumId"] = album.into();
         }
-        let body = body.to_string();
-        let url = destination.api("v1/mediaItems:batchCreate").map_err(Refused::Other)?;
-        let response = destination
-            .access
-            .send(cancel, || {
-                Ok(destination
-                    .client
-                    .get()?
-                    .post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()))
-            })
-            .await
-            .map_err(Refused::Other)?;
+        let response =
+            destination.post_json(cancel, "v1/mediaItems:batchCreate", &body).await.map_err(Refused::Other)?;
         if !response.status().is_success() {
             return Err(Refused::Other(destination.refusal(response, "make a media item").await));
         }

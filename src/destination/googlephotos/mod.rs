@@ -116,6 +116,26 @@ impl GooglePhotosDestination {
         self.config.api_url.join(path).map_err(|e| DestinationError::permanent(format!("cannot make an address: {e}")))
     }
 
+    /// POSTs `body` as JSON to the Library API's `path`.
+    async fn post_json(
+        &self,
+        cancel: &CancellationToken,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::Response, DestinationError> {
+        let (url, body) = (self.api(path)?, body.to_string());
+        self.access
+            .send(cancel, || {
+                Ok(self
+                    .client
+                    .get()?
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone()))
+            })
+            .await
+    }
+
     /// What a refusal means: Google's own words, a retry where one may help,
     /// a hold where only time (the daily quota) or the user can.
     async fn refusal(&self, response: reqwest::Response, what: &str) -> DestinationError {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Hashers, OneDriveDestination, Placed, api};
-use crate::destination::session::{store_error, to_json};
+use crate::destination::session::{recorded, store_error, to_json};
 use crate::destination::source;
 use crate::destination::{DestinationError, JobId, Moved, ProgressFn, UploadRequest, Uploaded, http};
 
@@ -103,12 +103,10 @@ pub(super) async fn resume(
     progress: &ProgressFn,
 ) -> Result<Option<Uploaded>, DestinationError> {
     let sessions = &destination.sessions;
-    let Some(session) = sessions.load(request.job).map_err(store_error)? else { return Ok(None) };
-    let forget = || sessions.forget(request.job).map_err(store_error);
-    let Some((state, _)) = session.decode::<State, Piece>(KIND, VERSION) else {
-        forget()?;
+    let Some((state, _, _)) = recorded::<State, Piece>(&**sessions, request.job, KIND, VERSION)? else {
         return Ok(None);
     };
+    let forget = || sessions.forget(request.job).map_err(store_error);
     let here =
         state.app_folder == destination.config.app_folder && destination.candidates(request).contains(&state.path);
     if !here {
