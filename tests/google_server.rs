@@ -111,6 +111,8 @@ pub struct State {
     pub refresh_tokens: BTreeMap<String, bool>,
     pub access_tokens: Vec<String>,
     pub codes: BTreeMap<String, (String, String)>,
+    /// Refuse every new media item (as for a file Google will not take).
+    pub refuse_items: bool,
     pub base: String,
     next_id: u64,
 }
@@ -130,6 +132,7 @@ impl Default for State {
             refresh_tokens: BTreeMap::new(),
             access_tokens: Vec::new(),
             codes: BTreeMap::new(),
+            refuse_items: false,
             base: String::new(),
             next_id: 0,
         }
@@ -399,6 +402,10 @@ fn batch_create(state: &mut State, body: &[u8]) -> Answer {
         let file_name =
             item.pointer("/simpleMediaItem/fileName").and_then(Value::as_str).unwrap_or_default().to_owned();
         let usable = state.tokens.get(&token).filter(|(_, used)| !used).map(|(session, _)| session.clone());
+        if state.refuse_items {
+            results.push(json!({"uploadToken": token, "status": {"code": 3, "message": "Failed: unsupported media."}}));
+            continue;
+        }
         let Some(session) = usable else {
             results.push(json!({"uploadToken": token, "status": {"code": 3, "message": "Failed: There was an error while trying to create this media item."}}));
             continue;

@@ -175,3 +175,40 @@ fn a_revoked_sign_in_holds_the_destination() {
     assert_eq!(code, 75, "{summary}");
     assert!(summary.to_string().contains("sign in again: photosync auth photos"), "{summary}");
 }
+
+/// Killed after the upload finished but before its media item was made;
+/// meanwhile the kept upload token expired: the bytes go up again, and the
+/// item is made once.
+#[test]
+fn an_expired_upload_token_sends_the_bytes_again() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    let photo = write_photo(&env.source.join("a.jpg"), 60_000, 2);
+    server.with(|s| s.faults.push_back(Fault::Stall { route: "mediaItems:batchCreate" }));
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
+    wait_until(Duration::from_mins(1), "the media item is held up", || server.with(|s| s.faults.is_empty()));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    server.with(|s| s.tokens.clear());
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.files()["a.jpg"], photo);
+    assert_eq!(server.with(|s| s.uploads.len()), 2, "uploaded again with a new session");
+}
+
+/// A file Google refuses right after its upload fails with Google's
+/// reason, once, instead of being sent again and again.
+#[test]
+fn a_file_google_refuses_fails_with_its_reason() {
+    let server = Google::start();
+    server.with(|s| s.refuse_items = true);
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    write_photo(&env.source.join("a.jpg"), 30_000, 3);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(summary.to_string().contains("unsupported media"), "{summary}");
+    assert_eq!(server.with(|s| s.uploads.len()), 1, "sent once");
+}

@@ -230,7 +230,7 @@ impl Destination for GooglePhotosDestination {
             Some(template) => Some(self.library.album(self, &request.subject.render(template), &request.cancel).await?),
             None => None,
         };
-        match self.library.create(self, &token, &name, album.as_deref(), &request.cancel).await {
+        match self.library.create(self, &token.value, &name, album.as_deref(), &request.cancel).await {
             Ok(id) => {
                 self.sessions.forget(request.job).map_err(super::session::store_error)?;
                 Ok(Uploaded::Stored(Receipt {
@@ -240,10 +240,15 @@ impl Destination for GooglePhotosDestination {
                     version: Some(ACKNOWLEDGED.to_owned()),
                 }))
             }
-            Err(library::Refused::Token(said)) => {
-                // The upload token is no good any more: the bytes go up again.
+            // A token kept from an earlier attempt may have expired: the bytes go up again.
+            Err(library::Refused::Token(said)) if token.kept => {
                 self.sessions.forget(request.job).map_err(super::session::store_error)?;
                 Err(DestinationError::transient(format!("Google refused the upload token ({said}); uploading again")))
+            }
+            // Refused right after the upload: Google will not take this file.
+            Err(library::Refused::Token(said)) => {
+                self.sessions.forget(request.job).map_err(super::session::store_error)?;
+                Err(DestinationError::permanent(format!("Google Photos did not take the file: {said}")))
             }
             Err(library::Refused::Other(error)) => Err(error),
         }

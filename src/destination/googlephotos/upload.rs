@@ -42,6 +42,12 @@ struct Piece {
     end: u64,
 }
 
+/// An upload token, and whether it was kept from an earlier attempt.
+pub(super) struct Token {
+    pub value: String,
+    pub kept: bool,
+}
+
 /// Uploads `request`'s bytes (or finds them uploaded before) and returns
 /// the upload token.
 pub(super) async fn send(
@@ -50,11 +56,11 @@ pub(super) async fn send(
     mime: &str,
     name: &str,
     progress: &ProgressFn,
-) -> Result<String, DestinationError> {
+) -> Result<Token, DestinationError> {
     let sessions = &destination.sessions;
     if let Some(session) = sessions.load(request.job).map_err(store_error)? {
         match session.decode::<State, Piece>(KIND, VERSION) {
-            Some((State { token: Some(token), .. }, _)) => return Ok(token),
+            Some((State { token: Some(value), .. }, _)) => return Ok(Token { value, kept: true }),
             Some((state, _)) => {
                 if let Some(received) = received(destination, &state, &request.cancel).await?
                     && received < request.size
@@ -62,7 +68,8 @@ pub(super) async fn send(
                     let file = source::open(request)?;
                     let sha = source::read_into(request, &file, 0, received, Sha256::new(), |s, b| s.update(b)).await?;
                     progress(Moved::Resumed(received));
-                    return carry_on(destination, request, &file, &state, received, sha, progress).await;
+                    let value = carry_on(destination, request, &file, &state, received, sha, progress).await?;
+                    return Ok(Token { value, kept: false });
                 }
                 tracing::info!(path = %request.source.display(), "Google no longer takes the upload session; starting again");
                 sessions.forget(request.job).map_err(store_error)?;
@@ -103,7 +110,8 @@ pub(super) async fn send(
         .unwrap_or(256 * 1024);
     let state = State { url: address, granularity, token: None };
     sessions.begin(request.job, KIND, VERSION, &to_json(&state)?).map_err(store_error)?;
-    carry_on(destination, request, &file, &state, 0, Sha256::new(), progress).await
+    let value = carry_on(destination, request, &file, &state, 0, Sha256::new(), progress).await?;
+    Ok(Token { value, kept: false })
 }
 
 /// How many bytes Google holds, or `None` when the session is not active.
