@@ -176,11 +176,12 @@ fn a_revoked_sign_in_holds_the_destination() {
     assert!(summary.to_string().contains("sign in again: photosync auth photos"), "{summary}");
 }
 
-/// Killed after the upload finished but before its media item was made;
-/// meanwhile the kept upload token expired: the bytes go up again, and the
-/// item is made once.
+/// Killed while its media item was being made (the request sent, its
+/// answer never seen), and the upload token no longer works: Google may
+/// hold the item, so the file is not sent again on its own (that could
+/// make a second one); it fails saying so, and `photosync retry` sends it.
 #[test]
-fn an_expired_upload_token_sends_the_bytes_again() {
+fn a_media_item_whose_answer_was_lost_is_not_made_twice_silently() {
     let server = Google::start();
     let env = google_env(&server);
     signed_in(&server, &env);
@@ -192,9 +193,14 @@ fn an_expired_upload_token_sends_the_bytes_again() {
     child.wait().expect("reap");
     server.with(|s| s.tokens.clear());
     let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert!(summary.to_string().contains("may hold it already"), "{summary}");
+    assert_eq!(server.with(|s| s.uploads.len()), 1, "not sent again on its own");
+    let out = env.run(["retry", "--failed"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(server.files()["a.jpg"], photo);
-    assert_eq!(server.with(|s| s.uploads.len()), 2, "uploaded again with a new session");
 }
 
 /// A file Google refuses right after its upload fails with Google's

@@ -24,9 +24,10 @@ pub(super) struct Library {
 
 /// Why no media item was made.
 pub(super) enum Refused {
-    /// Google refused the upload token (invalid, expired, used): the bytes
-    /// must go up again.
-    Token(String),
+    /// Google refused the item itself, with this status code
+    /// (<https://cloud.google.com/apis/design/errors#handling_errors>) and
+    /// its words.
+    Item(i64, String),
     /// Anything else.
     Other(DestinationError),
 }
@@ -104,6 +105,17 @@ impl Library {
         }
         let response =
             destination.post_json(cancel, "v1/mediaItems:batchCreate", &body).await.map_err(Refused::Other)?;
+        if response.status() == reqwest::StatusCode::BAD_REQUEST
+            && let Some(album) = album
+        {
+            // The album may be gone (deleted in Google Photos): it is found or made again.
+            self.albums.lock().await.retain(|_, id| id != album);
+            let error = destination.refusal(response, "make a media item in the album").await;
+            if error.retry == crate::destination::Retry::Held {
+                return Err(Refused::Other(error));
+            }
+            return Err(Refused::Other(DestinationError::transient(error.message)));
+        }
         if !response.status().is_success() {
             return Err(Refused::Other(destination.refusal(response, "make a media item").await));
         }
@@ -123,7 +135,7 @@ impl Library {
                 .filter(|c| !c.is_control())
                 .take(200)
                 .collect();
-            return Err(Refused::Token(said));
+            return Err(Refused::Item(code, said));
         }
         result
             .pointer("/mediaItem/id")

@@ -52,6 +52,13 @@ const MAX_VIDEO: u64 = 20 * 1000 * 1000 * 1000;
 const TYPES: &[(&str, &str)] = &[
     ("jpg", "image/jpeg"),
     ("jpeg", "image/jpeg"),
+    ("jpe", "image/jpeg"),
+    ("jfif", "image/jpeg"),
+    ("jps", "image/jpeg"),
+    ("mpo", "image/jpeg"),
+    ("insp", "image/jpeg"),
+    ("hif", "image/heif"),
+    ("qt", "video/quicktime"),
     ("png", "image/png"),
     ("gif", "image/gif"),
     ("webp", "image/webp"),
@@ -153,6 +160,12 @@ impl GooglePhotosDestination {
             .take(200)
             .collect();
         let detail = if said.is_empty() { String::new() } else { format!(": {said}") };
+        if said.contains("remaining storage") {
+            // Every upload would fail alike until the user makes room.
+            return DestinationError::held(format!(
+                "the Google account's storage is full{detail}: make room, or buy more"
+            ));
+        }
         if status == StatusCode::TOO_MANY_REQUESTS && said.contains("per day") {
             let mut error = DestinationError::held(format!(
                 "Google's daily request quota for this app's project is used up{detail}; it resets at midnight \
@@ -191,6 +204,12 @@ fn until_pacific_midnight() -> std::time::Duration {
     std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600).max(60))
 }
 
+/// An album's title as Google takes it: no control characters, at most
+/// 500 characters.
+fn album_title(rendered: &str) -> String {
+    rendered.chars().filter(|c| !c.is_control()).take(500).collect::<String>().trim().to_owned()
+}
+
 /// The MIME type of `name`, if Google Photos takes its type.
 fn mime_type(name: &str) -> Option<&'static str> {
     let extension = name.rsplit_once('.')?.1.to_ascii_lowercase();
@@ -225,14 +244,20 @@ impl Destination for GooglePhotosDestination {
         if request.size > limit {
             return Err(DestinationError::permanent(format!("Google Photos does not take {what}")));
         }
-        let token = upload::send(self, &request, mime, &name, &progress).await?;
+        // The album first: a title Google refuses costs no upload.
         let album = match &self.config.album {
-            Some(template) => Some(self.library.album(self, &request.subject.render(template), &request.cancel).await?),
+            Some(template) => {
+                let title = album_title(&request.subject.render(template));
+                if title.is_empty() { None } else { Some(self.library.album(self, &title, &request.cancel).await?) }
+            }
             None => None,
         };
+        let token = upload::send(self, &request, mime, &name, &progress).await?;
+        upload::creating(self, request.job, &token)?;
+        let forget = || self.sessions.forget(request.job).map_err(super::session::store_error);
         match self.library.create(self, &token.value, &name, album.as_deref(), &request.cancel).await {
             Ok(id) => {
-                self.sessions.forget(request.job).map_err(super::session::store_error)?;
+                forget()?;
                 Ok(Uploaded::Stored(Receipt {
                     key: RemoteKey(id.into_bytes()),
                     size: request.size,
@@ -240,15 +265,36 @@ impl Destination for GooglePhotosDestination {
                     version: Some(ACKNOWLEDGED.to_owned()),
                 }))
             }
-            // A token kept from an earlier attempt may have expired: the bytes go up again.
-            Err(library::Refused::Token(said)) if token.kept => {
-                self.sessions.forget(request.job).map_err(super::session::store_error)?;
-                Err(DestinationError::transient(format!("Google refused the upload token ({said}); uploading again")))
+            // Google's trouble (INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED):
+            // the token stays good for a day; asked again later.
+            Err(library::Refused::Item(13 | 14 | 4, said)) => {
+                Err(DestinationError::transient(format!("Google could not make the media item yet: {said}")))
+            }
+            Err(library::Refused::Item(8, said)) => {
+                Err(DestinationError::held(format!("Google is rationing this account or project: {said}")))
+            }
+            // A token kept from an earlier attempt, never used, may have
+            // expired: the bytes go up again.
+            Err(library::Refused::Item(code, said)) if token.kept && !token.create_sent => {
+                forget()?;
+                Err(DestinationError::transient(format!(
+                    "Google refused the upload token ({code}: {said}); uploading again"
+                )))
+            }
+            // Asked for before, its answer lost: Google may hold the item
+            // already. Sending the file again could make a second one.
+            Err(library::Refused::Item(code, said)) if token.create_sent => {
+                forget()?;
+                Err(DestinationError::permanent(format!(
+                    "Google refused to make the media item again ({code}: {said}); the first request's answer \
+                     was lost, so Google may hold it already: look in the album, and `photosync retry --failed` uploads it \
+                     again"
+                )))
             }
             // Refused right after the upload: Google will not take this file.
-            Err(library::Refused::Token(said)) => {
-                self.sessions.forget(request.job).map_err(super::session::store_error)?;
-                Err(DestinationError::permanent(format!("Google Photos did not take the file: {said}")))
+            Err(library::Refused::Item(code, said)) => {
+                forget()?;
+                Err(DestinationError::permanent(format!("Google Photos did not take the file ({code}: {said})")))
             }
             Err(library::Refused::Other(error)) => Err(error),
         }
@@ -263,7 +309,7 @@ impl Destination for GooglePhotosDestination {
         match response.status() {
             status if status.is_success() => Ok(Verdict::Holds),
             // An id Google does not know (or no longer lets this app see).
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(Verdict::Missing),
+            StatusCode::NOT_FOUND => Ok(Verdict::Missing),
             _ => Err(self.refusal(response, "show a media item").await),
         }
     }
@@ -297,6 +343,9 @@ mod tests {
         assert_eq!(mime_type("clip.MOV"), Some("video/quicktime"));
         assert_eq!(mime_type("IMG_0001.xmp"), None);
         assert_eq!(mime_type("noext"), None);
+        assert_eq!(mime_type("pano.INSP"), Some("image/jpeg"));
+        assert_eq!(album_title("  Trip\n2024 "), "Trip2024");
+        assert_eq!(album_title(&"x".repeat(600)).len(), 500);
         let wait = until_pacific_midnight();
         assert!(wait >= std::time::Duration::from_mins(1) && wait <= std::time::Duration::from_hours(25), "{wait:?}");
     }

@@ -34,6 +34,10 @@ struct State {
     granularity: u64,
     /// The upload token, once Google gave it.
     token: Option<String>,
+    /// Whether a media item was asked for with the token (its answer may
+    /// have been lost: Google may hold the item).
+    #[serde(default)]
+    create_sent: bool,
 }
 
 /// A chunk Google took: it holds every byte before `end`.
@@ -46,6 +50,21 @@ struct Piece {
 pub(super) struct Token {
     pub value: String,
     pub kept: bool,
+    /// A media item was asked for with it before.
+    pub create_sent: bool,
+}
+
+/// Records that a media item is about to be asked for with `token`.
+pub(super) fn creating(
+    destination: &GooglePhotosDestination,
+    job: JobId,
+    token: &Token,
+) -> Result<(), DestinationError> {
+    let Some(session) = destination.sessions.load(job).map_err(store_error)? else { return Ok(()) };
+    let Some((mut state, _)) = session.decode::<State, Piece>(KIND, VERSION) else { return Ok(()) };
+    state.token = Some(token.value.clone());
+    state.create_sent = true;
+    destination.sessions.begin(job, KIND, VERSION, &to_json(&state)?).map_err(store_error)
 }
 
 /// Uploads `request`'s bytes (or finds them uploaded before) and returns
@@ -60,7 +79,9 @@ pub(super) async fn send(
     let sessions = &destination.sessions;
     if let Some(session) = sessions.load(request.job).map_err(store_error)? {
         match session.decode::<State, Piece>(KIND, VERSION) {
-            Some((State { token: Some(value), .. }, _)) => return Ok(Token { value, kept: true }),
+            Some((State { token: Some(value), create_sent, .. }, _)) => {
+                return Ok(Token { value, kept: true, create_sent });
+            }
             Some((state, _)) => {
                 if let Some(received) = received(destination, &state, &request.cancel).await?
                     && received < request.size
@@ -69,7 +90,7 @@ pub(super) async fn send(
                     let sha = source::read_into(request, &file, 0, received, Sha256::new(), |s, b| s.update(b)).await?;
                     progress(Moved::Resumed(received));
                     let value = carry_on(destination, request, &file, &state, received, sha, progress).await?;
-                    return Ok(Token { value, kept: false });
+                    return Ok(Token { value, kept: false, create_sent: false });
                 }
                 tracing::info!(path = %request.source.display(), "Google no longer takes the upload session; starting again");
                 sessions.forget(request.job).map_err(store_error)?;
@@ -108,10 +129,10 @@ pub(super) async fn send(
         .and_then(|g| g.trim().parse::<u64>().ok())
         .filter(|&g| g > 0)
         .unwrap_or(256 * 1024);
-    let state = State { url: address, granularity, token: None };
+    let state = State { url: address, granularity, token: None, create_sent: false };
     sessions.begin(request.job, KIND, VERSION, &to_json(&state)?).map_err(store_error)?;
     let value = carry_on(destination, request, &file, &state, 0, Sha256::new(), progress).await?;
-    Ok(Token { value, kept: false })
+    Ok(Token { value, kept: false, create_sent: false })
 }
 
 /// How many bytes Google holds, or `None` when the session is not active.
@@ -131,7 +152,12 @@ async fn received(
                 .header("X-Goog-Upload-Command", "query"))
         })
         .await?;
-    if !response.status().is_success() {
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+        // Google is busy or rationing: the session may be fine; ask later.
+        return Err(destination.refusal(response, "say how much of an upload it holds").await);
+    }
+    if !status.is_success() {
         return Ok(None);
     }
     let headers = response.headers();
@@ -191,7 +217,12 @@ async fn carry_on(
                 return Err(DestinationError::transient("Google finished an upload without its token"));
             }
             // The token is all that is left of the upload: recorded at once.
-            let done = State { url: state.url.clone(), granularity: state.granularity, token: Some(token.clone()) };
+            let done = State {
+                url: state.url.clone(),
+                granularity: state.granularity,
+                token: Some(token.clone()),
+                create_sent: false,
+            };
             destination.sessions.begin(request.job, KIND, VERSION, &to_json(&done)?).map_err(store_error)?;
             return Ok(token);
         }
