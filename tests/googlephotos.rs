@@ -218,3 +218,28 @@ fn a_file_google_refuses_fails_with_its_reason() {
     assert!(summary.to_string().contains("unsupported media"), "{summary}");
     assert_eq!(server.with(|s| s.uploads.len()), 1, "sent once");
 }
+
+/// Every byte reached Google but the finalize did not: after the restart
+/// the finalize goes alone, nothing is sent again.
+#[test]
+fn an_upload_holding_every_byte_is_finalized_without_sending_again() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    let content = write_video(&env.source.join("clip.mp4"), 6 * 1024 * 1024, 5);
+    let accepted = || server.with(|s| s.received.iter().filter(|r| r.accepted).map(|r| r.len).sum::<u64>());
+    let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("backup");
+    wait_until(Duration::from_mins(1), "part of the video is at Google", || accepted() >= 1024 * 1024);
+    server.with(|s| s.faults.push_back(Fault::Stall { route: "upload" }));
+    wait_until(Duration::from_mins(1), "the next chunk is held up", || server.with(|s| s.faults.is_empty()));
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    // Google got the rest meanwhile (the answers were what was lost).
+    server.with(|s| s.uploads.values_mut().next().expect("the session").bytes.clone_from(&content));
+    let before = server.with(|s| s.received.len());
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let after = server.with(|s| s.received[before..].to_vec());
+    assert_eq!(after.iter().map(|r| r.len).sum::<u64>(), 0, "nothing sent again: {after:?}");
+    assert_eq!(server.files()["clip.mp4"], content);
+}

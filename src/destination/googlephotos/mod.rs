@@ -18,7 +18,8 @@
 //! Limits are told before anything is sent: photos over 200 MB, videos
 //! over 20 GB and types Google does not take fail with the reason
 //! (<https://developers.google.com/photos/library/guides/upload-media#file-types-sizes>).
-//! A 429 waits at least `rate_limit_wait` (Google asks for 30 s,
+//! A 429 waits at least `rate_limit_wait`, doubled for each 429 in a row
+//! (Google asks for exponential backoff from 30 s,
 //! <https://developers.google.com/photos/overview/best-practices>); the
 //! daily quota of the app's project holds the destination until it resets,
 //! at midnight Pacific time
@@ -104,6 +105,9 @@ pub struct GooglePhotosDestination {
     access: Access,
     sessions: Arc<dyn SessionStore>,
     library: library::Library,
+    /// 429s in a row: each doubles the wait (Google asks for exponential
+    /// backoff from 30 s).
+    throttled: std::sync::atomic::AtomicU32,
 }
 
 impl GooglePhotosDestination {
@@ -115,6 +119,7 @@ impl GooglePhotosDestination {
             config: config.clone(),
             sessions,
             library: library::Library::default(),
+            throttled: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -177,8 +182,10 @@ impl GooglePhotosDestination {
         let message = format!("Google Photos could not {what} ({status}{detail})");
         let mut error = match status {
             StatusCode::TOO_MANY_REQUESTS => {
+                let row = self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed).min(6);
+                let floor = self.config.rate_limit_wait * 2u32.pow(row);
                 let mut error = DestinationError::transient(message);
-                error.retry_after = Some(asked.unwrap_or_default().max(self.config.rate_limit_wait));
+                error.retry_after = Some(asked.unwrap_or_default().max(floor));
                 return error;
             }
             StatusCode::FORBIDDEN => DestinationError::held(format!(
@@ -257,6 +264,7 @@ impl Destination for GooglePhotosDestination {
         let forget = || self.sessions.forget(request.job).map_err(super::session::store_error);
         match self.library.create(self, &token.value, &name, album.as_deref(), &request.cancel).await {
             Ok(id) => {
+                self.throttled.store(0, std::sync::atomic::Ordering::Relaxed);
                 forget()?;
                 Ok(Uploaded::Stored(Receipt {
                     key: RemoteKey(id.into_bytes()),

@@ -83,8 +83,9 @@ pub(super) async fn send(
                 return Ok(Token { value, kept: true, create_sent });
             }
             Some((state, _)) => {
+                // Every byte there but not finalized: the finalize goes alone.
                 if let Some(received) = received(destination, &state, &request.cancel).await?
-                    && received < request.size
+                    && received <= request.size
                 {
                     let file = source::open(request)?;
                     let sha = source::read_into(request, &file, 0, received, Sha256::new(), |s, b| s.update(b)).await?;
