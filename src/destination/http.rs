@@ -1,7 +1,8 @@
 //! What every HTTP destination needs, written once: sending a request that
 //! gives up the moment the upload is asked to stop, request bodies streamed
 //! from disk in positioned reads (with progress and the shared bandwidth
-//! limit), hashing a range of a file in the same read pattern, retry
+//! limit) or from a chunk held in memory, hashing a range of a file in the
+//! same read pattern, a service's base URL from the config, retry
 //! classification of an HTTP status with `Retry-After`, and transport
 //! errors that never carry a URL (presigned URLs and query tokens are
 //! secrets). Each destination adds what its own service means (S3's error
@@ -222,6 +223,39 @@ pub fn metered_chunks(
             Ok(bytes)
         }
     })
+}
+
+/// `bytes` as a request body in metered pieces.
+pub fn bytes_body(bytes: &bytes::Bytes, request: &UploadRequest, progress: &ProgressFn) -> reqwest::Body {
+    let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..bytes.len())
+        .step_by(STREAM_CHUNK)
+        .map(|at| Ok(bytes.slice(at..(at + STREAM_CHUNK).min(bytes.len()))))
+        .collect();
+    metered(futures_util::stream::iter(pieces), request, progress)
+}
+
+/// A service's base URL from `key` (`default` when unset): `https://`, or
+/// `http://` to this machine only (a test's fake); always ending in `/`.
+pub fn service_url(
+    section: &crate::config::Section<'_>,
+    key: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<url::Url, crate::config::ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    let mut url = url::Url::parse(&text)
+        .ok()
+        .filter(|u| u.host_str().is_some() && u.username().is_empty() && u.password().is_none())
+        .filter(|u| u.query().is_none() && u.fragment().is_none())
+        .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
+        .ok_or_else(|| {
+            section.error(key, &format!("`{text}` is not an https:// URL (http:// only to this machine)"))
+        })?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// The size of the next read of at most `chunk` bytes, `done` of `len` read.

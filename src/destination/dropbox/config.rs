@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Section};
+use crate::destination::http::service_url;
 use crate::oauth::{Provider, TokenStore};
 
 /// Dropbox takes at most 150 MiB in one request; chunks are whole 4 MiB
@@ -119,30 +120,6 @@ impl DropboxConfig {
             default_flow: crate::oauth::signin::Flow::Paste,
         }
     }
-}
-
-/// A service's base URL from `key` (`default` when unset): `https://`, or
-/// `http://` to this machine only (a test's fake); always ending in `/`.
-pub fn service_url(
-    section: &Section<'_>,
-    key: &str,
-    value: Option<String>,
-    default: &str,
-) -> Result<url::Url, ConfigError> {
-    let text = value.unwrap_or_else(|| default.to_owned());
-    let mut url = url::Url::parse(&text)
-        .ok()
-        .filter(|u| u.host_str().is_some() && u.username().is_empty() && u.password().is_none())
-        .filter(|u| u.query().is_none() && u.fragment().is_none())
-        .filter(|u| u.scheme() == "https" || (u.scheme() == "http" && crate::destination::http::is_loopback(u)))
-        .ok_or_else(|| {
-            section.error(key, &format!("`{text}` is not an https:// URL (http:// only to this machine)"))
-        })?;
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
 }
 
 #[cfg(test)]

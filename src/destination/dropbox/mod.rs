@@ -21,7 +21,7 @@ mod config;
 pub mod content_hash;
 mod session;
 
-pub use config::{DropboxConfig, service_url};
+pub use config::DropboxConfig;
 
 use std::sync::Arc;
 
@@ -250,7 +250,7 @@ impl DropboxDestination {
         let ours = hashers.content.hex();
         let mut arg = Self::commit_info(path, request);
         arg["content_hash"] = json!(ours);
-        let body = || body_of(&bytes, request, progress);
+        let body = || http::bytes_body(&bytes, request, progress);
         match self.content(request, "2/files/upload", &arg, "store a file", body).await? {
             Ok(metadata) => Self::receipt(path, request, &metadata, &ours).map(|r| Placed::Done(Uploaded::Stored(r))),
             Err(refusal) if refusal.is("path/conflict") => Ok(Placed::Taken),
@@ -277,15 +277,6 @@ fn safe_segment(segment: &str) -> String {
         out.push_str("%20");
     }
     out
-}
-
-/// `bytes` as a request body in metered pieces.
-pub(super) fn body_of(bytes: &bytes::Bytes, request: &UploadRequest, progress: &ProgressFn) -> reqwest::Body {
-    let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..bytes.len())
-        .step_by(http::STREAM_CHUNK)
-        .map(|at| Ok(bytes.slice(at..(at + http::STREAM_CHUNK).min(bytes.len()))))
-        .collect();
-    http::metered(futures_util::stream::iter(pieces), request, progress)
 }
 
 #[async_trait]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::content_hash::BLOCK;
-use super::{DropboxDestination, Hashers, body_of, classify_write};
+use super::{DropboxDestination, Hashers, classify_write};
 use crate::destination::session::{recorded, store_error, to_json};
 use crate::destination::source;
 use crate::destination::{DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, http};
@@ -185,7 +185,7 @@ async fn carry_on(
         if let Some(first) = first_block.filter(|_| end.is_multiple_of(BLOCK) || end == request.size) {
             arg["content_hash"] = json!(hashers.content.tail_hex(first));
         }
-        let body = || body_of(&bytes, request, progress);
+        let body = || http::bytes_body(&bytes, request, progress);
         match destination.content(request, "2/files/upload_session/append_v2", &arg, "take a chunk", body).await? {
             Ok(_) => {}
             // It has these bytes already (an earlier answer was lost).

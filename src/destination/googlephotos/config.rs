@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Section};
-use crate::destination::dropbox::service_url;
+use crate::destination::http::service_url;
 use crate::oauth::signin::Flow;
 use crate::oauth::{Provider, SignIn, TokenStore};
 

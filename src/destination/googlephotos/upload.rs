@@ -205,7 +205,7 @@ async fn carry_on(
                     .header(reqwest::header::CONTENT_LENGTH, len)
                     .header("X-Goog-Upload-Command", command)
                     .header("X-Goog-Upload-Offset", offset)
-                    .body(crate::destination::dropbox::body_of(&bytes, request, progress)))
+                    .body(http::bytes_body(&bytes, request, progress)))
             })
             .await
             .map_err(|e| if request.cancelled() { DestinationError::interrupted() } else { e })?;

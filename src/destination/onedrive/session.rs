@@ -240,7 +240,7 @@ async fn carry_on(
             .put(&state.upload_url)
             .header(reqwest::header::CONTENT_RANGE, range)
             .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(super::super::dropbox::body_of(&bytes, request, progress));
+            .body(http::bytes_body(&bytes, request, progress));
         let response = http::send_for(&request.cancel, put)
             .await
             .map_err(|e| if request.cancelled() { DestinationError::interrupted() } else { e })?;
