@@ -116,6 +116,28 @@ pub fn chosen<'t>(targets: &'t [Target], options: &VerifyOptions) -> Result<Vec<
     Err(format!("no destination is called `{name}`; configured: {}", known.join(", ")))
 }
 
+/// Checks `chunk`'s objects (each one's rows) at `target`, in one go where
+/// it can.
+async fn check(
+    target: &Target,
+    chunk: Vec<Vec<ReceiptRow>>,
+    deep: bool,
+    observer: &dyn VerifyObserver,
+) -> Vec<(String, Vec<ReceiptRow>, Result<Verdict, crate::destination::DestinationError>)> {
+    let receipts: Vec<_> = chunk.iter().map(|rows| rows[0].receipt.clone()).collect();
+    let mut verdicts = target.destination.verify_many(&receipts, deep).await.into_iter();
+    chunk
+        .into_iter()
+        .map(|rows| {
+            observer.checked();
+            let verdict = verdicts.next().unwrap_or_else(|| {
+                Err(crate::destination::DestinationError::transient("the destination gave no verdict"))
+            });
+            (target.name.clone(), rows, verdict)
+        })
+        .collect()
+}
+
 /// Checks the objects `receipts` name at `targets`.
 pub async fn verify(
     receipts: Vec<ReceiptRow>,
@@ -139,16 +161,21 @@ pub async fn verify(
     report.objects = objects.len() as u64;
     observer.objects(report.objects);
 
-    let checks = futures_util::stream::iter(objects.into_iter().filter_map(|rows| {
-        let target = targets.iter().find(|t| t.id == rows[0].destination)?;
-        Some(async move {
-            let verdict = target.destination.verify(&rows[0].receipt, options.deep).await;
-            observer.checked();
-            (target.name.clone(), rows, verdict)
-        })
-    }))
-    .buffer_unordered(AT_ONCE);
-    let results: Vec<_> = checks.collect().await;
+    // Objects of one destination go together, as many at a time as it
+    // checks in one request.
+    let mut chunks: Vec<(&Target, Vec<Vec<ReceiptRow>>)> = Vec::new();
+    for rows in objects {
+        let Some(target) = targets.iter().find(|t| t.id == rows[0].destination) else { continue };
+        let size = target.destination.verify_batch().max(1);
+        match chunks.iter_mut().rev().find(|(t, c)| t.id == target.id && c.len() < size) {
+            Some((_, chunk)) => chunk.push(rows),
+            None => chunks.push((target, vec![rows])),
+        }
+    }
+    let checks: Vec<_> =
+        chunks.into_iter().map(|(target, chunk)| check(target, chunk, options.deep, observer)).collect();
+    let checks = futures_util::stream::iter(checks).buffer_unordered(AT_ONCE);
+    let results: Vec<_> = checks.collect::<Vec<_>>().await.into_iter().flatten().collect();
     for (destination, rows, verdict) in results {
         let (kind, reason) = match verdict {
             Ok(Verdict::Holds) => {

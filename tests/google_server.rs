@@ -11,14 +11,21 @@
 //!   multiple of the granularity, at `X-Goog-Upload-Offset`), `upload,
 //!   finalize` (the raw-size total reached; the upload token as the body),
 //!   `query` (`X-Goog-Upload-Status`, `X-Goog-Upload-Size-Received`) and
-//!   `cancel`;
+//!   `cancel`; a plain upload (the guide's "Uploading bytes",
+//!   <https://developers.google.com/photos/library/guides/upload-media#uploading-bytes>):
+//!   `X-Goog-Upload-Protocol: raw` with the bytes as the body → the token;
+//!   a file over the size limit → 413 ("The request exceeded the max file
+//!   size limit");
 //! - `mediaItems:batchCreate`
 //!   (<https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchCreate>):
 //!   at most 50 `newMediaItems`, each result with its own `status`; an
 //!   unknown or used token → `INVALID_ARGUMENT` for that item; the same
 //!   bytes → the same media item id (the guide on uploading media);
 //!   `albumId` must be an album this app made;
-//! - `mediaItems.get`; `albums.list` with `excludeNonAppCreatedData`,
+//! - `mediaItems.get`, `mediaItems:batchGet` (at most 50 `mediaItemIds`,
+//!   each result in order, `NOT_FOUND` in its own status,
+//!   <https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchGet>);
+//!   `albums.list` with `excludeNonAppCreatedData` (`mediaItemsCount` a string),
 //!   `albums.create` (<https://developers.google.com/photos/library/reference/rest/v1/albums>);
 //! - errors as Google's JSON `{"error": {code, message, status}}`; limits
 //!   and quotas (<https://developers.google.com/photos/overview/api-limits-quotas>):
@@ -113,6 +120,13 @@ pub struct State {
     pub codes: BTreeMap<String, (String, String)>,
     /// Refuse every new media item (as for a file Google will not take).
     pub refuse_items: bool,
+    /// Refuse new media items whose file name contains one of these.
+    pub refuse_names: Vec<String>,
+    /// The largest upload taken (Google's 20 GB, made small for a test).
+    pub max_size: u64,
+    /// `batchCreate` requests being answered now, and the most at once.
+    pub creating: usize,
+    pub most_creating: usize,
     pub base: String,
     next_id: u64,
 }
@@ -133,6 +147,10 @@ impl Default for State {
             access_tokens: Vec::new(),
             codes: BTreeMap::new(),
             refuse_items: false,
+            refuse_names: Vec::new(),
+            max_size: 20 * 1000 * 1000 * 1000,
+            creating: 0,
+            most_creating: 0,
             base: String::new(),
             next_id: 0,
         }
@@ -224,6 +242,17 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let body = body_of(body).await;
+    let creating = path == "/v1/mediaItems:batchCreate";
+    if creating {
+        // Held open a moment, so that two requests at once would overlap.
+        {
+            let mut state = lock(shared);
+            state.creating += 1;
+            state.most_creating = state.most_creating.max(state.creating);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        lock(shared).creating -= 1;
+    }
     let (stall, answer) = {
         let mut state = lock(shared);
         let shown = if path.starts_with("/upload-session/") { "upload" } else { path.as_str() };
@@ -268,6 +297,9 @@ fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, 
         );
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if path == "/v1/uploads" && method == Method::POST && header("x-goog-upload-protocol") == "raw" {
+        return raw_upload(state, body);
+    }
     if path == "/v1/uploads" && method == Method::POST {
         if header("x-goog-upload-command") != "start" || header("x-goog-upload-protocol") != "resumable" {
             return google_error(StatusCode::BAD_REQUEST, "Only resumable starts are taken here.");
@@ -275,6 +307,9 @@ fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, 
         let Ok(size) = header("x-goog-upload-raw-size").parse::<u64>() else {
             return google_error(StatusCode::BAD_REQUEST, "X-Goog-Upload-Raw-Size is required.");
         };
+        if size > state.max_size {
+            return too_large();
+        }
         if header("x-goog-upload-content-type").is_empty() {
             return google_error(StatusCode::BAD_REQUEST, "X-Goog-Upload-Content-Type is required.");
         }
@@ -292,11 +327,18 @@ fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, 
     }
     match (method, path) {
         (&Method::POST, "/v1/mediaItems:batchCreate") => batch_create(state, body),
+        (&Method::GET, "/v1/mediaItems:batchGet") => batch_get(state, query),
         (&Method::GET, "/v1/albums") => {
             let only_ours = query.contains("excludeNonAppCreatedData=true");
             assert!(only_ours, "photosync may only look among its own albums");
-            let albums: Vec<Value> =
-                state.albums.iter().map(|(id, title)| json!({"id": id, "title": title, "isWriteable": true})).collect();
+            let albums: Vec<Value> = state
+                .albums
+                .iter()
+                .map(|(id, title)| {
+                    let count = state.items.values().filter(|i| i.albums.contains(id)).count();
+                    json!({"id": id, "title": title, "isWriteable": true, "mediaItemsCount": count.to_string()})
+                })
+                .collect();
             json_answer(StatusCode::OK, &json!({"albums": albums}))
         }
         (&Method::POST, "/v1/albums") => {
@@ -385,6 +427,44 @@ fn upload(state: &mut State, id: &str, command: &str, offset: &str, body: &[u8])
     }
 }
 
+/// A plain upload: the body is the whole file.
+fn raw_upload(state: &mut State, body: &[u8]) -> Answer {
+    if body.len() as u64 > state.max_size {
+        return too_large();
+    }
+    let id = state.id("s");
+    state.received.push(Received { session: id.clone(), offset: 0, len: body.len() as u64, accepted: true });
+    state.uploads.insert(
+        id.clone(),
+        Upload { size: body.len() as u64, bytes: body.to_vec(), finalized: true, cancelled: false },
+    );
+    let token = state.id("CAIS");
+    state.tokens.insert(token.clone(), (id, false));
+    with_type(StatusCode::OK, "text/plain", token.into_bytes())
+}
+
+fn too_large() -> Answer {
+    google_error(StatusCode::PAYLOAD_TOO_LARGE, "The request exceeded the max file size limit of 20 GB.")
+}
+
+fn batch_get(state: &State, query: &str) -> Answer {
+    let ids: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "mediaItemIds")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if ids.is_empty() || ids.len() > 50 {
+        return google_error(StatusCode::BAD_REQUEST, "mediaItemIds must hold 1 to 50 ids.");
+    }
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|id| match state.items.get(id) {
+            Some(item) => json!({"mediaItem": {"id": id, "filename": item.file_name}}),
+            None => json!({"status": {"code": 5, "message": "Requested entity was not found."}}),
+        })
+        .collect();
+    json_answer(StatusCode::OK, &json!({"mediaItemResults": results}))
+}
+
 fn batch_create(state: &mut State, body: &[u8]) -> Answer {
     let request: Value = serde_json::from_slice(body).unwrap_or_default();
     let items = request.get("newMediaItems").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -402,7 +482,7 @@ fn batch_create(state: &mut State, body: &[u8]) -> Answer {
         let file_name =
             item.pointer("/simpleMediaItem/fileName").and_then(Value::as_str).unwrap_or_default().to_owned();
         let usable = state.tokens.get(&token).filter(|(_, used)| !used).map(|(session, _)| session.clone());
-        if state.refuse_items {
+        if state.refuse_items || state.refuse_names.iter().any(|n| file_name.contains(n.as_str())) {
             results.push(json!({"uploadToken": token, "status": {"code": 3, "message": "Failed: unsupported media."}}));
             continue;
         }
@@ -468,7 +548,7 @@ fn token(state: &mut State, body: &[u8]) -> Answer {
 fn google_error(status: StatusCode, message: &str) -> Answer {
     let code = status.as_u16();
     let kind = match code {
-        400 => "INVALID_ARGUMENT",
+        400 | 413 => "INVALID_ARGUMENT",
         404 => "NOT_FOUND",
         429 => "RESOURCE_EXHAUSTED",
         _ => "UNAVAILABLE",

@@ -180,6 +180,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (network, cycle)
     ) WITHOUT ROWID;
     ",
+    // 8: what a destination keeps about its service beyond one upload (an
+    // album's id, the requests sent today), as JSON under the destination's
+    // name and a key of its own.
+    r"
+    CREATE TABLE service_notes (
+        scope    TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        value    TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -97,6 +97,48 @@ impl SessionStore for SessionLog {
             Ok(())
         })
     }
+
+    fn note(&self, scope: &str, key: &str) -> std::result::Result<Option<serde_json::Value>, StoreError> {
+        self.with(|conn| read_note(conn, scope, key))
+    }
+
+    fn update_note(
+        &self,
+        scope: &str,
+        key: &str,
+        change: &mut dyn FnMut(Option<serde_json::Value>) -> Option<serde_json::Value>,
+    ) -> std::result::Result<Option<serde_json::Value>, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        update_note(&mut conn, scope, key, change).map_err(|e| Box::new(e) as StoreError)
+    }
+}
+
+fn update_note(
+    conn: &mut Connection,
+    scope: &str,
+    key: &str,
+    change: &mut dyn FnMut(Option<serde_json::Value>) -> Option<serde_json::Value>,
+) -> rusqlite::Result<Option<serde_json::Value>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let new = change(read_note(&tx, scope, key)?);
+    match &new {
+        Some(value) => tx.execute(
+            "INSERT OR REPLACE INTO service_notes (scope, key, value) VALUES (?1, ?2, ?3)",
+            params![scope, key, value.to_string()],
+        )?,
+        None => tx.execute("DELETE FROM service_notes WHERE scope = ?1 AND key = ?2", params![scope, key])?,
+    };
+    tx.commit()?;
+    Ok(new)
+}
+
+fn read_note(conn: &Connection, scope: &str, key: &str) -> rusqlite::Result<Option<serde_json::Value>> {
+    conn.query_row("SELECT value FROM service_notes WHERE scope = ?1 AND key = ?2", params![scope, key], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()?
+    .map(|text| json(&text))
+    .transpose()
 }
 
 #[cfg(test)]
@@ -155,5 +197,24 @@ mod tests {
         assert!(log.load(job).expect("load").expect("there").pieces.is_empty(), "a new session drops old pieces");
         log.forget(job).expect("forget");
         assert_eq!(log.load(job).expect("load"), None);
+    }
+
+    #[test]
+    fn notes_are_kept_per_destination_and_changed_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        let log = Catalog::open(&path).expect("open").session_log().expect("log");
+        assert_eq!(log.note("g", "albums").expect("read"), None);
+        let add = |n: u64| {
+            move |old: Option<serde_json::Value>| Some(serde_json::json!(old.and_then(|v| v.as_u64()).unwrap_or(0) + n))
+        };
+        assert_eq!(log.update_note("g", "requests", &mut add(2)).expect("add"), Some(serde_json::json!(2)));
+        assert_eq!(log.update_note("g", "requests", &mut add(3)).expect("add"), Some(serde_json::json!(5)));
+        log.update_note("other", "requests", &mut add(7)).expect("add");
+        let reopened = Catalog::open(&path).expect("reopen").session_log().expect("log");
+        assert_eq!(reopened.note("g", "requests").expect("read"), Some(serde_json::json!(5)));
+        assert_eq!(reopened.note("other", "requests").expect("read"), Some(serde_json::json!(7)));
+        assert_eq!(reopened.update_note("g", "requests", &mut |_| None).expect("remove"), None);
+        assert_eq!(reopened.note("g", "requests").expect("read"), None);
     }
 }

@@ -82,6 +82,25 @@ fn budget_line(b: &photosync::ipc::wire::Budget) -> String {
     )
 }
 
+/// "photos: 1200 of 10000 Google requests used today (8800 left, the day
+/// ends in 5h); 30000 files waiting, about 4 days at 1.02 requests a file".
+fn quota_line(q: &photosync::ipc::wire::Quota) -> String {
+    let ends = HumanDuration(std::time::Duration::from_secs(q.resets_in_seconds));
+    let head = format!(
+        "{}: {} of {} requests of the daily quota used today ({} left, the count starts again in {ends})",
+        printable(&q.destination),
+        q.used,
+        q.limit,
+        q.remaining,
+    );
+    let rate = q.per_file.map_or_else(|| "at least 1 request a file".to_owned(), |r| format!("{r:.2} requests a file"));
+    match q.days {
+        0 => head,
+        1 => format!("{head}; {} files waiting: done today at {rate}", q.files_waiting),
+        days => format!("{head}; {} files waiting: about {days} days at {rate}", q.files_waiting),
+    }
+}
+
 fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()> {
     let up = HumanDuration(s.started_at.until(Timestamp::now()));
     writeln!(out, "photosync daemon {} (pid {}), up {up}: {}", s.version, s.pid, s.state)?;
@@ -122,6 +141,9 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
     }
     if let Some(b) = &sched.budget {
         writeln!(out, "{}", budget_line(b))?;
+    }
+    for q in &sched.quotas {
+        writeln!(out, "{}", quota_line(q))?;
     }
     if let Some(next) = sched.next_retry {
         writeln!(out, "next retry: in {}", HumanDuration(Timestamp::now().until(next)))?;

@@ -57,6 +57,20 @@ pub fn scheduler(status: &SchedulerStatus) -> wire::Scheduler {
             resets: b.resets.to_string(),
             enforced: b.enforced,
         }),
+        quotas: status
+            .quotas
+            .iter()
+            .map(|q| wire::Quota {
+                destination: q.destination.clone(),
+                used: q.used,
+                limit: q.limit,
+                remaining: q.limit.saturating_sub(q.used),
+                resets_in_seconds: q.resets_in_seconds,
+                per_file: q.per_file,
+                files_waiting: q.files_waiting,
+                days: q.days,
+            })
+            .collect(),
     }
 }
 

@@ -183,6 +183,9 @@ pub enum Retry {
     /// again): the job waits, uncharged, and the destination is held
     /// with the message, which says what to do.
     Held,
+    /// The service asks for fewer requests (a 429): the job waits out
+    /// `retry_after`, uncharged, and the destination rests as long.
+    Throttled,
 }
 
 /// An upload or check that did not succeed.
@@ -218,6 +221,11 @@ impl DestinationError {
         Self { retry: Retry::Held, message: message.into(), retry_after: None }
     }
 
+    /// The service asks for fewer requests; `retry_after` says how long to wait.
+    pub fn throttled(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self { retry: Retry::Throttled, message: message.into(), retry_after: Some(retry_after) }
+    }
+
     /// The upload stopped because it was asked to.
     pub fn interrupted() -> Self {
         Self { retry: Retry::Interrupted, message: "interrupted".into(), retry_after: None }
@@ -227,6 +235,19 @@ impl DestinationError {
     pub fn retryable(&self) -> bool {
         self.retry == Retry::Transient
     }
+}
+
+/// A daily request quota, as this machine has used it today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests sent today.
+    pub used: u64,
+    /// Requests allowed per day.
+    pub limit: u64,
+    /// Files acknowledged today (what the requests bought).
+    pub items: u64,
+    /// Until the count starts again.
+    pub resets_in: Duration,
 }
 
 /// An upload target.
@@ -243,6 +264,26 @@ pub trait Destination: Send + Sync {
     /// (a folder re-reads the file; S3 trusts the server's checksum or
     /// `ETag` unless `deep`, when it reads the object back).
     async fn verify(&self, receipt: &Receipt, deep: bool) -> Result<Verdict, DestinationError>;
+
+    /// How many receipts [`Destination::verify_many`] takes at once.
+    fn verify_batch(&self) -> usize {
+        1
+    }
+
+    /// Checks several receipts (at most [`Destination::verify_batch`]) at
+    /// once where the service can: one verdict each, in order.
+    async fn verify_many(&self, receipts: &[Receipt], deep: bool) -> Vec<Result<Verdict, DestinationError>> {
+        let mut verdicts = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            verdicts.push(self.verify(receipt, deep).await);
+        }
+        verdicts
+    }
+
+    /// How the service's daily request quota stands, for one that has one.
+    fn quota(&self) -> Option<Quota> {
+        None
+    }
 
     /// Releases whatever an unfinished upload of `job` (content `hash`,
     /// layout key `key`) left behind: an open multipart upload, a temporary

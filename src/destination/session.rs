@@ -59,6 +59,17 @@ pub trait SessionStore: Send + Sync {
     fn record(&self, job: JobId, number: u32, piece: &serde_json::Value) -> Result<(), StoreError>;
     /// Drops the session once the upload is complete or abandoned.
     fn forget(&self, job: JobId) -> Result<(), StoreError>;
+    /// What the destination called `scope` keeps under `key` beyond any
+    /// one upload (an album's id, today's request count).
+    fn note(&self, scope: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Replaces the note under `key` with what `change` makes of it (`None`
+    /// removes it), atomically; the new note.
+    fn update_note(
+        &self,
+        scope: &str,
+        key: &str,
+        change: &mut dyn FnMut(Option<serde_json::Value>) -> Option<serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 }
 
 /// The session recorded for `job` as `kind` at `version`: its state, its

@@ -36,6 +36,31 @@ pub struct Scheduler {
     /// The data budget of the metered network uploads run on, if one is set.
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// Daily request quotas of the destinations that have one (Google Photos).
+    #[serde(default)]
+    pub quotas: Vec<Quota>,
+}
+
+/// How a destination's daily request quota stands, and what the files
+/// waiting for it need of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quota {
+    /// The destination.
+    pub destination: String,
+    /// Requests sent today (as this machine counted them).
+    pub used: u64,
+    /// Requests allowed per day.
+    pub limit: u64,
+    /// Requests left today.
+    pub remaining: u64,
+    /// Seconds until the count starts again.
+    pub resets_in_seconds: u64,
+    /// Requests per file acknowledged today, when there was one.
+    pub per_file: Option<f64>,
+    /// Files waiting for the destination.
+    pub files_waiting: u64,
+    /// Days they take at this rate, today counting as the first (0: none waiting).
+    pub days: u64,
 }
 
 /// How a metered network's data budget stands.

@@ -423,6 +423,15 @@ impl Job {
         }
     }
 
+    /// `running → retry_wait` without charging an attempt: the service
+    /// asked for fewer requests, which says nothing about this file.
+    pub fn hold_off(&self, error: String, next_attempt_at: Timestamp) -> Result<Job, TransitionError> {
+        match self.state {
+            JobState::Running { .. } => Ok(self.to(JobState::RetryWait { next_attempt_at, error }, self.attempts)),
+            _ => Err(self.refuse("hold off")),
+        }
+    }
+
     /// `running → failed`: a permanent failure or a spent retry budget;
     /// charges one attempt.
     pub fn fail(&self, error: String) -> Result<Job, TransitionError> {

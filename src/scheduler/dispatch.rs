@@ -347,6 +347,10 @@ impl Scheduler<'_> {
                 }
                 self.settle(&flight.running, &uploaded, sent)
             }
+            Err(error) if error.retry == Retry::Throttled => {
+                self.observer.bytes(-(moved as i64));
+                self.throttled(flight, &error)
+            }
             Err(error) if error.retry == Retry::Held => {
                 self.observer.bytes(-(moved as i64));
                 let queued = flight.running.interrupt(WaitingOn::Nothing)?;

@@ -38,7 +38,7 @@ mod window;
 pub use commands::Command;
 pub use meter::{BudgetStatus, MeteredUse};
 pub use run_once::{Limits, drain};
-pub use status::{DrainReport, Hold, Pause, RecentError, SchedulerStatus, UploadStatus};
+pub use status::{DrainReport, Hold, Pause, QuotaStatus, RecentError, SchedulerStatus, UploadStatus};
 pub use target::{Target, open_targets};
 pub use window::{UploadWindow, upload_window};
 

@@ -14,6 +14,14 @@ use crate::policy::{Deadline, RetryDecision, decide_retry};
 /// How often the daemon looks again at a destination held for the user.
 const USER_RECHECK: std::time::Duration = std::time::Duration::from_mins(1);
 
+/// How long a destination that asked for fewer requests without saying
+/// for how long rests.
+const THROTTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How many times a one-shot run waits out a job's "fewer requests" before
+/// leaving it for the next run.
+const THROTTLES_PER_RUN: u32 = 10;
+
 impl Scheduler<'_> {
     pub(super) fn remember_error(&mut self, job: JobId, path: &std::path::Path, error: &str) {
         self.recent_errors.push_front(RecentError {
@@ -81,6 +89,40 @@ impl Scheduler<'_> {
                 self.report.failed += 1;
             }
         }
+        self.observer.job_done();
+        Ok(())
+    }
+
+    /// The service asked for fewer requests: the job waits, uncharged (the
+    /// file is not at fault), and the destination rests as long as asked,
+    /// so that no other upload spends a request on a refusal meanwhile.
+    pub(super) fn throttled(&mut self, flight: Flight, error: &DestinationError) -> Result<(), CatalogError> {
+        let Flight { running, mut pending, .. } = flight;
+        let path = pending.path();
+        self.remember_error(running.id, &path, &error.message);
+        let now = Timestamp::now();
+        let wait = error.retry_after.unwrap_or(THROTTLE_WAIT);
+        let at = now.after(wait);
+        tracing::warn!(path = %path.display(), "the destination asks for fewer requests; trying again in {}: {error}", humantime::format_duration(round(wait)));
+        let waiting = running.hold_off(error.message.clone(), at)?;
+        self.catalog.apply(&running, &waiting, now)?;
+        let destination = running.destination_id;
+        let breaker = self.breakers.entry(destination).or_default();
+        if !(breaker.for_user && breaker.open.is_some()) {
+            let later = breaker.open.as_ref().and_then(|(_, until)| *until).filter(|u| u.wall() > at);
+            breaker.open =
+                Some((format!("asked for fewer requests: {error}"), Some(later.unwrap_or(Deadline::at(at)))));
+        }
+        let tries = self.tries.entry(running.id).or_insert(0);
+        *tries += 1;
+        if self.settings.mode == Mode::OneShot && wait <= RETRY_AFTER_IN_RUN && *tries < THROTTLES_PER_RUN {
+            pending.job = waiting;
+            self.sleeping.push((Instant::now() + wait, pending));
+            return Ok(());
+        }
+        self.tries.remove(&running.id);
+        let at = Deadline::at(at);
+        self.next_retry = Some(self.next_retry.filter(|t| t.wall() <= at.wall()).unwrap_or(at));
         self.observer.job_done();
         Ok(())
     }

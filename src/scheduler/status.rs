@@ -87,6 +87,48 @@ pub struct Pause {
     pub until: Option<Timestamp>,
 }
 
+/// A destination's daily request quota, and what its backlog needs of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaStatus {
+    /// Destination label.
+    pub destination: String,
+    /// Requests sent today.
+    pub used: u64,
+    /// Requests allowed per day.
+    pub limit: u64,
+    /// Seconds until the count starts again.
+    pub resets_in_seconds: u64,
+    /// Requests per file acknowledged today, when there was one.
+    pub per_file: Option<f64>,
+    /// Files waiting for this destination.
+    pub files_waiting: u64,
+    /// Days (today counting as the first) the files waiting take at this
+    /// rate (at one request per file before any was made).
+    pub days: u64,
+}
+
+impl QuotaStatus {
+    fn new(destination: &str, quota: crate::destination::Quota, files_waiting: u64) -> QuotaStatus {
+        let per_file = (quota.items > 0).then(|| quota.used as f64 / quota.items as f64);
+        let needed = (files_waiting as f64 * per_file.unwrap_or(1.0)).ceil() as u64;
+        let left_today = quota.limit.saturating_sub(quota.used);
+        let days = match needed {
+            0 => 0,
+            n if n <= left_today => 1,
+            n => 1 + (n - left_today).div_ceil(quota.limit.max(1)),
+        };
+        QuotaStatus {
+            destination: destination.to_owned(),
+            used: quota.used,
+            limit: quota.limit,
+            resets_in_seconds: quota.resets_in.as_secs(),
+            per_file,
+            files_waiting,
+            days,
+        }
+    }
+}
+
 /// The scheduler's view for `photosync status`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerStatus {
@@ -112,6 +154,8 @@ pub struct SchedulerStatus {
     pub order: Order,
     /// The data budget of the metered network uploads run on.
     pub budget: Option<super::BudgetStatus>,
+    /// Daily request quotas of the destinations that have one.
+    pub quotas: Vec<QuotaStatus>,
 }
 
 impl Scheduler<'_> {
@@ -152,6 +196,22 @@ impl Scheduler<'_> {
                 .jobs += 1;
         }
         holds.into_values().collect()
+    }
+
+    /// The request quotas of the destinations that have one, with the
+    /// files waiting for each.
+    pub(super) fn quotas(&self) -> Vec<QuotaStatus> {
+        let mut targets: Vec<_> = self.targets.values().collect();
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        targets
+            .into_iter()
+            .filter_map(|target| {
+                let quota = target.destination.quota()?;
+                let queued = self.queue.iter().filter(|p| p.job.destination_id == target.id).count();
+                let flying = self.flights.values().filter(|f| f.running.destination_id == target.id).count();
+                Some(QuotaStatus::new(&target.name, quota, (queued + flying) as u64))
+            })
+            .collect()
     }
 
     pub(super) fn status(&self) -> Result<SchedulerStatus, CatalogError> {
@@ -198,6 +258,7 @@ impl Scheduler<'_> {
             backlog: self.catalog.backlog()?,
             order: self.settings.order,
             budget: self.budget_status(),
+            quotas: self.quotas(),
         })
     }
 }

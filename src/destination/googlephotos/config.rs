@@ -31,6 +31,11 @@ struct Raw {
     chunk_size: Option<String>,
     /// The least wait after a 429 (Google asks for 30 s).
     rate_limit_wait: Option<String>,
+    /// The longest an upload token waits for others to share its
+    /// `mediaItems:batchCreate`.
+    batch_wait: Option<String>,
+    /// The project's daily request quota (10,000 unless Google raised it).
+    daily_quota: Option<u64>,
     /// `auto`, `keyring` or `file`.
     token_store: Option<String>,
     /// How long the server may stay silent before a request is retried.
@@ -65,6 +70,10 @@ pub struct GooglePhotosConfig {
     pub chunk_size: u64,
     /// The least wait after a 429.
     pub rate_limit_wait: Duration,
+    /// The longest a token waits for others to share a `batchCreate`.
+    pub batch_wait: Duration,
+    /// Requests the project may send per day.
+    pub daily_quota: u64,
     /// Where the grant is kept.
     pub tokens: TokenStore,
     /// How long the server may stay silent.
@@ -121,6 +130,10 @@ impl GooglePhotosConfig {
         if chunk_size < 256 * 1024 {
             return Err(section.error("chunk_size", "must be at least 256KiB"));
         }
+        let daily_quota = raw.daily_quota.unwrap_or(10_000);
+        if daily_quota == 0 {
+            return Err(section.error("daily_quota", "must be at least 1 (Google's default is 10000)"));
+        }
         Ok(GooglePhotosConfig {
             name: name.to_owned(),
             client_id: client_id.trim().to_owned(),
@@ -132,6 +145,8 @@ impl GooglePhotosConfig {
                 raw.rate_limit_wait.as_deref(),
                 Duration::from_secs(30),
             )?,
+            batch_wait: section.duration("batch_wait", raw.batch_wait.as_deref(), Duration::from_secs(5))?,
+            daily_quota,
             tokens: crate::oauth::store::from_config(section, name, raw.token_store.as_deref())?,
             timeout: section.duration("timeout", raw.timeout.as_deref(), Duration::from_mins(2))?,
             api_url: service_url(section, "api_url", raw.api_url, "https://photoslibrary.googleapis.com/")?,

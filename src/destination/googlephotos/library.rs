@@ -1,28 +1,78 @@
-//! The library: app-created albums, found or made once
+//! The library: app-created albums, found or made once and remembered in
+//! the catalog
 //! (<https://developers.google.com/photos/library/reference/rest/v1/albums/list>
 //! with `excludeNonAppCreatedData`,
 //! <https://developers.google.com/photos/library/reference/rest/v1/albums/create>),
-//! and media items made from upload tokens, one request at a time per
-//! destination as Google asks
-//! (<https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchCreate>;
+//! and media items made from upload tokens in batches of up to 50, one
+//! request at a time per destination as Google asks
+//! (<https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchCreate>,
+//! <https://developers.google.com/photos/library/guides/upload-media#best-practices>;
 //! each result's status is read on its own).
+//!
+//! A token waits for others to share its request until the batch is full,
+//! every upload in progress here has its token waiting too, or
+//! `batch_wait` has passed since the oldest arrived: no upload waits for
+//! one that is still sending a big video.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::GooglePhotosDestination;
-use crate::destination::{DestinationError, http};
+use crate::destination::{DestinationError, Retry, http};
 
-/// Albums known by title, and one `batchCreate` at a time.
-#[derive(Default)]
+/// The most media items one `batchCreate` may carry.
+pub(super) const BATCH: usize = 50;
+
+/// An album takes 20,000 items; the next one (`title (2)`) is begun a
+/// little before, so uploads already on their way still fit.
+const ALBUM_FULL: u64 = 20_000 - 100;
+
+/// Albums known by title, tokens waiting for their media items, and one
+/// `batchCreate` at a time.
 pub(super) struct Library {
-    albums: tokio::sync::Mutex<HashMap<String, String>>,
+    albums: tokio::sync::Mutex<HashMap<String, Album>>,
+    waiting: Mutex<Waiting>,
+    arrived: Notify,
     creating: tokio::sync::Mutex<()>,
+    /// Uploads in progress at this destination (each may soon bring a token).
+    uploading: AtomicUsize,
+    /// The longest a token waits for others.
+    wait: Duration,
+}
+
+/// An album, as remembered in the catalog under `album:TITLE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Album {
+    id: String,
+    /// Items in it, as far as photosync knows.
+    items: u64,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    tokens: Vec<Wanted>,
+}
+
+/// A media item asked for.
+struct Wanted {
+    id: u64,
+    album: Option<String>,
+    token: String,
+    name: String,
+    since: Instant,
+    reply: oneshot::Sender<Result<String, Refused>>,
 }
 
 /// Why no media item was made.
+#[derive(Debug, Clone)]
 pub(super) enum Refused {
     /// Google refused the item itself, with this status code
     /// (<https://cloud.google.com/apis/design/errors#handling_errors>) and
@@ -32,9 +82,38 @@ pub(super) enum Refused {
     Other(DestinationError),
 }
 
+/// Counts an upload in progress while it lives.
+pub(super) struct Uploading<'a>(&'a Library);
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        self.0.uploading.fetch_sub(1, Ordering::SeqCst);
+        // A batch may have been waiting for this upload's token.
+        self.0.arrived.notify_waiters();
+    }
+}
+
 impl Library {
-    /// The id of the app's album called `title`: one found among the
-    /// app's own (a crash after creating it makes no second), else a new one.
+    pub(super) fn new(wait: Duration) -> Library {
+        Library {
+            albums: tokio::sync::Mutex::default(),
+            waiting: Mutex::default(),
+            arrived: Notify::new(),
+            creating: tokio::sync::Mutex::default(),
+            uploading: AtomicUsize::new(0),
+            wait,
+        }
+    }
+
+    /// Marks an upload in progress until the guard is dropped.
+    pub(super) fn uploading(&self) -> Uploading<'_> {
+        self.uploading.fetch_add(1, Ordering::SeqCst);
+        Uploading(self)
+    }
+
+    /// The id of the app's album called `title`, or of `title (2)`,
+    /// `title (3)`… once it is full: one remembered, one found among the
+    /// app's own (a crash after making it makes no second), else a new one.
     pub(super) async fn album(
         &self,
         destination: &GooglePhotosDestination,
@@ -42,8 +121,36 @@ impl Library {
         cancel: &CancellationToken,
     ) -> Result<String, DestinationError> {
         let mut albums = http::until_cancelled(cancel, async { Ok(self.albums.lock().await) }).await?;
-        if let Some(id) = albums.get(title) {
-            return Ok(id.clone());
+        for number in 1u32.. {
+            let name = if number == 1 { title.to_owned() } else { format!("{title} ({number})") };
+            let album = match albums.get(&name) {
+                Some(album) => album.clone(),
+                None => {
+                    let album = self.find_or_make(destination, &mut albums, &name, cancel).await?;
+                    remember(destination, &name, Some(&album));
+                    albums.insert(name.clone(), album.clone());
+                    album
+                }
+            };
+            if album.items < ALBUM_FULL {
+                return Ok(album.id);
+            }
+        }
+        Err(DestinationError::permanent("every album of this title is full"))
+    }
+
+    async fn find_or_make(
+        &self,
+        destination: &GooglePhotosDestination,
+        albums: &mut HashMap<String, Album>,
+        title: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Album, DestinationError> {
+        let key = format!("album:{title}");
+        if let Some(album) = destination.sessions.note(&destination.config.name, &key).ok().flatten()
+            && let Ok(album) = serde_json::from_value::<Album>(album)
+        {
+            return Ok(album);
         }
         let mut page: Option<String> = None;
         loop {
@@ -52,20 +159,23 @@ impl Library {
             if let Some(token) = &page {
                 url.query_pairs_mut().append_pair("pageToken", token);
             }
-            let response = destination.access.send(cancel, || Ok(destination.client.get()?.get(url.clone()))).await?;
+            let response = destination.send(cancel, || Ok(destination.client.get()?.get(url.clone()))).await?;
             if !response.status().is_success() {
                 return Err(destination.refusal(response, "list the app's albums").await);
             }
             let listed = json_of(cancel, response, "list the app's albums").await?;
             for album in listed.get("albums").and_then(Value::as_array).into_iter().flatten() {
-                if let (Some(name), Some(id)) =
+                let (Some(name), Some(id)) =
                     (album.get("title").and_then(Value::as_str), album.get("id").and_then(Value::as_str))
-                {
-                    albums.entry(name.to_owned()).or_insert_with(|| id.to_owned());
-                }
+                else {
+                    continue;
+                };
+                // Google writes the count as a string (an int64 in JSON).
+                let items = album.get("mediaItemsCount").and_then(Value::as_str).and_then(|n| n.parse().ok());
+                albums.entry(name.to_owned()).or_insert_with(|| Album { id: id.to_owned(), items: items.unwrap_or(0) });
             }
-            if let Some(id) = albums.get(title) {
-                return Ok(id.clone());
+            if let Some(album) = albums.get(title) {
+                return Ok(album.clone());
             }
             page = listed.get("nextPageToken").and_then(Value::as_str).map(str::to_owned);
             if page.is_none() {
@@ -83,12 +193,11 @@ impl Library {
             .ok_or_else(|| DestinationError::transient("Google made an album without naming it"))?
             .to_owned();
         tracing::info!(album = title, "made a Google Photos album");
-        albums.insert(title.to_owned(), id.clone());
-        Ok(id)
+        Ok(Album { id, items: 0 })
     }
 
-    /// Makes the media item of upload `token` (in `album`), and returns
-    /// its id.
+    /// Makes the media item of upload `token` (in `album`), sharing a
+    /// `batchCreate` with other uploads' tokens, and returns its id.
     pub(super) async fn create(
         &self,
         destination: &GooglePhotosDestination,
@@ -97,55 +206,198 @@ impl Library {
         album: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<String, Refused> {
-        let _one =
-            http::until_cancelled(cancel, async { Ok(self.creating.lock().await) }).await.map_err(Refused::Other)?;
-        let mut body = json!({"newMediaItems": [{"simpleMediaItem": {"fileName": name, "uploadToken": token}}]});
+        let (reply, mut answer) = oneshot::channel();
+        let id = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            waiting.next += 1;
+            let id = waiting.next;
+            waiting.tokens.push(Wanted {
+                id,
+                album: album.map(str::to_owned),
+                token: token.to_owned(),
+                name: name.to_owned(),
+                since: Instant::now(),
+                reply,
+            });
+            id
+        };
+        self.arrived.notify_waiters();
+        loop {
+            tokio::select! {
+                biased;
+                made = &mut answer => {
+                    return made.unwrap_or_else(|_| {
+                        Err(Refused::Other(DestinationError::transient("the request for the media item was dropped")))
+                    });
+                }
+                () = cancel.cancelled() => {
+                    // Still waiting: taken back. Already asked for: the
+                    // job's session says so, and the next attempt asks again.
+                    self.waiting.lock().unwrap_or_else(PoisonError::into_inner).tokens.retain(|w| w.id != id);
+                    return Err(Refused::Other(DestinationError::interrupted()));
+                }
+                turn = self.creating.lock() => {
+                    self.send_batch(destination, cancel).await;
+                    drop(turn);
+                }
+            }
+        }
+    }
+
+    /// Waits until a batch is worth sending, then sends the oldest token's
+    /// album's batch and hands out the answers.
+    async fn send_batch(&self, destination: &GooglePhotosDestination, cancel: &CancellationToken) {
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let deadline = {
+                let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(oldest) = waiting.tokens.first() else { return };
+                let count = waiting.tokens.len();
+                let everyone = count >= self.uploading.load(Ordering::SeqCst);
+                if count >= BATCH || everyone || oldest.since.elapsed() >= self.wait {
+                    break;
+                }
+                tokio::time::Instant::from_std(oldest.since + self.wait)
+            };
+            tokio::select! {
+                () = &mut arrived => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = cancel.cancelled() => return,
+            }
+        }
+        let batch: Vec<Wanted> = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let album = waiting.tokens[0].album.clone();
+            let mut batch = Vec::new();
+            let mut rest = Vec::new();
+            for wanted in waiting.tokens.drain(..) {
+                if wanted.album == album && batch.len() < BATCH { batch.push(wanted) } else { rest.push(wanted) }
+            }
+            waiting.tokens = rest;
+            batch
+        };
+        // Sent whatever becomes of the job that sends it: the other
+        // uploads' answers ride on it.
+        let answers = self.batch_create(destination, &batch).await;
+        let made = answers.iter().filter(|a| a.is_ok()).count() as u64;
+        destination.requests.made(made);
+        if let Some(album) = &batch[0].album {
+            self.filled(destination, album, made).await;
+        }
+        for (wanted, answer) in batch.into_iter().zip(answers) {
+            // One whose job stopped waiting is asked for again next time.
+            let _ = wanted.reply.send(answer);
+        }
+    }
+
+    /// One `batchCreate`: each token's media item id, or why not.
+    async fn batch_create(
+        &self,
+        destination: &GooglePhotosDestination,
+        batch: &[Wanted],
+    ) -> Vec<Result<String, Refused>> {
+        let everyone = |error: &DestinationError| batch.iter().map(|_| Err(Refused::Other(error.clone()))).collect();
+        let items: Vec<Value> =
+            batch.iter().map(|w| json!({"simpleMediaItem": {"fileName": w.name, "uploadToken": w.token}})).collect();
+        let mut body = json!({"newMediaItems": items});
+        let album = batch[0].album.as_deref();
         if let Some(album) = album {
             body["albumId"] = album.into();
         }
-        let response =
-            destination.post_json(cancel, "v1/mediaItems:batchCreate", &body).await.map_err(Refused::Other)?;
+        let cancel = CancellationToken::new();
+        let response = match destination.post_json(&cancel, "v1/mediaItems:batchCreate", &body).await {
+            Ok(response) => response,
+            Err(error) => return everyone(&error),
+        };
         if response.status() == reqwest::StatusCode::BAD_REQUEST
             && let Some(album) = album
         {
             // The album may be gone (deleted in Google Photos): it is found or made again.
-            self.albums.lock().await.retain(|_, id| id != album);
-            let error = destination.refusal(response, "make a media item in the album").await;
-            if error.retry == crate::destination::Retry::Held {
-                return Err(Refused::Other(error));
+            self.forget_album(destination, album).await;
+            let error = destination.refusal(response, "make media items in the album").await;
+            if error.retry == Retry::Held {
+                return everyone(&error);
             }
-            return Err(Refused::Other(DestinationError::transient(error.message)));
+            return everyone(&DestinationError::transient(error.message));
         }
         if !response.status().is_success() {
-            return Err(Refused::Other(destination.refusal(response, "make a media item").await));
+            return everyone(&destination.refusal(response, "make media items").await);
         }
-        let answer = json_of(cancel, response, "make a media item").await.map_err(Refused::Other)?;
-        let result = answer
-            .get("newMediaItemResults")
-            .and_then(Value::as_array)
-            .and_then(|r| r.first())
-            .ok_or_else(|| Refused::Other(DestinationError::transient("Google answered without the media item")))?;
-        let code = result.pointer("/status/code").and_then(Value::as_i64).unwrap_or(0);
-        if code != 0 {
-            let said: String = result
-                .pointer("/status/message")
-                .and_then(Value::as_str)
-                .unwrap_or("no reason given")
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect();
-            return Err(Refused::Item(code, said));
+        let answer = match json_of(&cancel, response, "make media items").await {
+            Ok(answer) => answer,
+            Err(error) => return everyone(&error),
+        };
+        let results = answer.get("newMediaItemResults").and_then(Value::as_array).cloned().unwrap_or_default();
+        batch
+            .iter()
+            .enumerate()
+            .map(|(index, wanted)| {
+                // Each result names its token; else they come in order.
+                let result = results
+                    .iter()
+                    .find(|r| r.get("uploadToken").and_then(Value::as_str) == Some(wanted.token.as_str()))
+                    .or_else(|| results.get(index).filter(|r| r.get("uploadToken").is_none()));
+                let Some(result) = result else {
+                    return Err(Refused::Other(DestinationError::transient("Google answered without the media item")));
+                };
+                item(result)
+            })
+            .collect()
+    }
+
+    /// Adds `made` items to the count of the album whose id is `id`.
+    async fn filled(&self, destination: &GooglePhotosDestination, id: &str, made: u64) {
+        let mut albums = self.albums.lock().await;
+        if let Some((title, album)) = albums.iter_mut().find(|(_, a)| a.id == id) {
+            album.items += made;
+            remember(destination, title, Some(album));
         }
-        result
-            .pointer("/mediaItem/id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| Refused::Other(DestinationError::transient("Google made a media item without its id")))
+    }
+
+    async fn forget_album(&self, destination: &GooglePhotosDestination, id: &str) {
+        let mut albums = self.albums.lock().await;
+        let gone: Vec<String> = albums.iter().filter(|(_, a)| a.id == id).map(|(t, _)| t.clone()).collect();
+        for title in gone {
+            albums.remove(&title);
+            remember(destination, &title, None);
+        }
     }
 }
 
-async fn json_of(
+/// Writes (or, with `None`, removes) what the catalog keeps of album `title`.
+fn remember(destination: &GooglePhotosDestination, title: &str, album: Option<&Album>) {
+    let value = album.and_then(|a| serde_json::to_value(a).ok());
+    let key = format!("album:{title}");
+    if let Err(e) = destination.sessions.update_note(&destination.config.name, &key, &mut |_| value.clone()) {
+        // Only a saving: without it the album is looked up again.
+        tracing::warn!("cannot remember a Google Photos album in the catalog: {e}");
+    }
+}
+
+/// One `newMediaItemResults` entry: the media item's id, or Google's refusal.
+fn item(result: &Value) -> Result<String, Refused> {
+    let code = result.pointer("/status/code").and_then(Value::as_i64).unwrap_or(0);
+    if code != 0 {
+        let said: String = result
+            .pointer("/status/message")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        return Err(Refused::Item(code, said));
+    }
+    result
+        .pointer("/mediaItem/id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| Refused::Other(DestinationError::transient("Google made a media item without its id")))
+}
+
+pub(super) async fn json_of(
     cancel: &CancellationToken,
     response: reqwest::Response,
     what: &str,

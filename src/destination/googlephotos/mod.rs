@@ -27,6 +27,7 @@
 
 mod config;
 mod library;
+mod quota;
 mod upload;
 
 pub use config::{ClientSecret, GooglePhotosConfig};
@@ -38,7 +39,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Destination, DestinationError, ProgressFn, SessionStore, UploadRequest, Uploaded, Verdict, http};
+use super::{Destination, DestinationError, ProgressFn, Quota, SessionStore, UploadRequest, Uploaded, Verdict, http};
 use crate::model::{MediaKind, Receipt, RemoteKey};
 use crate::oauth::Access;
 
@@ -105,6 +106,7 @@ pub struct GooglePhotosDestination {
     access: Access,
     sessions: Arc<dyn SessionStore>,
     library: library::Library,
+    requests: quota::Requests,
     /// 429s in a row: each doubles the wait (Google asks for exponential
     /// backoff from 30 s).
     throttled: std::sync::atomic::AtomicU32,
@@ -117,8 +119,9 @@ impl GooglePhotosDestination {
             access: Access::new(config.provider(), config.tokens.clone(), config.timeout),
             client: http::Client::without_redirects(config.timeout),
             config: config.clone(),
+            requests: quota::Requests::new(Arc::clone(&sessions), &config.name, config.daily_quota),
             sessions,
-            library: library::Library::default(),
+            library: library::Library::new(config.batch_wait),
             throttled: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -126,6 +129,21 @@ impl GooglePhotosDestination {
     /// A Library API address.
     fn api(&self, path: &str) -> Result<url::Url, DestinationError> {
         self.config.api_url.join(path).map_err(|e| DestinationError::permanent(format!("cannot make an address: {e}")))
+    }
+
+    /// Sends the request `build` makes (again with a fresh access token if
+    /// the first is refused), counting each against the daily quota.
+    async fn send(
+        &self,
+        cancel: &CancellationToken,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, DestinationError>,
+    ) -> Result<reqwest::Response, DestinationError> {
+        self.access
+            .send(cancel, || {
+                self.requests.sent();
+                build()
+            })
+            .await
     }
 
     /// POSTs `body` as JSON to the Library API's `path`.
@@ -136,16 +154,15 @@ impl GooglePhotosDestination {
         body: &Value,
     ) -> Result<reqwest::Response, DestinationError> {
         let (url, body) = (self.api(path)?, body.to_string());
-        self.access
-            .send(cancel, || {
-                Ok(self
-                    .client
-                    .get()?
-                    .post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()))
-            })
-            .await
+        self.send(cancel, || {
+            Ok(self
+                .client
+                .get()?
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone()))
+        })
+        .await
     }
 
     /// What a refusal means: Google's own words, a retry where one may help,
@@ -176,7 +193,7 @@ impl GooglePhotosDestination {
                 "Google's daily request quota for this app's project is used up{detail}; it resets at midnight \
                  Pacific time"
             ));
-            error.retry_after = Some(until_pacific_midnight());
+            error.retry_after = Some(quota::until_pacific_midnight());
             return error;
         }
         let message = format!("Google Photos could not {what} ({status}{detail})");
@@ -184,9 +201,7 @@ impl GooglePhotosDestination {
             StatusCode::TOO_MANY_REQUESTS => {
                 let row = self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed).min(6);
                 let floor = self.config.rate_limit_wait * 2u32.pow(row);
-                let mut error = DestinationError::transient(message);
-                error.retry_after = Some(asked.unwrap_or_default().max(floor));
-                return error;
+                return DestinationError::throttled(message, asked.unwrap_or_default().max(floor));
             }
             StatusCode::FORBIDDEN => DestinationError::held(format!(
                 "{message}: the sign-in lacks a permission; sign in again: {}",
@@ -198,17 +213,6 @@ impl GooglePhotosDestination {
         error.retry_after = asked;
         error
     }
-}
-
-/// How long until the next midnight in Los Angeles, when Google's daily
-/// quotas reset.
-fn until_pacific_midnight() -> std::time::Duration {
-    let fallback = std::time::Duration::from_hours(1);
-    let Ok(now) = jiff::Zoned::now().in_tz("America/Los_Angeles") else { return fallback };
-    let Ok(tomorrow) = now.date().tomorrow() else { return fallback };
-    let Ok(midnight) = tomorrow.to_zoned(now.time_zone().clone()) else { return fallback };
-    let seconds = midnight.timestamp().as_second() - now.timestamp().as_second();
-    std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(3600).max(60))
 }
 
 /// An album's title as Google takes it: no control characters, at most
@@ -234,7 +238,7 @@ impl Destination for GooglePhotosDestination {
     async fn check(&self) -> Result<(), DestinationError> {
         let cancel = CancellationToken::new();
         let url = self.api("v1/albums?pageSize=1&excludeNonAppCreatedData=true")?;
-        let response = self.access.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
+        let response = self.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -242,6 +246,8 @@ impl Destination for GooglePhotosDestination {
     }
 
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
+        // Counted while it lasts: a batch of media items waits for its token.
+        let _uploading = self.library.uploading();
         let name = file_name(&request);
         let mime = mime_type(&name).ok_or_else(|| {
             DestinationError::permanent(format!("Google Photos does not take files of this type: {name}"))
@@ -308,18 +314,63 @@ impl Destination for GooglePhotosDestination {
         }
     }
 
-    async fn verify(&self, receipt: &Receipt, _deep: bool) -> Result<Verdict, DestinationError> {
+    async fn verify(&self, receipt: &Receipt, deep: bool) -> Result<Verdict, DestinationError> {
+        let mut verdicts = self.verify_many(std::slice::from_ref(receipt), deep).await;
+        verdicts.pop().unwrap_or_else(|| Err(DestinationError::transient("no verdict")))
+    }
+
+    fn verify_batch(&self) -> usize {
+        library::BATCH
+    }
+
+    /// `mediaItems:batchGet`: up to 50 media items per request
+    /// (<https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchGet>),
+    /// each result in the order asked, a status of its own for one Google
+    /// does not know (or no longer lets this app see).
+    async fn verify_many(&self, receipts: &[Receipt], _deep: bool) -> Vec<Result<Verdict, DestinationError>> {
         let cancel = CancellationToken::new();
-        let id = String::from_utf8_lossy(&receipt.key.0).into_owned();
-        let segment: String = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC).collect();
-        let url = self.api(&format!("v1/mediaItems/{segment}"))?;
-        let response = self.access.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await?;
-        match response.status() {
-            status if status.is_success() => Ok(Verdict::Holds),
-            // An id Google does not know (or no longer lets this app see).
-            StatusCode::NOT_FOUND => Ok(Verdict::Missing),
-            _ => Err(self.refusal(response, "show a media item").await),
+        let everyone = |error: &DestinationError| receipts.iter().map(|_| Err(error.clone())).collect();
+        let mut url = match self.api("v1/mediaItems:batchGet") {
+            Ok(url) => url,
+            Err(error) => return everyone(&error),
+        };
+        for receipt in receipts {
+            url.query_pairs_mut().append_pair("mediaItemIds", &String::from_utf8_lossy(&receipt.key.0));
         }
+        let response = match self.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => return everyone(&self.refusal(response, "show media items").await),
+            Err(error) => return everyone(&error),
+        };
+        let answer = match library::json_of(&cancel, response, "show media items").await {
+            Ok(answer) => answer,
+            Err(error) => return everyone(&error),
+        };
+        let results = answer.get("mediaItemResults").and_then(Value::as_array).cloned().unwrap_or_default();
+        receipts
+            .iter()
+            .enumerate()
+            .map(|(index, receipt)| {
+                let id = String::from_utf8_lossy(&receipt.key.0);
+                let result = results
+                    .get(index)
+                    .ok_or_else(|| DestinationError::transient("Google answered without every media item asked for"))?;
+                match (result.pointer("/mediaItem/id").and_then(Value::as_str), result.pointer("/status/code")) {
+                    (Some(found), _) if found == id => Ok(Verdict::Holds),
+                    (Some(_), _) => Err(DestinationError::transient("Google answered with another media item")),
+                    // NOT_FOUND, or INVALID_ARGUMENT for an id it cannot read.
+                    (None, Some(code)) if matches!(code.as_i64(), Some(5 | 3)) => Ok(Verdict::Missing),
+                    (None, _) => Err(DestinationError::transient(format!(
+                        "Google could not show the media item: {}",
+                        result.pointer("/status/message").and_then(Value::as_str).unwrap_or("no reason given")
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    fn quota(&self) -> Option<Quota> {
+        Some(self.requests.quota())
     }
 
     async fn discard(
@@ -354,7 +405,7 @@ mod tests {
         assert_eq!(mime_type("pano.INSP"), Some("image/jpeg"));
         assert_eq!(album_title("  Trip\n2024 "), "Trip2024");
         assert_eq!(album_title(&"x".repeat(600)).len(), 500);
-        let wait = until_pacific_midnight();
+        let wait = quota::until_pacific_midnight();
         assert!(wait >= std::time::Duration::from_mins(1) && wait <= std::time::Duration::from_hours(25), "{wait:?}");
     }
 }

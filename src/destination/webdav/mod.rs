@@ -558,5 +558,16 @@ mod tests {
         fn forget(&self, _: JobId) -> Result<(), super::super::StoreError> {
             Ok(())
         }
+        fn note(&self, _: &str, _: &str) -> Result<Option<serde_json::Value>, super::super::StoreError> {
+            Ok(None)
+        }
+        fn update_note(
+            &self,
+            _: &str,
+            _: &str,
+            change: &mut dyn FnMut(Option<serde_json::Value>) -> Option<serde_json::Value>,
+        ) -> Result<Option<serde_json::Value>, super::super::StoreError> {
+            Ok(change(None))
+        }
     }
 }
