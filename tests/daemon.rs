@@ -165,6 +165,7 @@ fn status_json_has_a_stable_shape() {
             "holds",
             "next_retry",
             "paused",
+            "quotas",
             "recent_errors",
             "totals",
             "uploads"

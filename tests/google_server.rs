@@ -112,7 +112,8 @@ pub struct State {
     pub albums: BTreeMap<String, String>,
     /// How many `newMediaItems` each `batchCreate` carried.
     pub batches: Vec<usize>,
-    /// Every request: method and path (upload addresses shortened).
+    /// Every request: method and path (upload addresses shortened, album
+    /// listings marked).
     pub requests: Vec<String>,
     pub faults: VecDeque<Fault>,
     pub refresh_tokens: BTreeMap<String, bool>,
@@ -255,7 +256,12 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
     }
     let (stall, answer) = {
         let mut state = lock(shared);
-        let shown = if path.starts_with("/upload-session/") { "upload" } else { path.as_str() };
+        let shown = match path.as_str() {
+            p if p.starts_with("/upload-session/") => "upload".to_owned(),
+            // A listing of albums (as apart from a look at the first).
+            "/v1/albums" if !query.contains("pageSize=1&") => format!("{path} (listing)"),
+            p => p.to_owned(),
+        };
         state.requests.push(format!("{} {shown}", parts.method));
         let Ok(body) = body else { return Err(std::io::Error::other("the request's body was cut off")) };
         match state.faults.iter().position(|f| f.matches(&path)).and_then(|i| state.faults.remove(i)) {

@@ -36,6 +36,19 @@ fn google_env(server: &Google) -> Env {
     env
 }
 
+/// Adds `top` keys to the config's top level and `destination` keys to the
+/// destination.
+fn configure(env: &Env, top: &str, destination: &str) {
+    let config = fs::read_to_string(&env.config).expect("config");
+    let config = config.replacen("[retry]", &format!("{top}\n[retry]"), 1) + destination + "\n";
+    fs::write(&env.config, config).expect("config");
+}
+
+/// Requests whose method and path start with `prefix`.
+fn requests(server: &Google, prefix: &str) -> usize {
+    server.with(|s| s.requests.iter().filter(|r| r.starts_with(prefix)).count())
+}
+
 fn signed_in(server: &Google, env: &Env) {
     signin::keep_grant(env, "photos", &server.grant());
 }
@@ -130,9 +143,149 @@ fn a_killed_upload_resumes_from_what_google_holds() {
     assert_eq!(server.files()["long.mp4"], content, "the item is identical");
 }
 
+/// Many uploads at once share their `batchCreate`s: at most 50 items per
+/// request, one request at a time, each item's result read on its own (a
+/// refused one fails alone); small files go up in one request each, and
+/// `verify` asks about 50 media items per request.
+#[test]
+fn media_items_are_made_in_shared_batches_one_request_at_a_time() {
+    let server = Google::start();
+    let env = google_env(&server);
+    configure(&env, "max_concurrent = 60", "batch_wait = \"30s\"");
+    signed_in(&server, &env);
+    let mut files = BTreeMap::new();
+    for i in 0..120 {
+        let name = if i % 40 == 7 { format!("BAD_{i:04}.JPG") } else { format!("IMG_{i:04}.JPG") };
+        files.insert(name.clone(), write_photo(&env.source.join(&name), 2_000 + i, i as u64));
+    }
+    server.with(|s| s.refuse_names.push("BAD_".to_owned()));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!((summary["uploaded"].as_u64(), summary["failed"].as_u64()), (Some(117), Some(3)), "{summary}");
+    assert!(summary.to_string().contains("unsupported media"), "{summary}");
+    files.retain(|name, _| !name.starts_with("BAD_"));
+    assert_eq!(server.files(), files, "every other file, byte for byte");
+    let (batches, most_at_once) = server.with(|s| (s.batches.clone(), s.most_creating));
+    assert_eq!(batches.iter().sum::<usize>(), 120, "each token asked about once: {batches:?}");
+    assert!(batches.iter().all(|&n| n <= 50), "{batches:?}");
+    assert!(batches.len() <= 20, "tokens share their requests: {batches:?}");
+    assert_eq!(most_at_once, 1, "one batchCreate at a time");
+    assert_eq!(requests(&server, "POST /v1/uploads"), 120, "one request per small file");
+    assert_eq!(requests(&server, "POST upload"), 0, "no upload session for a small file");
+
+    let out = env.run(["verify", "--json"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(requests(&server, "GET /v1/mediaItems:batchGet"), 3, "117 items, 50 per request");
+    assert_eq!(requests(&server, "GET /v1/mediaItems/"), 0, "none asked about alone");
+    let gone: Vec<String> = server.with(|s| s.items.keys().take(2).cloned().collect());
+    server.with(|s| gone.iter().for_each(|id| drop(s.items.remove(id))));
+    let out = env.run(["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let missing: Vec<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter(|p| p["kind"] == "missing")
+        .map(|p| p["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(missing.len(), 2, "{report}");
+    assert!(gone.iter().all(|id| missing.contains(&id.as_str())), "{gone:?} {missing:?}");
+}
+
+/// A second machine (its own catalog) backing up the same photos finds
+/// the album among the app's own, and Google gives back the media items
+/// it has: no second album, no second item.
+#[test]
+fn a_second_machine_makes_no_second_album_or_media_item() {
+    let server = Google::start();
+    let first = google_env(&server);
+    signed_in(&server, &first);
+    let second = google_env(&server);
+    signed_in(&server, &second);
+    for i in 0..4 {
+        let name = format!("IMG_{i:04}.JPG");
+        write_photo(&first.source.join(&name), 20_000 + i, i as u64);
+        write_photo(&second.source.join(&name), 20_000 + i, i as u64);
+    }
+    let (code, summary) = first.backup();
+    assert_eq!(code, 0, "{summary}");
+    let items = server.with(|s| s.items.clone());
+    let (code, summary) = second.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.with(|s| s.items.len()), items.len(), "no second media item");
+    assert_eq!(requests(&server, "POST /v1/albums"), 1, "no second album");
+    assert_eq!(requests(&server, "GET /v1/albums (listing)"), 2, "each machine looked its album up once");
+    let keys = |env: &Env| -> Vec<Vec<u8>> {
+        env.catalog()
+            .prepare("SELECT receipt_key FROM jobs ORDER BY receipt_key")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    assert_eq!(keys(&first), keys(&second), "the same media items");
+}
+
+/// A file over Google's size limit is refused with a 413: it fails with
+/// Google's reason, and nothing is sent again and again.
+#[test]
+fn an_oversize_video_fails_with_googles_reason() {
+    let server = Google::start();
+    server.with(|s| s.max_size = 2 * 1024 * 1024);
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    write_video(&env.source.join("long.mp4"), 3 * 1024 * 1024, 6);
+    let photo = write_photo(&env.source.join("a.jpg"), 30_000, 6);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(summary.to_string().contains("max file size"), "{summary}");
+    assert_eq!(requests(&server, "POST /v1/uploads"), 2, "the video's start was asked once");
+    assert_eq!(server.files()["a.jpg"], photo, "the photo went up");
+}
+
+/// `status` says how much of the daily quota this machine used, how many
+/// files wait, and how many days they take at the rate seen today.
+#[test]
+fn status_tells_the_daily_quota_and_how_long_the_backlog_takes() {
+    let server = Google::start();
+    let env = google_env(&server);
+    configure(&env, "settle = \"200ms\"", "daily_quota = 40");
+    signed_in(&server, &env);
+    for i in 0..4 {
+        write_photo(&env.source.join(format!("IMG_{i}.JPG")), 10_000 + i, i as u64);
+    }
+    let daemon = env.start_daemon();
+    daemon.wait_until(Duration::from_mins(1), "the photos are backed up", || env.count_jobs("acknowledged") == 4);
+    let sent = || server.with(|s| s.requests.iter().filter(|r| !r.starts_with("POST /token")).count() as u64);
+    let quota = env.status()["scheduler"]["quotas"][0].clone();
+    assert_eq!(quota["destination"], "photos", "{quota}");
+    assert_eq!(quota["used"].as_u64(), Some(sent()), "every request counted: {quota}");
+    assert_eq!(quota["limit"], 40, "{quota}");
+    let per_file = quota["per_file"].as_f64().expect("a rate");
+    assert!((per_file - sent() as f64 / 4.0).abs() < 1e-9, "{quota}");
+
+    assert!(env.run(["pause"]).status.success());
+    for i in 0..100 {
+        write_photo(&env.source.join(format!("later_{i}.jpg")), 5_000 + i, 100 + i as u64);
+    }
+    daemon.wait_until(Duration::from_mins(1), "the new photos wait", || {
+        env.status()["scheduler"]["quotas"][0]["files_waiting"] == 100
+    });
+    let quota = env.status()["scheduler"]["quotas"][0].clone();
+    let needed = (100.0 * per_file).ceil() as u64;
+    let left = 40 - quota["used"].as_u64().expect("used");
+    assert_eq!(quota["days"].as_u64(), Some(1 + (needed - left).div_ceil(40)), "{quota}");
+    let text = stdout(&env.run(["status"]));
+    assert!(text.contains("requests of the daily quota used today"), "{text}");
+    assert!(text.contains("100 files waiting: about"), "{text}");
+}
+
 /// A 429 without `Retry-After` waits at least `rate_limit_wait`, and is no failure.
 #[test]
-fn a_rate_limit_is_waited_out() {
+fn a_rate_limit_is_waited_out_without_charging_an_attempt() {
     let server = Google::start();
     let env = google_env(&server);
     signed_in(&server, &env);
@@ -146,6 +299,8 @@ fn a_rate_limit_is_waited_out() {
     assert_eq!(server.files()["a.jpg"], photo);
     let creates = server.with(|s| s.batches.len());
     assert_eq!(creates, 1, "one batchCreate went through after the refusal");
+    let attempts: i64 = env.catalog().query_row("SELECT attempts FROM jobs", [], |r| r.get(0)).expect("attempts");
+    assert_eq!(attempts, 0, "a 429 says nothing about the file: no attempt charged");
 }
 
 /// The daily quota holds the destination (exit 75, the reason said), and
@@ -201,6 +356,8 @@ fn a_media_item_whose_answer_was_lost_is_not_made_twice_silently() {
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(server.files()["a.jpg"], photo);
+    assert_eq!(requests(&server, "POST /v1/albums"), 1, "the album made before the kill was remembered");
+    assert_eq!(requests(&server, "GET /v1/albums (listing)"), 1, "and not even looked up again");
 }
 
 /// A file Google refuses right after its upload fails with Google's

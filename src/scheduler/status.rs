@@ -262,3 +262,25 @@ impl Scheduler<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::Quota;
+
+    #[test]
+    fn a_backlog_takes_the_days_its_requests_need() {
+        let quota = |used, items| Quota { used, limit: 100, items, resets_in: std::time::Duration::from_hours(2) };
+        let days = |used, items, waiting| QuotaStatus::new("g", quota(used, items), waiting).days;
+        assert_eq!(days(0, 0, 0), 0, "nothing waiting");
+        assert_eq!(days(0, 0, 100), 1, "one request a file before any was made: today");
+        assert_eq!(days(0, 0, 101), 2);
+        assert_eq!(days(50, 25, 25), 1, "2 a file: 50 left today is enough");
+        assert_eq!(days(50, 25, 26), 2);
+        assert_eq!(days(50, 25, 125), 3, "250 requests: 50 today, then 100 a day");
+        assert_eq!(days(120, 60, 1), 2, "over the quota already: tomorrow");
+        let status = QuotaStatus::new("g", quota(30, 20), 7);
+        assert_eq!(status.per_file, Some(1.5));
+        assert_eq!(status.resets_in_seconds, 7200);
+    }
+}
