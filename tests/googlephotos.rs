@@ -97,6 +97,8 @@ fn a_browser_sign_in_then_every_photo_is_a_media_item_in_one_album() {
         .map(|r| r.expect("row"))
         .collect();
     assert!(versions.iter().all(|v| v == "google-acknowledged"), "{versions:?}");
+    let jobs = stdout(&env.run(["jobs", "--state", "acknowledged"]));
+    assert_eq!(jobs.matches("acknowledged by the service as").count(), 4, "not called verified: {jobs}");
     let out = env.run(["verify", "--json"]);
     assert!(out.status.success(), "{}", stdout(&out));
 
@@ -281,6 +283,7 @@ fn status_tells_the_daily_quota_and_how_long_the_backlog_takes() {
     let text = stdout(&env.run(["status"]));
     assert!(text.contains("requests of the daily quota used today"), "{text}");
     assert!(text.contains("100 files waiting: about"), "{text}");
+    assert!(text.contains("backed up once the service acknowledges it"), "{text}");
 }
 
 /// A 429 without `Retry-After` waits at least `rate_limit_wait`, and is no failure.

@@ -37,6 +37,9 @@ pub struct JobView {
     pub last_error: Option<String>,
     /// Where the destination stores it, once uploaded.
     pub receipt_key: Option<String>,
+    /// The receipt is the service's word that it has the file (Google
+    /// Photos gives back no hash to compare), not bytes photosync checked.
+    pub acknowledged_only: bool,
     /// Last transition time.
     pub updated_at: Timestamp,
     /// For a member of a group, the absolute path of the group's key file.
@@ -65,7 +68,7 @@ impl StateCounts {
 
 /// The columns of a [`JobView`], for [`view`].
 const VIEW_QUERY: &str = "SELECT j.id, j.state, j.attempts, d.name, a.source, a.rel_path, a.size, j.waiting_on,
-        j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at, a.group_key
+        j.next_attempt_at, j.error, j.last_error, j.receipt_key, j.updated_at, a.group_key, j.receipt_version
      FROM jobs j JOIN assets a ON a.id = j.asset_id JOIN destinations d ON d.id = j.destination_id";
 
 fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
@@ -90,6 +93,8 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView> {
         error: row.get(9)?,
         last_error: row.get(10)?,
         receipt_key: receipt_key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+        acknowledged_only: row.get::<_, Option<String>>(14)?.as_deref()
+            == Some(crate::destination::googlephotos::ACKNOWLEDGED),
         updated_at: Timestamp(row.get(12)?),
         group: group.map(|key| absolute(&key)),
     })

@@ -137,7 +137,12 @@ pub fn describe_job(job: &wire::Job) -> String {
         }
         StateName::Failed | StateName::Cancelled => error.to_owned(),
         StateName::Succeeded | StateName::Acknowledged => {
-            job.receipt_key.as_ref().map_or_else(|| "dismissed".into(), |k| format!("stored as {k}"))
+            match (&job.receipt_key, job.acknowledged_only) {
+                (None, _) => "dismissed".into(),
+                (Some(k), false) => format!("stored as {k}"),
+                // The service's word, not bytes compared: say so.
+                (Some(k), true) => format!("acknowledged by the service as {k} (it gives back no hash to compare)"),
+            }
         }
         StateName::Running => String::new(),
     }

@@ -144,6 +144,12 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
     }
     for q in &sched.quotas {
         writeln!(out, "{}", quota_line(q))?;
+        writeln!(
+            out,
+            "  {}: a file counts as backed up once the service acknowledges it (it gives back no hash to compare); \
+             `photosync verify` checks each is still there",
+            printable(&q.destination)
+        )?;
     }
     if let Some(next) = sched.next_retry {
         writeln!(out, "next retry: in {}", HumanDuration(Timestamp::now().until(next)))?;

@@ -114,6 +114,7 @@ pub fn job(view: &JobView) -> wire::Job {
         error: view.error.clone(),
         last_error: view.last_error.clone(),
         receipt_key: view.receipt_key.clone(),
+        acknowledged_only: view.acknowledged_only,
         updated_at: view.updated_at,
         group: view.group.clone(),
     }

@@ -196,6 +196,10 @@ pub struct Job {
     pub last_error: Option<String>,
     /// Where the destination stores it, once uploaded.
     pub receipt_key: Option<String>,
+    /// The receipt is the service's word that it has the file (Google
+    /// Photos gives back no hash), not bytes photosync compared.
+    #[serde(default)]
+    pub acknowledged_only: bool,
     /// Last transition time.
     pub updated_at: Timestamp,
     /// For a member of a group (a Live Photo's video, a raw's JPEG, a
