@@ -227,6 +227,33 @@ fn mime_type(name: &str) -> Option<&'static str> {
     TYPES.iter().find(|(e, _)| *e == extension).map(|(_, mime)| *mime)
 }
 
+/// The MIME type the content's first bytes say, for the containers
+/// whose type they settle (a HEIC named `.jpg` is sent as HEIC); `None`
+/// leaves the extension's.
+fn sniffed_mime(head: &[u8]) -> Option<&'static str> {
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    let mime = match head {
+        [0xFF, 0xD8, 0xFF, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [b'R', b'I', b'F', b'F', ..] if at(8, b"WEBP") => "image/webp",
+        [b'R', b'I', b'F', b'F', ..] if at(8, b"AVI ") => "video/x-msvideo",
+        [0x1A, 0x45, 0xDF, 0xA3, ..] => "video/x-matroska",
+        _ if at(4, b"ftyp") => match head.get(8..12)? {
+            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" => "image/heic",
+            b"mif1" | b"msf1" => "image/heif",
+            b"avif" | b"avis" => "image/avif",
+            b"qt  " => "video/quicktime",
+            b"3gp4" | b"3gp5" | b"3gp6" | b"3ge6" | b"3gg6" => "video/3gpp",
+            b"3g2a" | b"3g2b" | b"3g2c" => "video/3gpp2",
+            b"crx " => return None,
+            _ => "video/mp4",
+        },
+        _ => return None,
+    };
+    Some(mime)
+}
+
 /// The file's name as Google shows it.
 fn file_name(request: &UploadRequest) -> String {
     let name = request.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -249,9 +276,11 @@ impl Destination for GooglePhotosDestination {
         // Counted while it lasts: a batch of media items waits for its token.
         let _uploading = self.library.uploading();
         let name = file_name(&request);
-        let mime = mime_type(&name).ok_or_else(|| {
+        let named = mime_type(&name).ok_or_else(|| {
             DestinationError::permanent(format!("Google Photos does not take files of this type: {name}"))
         })?;
+        let head = upload::head(&request).await?;
+        let mime = sniffed_mime(&head).unwrap_or(named);
         let video = request.subject.info.as_ref().map_or(mime.starts_with("video/"), |i| i.kind == MediaKind::Video);
         let (limit, what) = if video { (MAX_VIDEO, "videos over 20 GB") } else { (MAX_PHOTO, "photos over 200 MB") };
         if request.size > limit {
@@ -403,6 +432,11 @@ mod tests {
         assert_eq!(mime_type("IMG_0001.xmp"), None);
         assert_eq!(mime_type("noext"), None);
         assert_eq!(mime_type("pano.INSP"), Some("image/jpeg"));
+        assert_eq!(sniffed_mime(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"), Some("image/heic"), "a HEIC named .jpg");
+        assert_eq!(sniffed_mime(b"\0\0\0\x14ftypqt  \0\0\0\0qt  "), Some("video/quicktime"));
+        assert_eq!(sniffed_mime(b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2"), Some("video/mp4"));
+        assert_eq!(sniffed_mime(b"\xFF\xD8\xFF\xE1"), Some("image/jpeg"));
+        assert_eq!(sniffed_mime(b"II*\0\x08\0\0\0"), None, "a TIFF-based raw keeps its extension's type");
         assert_eq!(album_title("  Trip\n2024 "), "Trip2024");
         assert_eq!(album_title(&"x".repeat(600)).len(), 500);
         let wait = quota::until_pacific_midnight();

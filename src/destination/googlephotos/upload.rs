@@ -68,6 +68,12 @@ pub(super) fn creating(
     destination.sessions.begin(job, KIND, VERSION, &to_json(&state)?).map_err(store_error)
 }
 
+/// The file's first bytes, which say what it is.
+pub(super) async fn head(request: &UploadRequest) -> Result<bytes::Bytes, DestinationError> {
+    let file = source::open(request)?;
+    source::read_at(request, &file, 0, request.size.min(64)).await
+}
+
 /// Uploads `request`'s bytes (or finds them uploaded before) and returns
 /// the upload token.
 pub(super) async fn send(
