@@ -259,7 +259,7 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
         let shown = match path.as_str() {
             p if p.starts_with("/upload-session/") => "upload".to_owned(),
             // A listing of albums (as apart from a look at the first).
-            "/v1/albums" if !query.contains("pageSize=1&") => format!("{path} (listing)"),
+            "/v1/albums" if parts.method == Method::GET && !query.contains("pageSize=1&") => format!("{path} (listing)"),
             p => p.to_owned(),
         };
         state.requests.push(format!("{} {shown}", parts.method));

@@ -403,3 +403,52 @@ fn an_upload_holding_every_byte_is_finalized_without_sending_again() {
     assert_eq!(after.iter().map(|r| r.len).sum::<u64>(), 0, "nothing sent again: {after:?}");
     assert_eq!(server.files()["clip.mp4"], content);
 }
+
+/// Requests per photo, what Google's daily quota is counted in: one plain
+/// upload per photo, its share of a `batchCreate` (as many tokens as
+/// uploads run at once), a session and its chunks per big video, and a
+/// few per run (the check, the album). `bench/google_requests.py` runs this
+/// for 1,000 photos (`PHOTOSYNC_BENCH_PHOTOS`, `PHOTOSYNC_BENCH_CONCURRENT`)
+/// and reports the figures it prints.
+#[test]
+fn requests_per_photo_stay_near_one() {
+    let number = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (photos, concurrent) = (number("PHOTOSYNC_BENCH_PHOTOS", 100), number("PHOTOSYNC_BENCH_CONCURRENT", 4));
+    let server = Google::start();
+    let env = google_env(&server);
+    // A tenth of a second for the scheduler's next uploads to join a batch.
+    configure(&env, &format!("max_concurrent = {concurrent}"), "batch_wait = \"1s\"");
+    signed_in(&server, &env);
+    for i in 0..photos {
+        write_photo(&env.source.join(format!("{:03}/IMG_{i:05}.JPG", i / 100)), 20_000 + (i * 7919) % 80_000, i as u64);
+    }
+    // Two videos of 3.5 chunks: a session, 4 chunks.
+    for i in 0..2 {
+        write_video(&env.source.join(format!("VID_{i}.MP4")), 3 * 1024 * 1024 + 512 * 1024, 900 + i as u64);
+    }
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let files = photos + 2;
+    assert_eq!(server.with(|s| s.items.len()), files);
+    let by_kind = server.with(|s| {
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for request in s.requests.iter().filter(|r| !r.starts_with("POST /token")) {
+            *kinds.entry(request.clone()).or_default() += 1;
+        }
+        kinds
+    });
+    let total: usize = by_kind.values().sum();
+    let batches = server.with(|s| s.batches.clone());
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "photos": photos, "videos": 2, "max_concurrent": concurrent, "requests": total,
+            "requests_per_file": total as f64 / files as f64, "batch_creates": batches.len(),
+            "largest_batch": batches.iter().max(), "by_kind": by_kind,
+        })
+    );
+    // Photos: one upload each and a share of a batch; videos: a start and
+    // 4 chunks each; the run: a check, an album listing and its making.
+    let most = photos + files.div_ceil(concurrent) + 2 * 5 + 3;
+    assert!(total <= most, "{total} requests for {files} files (at most {most}): {by_kind:?}");
+}
