@@ -123,6 +123,9 @@ pub struct State {
     pub refuse_items: bool,
     /// Refuse new media items whose file name contains one of these.
     pub refuse_names: Vec<String>,
+    /// Items each album is said to hold beyond those made here (an album
+    /// filled by years of uploads, without making them).
+    pub album_items_before: u64,
     /// The largest upload taken (Google's 20 GB, made small for a test).
     pub max_size: u64,
     /// `batchCreate` requests being answered now, and the most at once.
@@ -149,6 +152,7 @@ impl Default for State {
             codes: BTreeMap::new(),
             refuse_items: false,
             refuse_names: Vec::new(),
+            album_items_before: 0,
             max_size: 20 * 1000 * 1000 * 1000,
             creating: 0,
             most_creating: 0,
@@ -259,7 +263,9 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
         let shown = match path.as_str() {
             p if p.starts_with("/upload-session/") => "upload".to_owned(),
             // A listing of albums (as apart from a look at the first).
-            "/v1/albums" if parts.method == Method::GET && !query.contains("pageSize=1&") => format!("{path} (listing)"),
+            "/v1/albums" if parts.method == Method::GET && !query.contains("pageSize=1&") => {
+                format!("{path} (listing)")
+            }
             p => p.to_owned(),
         };
         state.requests.push(format!("{} {shown}", parts.method));
@@ -341,7 +347,8 @@ fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, 
                 .albums
                 .iter()
                 .map(|(id, title)| {
-                    let count = state.items.values().filter(|i| i.albums.contains(id)).count();
+                    let count = state.items.values().filter(|i| i.albums.contains(id)).count() as u64
+                        + state.album_items_before;
                     json!({"id": id, "title": title, "isWriteable": true, "mediaItemsCount": count.to_string()})
                 })
                 .collect();

@@ -230,6 +230,34 @@ fn a_second_machine_makes_no_second_album_or_media_item() {
     assert_eq!(keys(&first), keys(&second), "the same media items");
 }
 
+/// An album nearly at Google's 20,000 items: the next photos go into
+/// `photosync (2)`, made once.
+#[test]
+fn a_full_album_is_followed_by_a_second() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    write_photo(&env.source.join("a.jpg"), 30_000, 1);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    // Years later, on a new machine (its own catalog), the album is full.
+    server.with(|s| s.album_items_before = 19_950);
+    let later = google_env(&server);
+    signed_in(&server, &later);
+    for i in 0..3 {
+        write_photo(&later.source.join(format!("b{i}.jpg")), 30_000, 10 + i);
+    }
+    let (code, summary) = later.backup();
+    assert_eq!(code, 0, "{summary}");
+    let (albums, items) = server.with(|s| (s.albums.clone(), s.items.clone()));
+    let mut titles: Vec<&String> = albums.values().collect();
+    titles.sort();
+    assert_eq!(titles, ["photosync", "photosync (2)"]);
+    let second = albums.iter().find(|(_, t)| *t == "photosync (2)").map(|(id, _)| id.clone()).expect("made");
+    let in_second = items.values().filter(|i| i.albums.contains(&second)).count();
+    assert_eq!(in_second, 3, "the new photos went into the second album");
+}
+
 /// A file over Google's size limit is refused with a 413: it fails with
 /// Google's reason, and nothing is sent again and again.
 #[test]
