@@ -82,8 +82,9 @@ fn budget_line(b: &photosync::ipc::wire::Budget) -> String {
     )
 }
 
-/// "photos: 1200 of 10000 Google requests used today (8800 left, the day
-/// ends in 5h); 30000 files waiting, about 4 days at 1.02 requests a file".
+/// "photos: 1200 of 10000 requests of the daily quota used today (8800
+/// left, …); 30000 files waiting: about 4 days at 1.02 requests a file",
+/// and that its receipts are the service's word.
 fn quota_line(q: &photosync::ipc::wire::Quota) -> String {
     let ends = HumanDuration(std::time::Duration::from_secs(q.resets_in_seconds));
     let head = format!(
@@ -94,11 +95,16 @@ fn quota_line(q: &photosync::ipc::wire::Quota) -> String {
         q.remaining,
     );
     let rate = q.per_file.map_or_else(|| "at least 1 request a file".to_owned(), |r| format!("{r:.2} requests a file"));
-    match q.days {
+    let line = match q.days {
         0 => head,
         1 => format!("{head}; {} files waiting: done today at {rate}", q.files_waiting),
         days => format!("{head}; {} files waiting: about {days} days at {rate}", q.files_waiting),
-    }
+    };
+    format!(
+        "{line}\n  {}: a file counts as backed up once the service acknowledges it (it gives back no hash to \
+         compare); `photosync verify` checks each is still there",
+        printable(&q.destination)
+    )
 }
 
 fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()> {
@@ -144,12 +150,6 @@ fn render(out: &mut impl std::io::Write, s: &DaemonStatus) -> std::io::Result<()
     }
     for q in &sched.quotas {
         writeln!(out, "{}", quota_line(q))?;
-        writeln!(
-            out,
-            "  {}: a file counts as backed up once the service acknowledges it (it gives back no hash to compare); \
-             `photosync verify` checks each is still there",
-            printable(&q.destination)
-        )?;
     }
     if let Some(next) = sched.next_retry {
         writeln!(out, "next retry: in {}", HumanDuration(Timestamp::now().until(next)))?;

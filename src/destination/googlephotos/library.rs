@@ -125,14 +125,13 @@ impl Library {
         let mut albums = http::until_cancelled(cancel, async { Ok(self.albums.lock().await) }).await?;
         for number in 1u32.. {
             let name = if number == 1 { title.to_owned() } else { format!("{title} ({number})") };
-            let album = match albums.get(&name) {
-                Some(album) => album.clone(),
-                None => {
-                    let album = self.find_or_make(destination, &mut albums, &name, cancel).await?;
-                    remember(destination, &name, Some(&album));
-                    albums.insert(name.clone(), album.clone());
-                    album
-                }
+            let album = if let Some(album) = albums.get(&name) {
+                album.clone()
+            } else {
+                let album = self.find_or_make(destination, &mut albums, &name, cancel).await?;
+                remember(destination, &name, Some(&album));
+                albums.insert(name.clone(), album.clone());
+                album
             };
             if album.items < ALBUM_FULL {
                 return Ok(album.id);

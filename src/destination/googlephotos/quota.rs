@@ -17,8 +17,8 @@ const KEY: &str = "requests";
 /// The day's count, as kept in the catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Day {
-    /// The day in Los Angeles (`YYYY-MM-DD`).
-    day: String,
+    /// The date in Los Angeles (`YYYY-MM-DD`).
+    date: String,
     /// Requests sent.
     requests: u64,
     /// Media items made.
@@ -55,8 +55,8 @@ impl Requests {
         let today = pacific_today();
         let changed = self.notes.update_note(&self.scope, KEY, &mut |old| {
             let mut day = old.and_then(|v| serde_json::from_value::<Day>(v).ok()).unwrap_or_default();
-            if day.day != today {
-                day = Day { day: today.clone(), ..Day::default() };
+            if day.date != today {
+                day = Day { date: today.clone(), ..Day::default() };
             }
             day.requests += requests;
             day.items += items;
@@ -79,7 +79,7 @@ impl Requests {
         let today = pacific_today();
         let kept = self.notes.note(&self.scope, KEY).ok().flatten().and_then(|v| serde_json::from_value::<Day>(v).ok());
         let day = kept.unwrap_or_else(|| self.seen.lock().unwrap_or_else(PoisonError::into_inner).clone());
-        let day = if day.day == today { day } else { Day::default() };
+        let day = if day.date == today { day } else { Day::default() };
         Quota { used: day.requests, limit: self.limit, items: day.items, resets_in: until_pacific_midnight() }
     }
 }
