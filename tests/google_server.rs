@@ -26,7 +26,7 @@
 //!   each result in order, `NOT_FOUND` in its own status,
 //!   <https://developers.google.com/photos/library/reference/rest/v1/mediaItems/batchGet>);
 //!   `albums.list` with `excludeNonAppCreatedData` (`mediaItemsCount` a string),
-//!   `albums.create` (<https://developers.google.com/photos/library/reference/rest/v1/albums>);
+//!   `albums.get`, `albums.create` (<https://developers.google.com/photos/library/reference/rest/v1/albums>);
 //! - errors as Google's JSON `{"error": {code, message, status}}`; limits
 //!   and quotas (<https://developers.google.com/photos/overview/api-limits-quotas>):
 //!   a 429 per minute, or the daily quota's 429 ("Quota exceeded for quota
@@ -64,11 +64,16 @@ pub enum Fault {
     DailyQuota { route: &'static str },
     /// Read the request, answer nothing.
     Stall { route: &'static str },
+    /// Answer as usual, `ms` milliseconds late.
+    Delay { route: &'static str, ms: u64 },
 }
 
 impl Fault {
     fn matches(&self, path: &str) -> bool {
-        let (Fault::Status { route, .. } | Fault::DailyQuota { route } | Fault::Stall { route }) = self;
+        let (Fault::Status { route, .. }
+        | Fault::DailyQuota { route }
+        | Fault::Stall { route }
+        | Fault::Delay { route, .. }) = self;
         if *route == "upload" { path.starts_with("/upload-session/") } else { path.ends_with(route) }
     }
 }
@@ -123,6 +128,9 @@ pub struct State {
     pub refuse_items: bool,
     /// Refuse new media items whose file name contains one of these.
     pub refuse_names: Vec<String>,
+    /// Refuse a whole `batchCreate` (400) holding an item whose file name
+    /// contains one of these, as Google does for an argument it cannot read.
+    pub spoiling_names: Vec<String>,
     /// Items each album is said to hold beyond those made here (an album
     /// filled by years of uploads, without making them).
     pub album_items_before: u64,
@@ -152,6 +160,7 @@ impl Default for State {
             codes: BTreeMap::new(),
             refuse_items: false,
             refuse_names: Vec::new(),
+            spoiling_names: Vec::new(),
             album_items_before: 0,
             max_size: 20 * 1000 * 1000 * 1000,
             creating: 0,
@@ -258,6 +267,7 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         lock(shared).creating -= 1;
     }
+    let mut delay = None;
     let (stall, answer) = {
         let mut state = lock(shared);
         let shown = match path.as_str() {
@@ -272,6 +282,10 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
         let Ok(body) = body else { return Err(std::io::Error::other("the request's body was cut off")) };
         match state.faults.iter().position(|f| f.matches(&path)).and_then(|i| state.faults.remove(i)) {
             Some(Fault::Stall { .. }) => (true, None),
+            Some(Fault::Delay { ms, .. }) => {
+                delay = Some(ms);
+                (false, Some(respond(&mut state, &parts.method, &parts.headers, &path, &query, &body)))
+            }
             Some(Fault::Status { status, retry_after, .. }) => {
                 let status = StatusCode::from_u16(status).expect("status");
                 let mut answer = google_error(status, "Too many requests.");
@@ -293,6 +307,9 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Result<Ans
     };
     if stall {
         std::future::pending::<()>().await;
+    }
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     Ok(answer.expect("an answer"))
 }
@@ -353,6 +370,20 @@ fn respond(state: &mut State, method: &Method, headers: &HeaderMap, path: &str, 
                 })
                 .collect();
             json_answer(StatusCode::OK, &json!({"albums": albums}))
+        }
+        (&Method::GET, _) if path.starts_with("/v1/albums/") => {
+            let id = percent_encoding::percent_decode_str(&path["/v1/albums/".len()..]).decode_utf8_lossy();
+            match state.albums.get(id.as_ref()) {
+                Some(title) => {
+                    let count = state.items.values().filter(|i| i.albums.iter().any(|a| *a == id)).count() as u64
+                        + state.album_items_before;
+                    json_answer(
+                        StatusCode::OK,
+                        &json!({"id": id, "title": title, "isWriteable": true, "mediaItemsCount": count.to_string()}),
+                    )
+                }
+                None => google_error(StatusCode::NOT_FOUND, "Requested entity was not found."),
+            }
         }
         (&Method::POST, "/v1/albums") => {
             let request: Value = serde_json::from_slice(body).unwrap_or_default();
@@ -483,6 +514,13 @@ fn batch_create(state: &mut State, body: &[u8]) -> Answer {
     let items = request.get("newMediaItems").and_then(Value::as_array).cloned().unwrap_or_default();
     if items.is_empty() || items.len() > 50 {
         return google_error(StatusCode::BAD_REQUEST, "newMediaItems must hold 1 to 50 items.");
+    }
+    let spoiled = items.iter().any(|item| {
+        let name = item.pointer("/simpleMediaItem/fileName").and_then(Value::as_str).unwrap_or_default();
+        state.spoiling_names.iter().any(|n| name.contains(n.as_str()))
+    });
+    if spoiled {
+        return google_error(StatusCode::BAD_REQUEST, "Request contains an invalid argument.");
     }
     let album = request.get("albumId").and_then(Value::as_str).map(str::to_owned);
     if album.as_ref().is_some_and(|a| !state.albums.contains_key(a)) {

@@ -195,6 +195,51 @@ fn media_items_are_made_in_shared_batches_one_request_at_a_time() {
     assert!(gone.iter().all(|id| missing.contains(&id.as_str())), "{gone:?} {missing:?}");
 }
 
+/// One item that spoils a shared `batchCreate` (a 400 for the whole
+/// request) fails alone: the others are asked about one by one and made.
+#[test]
+fn one_spoiling_item_does_not_fail_its_whole_batch() {
+    let server = Google::start();
+    let env = google_env(&server);
+    configure(&env, "max_concurrent = 8", "");
+    signed_in(&server, &env);
+    for i in 0..7 {
+        write_photo(&env.source.join(format!("IMG_{i}.JPG")), 10_000 + i, i as u64);
+    }
+    write_photo(&env.source.join("SPOILER.JPG"), 12_345, 99);
+    server.with(|s| s.spoiling_names.push("SPOILER".to_owned()));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!((summary["uploaded"].as_u64(), summary["failed"].as_u64()), (Some(7), Some(1)), "{summary}");
+    assert_eq!(server.with(|s| s.items.len()), 7);
+}
+
+/// Paused while their media items were being asked for (two photos in one
+/// batch: one job sends it, the other waits for its answer): each answer
+/// is waited for rather than thrown away (asking again with a used token
+/// would fail the photo as "Google may hold it already").
+#[test]
+fn a_pause_during_a_batch_create_keeps_its_answers() {
+    let server = Google::start();
+    let env = google_env(&server);
+    configure(&env, "settle = \"200ms\"\nmax_concurrent = 2", "batch_wait = \"30s\"");
+    signed_in(&server, &env);
+    let photo = write_photo(&env.source.join("a.jpg"), 30_000, 4);
+    let other = write_photo(&env.source.join("b.jpg"), 31_000, 5);
+    server.with(|s| s.faults.push_back(Fault::Delay { route: "mediaItems:batchCreate", ms: 1_500 }));
+    let daemon = env.start_daemon();
+    daemon.wait_until(Duration::from_mins(1), "the media item is being asked for", || {
+        requests(&server, "POST /v1/mediaItems:batchCreate") == 1
+    });
+    assert!(env.run(["pause"]).status.success());
+    assert!(env.run(["resume"]).status.success());
+    daemon.wait_until(Duration::from_mins(1), "the photos are backed up", || env.count_jobs("acknowledged") == 2);
+    assert_eq!(env.count_jobs("failed"), 0);
+    assert_eq!(server.with(|s| s.batches.clone()), [2], "both asked about once, together");
+    assert_eq!(server.files()["a.jpg"], photo);
+    assert_eq!(server.files()["b.jpg"], other);
+}
+
 /// A second machine (its own catalog) backing up the same photos finds
 /// the album among the app's own, and Google gives back the media items
 /// it has: no second album, no second item.

@@ -10,11 +10,16 @@
 //! each result's status is read on its own).
 //!
 //! A token waits for others to share its request until the batch is full,
-//! or `batch_wait` has passed since the oldest arrived; once every upload
-//! in progress here has its token waiting, only a tenth of that (for the
-//! uploads the scheduler starts next): no upload waits long for one that
-//! is still sending a big video. The daily quota counts requests, not
-//! bytes or time, so a fuller batch is worth a moment's wait.
+//! or `batch_wait` has passed since the oldest arrived; once every small
+//! file's upload in progress here has its token waiting, only a tenth of
+//! that (for the uploads the scheduler starts next). A big video's upload
+//! is not waited for: it joins a batch when its token is ready. The daily
+//! quota counts requests, not bytes or time, so a fuller batch is worth a
+//! moment's wait.
+//!
+//! Each job's session records that its token was asked about (only when
+//! the request goes) and the media item made (before the job hears of
+//! it), so neither an interruption nor a crash makes anything twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +31,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::GooglePhotosDestination;
-use crate::destination::{DestinationError, Retry, http};
+use super::{GooglePhotosDestination, upload};
+use crate::destination::{DestinationError, JobId, Retry, http};
 
 /// The most media items one `batchCreate` may carry.
 pub(super) const BATCH: usize = 50;
@@ -66,6 +71,7 @@ struct Waiting {
 /// A media item asked for.
 struct Wanted {
     id: u64,
+    job: JobId,
     album: Option<String>,
     token: String,
     name: String,
@@ -151,7 +157,10 @@ impl Library {
         if let Some(album) = destination.sessions.note(&destination.config.name, &key).ok().flatten()
             && let Ok(album) = serde_json::from_value::<Album>(album)
         {
-            return Ok(album);
+            // Still there, and how full (another machine may add to it)?
+            if let Some(items) = album_items(destination, &album.id, cancel).await? {
+                return Ok(Album { id: album.id, items: items.max(album.items) });
+            }
         }
         let mut page: Option<String> = None;
         loop {
@@ -202,6 +211,7 @@ impl Library {
     pub(super) async fn create(
         &self,
         destination: &GooglePhotosDestination,
+        job: JobId,
         token: &str,
         name: &str,
         album: Option<&str>,
@@ -214,6 +224,7 @@ impl Library {
             let id = waiting.next;
             waiting.tokens.push(Wanted {
                 id,
+                job,
                 album: album.map(str::to_owned),
                 token: token.to_owned(),
                 name: name.to_owned(),
@@ -232,10 +243,18 @@ impl Library {
                     });
                 }
                 () = cancel.cancelled() => {
-                    // Still waiting: taken back. Already asked for: the
-                    // job's session says so, and the next attempt asks again.
-                    self.waiting.lock().unwrap_or_else(PoisonError::into_inner).tokens.retain(|w| w.id != id);
-                    return Err(Refused::Other(DestinationError::interrupted()));
+                    let taken_back = {
+                        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                        let before = waiting.tokens.len();
+                        waiting.tokens.retain(|w| w.id != id);
+                        waiting.tokens.len() < before
+                    };
+                    if taken_back {
+                        return Err(Refused::Other(DestinationError::interrupted()));
+                    }
+                    // Already asked about: its answer is on its way (the
+                    // request ends within the timeout), and is worth having.
+                    return answer.await.unwrap_or_else(|_| Err(Refused::Other(DestinationError::interrupted())));
                 }
                 turn = self.creating.lock() => {
                     self.send_batch(destination, cancel).await;
@@ -282,6 +301,22 @@ impl Library {
             waiting.tokens = rest;
             batch
         };
+        // Each job's session says its token is being asked about, before
+        // the request goes.
+        let (batch, unrecorded): (Vec<Wanted>, Vec<(Wanted, DestinationError)>) =
+            batch.into_iter().fold((Vec::new(), Vec::new()), |(mut ok, mut failed), wanted| {
+                match upload::creating(destination, wanted.job, &wanted.token) {
+                    Ok(()) => ok.push(wanted),
+                    Err(error) => failed.push((wanted, error)),
+                }
+                (ok, failed)
+            });
+        for (wanted, error) in unrecorded {
+            let _ = wanted.reply.send(Err(Refused::Other(error)));
+        }
+        if batch.is_empty() {
+            return;
+        }
         // Sent whatever becomes of the job that sends it: the other
         // uploads' answers ride on it.
         let answers = self.batch_create(destination, &batch).await;
@@ -291,7 +326,12 @@ impl Library {
             self.filled(destination, album, made).await;
         }
         for (wanted, answer) in batch.into_iter().zip(answers) {
-            // One whose job stopped waiting is asked for again next time.
+            if let Ok(id) = &answer
+                && let Err(e) = upload::made(destination, wanted.job, id)
+            {
+                // The job hears of it anyway; only a crash now would ask again.
+                tracing::warn!("cannot record a media item in the catalog: {e}");
+            }
             let _ = wanted.reply.send(answer);
         }
     }
@@ -315,16 +355,32 @@ impl Library {
             Ok(response) => response,
             Err(error) => return everyone(&error),
         };
-        if response.status() == reqwest::StatusCode::BAD_REQUEST
-            && let Some(album) = album
-        {
-            // The album may be gone (deleted in Google Photos): it is found or made again.
-            self.forget_album(destination, album).await;
-            let error = destination.refusal(response, "make media items in the album").await;
+        if response.status() == reqwest::StatusCode::BAD_REQUEST {
+            let error = destination.refusal(response, "make media items").await;
             if error.retry == Retry::Held {
                 return everyone(&error);
             }
-            return everyone(&DestinationError::transient(error.message));
+            if let Some(album) = album {
+                match album_items(destination, album, &cancel).await {
+                    // Gone (deleted in Google Photos): found or made again.
+                    Ok(None) => {
+                        self.forget_album(destination, album).await;
+                        return everyone(&DestinationError::transient(error.message));
+                    }
+                    Ok(Some(_)) => {}
+                    Err(trouble) => return everyone(&trouble),
+                }
+            }
+            if batch.len() > 1 {
+                // One item spoiled the request: each is asked about alone,
+                // so that only that one fails.
+                let mut answers = Vec::with_capacity(batch.len());
+                for wanted in batch {
+                    answers.extend(Box::pin(self.batch_create(destination, std::slice::from_ref(wanted))).await);
+                }
+                return answers;
+            }
+            return everyone(&error);
         }
         if !response.status().is_success() {
             return everyone(&destination.refusal(response, "make media items").await);
@@ -367,6 +423,30 @@ impl Library {
             albums.remove(&title);
             remember(destination, &title, None);
         }
+    }
+}
+
+/// How many items the app's album `id` holds, or `None` when Google no
+/// longer has it
+/// (<https://developers.google.com/photos/library/reference/rest/v1/albums/get>).
+async fn album_items(
+    destination: &GooglePhotosDestination,
+    id: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<u64>, DestinationError> {
+    let segment: String = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).collect();
+    let url = destination.api(&format!("v1/albums/{segment}"))?;
+    let response = destination.send(cancel, || Ok(destination.client.get()?.get(url.clone()))).await?;
+    match response.status() {
+        status if status.is_success() => {
+            let album = json_of(cancel, response, "show an album").await?;
+            // An int64, written as a string.
+            let items = album.get("mediaItemsCount").and_then(Value::as_str).and_then(|n| n.parse().ok());
+            Ok(Some(items.unwrap_or(0)))
+        }
+        // An id Google does not know, or no longer lets this app see.
+        reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::BAD_REQUEST => Ok(None),
+        _ => Err(destination.refusal(response, "show an album").await),
     }
 }
 

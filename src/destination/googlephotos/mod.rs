@@ -273,8 +273,22 @@ impl Destination for GooglePhotosDestination {
     }
 
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
-        // Counted while it lasts: a batch of media items waits for its token.
-        let _uploading = self.library.uploading();
+        // A small file's upload is counted while it lasts: a batch of media
+        // items waits a moment for its token. A big one's is not: it joins
+        // the batch when its token is ready.
+        let _uploading = (request.size <= self.config.chunk_size).then(|| self.library.uploading());
+        let receipt = |id: String| Receipt {
+            key: RemoteKey(id.into_bytes()),
+            size: request.size,
+            sha256: request.hash.clone(),
+            version: Some(ACKNOWLEDGED.to_owned()),
+        };
+        let forget = || self.sessions.forget(request.job).map_err(super::session::store_error);
+        if let Some(id) = upload::item(self, request.job)? {
+            // Made before a crash or an interruption: nothing to ask.
+            forget()?;
+            return Ok(Uploaded::Stored(receipt(id)));
+        }
         let name = file_name(&request);
         let named = mime_type(&name).ok_or_else(|| {
             DestinationError::permanent(format!("Google Photos does not take files of this type: {name}"))
@@ -295,18 +309,11 @@ impl Destination for GooglePhotosDestination {
             None => None,
         };
         let token = upload::send(self, &request, mime, &name, &progress).await?;
-        upload::creating(self, request.job, &token)?;
-        let forget = || self.sessions.forget(request.job).map_err(super::session::store_error);
-        match self.library.create(self, &token.value, &name, album.as_deref(), &request.cancel).await {
+        match self.library.create(self, request.job, &token.value, &name, album.as_deref(), &request.cancel).await {
             Ok(id) => {
                 self.throttled.store(0, std::sync::atomic::Ordering::Relaxed);
                 forget()?;
-                Ok(Uploaded::Stored(Receipt {
-                    key: RemoteKey(id.into_bytes()),
-                    size: request.size,
-                    sha256: request.hash.clone(),
-                    version: Some(ACKNOWLEDGED.to_owned()),
-                }))
+                Ok(Uploaded::Stored(receipt(id)))
             }
             // Google's trouble (INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED):
             // the token stays good for a day; asked again later.

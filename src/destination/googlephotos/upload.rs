@@ -39,6 +39,10 @@ struct State {
     /// have been lost: Google may hold the item).
     #[serde(default)]
     create_sent: bool,
+    /// The media item Google made, once it said so (a crash before the
+    /// catalog's receipt costs no second request).
+    #[serde(default)]
+    item: Option<String>,
 }
 
 /// A chunk Google took: it holds every byte before `end`.
@@ -56,15 +60,32 @@ pub(super) struct Token {
 }
 
 /// Records that a media item is about to be asked for with `token`.
-pub(super) fn creating(
+pub(super) fn creating(destination: &GooglePhotosDestination, job: JobId, token: &str) -> Result<(), DestinationError> {
+    change(destination, job, |state| {
+        state.token = Some(token.to_owned());
+        state.create_sent = true;
+    })
+}
+
+/// Records the media item Google made for `job`.
+pub(super) fn made(destination: &GooglePhotosDestination, job: JobId, id: &str) -> Result<(), DestinationError> {
+    change(destination, job, |state| state.item = Some(id.to_owned()))
+}
+
+/// The media item Google made for `job` before, if it said so.
+pub(super) fn item(destination: &GooglePhotosDestination, job: JobId) -> Result<Option<String>, DestinationError> {
+    let Some(session) = destination.sessions.load(job).map_err(store_error)? else { return Ok(None) };
+    Ok(session.decode::<State, Piece>(KIND, VERSION).and_then(|(state, _)| state.item))
+}
+
+fn change(
     destination: &GooglePhotosDestination,
     job: JobId,
-    token: &Token,
+    edit: impl FnOnce(&mut State),
 ) -> Result<(), DestinationError> {
     let Some(session) = destination.sessions.load(job).map_err(store_error)? else { return Ok(()) };
     let Some((mut state, _)) = session.decode::<State, Piece>(KIND, VERSION) else { return Ok(()) };
-    state.token = Some(token.value.clone());
-    state.create_sent = true;
+    edit(&mut state);
     destination.sessions.begin(job, KIND, VERSION, &to_json(&state)?).map_err(store_error)
 }
 
@@ -139,7 +160,7 @@ pub(super) async fn send(
         .and_then(|g| g.trim().parse::<u64>().ok())
         .filter(|&g| g > 0)
         .unwrap_or(256 * 1024);
-    let state = State { url: address, granularity, token: None, create_sent: false };
+    let state = State { url: address, granularity, token: None, create_sent: false, item: None };
     sessions.begin(request.job, KIND, VERSION, &to_json(&state)?).map_err(store_error)?;
     let value = carry_on(destination, request, &file, &state, 0, Sha256::new(), progress).await?;
     Ok(Token { value, kept: false, create_sent: false })
@@ -186,7 +207,7 @@ async fn raw(
     if token.is_empty() {
         return Err(DestinationError::transient("Google took a file without giving its token"));
     }
-    let done = State { url: String::new(), granularity: 0, token: Some(token.clone()), create_sent: false };
+    let done = State { url: String::new(), granularity: 0, token: Some(token.clone()), create_sent: false, item: None };
     destination.sessions.begin(request.job, KIND, VERSION, &to_json(&done)?).map_err(store_error)?;
     Ok(Token { value: token, kept: false, create_sent: false })
 }
@@ -276,6 +297,7 @@ async fn carry_on(
                 granularity: state.granularity,
                 token: Some(token.clone()),
                 create_sent: false,
+                item: None,
             };
             destination.sessions.begin(request.job, KIND, VERSION, &to_json(&done)?).map_err(store_error)?;
             return Ok(token);
