@@ -499,6 +499,10 @@ fn batch_get(state: &State, query: &str) -> Answer {
     if ids.is_empty() || ids.len() > 50 {
         return google_error(StatusCode::BAD_REQUEST, "mediaItemIds must hold 1 to 50 ids.");
     }
+    // Ids Google hands out are URL-safe base64; anything else spoils the request.
+    if ids.iter().any(|id| !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+        return google_error(StatusCode::BAD_REQUEST, "Request contains an invalid media item id.");
+    }
     let results: Vec<Value> = ids
         .iter()
         .map(|id| match state.items.get(id) {

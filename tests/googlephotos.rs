@@ -240,6 +240,42 @@ fn a_pause_during_a_batch_create_keeps_its_answers() {
     assert_eq!(server.files()["b.jpg"], other);
 }
 
+/// A receipt whose id spoils a shared `mediaItems:batchGet` (a 400 for
+/// the whole request) leaves only itself unchecked: a media item deleted
+/// from Google Photos is still found missing.
+#[test]
+fn one_unreadable_id_does_not_leave_its_whole_batch_unchecked() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    for i in 0..3 {
+        write_photo(&env.source.join(format!("IMG_{i}.JPG")), 10_000 + i, i as u64);
+    }
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    let ids: Vec<String> = server.with(|s| s.items.keys().cloned().collect());
+    server.with(|s| drop(s.items.remove(&ids[0])));
+    let catalog = rusqlite::Connection::open(env.state.join("catalog.sqlite")).expect("catalog");
+    catalog
+        .execute(
+            "UPDATE jobs SET receipt_key = CAST('not an id!' AS BLOB) WHERE receipt_key = CAST(?1 AS BLOB)",
+            [&ids[1]],
+        )
+        .expect("spoil a receipt");
+    drop(catalog);
+    let out = env.run(["verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let kinds: BTreeMap<String, String> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| (p["key"].as_str().expect("key").to_owned(), p["kind"].as_str().expect("kind").to_owned()))
+        .collect();
+    assert_eq!(kinds.get(&ids[0]).map(String::as_str), Some("missing"), "{report}");
+    assert_eq!(kinds.get("not an id!").map(String::as_str), Some("unchecked"), "{report}");
+    assert_eq!(report["held"], 1, "{report}");
+}
+
 /// A second machine (its own catalog) backing up the same photos finds
 /// the album among the app's own, and Google gives back the media items
 /// it has: no second album, no second item.

@@ -154,6 +154,17 @@ impl Catalog {
         }
         Ok(counts)
     }
+
+    /// Jobs still to do at `destination`: queued, running or waiting to retry.
+    pub fn jobs_to_do(&self, destination: crate::model::DestinationId) -> Result<u64> {
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM jobs WHERE destination_id = ?1 AND state IN ('queued', 'running', 'retry_wait')",
+            )?
+            .query_row([destination.0], |r| r.get(0))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
 }
 
 /// An acknowledged job's receipt, for `photosync verify`.

@@ -308,8 +308,14 @@ impl Scheduler<'_> {
             }
         }
         self.tries.remove(&running.id);
+        self.throttles.remove(&running.id);
         if let Some(breaker) = self.breakers.get_mut(&running.destination_id) {
-            *breaker = Breaker::default();
+            if breaker.resting && breaker.open.is_some() {
+                // Sent before the service asked for fewer: the rest goes on.
+                breaker.consecutive = 0;
+            } else {
+                *breaker = Breaker::default();
+            }
         }
         self.observer.job_done();
         Ok(())

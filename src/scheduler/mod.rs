@@ -183,6 +183,9 @@ struct Breaker {
     /// Open until the user acts (signs in again): a failure does not
     /// replace its reason.
     for_user: bool,
+    /// Open because the service asked for fewer requests: an upload
+    /// already under way that succeeds meanwhile does not end the rest.
+    resting: bool,
 }
 
 /// The user's pause in force.
@@ -222,6 +225,8 @@ pub struct Scheduler<'c> {
     /// When to look again at the source folders that were not there.
     source_recheck: Option<Instant>,
     tries: HashMap<JobId, u32>,
+    /// Times each job waited out a "fewer requests" within this run.
+    throttles: HashMap<JobId, u32>,
     breakers: HashMap<DestinationId, Breaker>,
     /// Destinations whose check failed permanently: their jobs fail at once.
     broken: HashMap<DestinationId, String>,
@@ -277,6 +282,7 @@ impl<'c> Scheduler<'c> {
             busy_keys: HashSet::new(),
             source_recheck: None,
             tries: HashMap::new(),
+            throttles: HashMap::new(),
             breakers: HashMap::new(),
             broken: HashMap::new(),
             paused: None,
@@ -400,7 +406,8 @@ impl<'c> Scheduler<'c> {
                 tracing::warn!(destination = %target.name, "destination unavailable: {error}");
                 let until = self.cooldown(BREAKER_THRESHOLD);
                 let open = Some((error.message, until));
-                self.breakers.insert(target.id, Breaker { consecutive: BREAKER_THRESHOLD, open, for_user: false });
+                let breaker = Breaker { consecutive: BREAKER_THRESHOLD, open, ..Breaker::default() };
+                self.breakers.insert(target.id, breaker);
                 break;
             }
         }
@@ -508,6 +515,7 @@ impl<'c> Scheduler<'c> {
             if matches!(breaker.open, Some((_, Some(until))) if until.passed(now_wall, now)) {
                 // Half-open: the next job tries the destination again.
                 breaker.open = None;
+                breaker.resting = false;
             }
         }
         if self.settings.mode == Mode::Service

@@ -108,19 +108,33 @@ impl Scheduler<'_> {
         self.catalog.apply(&running, &waiting, now)?;
         let destination = running.destination_id;
         let breaker = self.breakers.entry(destination).or_default();
-        if !(breaker.for_user && breaker.open.is_some()) {
-            let later = breaker.open.as_ref().and_then(|(_, until)| *until).filter(|u| u.wall() > at);
-            breaker.open =
-                Some((format!("asked for fewer requests: {error}"), Some(later.unwrap_or(Deadline::at(at)))));
-        }
-        let tries = self.tries.entry(running.id).or_insert(0);
-        *tries += 1;
-        if self.settings.mode == Mode::OneShot && wait <= RETRY_AFTER_IN_RUN && *tries < THROTTLES_PER_RUN {
+        // When the destination may be tried again (`None`: not in this run).
+        let until = match &breaker.open {
+            // Held for the user, or for the rest of the run: left so.
+            Some((_, until)) if breaker.for_user || until.is_none() => *until,
+            // Already resting longer.
+            Some((_, Some(later))) if later.wall() > at => Some(*later),
+            _ => {
+                let until = Deadline::at(at);
+                breaker.open = Some((format!("asked for fewer requests: {error}"), Some(until)));
+                breaker.for_user = false;
+                breaker.resting = true;
+                Some(until)
+            }
+        };
+        let throttles = self.throttles.entry(running.id).or_insert(0);
+        *throttles += 1;
+        // Woken when the destination may be tried again.
+        let wake = until.map(|u| now.until(u.wall()));
+        if self.settings.mode == Mode::OneShot
+            && let Some(wake) = wake.filter(|w| *w <= RETRY_AFTER_IN_RUN)
+            && *throttles < THROTTLES_PER_RUN
+        {
             pending.job = waiting;
-            self.sleeping.push((Instant::now() + wait, pending));
+            self.sleeping.push((Instant::now() + wake, pending));
             return Ok(());
         }
-        self.tries.remove(&running.id);
+        self.throttles.remove(&running.id);
         let at = Deadline::at(at);
         self.next_retry = Some(self.next_retry.filter(|t| t.wall() <= at.wall()).unwrap_or(at));
         self.observer.job_done();
@@ -144,6 +158,7 @@ impl Scheduler<'_> {
             {
                 breaker.open = Some((reason, until));
                 breaker.for_user = false;
+                breaker.resting = false;
             }
         }
     }
@@ -167,7 +182,7 @@ impl Scheduler<'_> {
         };
         // Not a failure: the count of failures in a row starts afresh.
         let open = Some((error.message.clone(), until));
-        self.breakers.insert(destination, Breaker { consecutive: 0, open, for_user: true });
+        self.breakers.insert(destination, Breaker { consecutive: 0, open, for_user: true, resting: false });
     }
 
     /// How long a failing destination rests: the rest of a one-shot run, or

@@ -199,19 +199,17 @@ impl Scheduler<'_> {
     }
 
     /// The request quotas of the destinations that have one, with the
-    /// files waiting for each.
-    pub(super) fn quotas(&self) -> Vec<QuotaStatus> {
+    /// files waiting for each (those waiting to retry too).
+    pub(super) fn quotas(&self) -> Result<Vec<QuotaStatus>, CatalogError> {
         let mut targets: Vec<_> = self.targets.values().collect();
         targets.sort_by(|a, b| a.name.cmp(&b.name));
-        targets
-            .into_iter()
-            .filter_map(|target| {
-                let quota = target.destination.quota()?;
-                let queued = self.queue.iter().filter(|p| p.job.destination_id == target.id).count();
-                let flying = self.flights.values().filter(|f| f.running.destination_id == target.id).count();
-                Some(QuotaStatus::new(&target.name, quota, (queued + flying) as u64))
-            })
-            .collect()
+        let mut quotas = Vec::new();
+        for target in targets {
+            if let Some(quota) = target.destination.quota() {
+                quotas.push(QuotaStatus::new(&target.name, quota, self.catalog.jobs_to_do(target.id)?));
+            }
+        }
+        Ok(quotas)
     }
 
     pub(super) fn status(&self) -> Result<SchedulerStatus, CatalogError> {
@@ -258,7 +256,7 @@ impl Scheduler<'_> {
             backlog: self.catalog.backlog()?,
             order: self.settings.order,
             budget: self.budget_status(),
-            quotas: self.quotas(),
+            quotas: self.quotas()?,
         })
     }
 }

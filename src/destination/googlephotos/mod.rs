@@ -375,7 +375,18 @@ impl Destination for GooglePhotosDestination {
         }
         let response = match self.send(&cancel, || Ok(self.client.get()?.get(url.clone()))).await {
             Ok(response) if response.status().is_success() => response,
-            Ok(response) => return everyone(&self.refusal(response, "show media items").await),
+            Ok(response) => {
+                let error = self.refusal(response, "show media items").await;
+                if error.retry == super::Retry::Permanent && receipts.len() > 1 {
+                    // One id may spoil the request: each is asked about alone.
+                    let mut verdicts = Vec::with_capacity(receipts.len());
+                    for receipt in receipts {
+                        verdicts.extend(self.verify_many(std::slice::from_ref(receipt), false).await);
+                    }
+                    return verdicts;
+                }
+                return everyone(&error);
+            }
             Err(error) => return everyone(&error),
         };
         let answer = match library::json_of(&cancel, response, "show media items").await {

@@ -3,7 +3,9 @@
 //! at midnight Pacific time,
 //! <https://developers.google.com/photos/overview/api-limits-quotas>).
 //! Kept in the catalog so that a restart, or a `backup` run beside the
-//! daemon, counts on from where the day stands.
+//! daemon, counts on from where the day stands; written every
+//! [`WRITE_EVERY`] requests (and with each batch of media items), not on
+//! every one, so that uploads never wait on the catalog for a count.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -13,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::destination::{Quota, SessionStore};
 
 const KEY: &str = "requests";
+
+/// Requests counted in memory before the count is written down.
+const WRITE_EVERY: u64 = 20;
 
 /// The day's count, as kept in the catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,22 +37,32 @@ pub(super) struct Requests {
     limit: u64,
     /// The last count written or read, for `status` when the catalog is busy.
     seen: Mutex<Day>,
+    /// Requests counted but not written down yet.
+    unwritten: Mutex<u64>,
 }
 
 impl Requests {
     pub(super) fn new(notes: Arc<dyn SessionStore>, scope: &str, limit: u64) -> Requests {
-        Requests { notes, scope: scope.to_owned(), limit, seen: Mutex::default() }
+        Requests { notes, scope: scope.to_owned(), limit, seen: Mutex::default(), unwritten: Mutex::default() }
     }
 
     /// Counts one request.
     pub(super) fn sent(&self) {
-        self.add(1, 0);
+        let due = {
+            let mut unwritten = self.unwritten.lock().unwrap_or_else(PoisonError::into_inner);
+            *unwritten += 1;
+            (*unwritten >= WRITE_EVERY).then(|| std::mem::take(&mut *unwritten))
+        };
+        if let Some(requests) = due {
+            self.add(requests, 0);
+        }
     }
 
-    /// Counts `items` media items made.
+    /// Counts `items` media items made (and writes the count down).
     pub(super) fn made(&self, items: u64) {
-        if items > 0 {
-            self.add(0, items);
+        let requests = std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner));
+        if items > 0 || requests > 0 {
+            self.add(requests, items);
         }
     }
 
@@ -80,7 +95,13 @@ impl Requests {
         let kept = self.notes.note(&self.scope, KEY).ok().flatten().and_then(|v| serde_json::from_value::<Day>(v).ok());
         let day = kept.unwrap_or_else(|| self.seen.lock().unwrap_or_else(PoisonError::into_inner).clone());
         let day = if day.date == today { day } else { Day::default() };
-        Quota { used: day.requests, limit: self.limit, items: day.items, resets_in: until_pacific_midnight() }
+        let unwritten = *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner);
+        Quota {
+            used: day.requests + unwritten,
+            limit: self.limit,
+            items: day.items,
+            resets_in: until_pacific_midnight(),
+        }
     }
 }
 
@@ -106,4 +127,11 @@ pub(super) fn until_pacific_midnight() -> Duration {
     let Ok(midnight) = tomorrow.to_zoned(now.time_zone().clone()) else { return fallback };
     let seconds = midnight.timestamp().as_second() - now.timestamp().as_second();
     Duration::from_secs(u64::try_from(seconds).unwrap_or(3600).max(60))
+}
+
+impl Drop for Requests {
+    fn drop(&mut self) {
+        // What was counted since the last write.
+        self.made(0);
+    }
 }
