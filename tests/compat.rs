@@ -114,6 +114,7 @@ fn json_shapes_are_stable() {
             "error",
             "last_error",
             "receipt_key",
+            "acknowledged_only",
             "updated_at",
             "group",
         ])
