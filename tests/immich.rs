@@ -231,6 +231,33 @@ fn a_live_photo_is_linked_to_its_video() {
     assert_eq!(server.with(|s| s.uploads.len()), 2, "the video went up once");
 }
 
+/// A Live Photo whose still Immich already had without its motion part
+/// (another client sent only the still): the video goes up and the still
+/// is linked to it (`updateAsset`), once.
+#[test]
+fn a_still_immich_already_had_is_linked_to_its_video() {
+    let server = Immich::start(3);
+    let phone = immich_env(&server);
+    let still = write_photo(&phone.source.join("IMG_0001.JPG"), 20_000, 5);
+    let (code, summary) = phone.backup();
+    assert_eq!(code, 0, "{summary}");
+    let laptop = immich_env(&server);
+    write_photo(&laptop.source.join("IMG_0001.JPG"), 20_000, 5);
+    let video = write_video(&laptop.source.join("IMG_0001.MOV"), 600_000, 6);
+    let (code, summary) = laptop.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let assets = server.with(|s| s.assets.values().cloned().collect::<Vec<_>>());
+    assert_eq!(assets.len(), 2, "the still once, and its video");
+    let stored_video = assets.iter().find(|a| a.bytes == video).expect("the video");
+    let stored_still = assets.iter().find(|a| a.bytes == still).expect("the still");
+    assert_eq!(stored_still.fields.get("livePhotoVideoId"), Some(&stored_video.id), "linked afterwards");
+    assert_eq!(server.with(|s| s.updates.clone()), [stored_still.id.clone()], "linked once");
+    let (code, summary) = laptop.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.with(|s| s.updates.len()), 1, "nothing to link again");
+}
+
 /// Regression: a photo in Immich's trash counted as already present, so a
 /// backup reported it safe until the trash was emptied. It fails with
 /// what to do, and `verify` reports a backed-up photo moved to the trash.

@@ -21,8 +21,11 @@
 //!   success, error: duplicate}]` (permissions `album.read`,
 //!   `album.create`, `albumAsset.create`);
 //! - `getAssetInfo` `GET /api/assets/{id}` → `{id, checksum (base64 SHA-1),
-//!   originalFileName}`; an unknown id → 400 `Not found or no asset.read
-//!   access`.
+//!   originalFileName, livePhotoVideoId}`; an unknown id → 400 `Not found
+//!   or no asset.read access`;
+//! - `updateAsset` `PUT /api/assets/{id}` `{livePhotoVideoId}`
+//!   (`UpdateAssetDto`; permission `asset.update`) → the asset; a video id
+//!   the server does not hold → 400.
 //!
 //! Authentication is `x-api-key`: none → 401 `Authentication required`, a
 //! wrong one → 401 `Invalid API key`, a missing permission → 403 `Missing
@@ -77,6 +80,8 @@ pub struct State {
     /// Answer every request with a 307 to this server instead (a proxy or
     /// sign-in page in front of Immich).
     pub redirect_to: Option<String>,
+    /// Assets changed with `updateAsset`, in order.
+    pub updates: Vec<String>,
     /// Albums by id: name and asset ids.
     pub albums: BTreeMap<String, (String, std::collections::BTreeSet<String>)>,
     next_id: u64,
@@ -239,11 +244,34 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
                         "checksum": base64::engine::general_purpose::STANDARD.encode(&asset.sha1),
                         "isTrashed": asset.trashed,
                         "originalFileName": asset.fields.get("filename"),
+                        "livePhotoVideoId": asset.fields.get("livePhotoVideoId"),
                     })
                     .to_string(),
                 ),
                 None => error(&state, StatusCode::BAD_REQUEST, "Not found or no asset.read access"),
             }
+        }
+        (Method::PUT, asset) if asset.starts_with("/api/assets/") => {
+            let id =
+                percent_encoding::percent_decode_str(&asset["/api/assets/".len()..]).decode_utf8_lossy().into_owned();
+            let body: serde_json::Value =
+                serde_json::from_slice(&body_of(request.into_body()).await).unwrap_or_default();
+            let mut state = lock();
+            if !allowed(&state, "asset.update") {
+                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.update");
+            }
+            let video = body["livePhotoVideoId"].as_str().map(str::to_owned);
+            if video.as_ref().is_some_and(|v| !state.assets.contains_key(v)) {
+                return error(&state, StatusCode::BAD_REQUEST, "Live photo video not found");
+            }
+            let Some(stored) = state.assets.get_mut(&id) else {
+                return error(&state, StatusCode::BAD_REQUEST, "Not found or no asset.update access");
+            };
+            if let Some(video) = video {
+                stored.fields.insert("livePhotoVideoId".into(), video);
+            }
+            state.updates.push(id.clone());
+            answer(StatusCode::OK, serde_json::json!({"id": id}).to_string())
         }
         _ => {
             let state = lock();

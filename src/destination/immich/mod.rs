@@ -1,7 +1,7 @@
 //! `type = "immich"`: Immich, the self-hosted photo server, through its REST
 //! API (`@immich/sdk` 2.7.5 for the 2.x servers, 3.2.2 for 3.x; operations
 //! `getServerVersion`, `getMyApiKey`, `checkBulkUpload`, `uploadAsset`,
-//! `getAssetInfo`). Immich keeps photos by content: an asset's identity is
+//! `getAssetInfo`, `updateAsset`). Immich keeps photos by content: an asset's identity is
 //! the SHA-1 of its bytes, so a photo some other client (or another
 //! machine's photosync) already uploaded is found before anything is sent.
 //!
@@ -123,6 +123,17 @@ struct Asset {
     checksum: String,
     #[serde(rename = "isTrashed", default)]
     is_trashed: bool,
+    /// The motion part a still is linked to, if any.
+    #[serde(rename = "livePhotoVideoId", default)]
+    live_photo_video_id: Option<String>,
+}
+
+/// What the server says of an asset: its SHA-1 (hex), whether it is in the
+/// trash, and the Live Photo video it is linked to.
+struct Described {
+    sha1: String,
+    trashed: bool,
+    live_video: Option<String>,
 }
 
 /// What a photo in Immich's trash means: it goes when the trash is emptied.
@@ -226,13 +237,9 @@ impl ImmichDestination {
         }
     }
 
-    /// The SHA-1 the server holds for asset `id` (hex), and whether it is
-    /// in the trash; `None` when there is no such asset.
-    async fn stored_sha1(
-        &self,
-        cancel: &CancellationToken,
-        id: &str,
-    ) -> Result<Option<(String, bool)>, DestinationError> {
+    /// What the server holds as asset `id`; `None` when there is no such
+    /// asset.
+    async fn describe(&self, cancel: &CancellationToken, id: &str) -> Result<Option<Described>, DestinationError> {
         let request = self.client.get()?.get(self.url(&format!("assets/{}", encode(id))));
         let response = send_for(cancel, request.header("x-api-key", self.key()?)).await?;
         // Immich answers an unknown or deleted asset with 400 ("Not found or
@@ -248,7 +255,49 @@ impl ImmichDestination {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(asset.checksum.trim())
             .map_err(|e| DestinationError::transient(format!("Immich's checksum is not base64: {e}")))?;
-        Ok(Some((super::http::hex(&bytes), asset.is_trashed)))
+        Ok(Some(Described {
+            sha1: super::http::hex(&bytes),
+            trashed: asset.is_trashed,
+            live_video: asset.live_photo_video_id.filter(|v| !v.is_empty()),
+        }))
+    }
+
+    /// Links the still `id` the server already had to its Live Photo
+    /// video (sent first if it is not there), unless it is linked already
+    /// (`updateAsset`, `PUT /assets/{id}` with `livePhotoVideoId`; the key
+    /// needs `asset.update`). Trouble leaves the still unlinked, saying so:
+    /// the still is backed up either way.
+    async fn link(
+        &self,
+        request: &UploadRequest,
+        id: &str,
+        video: &LiveVideo,
+        major: u64,
+        progress: &ProgressFn,
+    ) -> Result<(), DestinationError> {
+        let linked = self.describe(&request.cancel, id).await?.and_then(|d| d.live_video);
+        if linked.is_some() {
+            return Ok(());
+        }
+        let Some(video_id) = self.live_video_id(request, video, major, progress).await? else { return Ok(()) };
+        let body = json!({"livePhotoVideoId": video_id});
+        let update = self
+            .client
+            .get()?
+            .put(self.url(&format!("assets/{}", encode(id))))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        match self.call(&request.cancel, update).await {
+            Ok(_) => {
+                tracing::info!(path = %request.source.display(), "linked the Live Photo's still to its video in Immich");
+                Ok(())
+            }
+            Err(e) if e.retry == Retry::Interrupted => Err(e),
+            Err(e) => {
+                tracing::warn!(path = %request.source.display(), "could not link the Live Photo's still to its video: {e}");
+                Ok(())
+            }
+        }
     }
 
     /// Succeeds once the server reports asset `id` with SHA-1 `sha1` (of
@@ -256,7 +305,7 @@ impl ImmichDestination {
     /// whatever bytes arrive, so another SHA-1 means the file changed while
     /// it was sent (the scan reads it again) or the server lost it.
     async fn holds(&self, request: &UploadRequest, id: &str, sha1: &str) -> Result<(), DestinationError> {
-        match self.stored_sha1(&request.cancel, id).await? {
+        match self.describe(&request.cancel, id).await?.map(|d| (d.sha1, d.trashed)) {
             Some((_, true)) => Err(DestinationError::permanent(TRASHED)),
             Some((stored, _)) if stored == sha1 => Ok(()),
             Some((stored, _)) => {
@@ -396,7 +445,8 @@ impl Destination for ImmichDestination {
         let missing: Vec<&str> =
             needed.iter().copied().filter(|n| !all && !key.permissions.iter().any(|p| p == n)).collect();
         if !missing.is_empty() {
-            return Err(DestinationError::transient(format!(
+            // Only the user can give the key more: held, not retried.
+            return Err(DestinationError::held(format!(
                 "the Immich API key lacks the {} permission{}: create a key with {}",
                 missing.join(" and "),
                 if missing.len() > 1 { "s" } else { "" },
@@ -438,6 +488,11 @@ impl Destination for ImmichDestination {
         let _turn = self.turn(&sha1).await;
         if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
             self.holds(&request, &id, &sha1).await?;
+            if let Some(video) = &request.live_video {
+                // Uploaded by another client without its motion part, or
+                // before its video was found: linked now.
+                self.link(&request, &id, video, major, &progress).await?;
+            }
             self.file_in_album(&request, &id).await?;
             return Ok(Uploaded::AlreadyPresent(receipt(id)));
         }
@@ -457,7 +512,7 @@ impl Destination for ImmichDestination {
     async fn verify(&self, receipt: &Receipt, _deep: bool) -> Result<Verdict, DestinationError> {
         let id = String::from_utf8_lossy(&receipt.key.0).into_owned();
         let expected = receipt.version.as_deref().and_then(|v| v.strip_prefix("sha1:")).unwrap_or_default();
-        Ok(match self.stored_sha1(&CancellationToken::new(), &id).await? {
+        Ok(match self.describe(&CancellationToken::new(), &id).await?.map(|d| (d.sha1, d.trashed)) {
             None => Verdict::Missing,
             Some((_, true)) => Verdict::Differs(format!("asset {id} is in Immich's trash")),
             Some((stored, _)) if stored == expected => Verdict::Holds,
@@ -485,12 +540,14 @@ async fn refused(cancel: &CancellationToken, response: Response) -> DestinationE
     let body = text(cancel, response).await.unwrap_or_default();
     let said = message(&body);
     let mut error = match status {
-        StatusCode::UNAUTHORIZED => DestinationError::transient(format!(
+        // Only the user can mend a key: the destination is held, no job charged.
+        StatusCode::UNAUTHORIZED => DestinationError::held(format!(
             "Immich refused the API key ({status}{said}): check api_key_env, api_key_file or api_key_keyring"
         )),
-        StatusCode::FORBIDDEN => DestinationError::transient(format!(
+        StatusCode::FORBIDDEN => DestinationError::held(format!(
             "the Immich API key may not do this ({status}{said}): it needs asset.upload and asset.read \
-             (and album.read, album.create, albumAsset.create with `album`)"
+             (and album.read, album.create, albumAsset.create with `album`; asset.update to link a Live Photo's still \
+             it already had)"
         )),
         StatusCode::PAYLOAD_TOO_LARGE => DestinationError::permanent(format!(
             "the file is larger than a proxy in front of Immich accepts ({status}; Cloudflare's limit is 100 MB, \
