@@ -252,7 +252,7 @@ fn a_still_immich_already_had_is_linked_to_its_video() {
     let stored_video = assets.iter().find(|a| a.bytes == video).expect("the video");
     let stored_still = assets.iter().find(|a| a.bytes == still).expect("the still");
     assert_eq!(stored_still.fields.get("livePhotoVideoId"), Some(&stored_video.id), "linked afterwards");
-    assert_eq!(server.with(|s| s.updates.clone()), [stored_still.id.clone()], "linked once");
+    assert_eq!(server.with(|s| s.updates.clone()), std::slice::from_ref(&stored_still.id), "linked once");
     let (code, summary) = laptop.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(server.with(|s| s.updates.len()), 1, "nothing to link again");

@@ -208,7 +208,6 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
             Some(_) => {}
         }
     }
-    let allowed = |state: &State, permission: &str| state.permissions.iter().any(|p| p == "all" || p == permission);
     let checksum_header = request.headers().get("x-immich-checksum").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let content_type = request.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     match (method, path.as_str()) {
@@ -228,56 +227,57 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
             let body = body_of(request.into_body()).await;
             albums(shared, &method, album, &body)
         }
-        (Method::GET, asset) if asset.starts_with("/api/assets/") => {
+        (method, asset) if asset.starts_with("/api/assets/") && matches!(method, Method::GET | Method::PUT) => {
             let id =
                 percent_encoding::percent_decode_str(&asset["/api/assets/".len()..]).decode_utf8_lossy().into_owned();
-            let id = id.as_str();
-            let state = lock();
-            if !allowed(&state, "asset.read") {
-                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.read");
-            }
-            match state.assets.get(id) {
-                Some(asset) => answer(
-                    StatusCode::OK,
-                    serde_json::json!({
-                        "id": asset.id,
-                        "checksum": base64::engine::general_purpose::STANDARD.encode(&asset.sha1),
-                        "isTrashed": asset.trashed,
-                        "originalFileName": asset.fields.get("filename"),
-                        "livePhotoVideoId": asset.fields.get("livePhotoVideoId"),
-                    })
-                    .to_string(),
-                ),
-                None => error(&state, StatusCode::BAD_REQUEST, "Not found or no asset.read access"),
-            }
-        }
-        (Method::PUT, asset) if asset.starts_with("/api/assets/") => {
-            let id =
-                percent_encoding::percent_decode_str(&asset["/api/assets/".len()..]).decode_utf8_lossy().into_owned();
-            let body: serde_json::Value =
-                serde_json::from_slice(&body_of(request.into_body()).await).unwrap_or_default();
-            let mut state = lock();
-            if !allowed(&state, "asset.update") {
-                return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.update");
-            }
-            let video = body["livePhotoVideoId"].as_str().map(str::to_owned);
-            if video.as_ref().is_some_and(|v| !state.assets.contains_key(v)) {
-                return error(&state, StatusCode::BAD_REQUEST, "Live photo video not found");
-            }
-            let Some(stored) = state.assets.get_mut(&id) else {
-                return error(&state, StatusCode::BAD_REQUEST, "Not found or no asset.update access");
-            };
-            if let Some(video) = video {
-                stored.fields.insert("livePhotoVideoId".into(), video);
-            }
-            state.updates.push(id.clone());
-            answer(StatusCode::OK, serde_json::json!({"id": id}).to_string())
+            let body = body_of(request.into_body()).await;
+            one_asset(shared, &method, &id, &body)
         }
         _ => {
             let state = lock();
             error(&state, StatusCode::NOT_FOUND, &format!("Cannot {path}"))
         }
     }
+}
+
+/// `getAssetInfo` and `updateAsset`.
+fn one_asset(shared: &Mutex<State>, method: &Method, id: &str, body: &[u8]) -> Response<String> {
+    let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    if method == Method::GET {
+        if !allowed(&state, "asset.read") {
+            return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.read");
+        }
+        return match state.assets.get(id) {
+            Some(asset) => answer(
+                StatusCode::OK,
+                serde_json::json!({
+                    "id": asset.id,
+                    "checksum": base64::engine::general_purpose::STANDARD.encode(&asset.sha1),
+                    "isTrashed": asset.trashed,
+                    "originalFileName": asset.fields.get("filename"),
+                    "livePhotoVideoId": asset.fields.get("livePhotoVideoId"),
+                })
+                .to_string(),
+            ),
+            None => error(&state, StatusCode::BAD_REQUEST, "Not found or no asset.read access"),
+        };
+    }
+    let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if !allowed(&state, "asset.update") {
+        return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.update");
+    }
+    let video = body["livePhotoVideoId"].as_str().map(str::to_owned);
+    if video.as_ref().is_some_and(|v| !state.assets.contains_key(v)) {
+        return error(&state, StatusCode::BAD_REQUEST, "Live photo video not found");
+    }
+    let Some(stored) = state.assets.get_mut(id) else {
+        return error(&state, StatusCode::BAD_REQUEST, "Not found or no asset.update access");
+    };
+    if let Some(video) = video {
+        stored.fields.insert("livePhotoVideoId".into(), video);
+    }
+    state.updates.push(id.to_owned());
+    answer(StatusCode::OK, serde_json::json!({"id": id}).to_string())
 }
 
 /// `getAllAlbums`, `createAlbum`, `addAssetsToAlbum`.
