@@ -164,12 +164,17 @@ pub async fn verify(
     // Objects of one destination go together, as many at a time as it
     // checks in one request.
     let mut chunks: Vec<(&Target, Vec<Vec<ReceiptRow>>)> = Vec::new();
+    // Each destination's chunk still filling, by its place in `chunks`.
+    let mut filling: std::collections::HashMap<DestinationId, usize> = std::collections::HashMap::new();
     for rows in objects {
         let Some(target) = targets.iter().find(|t| t.id == rows[0].destination) else { continue };
         let size = target.destination.verify_batch().max(1);
-        match chunks.iter_mut().rev().find(|(t, c)| t.id == target.id && c.len() < size) {
-            Some((_, chunk)) => chunk.push(rows),
-            None => chunks.push((target, vec![rows])),
+        match filling.get(&target.id).copied().filter(|&i| chunks[i].1.len() < size) {
+            Some(i) => chunks[i].1.push(rows),
+            None => {
+                filling.insert(target.id, chunks.len());
+                chunks.push((target, vec![rows]));
+            }
         }
     }
     let checks: Vec<_> =

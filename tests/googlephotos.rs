@@ -430,6 +430,26 @@ fn the_daily_quota_holds_the_destination() {
     assert_eq!(summary["failed"], 0, "{summary}");
 }
 
+/// The daily quota refusing a `batchCreate`: nothing was made, so when
+/// the upload token has expired by the next day the file is sent again,
+/// rather than failed as "Google may hold it already".
+#[test]
+fn a_batch_refused_by_the_daily_quota_is_sent_again_the_next_day() {
+    let server = Google::start();
+    let env = google_env(&server);
+    signed_in(&server, &env);
+    let photo = write_photo(&env.source.join("a.jpg"), 30_000, 1);
+    server.with(|s| s.faults.push_back(Fault::DailyQuota { route: "mediaItems:batchCreate" }));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 75, "{summary}");
+    // A day later: the token has expired.
+    server.with(|s| s.tokens.clear());
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(server.files()["a.jpg"], photo);
+    assert_eq!(requests(&server, "POST /v1/uploads"), 2, "sent again");
+}
+
 /// A revoked sign-in holds the destination with what to run.
 #[test]
 fn a_revoked_sign_in_holds_the_destination() {

@@ -72,12 +72,14 @@ impl SessionStore for SessionLog {
         state: &serde_json::Value,
     ) -> std::result::Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute("DELETE FROM sessions WHERE job_id = ?1", params![job.0])?;
-            conn.execute(
+            // One step: a crash between the two leaves the old session, not none.
+            let tx = conn.unchecked_transaction()?;
+            tx.execute("DELETE FROM sessions WHERE job_id = ?1", params![job.0])?;
+            tx.execute(
                 "INSERT INTO sessions (job_id, kind, version, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![job.0, kind, version, state.to_string(), Timestamp::now().0],
             )?;
-            Ok(())
+            tx.commit()
         })
     }
 

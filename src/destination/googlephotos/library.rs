@@ -90,6 +90,14 @@ pub(super) enum Refused {
     Other(DestinationError),
 }
 
+/// What became of one token in a `batchCreate`.
+struct Answer {
+    result: Result<String, Refused>,
+    /// Google may have made the item although no id came back (the request
+    /// reached it and its answer was lost, or Google had trouble).
+    maybe_made: bool,
+}
+
 /// Counts an upload in progress while it lives.
 pub(super) struct Uploading<'a>(&'a Library);
 
@@ -319,30 +327,42 @@ impl Library {
         }
         // Sent whatever becomes of the job that sends it: the other
         // uploads' answers ride on it.
-        let answers = self.batch_create(destination, &batch).await;
-        let made = answers.iter().filter(|a| a.is_ok()).count() as u64;
-        destination.requests.made(made);
-        if let Some(album) = &batch[0].album {
-            self.filled(destination, album, made).await;
-        }
+        let answers = self.batch_create(destination, &batch, true).await;
+        let made = answers.iter().filter(|a| a.result.is_ok()).count() as u64;
+        let album = batch[0].album.clone();
+        // Each answer is recorded and handed out first: nothing below may
+        // keep a job from hearing what Google made.
         for (wanted, answer) in batch.into_iter().zip(answers) {
-            if let Ok(id) = &answer
-                && let Err(e) = upload::made(destination, wanted.job, id)
-            {
+            let recorded = match &answer.result {
+                Ok(id) => upload::made(destination, wanted.job, id),
+                // Google made nothing: the token was not used after all.
+                Err(_) if !answer.maybe_made => upload::not_sent(destination, wanted.job),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = recorded {
                 // The job hears of it anyway; only a crash now would ask again.
-                tracing::warn!("cannot record a media item in the catalog: {e}");
+                tracing::warn!("cannot record a media item's fate in the catalog: {e}");
             }
-            let _ = wanted.reply.send(answer);
+            let _ = wanted.reply.send(answer.result);
+        }
+        destination.requests.made(made);
+        if let Some(album) = &album {
+            self.filled(destination, album, made).await;
         }
     }
 
-    /// One `batchCreate`: each token's media item id, or why not.
+    /// One `batchCreate`: each token's media item id, or why not (and
+    /// whether Google may have made it all the same). With `album_check`,
+    /// a 400 first asks whether the album is still there, and how full.
     async fn batch_create(
         &self,
         destination: &GooglePhotosDestination,
         batch: &[Wanted],
-    ) -> Vec<Result<String, Refused>> {
-        let everyone = |error: &DestinationError| batch.iter().map(|_| Err(Refused::Other(error.clone()))).collect();
+        album_check: bool,
+    ) -> Vec<Answer> {
+        let everyone = |error: &DestinationError, maybe_made: bool| {
+            batch.iter().map(|_| Answer { result: Err(Refused::Other(error.clone())), maybe_made }).collect()
+        };
         let items: Vec<Value> =
             batch.iter().map(|w| json!({"simpleMediaItem": {"fileName": w.name, "uploadToken": w.token}})).collect();
         let mut body = json!({"newMediaItems": items});
@@ -353,41 +373,60 @@ impl Library {
         let cancel = CancellationToken::new();
         let response = match destination.post_json(&cancel, "v1/mediaItems:batchCreate", &body).await {
             Ok(response) => response,
-            Err(error) => return everyone(&error),
+            // Signed out before anything was sent; else the request may
+            // have reached Google (a timeout, a cut connection).
+            Err(error) => return everyone(&error, error.retry != Retry::Held),
         };
-        if response.status() == reqwest::StatusCode::BAD_REQUEST {
+        let status = response.status();
+        if status == reqwest::StatusCode::BAD_REQUEST {
             let error = destination.refusal(response, "make media items").await;
             if error.retry == Retry::Held {
-                return everyone(&error);
+                return everyone(&error, false);
             }
-            if let Some(album) = album {
+            if let (Some(album), true) = (album, album_check) {
                 match album_items(destination, album, &cancel).await {
                     // Gone (deleted in Google Photos): found or made again.
                     Ok(None) => {
                         self.forget_album(destination, album).await;
-                        return everyone(&DestinationError::transient(error.message));
+                        return everyone(&DestinationError::transient(error.message), false);
+                    }
+                    // Full (others add to it too): the next goes on in a new one.
+                    Ok(Some(items)) if items >= ALBUM_FULL => {
+                        self.counted(destination, album, items).await;
+                        return everyone(&DestinationError::transient(error.message), false);
                     }
                     Ok(Some(_)) => {}
-                    Err(trouble) => return everyone(&trouble),
+                    Err(trouble) => return everyone(&trouble, false),
                 }
             }
-            if batch.len() > 1 {
-                // One item spoiled the request: each is asked about alone,
-                // so that only that one fails.
-                let mut answers = Vec::with_capacity(batch.len());
-                for wanted in batch {
-                    answers.extend(Box::pin(self.batch_create(destination, std::slice::from_ref(wanted))).await);
-                }
-                return answers;
+            if batch.len() == 1 {
+                // Google will not take this one: its token is spent or bad.
+                let said: String = error.message.chars().take(300).collect();
+                return vec![Answer { result: Err(Refused::Item(3, said)), maybe_made: false }];
             }
-            return everyone(&error);
+            // One item spoiled the request: each is asked about alone, so
+            // that only that one fails; a throttle or a hold stops it.
+            let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+            for wanted in batch {
+                if let Some(Err(Refused::Other(stop))) = answers.last().map(|a| &a.result)
+                    && matches!(stop.retry, Retry::Throttled | Retry::Held)
+                {
+                    let stop = stop.clone();
+                    answers.push(Answer { result: Err(Refused::Other(stop)), maybe_made: false });
+                    continue;
+                }
+                answers.extend(Box::pin(self.batch_create(destination, std::slice::from_ref(wanted), false)).await);
+            }
+            return answers;
         }
-        if !response.status().is_success() {
-            return everyone(&destination.refusal(response, "make media items").await);
+        if !status.is_success() {
+            // A refusal (429 and the daily quota too) made nothing; a
+            // server's failure may have made something.
+            return everyone(&destination.refusal(response, "make media items").await, status.is_server_error());
         }
         let answer = match json_of(&cancel, response, "make media items").await {
             Ok(answer) => answer,
-            Err(error) => return everyone(&error),
+            Err(error) => return everyone(&error, true),
         };
         let results = answer.get("newMediaItemResults").and_then(Value::as_array).cloned().unwrap_or_default();
         batch
@@ -400,11 +439,24 @@ impl Library {
                     .find(|r| r.get("uploadToken").and_then(Value::as_str) == Some(wanted.token.as_str()))
                     .or_else(|| results.get(index).filter(|r| r.get("uploadToken").is_none()));
                 let Some(result) = result else {
-                    return Err(Refused::Other(DestinationError::transient("Google answered without the media item")));
+                    let missing = DestinationError::transient("Google answered without the media item");
+                    return Answer { result: Err(Refused::Other(missing)), maybe_made: true };
                 };
-                item(result)
+                let result = item(result);
+                // Google's own trouble (INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED) may hide a made item.
+                let maybe_made = matches!(result, Err(Refused::Item(13 | 14 | 4, _)));
+                Answer { result, maybe_made }
             })
             .collect()
+    }
+
+    /// Sets the count of the album whose id is `id` to what Google said.
+    async fn counted(&self, destination: &GooglePhotosDestination, id: &str, items: u64) {
+        let mut albums = self.albums.lock().await;
+        if let Some((title, album)) = albums.iter_mut().find(|(_, a)| a.id == id) {
+            album.items = album.items.max(items);
+            remember(destination, title, Some(album));
+        }
     }
 
     /// Adds `made` items to the count of the album whose id is `id`.

@@ -110,6 +110,9 @@ pub struct GooglePhotosDestination {
     /// 429s in a row: each doubles the wait (Google asks for exponential
     /// backoff from 30 s).
     throttled: std::sync::atomic::AtomicU32,
+    /// When the last 429 counted as one more in a row: those of one storm
+    /// (uploads refused together) count once.
+    last_throttle: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl GooglePhotosDestination {
@@ -123,6 +126,7 @@ impl GooglePhotosDestination {
             sessions,
             library: library::Library::new(config.batch_wait),
             throttled: std::sync::atomic::AtomicU32::new(0),
+            last_throttle: std::sync::Mutex::new(None),
         }
     }
 
@@ -199,7 +203,17 @@ impl GooglePhotosDestination {
         let message = format!("Google Photos could not {what} ({status}{detail})");
         let mut error = match status {
             StatusCode::TOO_MANY_REQUESTS => {
-                let row = self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed).min(6);
+                let row = {
+                    let mut last = self.last_throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let same_storm = last.is_some_and(|t| t.elapsed() < self.config.rate_limit_wait);
+                    if same_storm {
+                        self.throttled.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1)
+                    } else {
+                        *last = Some(std::time::Instant::now());
+                        self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    }
+                }
+                .min(6);
                 let floor = self.config.rate_limit_wait * 2u32.pow(row);
                 return DestinationError::throttled(message, asked.unwrap_or_default().max(floor));
             }

@@ -67,6 +67,11 @@ pub(super) fn creating(destination: &GooglePhotosDestination, job: JobId, token:
     })
 }
 
+/// Records that Google made nothing with `job`'s token after all.
+pub(super) fn not_sent(destination: &GooglePhotosDestination, job: JobId) -> Result<(), DestinationError> {
+    change(destination, job, |state| state.create_sent = false)
+}
+
 /// Records the media item Google made for `job`.
 pub(super) fn made(destination: &GooglePhotosDestination, job: JobId, id: &str) -> Result<(), DestinationError> {
     change(destination, job, |state| state.item = Some(id.to_owned()))
