@@ -169,12 +169,11 @@ pub async fn verify(
     for rows in objects {
         let Some(target) = targets.iter().find(|t| t.id == rows[0].destination) else { continue };
         let size = target.destination.verify_batch().max(1);
-        match filling.get(&target.id).copied().filter(|&i| chunks[i].1.len() < size) {
-            Some(i) => chunks[i].1.push(rows),
-            None => {
-                filling.insert(target.id, chunks.len());
-                chunks.push((target, vec![rows]));
-            }
+        if let Some(i) = filling.get(&target.id).copied().filter(|&i| chunks[i].1.len() < size) {
+            chunks[i].1.push(rows);
+        } else {
+            filling.insert(target.id, chunks.len());
+            chunks.push((target, vec![rows]));
         }
     }
     let checks: Vec<_> =
