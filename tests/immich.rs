@@ -212,6 +212,33 @@ fn photos_go_into_albums_created_once() {
     assert!(summary.to_string().contains("album.read"), "{summary}");
 }
 
+/// An album deleted in Immich while the daemon remembers its id: the next
+/// photo finds that out, and goes into the album made again.
+#[test]
+fn an_album_deleted_in_immich_is_made_again() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    let config = fs::read_to_string(&env.config).expect("config");
+    let config = config.replacen("[retry]", "settle = \"200ms\"\n[retry]", 1);
+    fs::write(&env.config, format!("{config}album = \"Trip\"\n")).expect("config");
+    write_photo(&env.source.join("first.jpg"), 20_000, 1);
+    let daemon = env.start_daemon();
+    daemon
+        .wait_until(std::time::Duration::from_mins(1), "the first photo is in", || env.count_jobs("acknowledged") == 1);
+    server.with(|s| s.albums.clear());
+    let second = write_photo(&env.source.join("second.jpg"), 21_000, 2);
+    daemon.wait_until(std::time::Duration::from_mins(1), "the second photo is in", || {
+        env.count_jobs("acknowledged") == 2
+    });
+    let albums = server.with(|s| s.albums.values().cloned().collect::<Vec<_>>());
+    assert_eq!(albums.len(), 1, "{albums:?}");
+    let (name, assets) = &albums[0];
+    assert_eq!(name, "Trip");
+    let second_id = server.with(|s| s.assets.values().find(|a| a.bytes == second).map(|a| a.id.clone())).expect("in");
+    assert!(assets.contains(&second_id), "the second photo is in the new album");
+    assert_eq!(env.count_jobs("failed"), 0);
+}
+
 /// A Live Photo: its video goes up first (once), and the still names it
 /// as its `livePhotoVideoId`, so Immich shows one Live Photo.
 #[test]
