@@ -212,6 +212,34 @@ fn photos_go_into_albums_created_once() {
     assert!(summary.to_string().contains("album.read"), "{summary}");
 }
 
+/// Uploads asking at the same time whether Immich has their photos ask in
+/// one `bulk-upload-check`: a second machine's backup of 40 photos the
+/// server has takes fewer than 40 (about half with 8 uploads at once),
+/// each photo asked about once, and uploads nothing.
+#[test]
+fn duplicate_checks_are_asked_together() {
+    let server = Immich::start(3);
+    let first = immich_env(&server);
+    let second = immich_env(&server);
+    for env in [&first, &second] {
+        let config = fs::read_to_string(&env.config).expect("config");
+        fs::write(&env.config, config.replacen("[retry]", "max_concurrent = 8\n[retry]", 1)).expect("config");
+        for i in 0..40 {
+            write_photo(&env.source.join(format!("IMG_{i:04}.JPG")), 5_000 + i, i as u64);
+        }
+    }
+    let (code, summary) = first.backup();
+    assert_eq!(code, 0, "{summary}");
+    let before = server.with(|s| s.checks.len());
+    let (code, summary) = second.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["already_present"], 40, "{summary}");
+    let checks = server.with(|s| s.checks[before..].to_vec());
+    assert_eq!(checks.iter().sum::<usize>(), 40, "each photo asked about once: {checks:?}");
+    assert!(checks.len() < 40 && checks.iter().any(|&n| n > 1), "asked together: {checks:?}");
+    assert_eq!(server.with(|s| s.uploads.len()), 40, "the second machine uploaded nothing");
+}
+
 /// An album deleted in Immich while the daemon remembers its id: the next
 /// photo finds that out, and goes into the album made again.
 #[test]

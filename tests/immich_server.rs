@@ -80,6 +80,8 @@ pub struct State {
     /// Answer every request with a 307 to this server instead (a proxy or
     /// sign-in page in front of Immich).
     pub redirect_to: Option<String>,
+    /// How many checksums each `checkBulkUpload` carried.
+    pub checks: Vec<usize>,
     /// Assets changed with `updateAsset`, in order.
     pub updates: Vec<String>,
     /// Albums by id: name and asset ids.
@@ -220,7 +222,7 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
         }
         (Method::POST, "/api/assets/bulk-upload-check") => {
             let body = body_of(request.into_body()).await;
-            bulk_check(&lock(), &body)
+            bulk_check(&mut lock(), &body)
         }
         (Method::POST, "/api/assets") => upload(shared, checksum_header, &content_type, request.into_body()).await,
         (method, album) if album.starts_with("/api/albums") => {
@@ -346,11 +348,12 @@ fn albums(shared: &Mutex<State>, method: &Method, path: &str, body: &[u8]) -> Re
 }
 
 /// `checkBulkUpload`.
-fn bulk_check(state: &State, body: &[u8]) -> Response<String> {
+fn bulk_check(state: &mut State, body: &[u8]) -> Response<String> {
     let body: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     if !allowed(state, "asset.upload") {
         return error(state, StatusCode::FORBIDDEN, "Missing required permission: asset.upload");
     }
+    state.checks.push(body["assets"].as_array().map_or(0, Vec::len));
     let results: Vec<serde_json::Value> = body["assets"]
         .as_array()
         .map(Vec::as_slice)

@@ -8,7 +8,8 @@
 //! An upload reads the file once for both hashes (the SHA-1 Immich keys
 //! assets by, and the SHA-256 that proves the file is still the scanned
 //! version), asks `POST /assets/bulk-upload-check` whether the server has
-//! that SHA-1, and if not sends it with `POST /assets` (multipart, streamed
+//! that SHA-1 (together with the other uploads asking then: `checks`),
+//! and if not sends it with `POST /assets` (multipart, streamed
 //! from disk, `x-immich-checksum` so the server can refuse a duplicate
 //! before storing it). A job is acknowledged only once `GET /assets/{id}`
 //! reports the SHA-1 that was read (for a photo the server had already
@@ -24,6 +25,7 @@
 //! offset; the server's major version is asked once.
 
 mod albums;
+mod checks;
 mod config;
 
 use std::collections::HashMap;
@@ -63,6 +65,8 @@ pub struct ImmichDestination {
     /// Live Photo's video is sent by its still's job when it is not there
     /// yet, and its own job, waiting, then finds it).
     sending: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Duplicate checks waiting to be asked together.
+    checks: checks::Checks,
 }
 
 /// The turn to send one content; the next in line goes when it is dropped.
@@ -93,21 +97,6 @@ struct Version {
 struct ApiKey {
     #[serde(default)]
     permissions: Vec<String>,
-}
-
-/// `POST /assets/bulk-upload-check`.
-#[derive(Deserialize)]
-struct BulkCheck {
-    results: Vec<BulkCheckResult>,
-}
-
-#[derive(Deserialize)]
-struct BulkCheckResult {
-    action: String,
-    #[serde(rename = "assetId")]
-    asset_id: Option<String>,
-    #[serde(rename = "isTrashed", default)]
-    is_trashed: bool,
 }
 
 /// `POST /assets`.
@@ -153,6 +142,7 @@ impl ImmichDestination {
             major: OnceCell::new(),
             albums: tokio::sync::Mutex::default(),
             sending: std::sync::Mutex::default(),
+            checks: checks::Checks::default(),
         }
     }
 
@@ -217,24 +207,6 @@ impl ImmichDestination {
             })
             .await?;
         Ok(*version)
-    }
-
-    /// The id of the asset the server holds with this SHA-1, if any.
-    async fn duplicate_of(&self, cancel: &CancellationToken, sha1: &str) -> Result<Option<String>, DestinationError> {
-        let body = json!({"assets": [{"id": "photosync", "checksum": sha1}]});
-        let request = self
-            .client
-            .get()?
-            .post(self.url("assets/bulk-upload-check"))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        let check: BulkCheck = self.json(cancel, request, "the duplicate check").await?;
-        match check.results.into_iter().find(|r| r.action == "reject") {
-            // A trashed copy is no backup, and the server would refuse another.
-            Some(found) if found.is_trashed => Err(DestinationError::permanent(TRASHED)),
-            Some(found) => Ok(found.asset_id),
-            None => Ok(None),
-        }
     }
 
     /// What the server holds as asset `id`; `None` when there is no such
