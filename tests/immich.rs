@@ -163,22 +163,42 @@ fn verify_finds_an_asset_deleted_in_immich() {
     assert!(report.contains(&gone), "{report}");
 }
 
-/// A sidecar is not sent as an asset of its own (Immich would refuse it):
-/// its job fails with the reason, and is never counted as backed up.
+/// A photo with an XMP sidecar goes up with it (`sidecarData`), as Immich
+/// takes sidecars, whichever job comes first; both count as backed up and
+/// `verify` holds. A sidecar of a photo Immich already had (without it),
+/// and a non-XMP sidecar, fail with the reason, never counted as backed up.
 #[test]
-fn a_sidecar_is_not_sent_and_says_why() {
+fn a_photo_goes_up_with_its_xmp_sidecar() {
     let server = Immich::start(3);
+    server.with(|s| s.strict = true);
     let env = immich_env(&server);
-    write_photo(&env.source.join("IMG_1.JPG"), 20_000, 1);
-    crate::harness::write(&env.source.join("IMG_1.xmp"), b"<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"></x:xmpmeta>\n");
+    let photo = write_photo(&env.source.join("IMG_1.JPG"), 20_000, 1);
+    let xmp = b"<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF/></x:xmpmeta>\n";
+    crate::harness::write(&env.source.join("IMG_1.xmp"), xmp);
     let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let assets = server.with(|s| s.assets.values().cloned().collect::<Vec<_>>());
+    assert_eq!(assets.len(), 1, "the sidecar is no asset of its own");
+    assert_eq!(assets[0].bytes, photo);
+    assert_eq!(assets[0].sidecar.as_deref(), Some(&xmp[..]), "it came with the photo");
+    assert_eq!(server.with(|s| s.uploads.len()), 1, "one upload");
+    let out = env.run(["verify", "--json"]);
+    assert!(out.status.success(), "{}", crate::harness::stdout(&out));
+
+    // Another machine: the photo is there already, without its sidecar
+    // from this machine's point of view; an `.aae` Immich takes not at all.
+    let other = immich_env(&server);
+    write_photo(&other.source.join("IMG_1.JPG"), 20_000, 1);
+    crate::harness::write(&other.source.join("IMG_1.xmp"), b"<x:xmpmeta>another</x:xmpmeta>\n");
+    crate::harness::write(&other.source.join("IMG_2.AAE"), b"<?xml version=\"1.0\"?><plist/>\n");
+    write_photo(&other.source.join("IMG_2.HEIC"), 21_000, 2);
+    let (code, summary) = other.backup();
     assert_eq!(code, 1, "{summary}");
-    assert_eq!((summary["uploaded"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)), "{summary}");
-    assert!(
-        summary["failures"][0]["reason"].as_str().is_some_and(|r| r.contains("sidecars are not sent")),
-        "{summary}"
-    );
-    assert_eq!(server.files().len(), 1);
+    assert_eq!(summary["failed"], 2, "{summary}");
+    let reasons = summary["failures"].to_string();
+    assert!(reasons.contains("without this sidecar"), "{summary}");
+    assert!(reasons.contains("only XMP sidecars"), "{summary}");
 }
 
 /// `album = "Photos {year}"`: every photo goes into the album its template

@@ -11,7 +11,8 @@
 //!   reason: duplicate, assetId}]}` (checksum: SHA-1, hex or base64);
 //! - `uploadAsset` `POST /api/assets` (multipart: `assetData`,
 //!   `fileCreatedAt`, `fileModifiedAt`, `filename`, `livePhotoVideoId` (the
-//!   motion part of a Live Photo, uploaded before), and on 2.x the required
+//!   motion part of a Live Photo, uploaded before), `sidecarData` (an
+//!   `.xmp` file, kept with the asset; ignored for a duplicate), and on 2.x the required
 //!   `deviceAssetId` and `deviceId`; header `x-immich-checksum`) → 201
 //!   `{id, status: created}`, or 200 `{id, status: duplicate}` for content it
 //!   holds;
@@ -62,6 +63,8 @@ pub struct Stored {
     pub fields: BTreeMap<String, String>,
     /// Deleted in Immich, kept in its trash.
     pub trashed: bool,
+    /// The XMP sidecar it came with (`sidecarData`).
+    pub sidecar: Option<Vec<u8>>,
 }
 
 /// What the fake holds and does.
@@ -396,7 +399,7 @@ async fn upload(
     if !allowed(&state, "asset.upload") {
         return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.upload");
     }
-    let Some((fields, file)) = parse_multipart(content_type, &body) else {
+    let Some((fields, file, sidecar)) = parse_multipart(content_type, &body) else {
         return error(&state, StatusCode::BAD_REQUEST, "Multipart: Boundary not found");
     };
     if let Some(problem) = validate(&state, &fields) {
@@ -431,7 +434,7 @@ async fn upload(
     }
     state.next_id += 1;
     let id = format!("00000000-0000-4000-8000-{:012}", state.next_id);
-    state.assets.insert(id.clone(), Stored { id: id.clone(), bytes: file, sha1, fields, trashed: false });
+    state.assets.insert(id.clone(), Stored { id: id.clone(), bytes: file, sha1, fields, trashed: false, sidecar });
     answer(StatusCode::CREATED, serde_json::json!({"id": id, "status": "created"}).to_string())
 }
 
@@ -474,15 +477,16 @@ fn validate(state: &State, fields: &BTreeMap<String, String>) -> Option<String> 
     None
 }
 
-/// The text fields and the `assetData` file of a `multipart/form-data` body.
-/// A form's text fields, and its file.
-type Form = (BTreeMap<String, String>, Option<Vec<u8>>);
+/// A `multipart/form-data` body's text fields, its `assetData` file and
+/// its `sidecarData` file.
+type Form = (BTreeMap<String, String>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Form> {
     let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
     let delimiter = format!("--{boundary}").into_bytes();
     let mut fields = BTreeMap::new();
     let mut file = None;
+    let mut sidecar = None;
     let mut rest = body;
     let start = find(rest, &delimiter)?;
     rest = &rest[start + delimiter.len()..];
@@ -503,11 +507,13 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Form> {
             .map(|n| n.split("\r\n").next().unwrap_or(n).trim_matches('"').to_owned())?;
         if name == "assetData" {
             file = Some(content.to_vec());
+        } else if name == "sidecarData" {
+            sidecar = Some(content.to_vec());
         } else {
             fields.insert(name, String::from_utf8_lossy(content).into_owned());
         }
     }
-    Some((fields, file))
+    Some((fields, file, sidecar))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -141,6 +141,41 @@ impl super::Catalog {
         Ok(None)
     }
 
+    /// The current version of `source`'s XMP sidecar of the photo at
+    /// `key`: its path below the source, content hash and size.
+    pub fn xmp_sidecar(&self, source: &str, key: &[u8]) -> Result<Option<(Vec<u8>, ContentHash, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.rel_path, a.sha256, a.size FROM assets a JOIN files f ON f.asset_id = a.id
+             WHERE a.source = ?1 AND a.group_key = ?2 ORDER BY f.rel_path",
+        )?;
+        let mut rows = stmt.query(params![source, key])?;
+        while let Some(row) = rows.next()? {
+            let rel: Vec<u8> = row.get(0)?;
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&rel));
+            if crate::media::sidecar::kind_of(path) != Some(crate::media::sidecar::SidecarKind::Xmp) {
+                continue;
+            }
+            let hash: String = row.get(1)?;
+            let hash = ContentHash::from_hex(&hash).ok_or_else(|| CatalogError::Corrupt("asset: bad sha256".into()))?;
+            return Ok(Some((rel, hash, u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0))));
+        }
+        Ok(None)
+    }
+
+    /// The current version of the file at `rel_path` in `source`: its
+    /// content hash and size.
+    pub fn current_version(&self, source: &str, rel_path: &[u8]) -> Result<Option<(ContentHash, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.sha256, a.size FROM files f JOIN assets a ON a.id = f.asset_id
+             WHERE f.source = ?1 AND f.rel_path = ?2",
+        )?;
+        let mut rows = stmt.query(params![source, rel_path])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let hash: String = row.get(0)?;
+        let hash = ContentHash::from_hex(&hash).ok_or_else(|| CatalogError::Corrupt("asset: bad sha256".into()))?;
+        Ok(Some((hash, u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0))))
+    }
+
     /// What the current version of `rel_path` in `source` is and when it
     /// was taken, if a scan recorded that.
     pub fn current_info(&self, source: &str, rel_path: &[u8]) -> Result<Option<AssetInfo>> {

@@ -87,7 +87,13 @@ pub struct UploadRequest {
     pub subject: Arc<Subject>,
     /// For the still of a Live Photo, its video, as scanned (for a
     /// destination that links the two; see [`Destination::needs_info`]).
-    pub live_video: Option<LiveVideo>,
+    pub live_video: Option<Member>,
+    /// For a photo with an XMP sidecar, the sidecar, as scanned (for a
+    /// destination that takes the two together).
+    pub sidecar: Option<Member>,
+    /// For a member of a group (a sidecar, a Live Photo's video), the
+    /// group's key file (its photo), as scanned.
+    pub group_key: Option<Member>,
     /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
     /// shutdown). An implementation checks it between chunks and races
     /// every network wait against it, returning
@@ -98,9 +104,10 @@ pub struct UploadRequest {
     pub throttle: Arc<Throttle>,
 }
 
-/// A Live Photo's video, as scanned.
+/// Another file of a photo's group (a Live Photo's video, a sidecar, or
+/// the photo itself), as scanned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveVideo {
+pub struct Member {
     /// Absolute path.
     pub path: PathBuf,
     /// Size when scanned.

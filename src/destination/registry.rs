@@ -147,7 +147,7 @@ impl DestinationKind {
             Self::S3(s3) => Arc::new(S3Destination::new(s3, Arc::clone(sessions))),
             Self::WebDav(webdav) => Arc::new(WebDavDestination::new(webdav, Arc::clone(sessions))),
             Self::Rclone(rclone) => Arc::new(RcloneDestination::new(rclone, runtime_dir)),
-            Self::Immich(immich) => Arc::new(ImmichDestination::new(immich)),
+            Self::Immich(immich) => Arc::new(ImmichDestination::new(immich, Arc::clone(sessions))),
             Self::Dropbox(dropbox) => Arc::new(DropboxDestination::new(dropbox, Arc::clone(sessions))),
             Self::OneDrive(onedrive) => Arc::new(OneDriveDestination::new(onedrive, Arc::clone(sessions))),
             Self::GooglePhotos(google) => Arc::new(GooglePhotosDestination::new(google, Arc::clone(sessions))),

@@ -75,7 +75,11 @@ impl Scheduler<'_> {
             source: target.source_name(&pending).into_owned(),
             info: pending.info.clone(),
         });
-        let live_video = if destination.needs_info() { self.live_video(&pending)? } else { None };
+        let (live_video, sidecar, group_key) = if destination.needs_info() {
+            (self.live_video(&pending)?, self.sidecar(&pending)?, self.group_key(&pending)?)
+        } else {
+            (None, None, None)
+        };
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
         if let Some(reason) = self.broken.get(&destination_id) {
@@ -112,6 +116,8 @@ impl Scheduler<'_> {
             taken: pending.info.as_ref().and_then(|i| i.capture.rfc3339(&jiff::tz::TimeZone::system())),
             subject,
             live_video,
+            sidecar,
+            group_key,
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
         };
@@ -128,12 +134,35 @@ impl Scheduler<'_> {
     }
 
     /// The video of the Live Photo whose still `pending` is, if it is one.
-    fn live_video(&self, pending: &PendingJob) -> Result<Option<crate::destination::LiveVideo>, CatalogError> {
+    fn live_video(&self, pending: &PendingJob) -> Result<Option<crate::destination::Member>, CatalogError> {
         let is_still =
             pending.info.as_ref().is_some_and(|i| i.kind == crate::model::MediaKind::Photo && i.group.is_none());
         let Some(source) = pending.source.to_str().filter(|_| is_still) else { return Ok(None) };
-        Ok(self.catalog.live_video(source, &pending.rel_path)?.map(|(rel, hash, size)| crate::destination::LiveVideo {
+        Ok(self.catalog.live_video(source, &pending.rel_path)?.map(|(rel, hash, size)| crate::destination::Member {
             path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel)),
+            size,
+            hash,
+        }))
+    }
+
+    /// The XMP sidecar of the photo `pending` is, if it has one.
+    fn sidecar(&self, pending: &PendingJob) -> Result<Option<crate::destination::Member>, CatalogError> {
+        let is_key =
+            pending.info.as_ref().is_some_and(|i| i.kind == crate::model::MediaKind::Photo && i.group.is_none());
+        let Some(source) = pending.source.to_str().filter(|_| is_key) else { return Ok(None) };
+        Ok(self.catalog.xmp_sidecar(source, &pending.rel_path)?.map(|(rel, hash, size)| crate::destination::Member {
+            path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel)),
+            size,
+            hash,
+        }))
+    }
+
+    /// The key file (the photo) of the group `pending` is a member of.
+    fn group_key(&self, pending: &PendingJob) -> Result<Option<crate::destination::Member>, CatalogError> {
+        let Some(group) = pending.info.as_ref().and_then(|i| i.group.as_ref()) else { return Ok(None) };
+        let Some(source) = pending.source.to_str() else { return Ok(None) };
+        Ok(self.catalog.current_version(source, &group.key)?.map(|(hash, size)| crate::destination::Member {
+            path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&group.key)),
             size,
             hash,
         }))

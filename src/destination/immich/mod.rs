@@ -27,9 +27,11 @@
 mod albums;
 mod checks;
 mod config;
+mod sidecars;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -49,7 +51,7 @@ use futures_util::StreamExt as _;
 use super::http::{
     Client, READ_CHUNK, STREAM_CHUNK, file_chunks, metered_chunks, read_error, retry_after, send_for, text,
 };
-use super::{Destination, DestinationError, LiveVideo, ProgressFn, Retry, UploadRequest, Uploaded, Verdict};
+use super::{Destination, DestinationError, Member, ProgressFn, Retry, UploadRequest, Uploaded, Verdict};
 use crate::model::{Receipt, RemoteKey};
 
 /// An Immich server as a destination.
@@ -67,6 +69,9 @@ pub struct ImmichDestination {
     sending: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Duplicate checks waiting to be asked together.
     checks: checks::Checks,
+    /// What photosync remembers of the server: which sidecar went up with
+    /// which asset (Immich does not say).
+    notes: Arc<dyn super::SessionStore>,
 }
 
 /// The turn to send one content; the next in line goes when it is dropped.
@@ -135,7 +140,7 @@ const NEEDED: [&str; 2] = ["asset.upload", "asset.read"];
 
 impl ImmichDestination {
     /// A destination for `config`.
-    pub fn new(config: &ImmichConfig) -> Self {
+    pub fn new(config: &ImmichConfig, notes: Arc<dyn super::SessionStore>) -> Self {
         Self {
             config: config.clone(),
             client: Client::without_redirects(config.timeout),
@@ -143,6 +148,7 @@ impl ImmichDestination {
             albums: tokio::sync::Mutex::default(),
             sending: std::sync::Mutex::default(),
             checks: checks::Checks::default(),
+            notes,
         }
     }
 
@@ -243,7 +249,7 @@ impl ImmichDestination {
         &self,
         request: &UploadRequest,
         id: &str,
-        video: &LiveVideo,
+        video: &Member,
         major: u64,
         progress: &ProgressFn,
     ) -> Result<(), DestinationError> {
@@ -304,7 +310,7 @@ impl ImmichDestination {
     async fn live_video_id(
         &self,
         request: &UploadRequest,
-        video: &LiveVideo,
+        video: &Member,
         major: u64,
         progress: &ProgressFn,
     ) -> Result<Option<String>, DestinationError> {
@@ -331,7 +337,7 @@ impl ImmichDestination {
             ..request.clone()
         };
         // The video's trouble is its own job's: the still goes up unlinked.
-        let sent = match self.send(&upload, &sha1, major, progress, None).await {
+        let sent = match self.send(&upload, &sha1, major, progress, None, None).await {
             Ok((id, _)) => self.holds(&upload, &id, &sha1).await.map(|()| id),
             Err(e) => Err(e),
         };
@@ -354,6 +360,7 @@ impl ImmichDestination {
         major: u64,
         progress: &ProgressFn,
         live_video: Option<&str>,
+        sidecar: Option<&bytes::Bytes>,
     ) -> Result<(String, bool), DestinationError> {
         let file = Arc::new(std::fs::File::open(&request.source).map_err(|e| read_error(request, &e))?);
         let name = request.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -375,6 +382,17 @@ impl ImmichDestination {
         let mut head = String::new();
         for (field, value) in &fields {
             let _ = write!(head, "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n");
+        }
+        let mut head = head.into_bytes();
+        if let Some(xmp) = sidecar {
+            let _ = write!(
+                head,
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"sidecarData\"; filename=\"{}.xmp\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n",
+                quoted(&name)
+            );
+            head.extend_from_slice(xmp);
+            head.extend_from_slice(b"\r\n");
         }
         let _ = write!(
             head,
@@ -430,14 +448,12 @@ impl Destination for ImmichDestination {
     }
 
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
+        let major = self.major(&request.cancel).await?;
         if crate::media::sidecar::kind_of(&request.source).is_some() {
             // Immich takes an `.xmp` only as its photo's `sidecarData`; as an
             // asset of its own it would be refused, or stored as junk.
-            return Err(DestinationError::permanent(
-                "sidecars are not sent to Immich yet (it takes them only with their photo)",
-            ));
+            return self.upload_sidecar(&request, major, &progress).await;
         }
-        let major = self.major(&request.cancel).await?;
         // One read: the SHA-1 Immich knows assets by, and the SHA-256 that
         // shows the file is still the version that was scanned.
         let source = request.source.clone();
@@ -475,8 +491,13 @@ impl Destination for ImmichDestination {
             Some(video) => self.live_video_id(&request, video, major, &progress).await?,
             None => None,
         };
-        let (id, duplicate) = self.send(&request, &sha1, major, &progress, live_video.as_deref()).await?;
+        let sidecar = Self::sidecar_bytes(&request);
+        let (id, duplicate) =
+            self.send(&request, &sha1, major, &progress, live_video.as_deref(), sidecar.as_ref()).await?;
         self.holds(&request, &id, &sha1).await?;
+        if let (Some(xmp), Some(_), false) = (&request.sidecar, &sidecar, duplicate) {
+            self.remember_sidecar(&id, &xmp.hash);
+        }
         self.file_in_album(&request, &id).await?;
         Ok(if duplicate { Uploaded::AlreadyPresent(receipt(id)) } else { Uploaded::Stored(receipt(id)) })
     }
