@@ -124,26 +124,17 @@ impl super::Catalog {
     /// (A member is described as its key, kind included: the video is told
     /// by its name.)
     pub fn live_video(&self, source: &str, key: &[u8]) -> Result<Option<(Vec<u8>, ContentHash, u64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT f.rel_path, a.sha256, a.size FROM assets a JOIN files f ON f.asset_id = a.id
-             WHERE a.source = ?1 AND a.group_key = ?2 ORDER BY f.rel_path",
-        )?;
-        let mut rows = stmt.query(params![source, key])?;
-        while let Some(row) = rows.next()? {
-            let rel: Vec<u8> = row.get(0)?;
-            if !crate::media::group::is_video(std::path::Path::new(std::ffi::OsStr::from_bytes(&rel))) {
-                continue;
-            }
-            let hash: String = row.get(1)?;
-            let hash = ContentHash::from_hex(&hash).ok_or_else(|| CatalogError::Corrupt("asset: bad sha256".into()))?;
-            return Ok(Some((rel, hash, u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0))));
-        }
-        Ok(None)
+        self.group_member(source, key, crate::media::group::is_video)
     }
 
-    /// The current version of `source`'s XMP sidecar of the photo at
-    /// `key`: its path below the source, content hash and size.
-    pub fn xmp_sidecar(&self, source: &str, key: &[u8]) -> Result<Option<(Vec<u8>, ContentHash, u64)>> {
+    /// The first member (by path) of the group keyed by `key` in `source`
+    /// whose path `wanted` picks, as its current version.
+    fn group_member(
+        &self,
+        source: &str,
+        key: &[u8],
+        wanted: impl Fn(&std::path::Path) -> bool,
+    ) -> Result<Option<(Vec<u8>, ContentHash, u64)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT f.rel_path, a.sha256, a.size FROM assets a JOIN files f ON f.asset_id = a.id
              WHERE a.source = ?1 AND a.group_key = ?2 ORDER BY f.rel_path",
@@ -151,8 +142,7 @@ impl super::Catalog {
         let mut rows = stmt.query(params![source, key])?;
         while let Some(row) = rows.next()? {
             let rel: Vec<u8> = row.get(0)?;
-            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&rel));
-            if crate::media::sidecar::kind_of(path) != Some(crate::media::sidecar::SidecarKind::Xmp) {
+            if !wanted(std::path::Path::new(std::ffi::OsStr::from_bytes(&rel))) {
                 continue;
             }
             let hash: String = row.get(1)?;

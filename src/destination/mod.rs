@@ -88,9 +88,6 @@ pub struct UploadRequest {
     /// For the still of a Live Photo, its video, as scanned (for a
     /// destination that links the two; see [`Destination::needs_info`]).
     pub live_video: Option<Member>,
-    /// For a photo with an XMP sidecar, the sidecar, as scanned (for a
-    /// destination that takes the two together).
-    pub sidecar: Option<Member>,
     /// For a member of a group (a sidecar, a Live Photo's video), the
     /// group's key file (its photo), as scanned.
     pub group_key: Option<Member>,
@@ -271,6 +268,13 @@ pub trait Destination: Send + Sync {
     /// (a folder re-reads the file; S3 trusts the server's checksum or
     /// `ETag` unless `deep`, when it reads the object back).
     async fn verify(&self, receipt: &Receipt, deep: bool) -> Result<Verdict, DestinationError>;
+
+    /// Whether a receipt for the same content stands for the file at
+    /// `path` too (not for an Immich sidecar, whose receipt is its photo's
+    /// asset).
+    fn content_identifies(&self, _path: &std::path::Path) -> bool {
+        true
+    }
 
     /// How many receipts [`Destination::verify_many`] takes at once.
     fn verify_batch(&self) -> usize {

@@ -48,7 +48,8 @@ impl Scheduler<'_> {
         }
 
         let now = Timestamp::now();
-        if let Some(receipt) = self.catalog.find_receipt(destination_id, &pending.hash)? {
+        let shared = self.targets.get(&destination_id).is_some_and(|t| t.destination.content_identifies(&path));
+        if shared && let Some(receipt) = self.catalog.find_receipt(destination_id, &pending.hash)? {
             let running = pending.job.start(now)?;
             self.catalog.apply(&pending.job, &running, now)?;
             self.settle(&running, &Uploaded::AlreadyPresent(receipt), 0)?;
@@ -75,10 +76,10 @@ impl Scheduler<'_> {
             source: target.source_name(&pending).into_owned(),
             info: pending.info.clone(),
         });
-        let (live_video, sidecar, group_key) = if destination.needs_info() {
-            (self.live_video(&pending)?, self.sidecar(&pending)?, self.group_key(&pending)?)
+        let (live_video, group_key) = if destination.needs_info() {
+            (self.live_video(&pending)?, self.group_key(&pending)?)
         } else {
-            (None, None, None)
+            (None, None)
         };
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
@@ -116,7 +117,6 @@ impl Scheduler<'_> {
             taken: pending.info.as_ref().and_then(|i| i.capture.rfc3339(&jiff::tz::TimeZone::system())),
             subject,
             live_video,
-            sidecar,
             group_key,
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
@@ -135,37 +135,16 @@ impl Scheduler<'_> {
 
     /// The video of the Live Photo whose still `pending` is, if it is one.
     fn live_video(&self, pending: &PendingJob) -> Result<Option<crate::destination::Member>, CatalogError> {
-        let is_still =
-            pending.info.as_ref().is_some_and(|i| i.kind == crate::model::MediaKind::Photo && i.group.is_none());
-        let Some(source) = pending.source.to_str().filter(|_| is_still) else { return Ok(None) };
-        Ok(self.catalog.live_video(source, &pending.rel_path)?.map(|(rel, hash, size)| crate::destination::Member {
-            path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel)),
-            size,
-            hash,
-        }))
-    }
-
-    /// The XMP sidecar of the photo `pending` is, if it has one.
-    fn sidecar(&self, pending: &PendingJob) -> Result<Option<crate::destination::Member>, CatalogError> {
-        let is_key =
-            pending.info.as_ref().is_some_and(|i| i.kind == crate::model::MediaKind::Photo && i.group.is_none());
-        let Some(source) = pending.source.to_str().filter(|_| is_key) else { return Ok(None) };
-        Ok(self.catalog.xmp_sidecar(source, &pending.rel_path)?.map(|(rel, hash, size)| crate::destination::Member {
-            path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel)),
-            size,
-            hash,
-        }))
+        let Some(source) = key_source(pending) else { return Ok(None) };
+        Ok(self.catalog.live_video(source, &pending.rel_path)?.map(|found| member(pending, found)))
     }
 
     /// The key file (the photo) of the group `pending` is a member of.
     fn group_key(&self, pending: &PendingJob) -> Result<Option<crate::destination::Member>, CatalogError> {
         let Some(group) = pending.info.as_ref().and_then(|i| i.group.as_ref()) else { return Ok(None) };
         let Some(source) = pending.source.to_str() else { return Ok(None) };
-        Ok(self.catalog.current_version(source, &group.key)?.map(|(hash, size)| crate::destination::Member {
-            path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&group.key)),
-            size,
-            hash,
-        }))
+        let found = self.catalog.current_version(source, &group.key)?;
+        Ok(found.map(|(hash, size)| member(pending, (group.key.clone(), hash, size))))
     }
 
     /// Reads what the asset of `pending` is and when it was taken, for a
@@ -440,5 +419,24 @@ impl Scheduler<'_> {
                 self.set_aside(pending, Aside::Changed)
             }
         }
+    }
+}
+
+/// `pending`'s source, when `pending` is a photo that may head a group (a
+/// Live Photo's still).
+fn key_source(pending: &PendingJob) -> Option<&str> {
+    let is_key = pending.info.as_ref().is_some_and(|i| i.kind == crate::model::MediaKind::Photo && i.group.is_none());
+    pending.source.to_str().filter(|_| is_key)
+}
+
+/// The file of `pending`'s group found at `rel` below its source.
+fn member(
+    pending: &PendingJob,
+    (rel, hash, size): (Vec<u8>, crate::model::ContentHash, u64),
+) -> crate::destination::Member {
+    crate::destination::Member {
+        path: pending.source.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&rel)),
+        size,
+        hash,
     }
 }

@@ -365,7 +365,6 @@ mod tests {
             taken: None,
             subject: Arc::default(),
             live_video: None,
-            sidecar: None,
             group_key: None,
             cancel: CancellationToken::new(),
             throttle: Arc::default(),

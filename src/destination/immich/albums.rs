@@ -46,7 +46,10 @@ impl ImmichDestination {
             self.albums.lock().await.remove(&name);
             added = self.add_to_album(request, &name, id).await;
         }
-        let added = added.map_err(|e| DestinationError { retry: Retry::Transient, ..e })?;
+        // The photo is stored; filing it can wait (a hold or a pause stays one).
+        let added = added.map_err(|e| {
+            if e.retry == Retry::Permanent { DestinationError { retry: Retry::Transient, ..e } } else { e }
+        })?;
         match added.first() {
             Some(added) if added.success || added.error.as_deref() == Some("duplicate") => Ok(()),
             other => Err(DestinationError::transient(format!(

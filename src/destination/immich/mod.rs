@@ -491,13 +491,27 @@ impl Destination for ImmichDestination {
             Some(video) => self.live_video_id(&request, video, major, &progress).await?,
             None => None,
         };
-        let sidecar = Self::sidecar_bytes(&request);
-        let (id, duplicate) =
-            self.send(&request, &sha1, major, &progress, live_video.as_deref(), sidecar.as_ref()).await?;
-        self.holds(&request, &id, &sha1).await?;
-        if let (Some(xmp), Some(_), false) = (&request.sidecar, &sidecar, duplicate) {
-            self.remember_sidecar(&id, &xmp.hash);
+        let sidecar = Self::sidecar_for(&request)?;
+        if let Some(xmp) = &sidecar {
+            self.sending_sidecar(&sha1, xmp)?;
         }
+        let sent =
+            self.send(&request, &sha1, major, &progress, live_video.as_deref(), sidecar.as_ref().map(|x| &x.bytes));
+        let (id, duplicate) = match sent.await {
+            Ok(sent) => sent,
+            Err(e) => {
+                if sidecar.is_some() && !matches!(e.retry, Retry::Transient | Retry::Interrupted) {
+                    // Refused: nothing went, the sidecar with it.
+                    let _ = self.sent_sidecar(&sha1, "", None);
+                }
+                return Err(e);
+            }
+        };
+        if sidecar.is_some() {
+            // Recorded before anything else can stop this job.
+            self.sent_sidecar(&sha1, &id, sidecar.as_ref().filter(|_| !duplicate))?;
+        }
+        self.holds(&request, &id, &sha1).await?;
         self.file_in_album(&request, &id).await?;
         Ok(if duplicate { Uploaded::AlreadyPresent(receipt(id)) } else { Uploaded::Stored(receipt(id)) })
     }
@@ -519,6 +533,12 @@ impl Destination for ImmichDestination {
         self.client.renew();
     }
 
+    fn content_identifies(&self, path: &std::path::Path) -> bool {
+        // A sidecar's receipt is its photo's asset: the same sidecar beside
+        // another photo is not backed up by it.
+        crate::media::sidecar::kind_of(path).is_none()
+    }
+
     fn needs_info(&self) -> bool {
         true
     }
@@ -536,6 +556,10 @@ async fn refused(cancel: &CancellationToken, response: Response) -> DestinationE
         // Only the user can mend a key: the destination is held, no job charged.
         StatusCode::UNAUTHORIZED => DestinationError::held(format!(
             "Immich refused the API key ({status}{said}): check api_key_env, api_key_file or api_key_keyring"
+        )),
+        // A proxy's or firewall's 403 (no Immich error body) says nothing of the key.
+        StatusCode::FORBIDDEN if said.is_empty() => DestinationError::transient(format!(
+            "something in front of Immich refused the request ({status}, not Immich's own answer)"
         )),
         StatusCode::FORBIDDEN => DestinationError::held(format!(
             "the Immich API key may not do this ({status}{said}): it needs asset.upload and asset.read \

@@ -1,13 +1,18 @@
 //! XMP sidecars. Immich takes one only with its photo's first upload
 //! (`sidecarData` in `uploadAsset`), never on its own, and does not say
-//! afterwards which sidecar an asset came with. So a photo goes up with
-//! its sidecar (whichever of the two jobs comes first sends both: the
-//! photo's own job then finds it there), and photosync remembers, in the
-//! catalog, which sidecar went with which asset. A sidecar's receipt is
-//! its photo's asset (`verify` checks that it is still there): Immich
-//! acknowledged the sidecar with it, it cannot be read back. A photo Immich
-//! already had, from another client or before its sidecar appeared, can
-//! take no sidecar any more: that sidecar's job fails saying so.
+//! afterwards which sidecar an asset came with. So a photo goes up with the
+//! sidecar named after it (`IMG_1.JPG.xmp`, else `IMG_1.xmp`, found on disk
+//! when the photo is sent), whichever of the two jobs comes first (the
+//! other then finds the photo there), and photosync remembers in the
+//! catalog which sidecar went with which asset: first what it is about to
+//! send with which photo content, then, the moment Immich names the asset,
+//! the asset's. A sidecar's receipt is its photo's asset (`verify` checks
+//! that it is still there): Immich acknowledged the sidecar with it; it
+//! cannot be read back. A photo Immich already had, from another client or
+//! before its sidecar appeared, takes no sidecar any more: that sidecar's
+//! job fails saying so.
+
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -15,7 +20,8 @@ use sha2::{Digest as _, Sha256};
 use super::ImmichDestination;
 use crate::destination::hashes::{HashKind, hash_file};
 use crate::destination::http::read_error;
-use crate::destination::{DestinationError, ProgressFn, UploadRequest, Uploaded};
+use crate::destination::session::store_error;
+use crate::destination::{DestinationError, ProgressFn, Retry, UploadRequest, Uploaded};
 use crate::media::sidecar::{SidecarKind, kind_of};
 use crate::model::{ContentHash, Receipt, RemoteKey};
 
@@ -23,34 +29,98 @@ use crate::model::{ContentHash, Receipt, RemoteKey};
 /// no sidecar).
 const MAX_XMP: u64 = 4 * 1024 * 1024;
 
+/// An XMP sidecar, read and hashed.
+pub(super) struct Xmp {
+    pub bytes: Bytes,
+    pub hash: ContentHash,
+}
+
+/// The XMP sidecar named after the photo at `photo`, if there is one:
+/// `IMG_1.JPG.xmp`, else `IMG_1.xmp` (either case of the extension).
+fn partner(photo: &Path) -> Option<PathBuf> {
+    let name = photo.file_name()?.to_str()?;
+    let stem = photo.file_stem()?.to_str()?;
+    [name, stem]
+        .iter()
+        .flat_map(|base| [format!("{base}.xmp"), format!("{base}.XMP")])
+        .map(|candidate| photo.with_file_name(candidate))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Reads the sidecar at `path`: a transient error for one that is there
+/// but cannot be read now (the photo does not go without it).
+fn read_xmp(path: &Path) -> Result<Xmp, DestinationError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| DestinationError::transient(format!("cannot read the sidecar {}: {e}", path.display())))?
+        .len();
+    if size > MAX_XMP {
+        return Err(DestinationError::permanent(format!(
+            "{} is no XMP sidecar Immich takes ({size} bytes)",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| DestinationError::transient(format!("cannot read the sidecar {}: {e}", path.display())))?;
+    let hash = ContentHash::from_digest(&Sha256::digest(&bytes));
+    Ok(Xmp { bytes: Bytes::from(bytes), hash })
+}
+
 impl ImmichDestination {
-    /// The XMP sidecar of the photo `request` uploads, read now, if it is
-    /// still the version scanned (a changed one goes with the photo once
-    /// it is read again).
-    pub(super) fn sidecar_bytes(request: &UploadRequest) -> Option<Bytes> {
-        let xmp = request.sidecar.as_ref().filter(|x| x.size <= MAX_XMP)?;
-        let bytes = std::fs::read(&xmp.path).ok()?;
-        (ContentHash::from_digest(&Sha256::digest(&bytes)) == xmp.hash).then(|| Bytes::from(bytes))
-    }
-
-    /// Remembers that asset `id` went up with the sidecar whose content is `hash`.
-    pub(super) fn remember_sidecar(&self, id: &str, hash: &ContentHash) {
-        let value = serde_json::Value::from(hash.as_hex());
-        if let Err(e) = self.notes.update_note(&self.scope(), &format!("sidecar:{id}"), &mut |_| Some(value.clone())) {
-            // The sidecar's own job will say it cannot tell.
-            tracing::warn!("cannot remember a sidecar in the catalog: {e}");
+    /// The sidecar to send with the photo `request` uploads, as it is now.
+    pub(super) fn sidecar_for(request: &UploadRequest) -> Result<Option<Xmp>, DestinationError> {
+        match partner(&request.source) {
+            Some(path) => match read_xmp(&path) {
+                Ok(xmp) => Ok(Some(xmp)),
+                // Too big to be a sidecar: the photo goes alone; its job says why.
+                Err(e) if e.retry == Retry::Permanent => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
         }
-    }
-
-    /// The content hash of the sidecar asset `id` went up with, if photosync sent one.
-    fn sidecar_of(&self, id: &str) -> Option<String> {
-        let note = self.notes.note(&self.scope(), &format!("sidecar:{id}")).ok().flatten()?;
-        note.as_str().map(str::to_owned)
     }
 
     /// Notes are kept per server.
     fn scope(&self) -> String {
         format!("immich {}", self.config.api)
+    }
+
+    fn write_note(&self, key: &str, value: Option<&str>) -> Result<(), DestinationError> {
+        let value = value.map(serde_json::Value::from);
+        self.notes.update_note(&self.scope(), key, &mut |_| value.clone()).map(drop).map_err(store_error)
+    }
+
+    fn read_note(&self, key: &str) -> Result<Option<String>, DestinationError> {
+        let note = self.notes.note(&self.scope(), key).map_err(store_error)?;
+        Ok(note.and_then(|n| n.as_str().map(str::to_owned)))
+    }
+
+    /// Records, before the photo whose SHA-1 is `sha1` is sent with it,
+    /// which sidecar goes with it.
+    pub(super) fn sending_sidecar(&self, sha1: &str, xmp: &Xmp) -> Result<(), DestinationError> {
+        self.write_note(&format!("sidecar-sent:{sha1}"), Some(xmp.hash.as_hex()))
+    }
+
+    /// Records that asset `id` (SHA-1 `sha1`) went up with sidecar `xmp`
+    /// (with `None`: Immich had the photo already, and took no sidecar).
+    pub(super) fn sent_sidecar(&self, sha1: &str, id: &str, xmp: Option<&Xmp>) -> Result<(), DestinationError> {
+        if let Some(xmp) = xmp {
+            self.write_note(&format!("sidecar:{id}"), Some(xmp.hash.as_hex()))?;
+        }
+        self.write_note(&format!("sidecar-sent:{sha1}"), None)
+    }
+
+    /// The content hash of the sidecar asset `id` (SHA-1 `sha1`) went up
+    /// with, if photosync sent one: as recorded, or as it was about to be
+    /// sent when a crash or an interruption came before Immich's answer was
+    /// recorded (adopted now).
+    pub(super) fn sidecar_of(&self, sha1: &str, id: &str) -> Result<Option<String>, DestinationError> {
+        if let Some(hash) = self.read_note(&format!("sidecar:{id}"))? {
+            return Ok(Some(hash));
+        }
+        let Some(hash) = self.read_note(&format!("sidecar-sent:{sha1}"))? else { return Ok(None) };
+        self.write_note(&format!("sidecar:{id}"), Some(&hash))?;
+        self.write_note(&format!("sidecar-sent:{sha1}"), None)?;
+        Ok(Some(hash))
     }
 
     /// A sidecar's own job: done when its photo went up with it; else the
@@ -67,12 +137,23 @@ impl ImmichDestination {
             ));
         }
         let Some(photo) = &request.group_key else {
-            return Err(DestinationError::permanent(
-                "an XMP sidecar without its photo: Immich takes a sidecar only with its photo",
+            // Its photo may be found by the next scan.
+            return Err(DestinationError::transient(
+                "an XMP sidecar whose photo is not known (yet): Immich takes a sidecar only with its photo",
             ));
         };
-        let xmp = std::fs::read(&request.source).map_err(|e| read_error(request, &e))?;
-        if ContentHash::from_digest(&Sha256::digest(&xmp)) != request.hash {
+        if !partner(&photo.path).is_some_and(|p| p.as_os_str().eq_ignore_ascii_case(request.source.as_os_str())) {
+            return Err(DestinationError::permanent(format!(
+                "this sidecar is not named after {} (its group's photo): Immich takes a sidecar only with the \
+                 photo it is named after",
+                photo.path.display()
+            )));
+        }
+        let xmp = read_xmp(&request.source).map_err(|e| match e.retry {
+            Retry::Transient => std::fs::File::open(&request.source).err().map_or(e, |io| read_error(request, &io)),
+            _ => e,
+        })?;
+        if xmp.hash != request.hash {
             return Err(DestinationError::source_changed(format!(
                 "{} changed since it was scanned",
                 request.source.display()
@@ -97,7 +178,6 @@ impl ImmichDestination {
             hash: photo.hash.clone(),
             modified,
             live_video: None,
-            sidecar: None,
             group_key: None,
             ..request.clone()
         };
@@ -113,23 +193,46 @@ impl ImmichDestination {
                  first upload); the sidecar is kept at the other destinations",
             )
         };
+        // What went wrong with the photo is not this file's change.
+        let about_photo = |e: DestinationError| {
+            if e.retry == Retry::SourceChanged { DestinationError::transient(e.message) } else { e }
+        };
         let _turn = self.turn(&sha1).await;
         if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
-            self.holds(&upload, &id, &sha1).await?;
-            if self.sidecar_of(&id).as_deref() == Some(request.hash.as_hex()) {
-                return Ok(Uploaded::AlreadyPresent(receipt(id)));
-            }
-            return Err(without());
+            self.holds(&upload, &id, &sha1).await.map_err(about_photo)?;
+            return match self.sidecar_of(&sha1, &id)? {
+                Some(sent) if sent == request.hash.as_hex() => Ok(Uploaded::AlreadyPresent(receipt(id))),
+                _ => Err(without()),
+            };
         }
         // The photo is not there yet: it goes up now, with its sidecar (its
         // own job then finds it, and links its Live Photo video).
-        let xmp = Bytes::from(xmp);
-        let (id, duplicate) = self.send(&upload, &sha1, major, progress, None, Some(&xmp)).await?;
-        self.holds(&upload, &id, &sha1).await?;
+        self.sending_sidecar(&sha1, &xmp)?;
+        let (id, duplicate) = self.send(&upload, &sha1, major, progress, None, Some(&xmp.bytes)).await?;
+        self.sent_sidecar(&sha1, &id, (!duplicate).then_some(&xmp))?;
+        self.holds(&upload, &id, &sha1).await.map_err(about_photo)?;
         if duplicate {
             return Err(without());
         }
-        self.remember_sidecar(&id, &request.hash);
         Ok(Uploaded::Stored(receipt(id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sidecar_is_the_one_named_after_its_photo() {
+        let dir = tempfile::tempdir().expect("dir");
+        let photo = dir.path().join("DSC_2.NEF");
+        std::fs::write(&photo, b"raw").expect("photo");
+        assert_eq!(partner(&photo), None);
+        std::fs::write(dir.path().join("DSC_2.JPG.xmp"), b"<x/>").expect("another's");
+        assert_eq!(partner(&photo), None, "the JPEG's sidecar is not the raw's");
+        std::fs::write(dir.path().join("DSC_2.XMP"), b"<x/>").expect("by stem");
+        assert_eq!(partner(&photo), Some(dir.path().join("DSC_2.XMP")));
+        std::fs::write(dir.path().join("DSC_2.NEF.xmp"), b"<x/>").expect("by name");
+        assert_eq!(partner(&photo), Some(dir.path().join("DSC_2.NEF.xmp")), "the full name first");
     }
 }
