@@ -232,6 +232,28 @@ fn photos_go_into_albums_created_once() {
     assert!(summary.to_string().contains("album.read"), "{summary}");
 }
 
+/// The read-back after a photo went up with its sidecar fails (a 503):
+/// which sidecar went with the photo was recorded the moment Immich named
+/// the asset, so the sidecar counts as backed up on the retry, rather than
+/// failing as if Immich had the photo without it.
+#[test]
+fn a_failed_read_back_does_not_lose_which_sidecar_went_up() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replacen("[retry]", "max_concurrent = 1\n[retry]", 1)).expect("config");
+    write_photo(&env.source.join("IMG_1.JPG"), 20_000, 1);
+    let xmp = b"<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"/>\n";
+    crate::harness::write(&env.source.join("IMG_1.JPG.xmp"), xmp);
+    server.with(|s| s.read_faults.push_back(503));
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let assets = server.with(|s| s.assets.values().cloned().collect::<Vec<_>>());
+    assert_eq!(assets.len(), 1);
+    assert_eq!(assets[0].sidecar.as_deref(), Some(&xmp[..]));
+}
+
 /// Uploads asking at the same time whether Immich has their photos ask in
 /// one `bulk-upload-check`: a second machine's backup of 40 photos the
 /// server has takes fewer than 40 (about half with 8 uploads at once),

@@ -78,6 +78,8 @@ pub struct State {
     pub uploads: Vec<BTreeMap<String, String>>,
     /// Statuses to answer the next upload requests with (413, 503), in order.
     pub faults: VecDeque<u16>,
+    /// Statuses to answer the next `getAssetInfo` requests with, in order.
+    pub read_faults: VecDeque<u16>,
     /// Every `x-api-key` that reached this server.
     pub keys_seen: Vec<String>,
     /// Answer every request with a 307 to this server instead (a proxy or
@@ -248,6 +250,11 @@ async fn handle(shared: &Mutex<State>, request: Request<Incoming>) -> Response<S
 /// `getAssetInfo` and `updateAsset`.
 fn one_asset(shared: &Mutex<State>, method: &Method, id: &str, body: &[u8]) -> Response<String> {
     let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    if method == Method::GET
+        && let Some(status) = state.read_faults.pop_front()
+    {
+        return error(&state, StatusCode::from_u16(status).expect("status"), "Service Unavailable");
+    }
     if method == Method::GET {
         if !allowed(&state, "asset.read") {
             return error(&state, StatusCode::FORBIDDEN, "Missing required permission: asset.read");

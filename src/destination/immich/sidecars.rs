@@ -47,6 +47,12 @@ fn partner(photo: &Path) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Whether `a` and `b` name the same file (as a case-blind file system
+/// may spell it either way).
+fn same_path(a: &Path, b: &Path) -> bool {
+    a.as_os_str().eq_ignore_ascii_case(b.as_os_str())
+}
+
 /// Reads the sidecar at `path`: a transient error for one that is there
 /// but cannot be read now (the photo does not go without it).
 fn read_xmp(path: &Path) -> Result<Xmp, DestinationError> {
@@ -136,19 +142,21 @@ impl ImmichDestination {
                 "Immich takes only XMP sidecars (with their photo); this one is kept at the other destinations",
             ));
         }
-        let Some(photo) = &request.group_key else {
+        // Its photo: the one it is named after (`IMG_1.JPG` for
+        // `IMG_1.JPG.xmp`, the group's photo for `IMG_1.xmp`).
+        let named = request.source.with_extension("");
+        let (photo_path, scanned) = match &request.group_key {
+            Some(key) if partner(&key.path).is_some_and(|p| same_path(&p, &request.source)) => {
+                (key.path.clone(), Some(key.hash.clone()))
+            }
+            _ if named.is_file() && partner(&named).is_some_and(|p| same_path(&p, &request.source)) => (named, None),
             // Its photo may be found by the next scan.
-            return Err(DestinationError::transient(
-                "an XMP sidecar whose photo is not known (yet): Immich takes a sidecar only with its photo",
-            ));
+            _ => {
+                return Err(DestinationError::transient(
+                    "no photo is named as this XMP sidecar is: Immich takes a sidecar only with its photo",
+                ));
+            }
         };
-        if !partner(&photo.path).is_some_and(|p| p.as_os_str().eq_ignore_ascii_case(request.source.as_os_str())) {
-            return Err(DestinationError::permanent(format!(
-                "this sidecar is not named after {} (its group's photo): Immich takes a sidecar only with the \
-                 photo it is named after",
-                photo.path.display()
-            )));
-        }
         let xmp = read_xmp(&request.source).map_err(|e| match e.retry {
             Retry::Transient => std::fs::File::open(&request.source).err().map_or(e, |io| read_error(request, &io)),
             _ => e,
@@ -159,24 +167,25 @@ impl ImmichDestination {
                 request.source.display()
             )));
         }
-        let path = photo.path.clone();
+        let path = photo_path.clone();
         let hashed = tokio::task::spawn_blocking(move || hash_file(&path, HashKind::Sha1))
             .await
             .map_err(|e| DestinationError::transient(format!("hashing stopped: {e}")))?;
         let (sha256, sha1) = hashed
-            .map_err(|e| DestinationError::transient(format!("cannot read its photo {}: {e}", photo.path.display())))?;
-        if sha256 != photo.hash {
+            .map_err(|e| DestinationError::transient(format!("cannot read its photo {}: {e}", photo_path.display())))?;
+        if scanned.is_some_and(|scanned| scanned != sha256) {
             return Err(DestinationError::transient(format!(
                 "its photo {} changed since it was scanned; the sidecar goes with it once it is read again",
-                photo.path.display()
+                photo_path.display()
             )));
         }
-        let modified = std::fs::metadata(&photo.path).and_then(|m| m.modified()).unwrap_or(request.modified);
+        let metadata = std::fs::metadata(&photo_path)
+            .map_err(|e| DestinationError::transient(format!("cannot read its photo {}: {e}", photo_path.display())))?;
         let upload = UploadRequest {
-            source: photo.path.clone(),
-            size: photo.size,
-            hash: photo.hash.clone(),
-            modified,
+            source: photo_path.clone(),
+            size: metadata.len(),
+            hash: sha256,
+            modified: metadata.modified().unwrap_or(request.modified),
             live_video: None,
             group_key: None,
             ..request.clone()
