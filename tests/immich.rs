@@ -232,6 +232,24 @@ fn photos_go_into_albums_created_once() {
     assert!(summary.to_string().contains("album.read"), "{summary}");
 }
 
+/// A Live Photo whose video has a sidecar of its own (`IMG_1.MOV.xmp`):
+/// the video goes up with it even when the still's job sends the video, so
+/// the sidecar counts as backed up whichever job runs first.
+#[test]
+fn a_live_photo_videos_sidecar_goes_with_the_video() {
+    let server = Immich::start(3);
+    let env = immich_env(&server);
+    write_photo(&env.source.join("IMG_1.JPG"), 20_000, 5);
+    let video = write_video(&env.source.join("IMG_1.MOV"), 600_000, 6);
+    let xmp = b"<x:xmpmeta xmlns:x=\"adobe:ns:meta/\">video</x:xmpmeta>\n";
+    crate::harness::write(&env.source.join("IMG_1.MOV.xmp"), xmp);
+    let (code, summary) = env.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let stored = server.with(|s| s.assets.values().find(|a| a.bytes == video).cloned()).expect("the video");
+    assert_eq!(stored.sidecar.as_deref(), Some(&xmp[..]), "the video came with its sidecar");
+}
+
 /// The read-back after a photo went up with its sidecar fails (a 503):
 /// which sidecar went with the photo was recorded the moment Immich named
 /// the asset, so the sidecar counts as backed up on the retry, rather than

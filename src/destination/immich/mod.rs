@@ -337,7 +337,10 @@ impl ImmichDestination {
             ..request.clone()
         };
         // The video's trouble is its own job's: the still goes up unlinked.
-        let sent = match self.send(&upload, &sha1, major, progress, None, None).await {
+        // Its own sidecar goes with it (else that sidecar's job would find
+        // the video there without it).
+        let sidecar = Self::sidecar_for(&upload).unwrap_or(None);
+        let sent = match self.send_with_sidecar(&upload, &sha1, major, progress, None, sidecar.as_ref()).await {
             Ok((id, _)) => self.holds(&upload, &id, &sha1).await.map(|()| id),
             Err(e) => Err(e),
         };
@@ -492,25 +495,8 @@ impl Destination for ImmichDestination {
             None => None,
         };
         let sidecar = Self::sidecar_for(&request)?;
-        if let Some(xmp) = &sidecar {
-            self.sending_sidecar(&sha1, xmp)?;
-        }
-        let sent =
-            self.send(&request, &sha1, major, &progress, live_video.as_deref(), sidecar.as_ref().map(|x| &x.bytes));
-        let (id, duplicate) = match sent.await {
-            Ok(sent) => sent,
-            Err(e) => {
-                if sidecar.is_some() && !matches!(e.retry, Retry::Transient | Retry::Interrupted) {
-                    // Refused: nothing went, the sidecar with it.
-                    let _ = self.sent_sidecar(&sha1, "", None);
-                }
-                return Err(e);
-            }
-        };
-        if sidecar.is_some() {
-            // Recorded before anything else can stop this job.
-            self.sent_sidecar(&sha1, &id, sidecar.as_ref().filter(|_| !duplicate))?;
-        }
+        let (id, duplicate) =
+            self.send_with_sidecar(&request, &sha1, major, &progress, live_video.as_deref(), sidecar.as_ref()).await?;
         self.holds(&request, &id, &sha1).await?;
         self.file_in_album(&request, &id).await?;
         Ok(if duplicate { Uploaded::AlreadyPresent(receipt(id)) } else { Uploaded::Stored(receipt(id)) })

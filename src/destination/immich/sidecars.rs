@@ -47,10 +47,14 @@ fn partner(photo: &Path) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Whether `a` and `b` name the same file (as a case-blind file system
-/// may spell it either way).
-fn same_path(a: &Path, b: &Path) -> bool {
-    a.as_os_str().eq_ignore_ascii_case(b.as_os_str())
+/// Whether `a` and `b` are the same file (a case-blind file system may
+/// spell one name either way; a case-keeping one may hold both).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Reads the sidecar at `path`: a transient error for one that is there
@@ -100,19 +104,42 @@ impl ImmichDestination {
         Ok(note.and_then(|n| n.as_str().map(str::to_owned)))
     }
 
-    /// Records, before the photo whose SHA-1 is `sha1` is sent with it,
-    /// which sidecar goes with it.
-    pub(super) fn sending_sidecar(&self, sha1: &str, xmp: &Xmp) -> Result<(), DestinationError> {
-        self.write_note(&format!("sidecar-sent:{sha1}"), Some(xmp.hash.as_hex()))
-    }
-
-    /// Records that asset `id` (SHA-1 `sha1`) went up with sidecar `xmp`
-    /// (with `None`: Immich had the photo already, and took no sidecar).
-    pub(super) fn sent_sidecar(&self, sha1: &str, id: &str, xmp: Option<&Xmp>) -> Result<(), DestinationError> {
-        if let Some(xmp) = xmp {
-            self.write_note(&format!("sidecar:{id}"), Some(xmp.hash.as_hex()))?;
+    /// Sends `upload` (SHA-1 `sha1`) with `sidecar`, recording which
+    /// sidecar goes with it before the request, and which went with the
+    /// asset the moment Immich names it (also that none did: an older
+    /// intent for the same content is no longer true).
+    pub(super) async fn send_with_sidecar(
+        &self,
+        upload: &UploadRequest,
+        sha1: &str,
+        major: u64,
+        progress: &ProgressFn,
+        live_video: Option<&str>,
+        sidecar: Option<&Xmp>,
+    ) -> Result<(String, bool), DestinationError> {
+        let intent = format!("sidecar-sent:{sha1}");
+        if let Some(xmp) = sidecar {
+            self.write_note(&intent, Some(xmp.hash.as_hex()))?;
         }
-        self.write_note(&format!("sidecar-sent:{sha1}"), None)
+        match self.send(upload, sha1, major, progress, live_video, sidecar.map(|x| &x.bytes)).await {
+            Ok((id, duplicate)) => {
+                if let Some(xmp) = sidecar.filter(|_| !duplicate) {
+                    self.write_note(&format!("sidecar:{id}"), Some(xmp.hash.as_hex()))?;
+                }
+                self.write_note(&intent, None)?;
+                Ok((id, duplicate))
+            }
+            Err(e) => {
+                // Refused: nothing went (a timeout or a 5xx may have stored it).
+                if sidecar.is_some()
+                    && !matches!(e.retry, Retry::Transient | Retry::Interrupted)
+                    && let Err(note) = self.write_note(&intent, None)
+                {
+                    tracing::warn!("cannot forget a sidecar that did not go: {note}");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The content hash of the sidecar asset `id` (SHA-1 `sha1`) went up
@@ -145,15 +172,18 @@ impl ImmichDestination {
         // Its photo: the one it is named after (`IMG_1.JPG` for
         // `IMG_1.JPG.xmp`, the group's photo for `IMG_1.xmp`).
         let named = request.source.with_extension("");
+        let is_photo = |path: &Path| {
+            path.extension().is_some_and(crate::media::is_media_extension) && kind_of(path).is_none() && path.is_file()
+        };
         let (photo_path, scanned) = match &request.group_key {
-            Some(key) if partner(&key.path).is_some_and(|p| same_path(&p, &request.source)) => {
+            Some(key) if partner(&key.path).is_some_and(|p| same_file(&p, &request.source)) => {
                 (key.path.clone(), Some(key.hash.clone()))
             }
-            _ if named.is_file() && partner(&named).is_some_and(|p| same_path(&p, &request.source)) => (named, None),
-            // Its photo may be found by the next scan.
+            _ if is_photo(&named) && partner(&named).is_some_and(|p| same_file(&p, &request.source)) => (named, None),
             _ => {
-                return Err(DestinationError::transient(
-                    "no photo is named as this XMP sidecar is: Immich takes a sidecar only with its photo",
+                return Err(DestinationError::permanent(
+                    "no photo here is named as this XMP sidecar is (IMG_1.JPG for IMG_1.JPG.xmp, IMG_1.* for \
+                     IMG_1.xmp): Immich takes a sidecar only with its photo",
                 ));
             }
         };
@@ -216,9 +246,8 @@ impl ImmichDestination {
         }
         // The photo is not there yet: it goes up now, with its sidecar (its
         // own job then finds it, and links its Live Photo video).
-        self.sending_sidecar(&sha1, &xmp)?;
-        let (id, duplicate) = self.send(&upload, &sha1, major, progress, None, Some(&xmp.bytes)).await?;
-        self.sent_sidecar(&sha1, &id, (!duplicate).then_some(&xmp))?;
+        let (id, duplicate) =
+            self.send_with_sidecar(&upload, &sha1, major, progress, None, Some(&xmp)).await.map_err(about_photo)?;
         self.holds(&upload, &id, &sha1).await.map_err(about_photo)?;
         if duplicate {
             return Err(without());
