@@ -68,6 +68,55 @@ fn immich_3_gets_every_photo_and_a_second_machine_uploads_nothing() {
     assert_eq!(code, 0, "{summary}");
     assert_eq!((summary["uploaded"].as_u64(), summary["already_present"].as_u64()), (Some(0), Some(4)), "{summary}");
     assert_eq!(server.with(|s| s.uploads.len()), uploads.len(), "no upload reached the server");
+    // The scan computed each file's SHA-1 in its one read, and kept it.
+    let kept: std::collections::BTreeSet<String> = other
+        .catalog()
+        .prepare("SELECT sha1 FROM content_sha1")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    let expected: std::collections::BTreeSet<String> = files
+        .iter()
+        .map(|(_, content)| {
+            use sha1::Digest as _;
+            photosync::destination::http::hex(&sha1::Sha1::digest(content))
+        })
+        .collect();
+    assert_eq!(kept, expected);
+}
+
+/// A photo Immich already has is acknowledged from the SHA-1 its scan
+/// computed: the upload does not read the file again (shown here by
+/// changing its bytes after the scan while keeping its size, time and
+/// inode, which only a read would notice).
+#[test]
+fn a_photo_immich_has_is_not_read_again_after_the_scan() {
+    let server = Immich::start(3);
+    let first = immich_env(&server);
+    let photo = write_photo(&first.source.join("IMG_1.JPG"), 20_000, 1);
+    let (code, summary) = first.backup();
+    assert_eq!(code, 0, "{summary}");
+    let second = immich_env(&server);
+    let path = second.source.join("IMG_1.JPG");
+    crate::harness::write(&path, &photo);
+    // Scanned, uploads held (on battery).
+    second.set_power(true, 41);
+    let (code, summary) = second.backup();
+    assert_eq!(code, 75, "{summary}");
+    second.set_power(false, 90);
+    let modified = fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+    let mut changed = photo.clone();
+    changed[10_000] ^= 0xFF;
+    let file = fs::OpenOptions::new().write(true).open(&path).expect("open");
+    std::io::Write::write_all(&mut &file, &changed).expect("rewrite in place");
+    file.set_modified(modified).expect("keep the time");
+    drop(file);
+    let (code, summary) = second.backup();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["already_present"], 1, "known from the scan's SHA-1: {summary}");
+    assert_eq!(server.with(|s| s.uploads.len()), 1, "nothing sent");
 }
 
 /// Immich 2.x requires `deviceAssetId` and `deviceId`: photosync sends them.

@@ -152,6 +152,14 @@ impl super::Catalog {
         Ok(None)
     }
 
+    /// The SHA-1 (hex) of the content whose SHA-256 is `hash`, if a scan
+    /// computed it.
+    pub fn sha1_of(&self, hash: &ContentHash) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT sha1 FROM content_sha1 WHERE sha256 = ?1")?;
+        let mut rows = stmt.query(params![hash.as_hex()])?;
+        Ok(rows.next()?.map(|row| row.get(0)).transpose()?)
+    }
+
     /// The current version of the file at `rel_path` in `source`: its
     /// content hash and size.
     pub fn current_version(&self, source: &str, rel_path: &[u8]) -> Result<Option<(ContentHash, u64)>> {

@@ -70,6 +70,8 @@ pub struct ScanWriter<'c> {
     not_media: Vec<(Vec<u8>, FileStat)>,
     /// Metadata read for versions recorded without it.
     descriptions: Vec<(AssetId, AssetInfo)>,
+    /// SHA-1s of contents read, written with the next records.
+    sha1s: Vec<(ContentHash, String)>,
     /// New versions are marked as found live (while the daemon runs).
     live: bool,
     oldest: Option<Instant>,
@@ -110,6 +112,7 @@ impl Catalog {
             buffer: Vec::new(),
             not_media: Vec::new(),
             descriptions: Vec::new(),
+            sha1s: Vec::new(),
             live: false,
             oldest: None,
         }
@@ -166,6 +169,12 @@ impl ScanWriter<'_> {
         self.flush_if_due(now)
     }
 
+    /// Buffers the SHA-1 of the content whose SHA-256 is `hash`, written
+    /// with the next records.
+    pub fn record_sha1(&mut self, hash: &ContentHash, sha1: String) {
+        self.sha1s.push((hash.clone(), sha1));
+    }
+
     /// Buffers the current content of a file; writes the buffer when it is
     /// full or old enough and returns what that wrote.
     pub fn record(
@@ -209,12 +218,17 @@ impl ScanWriter<'_> {
         self.buffer.clear();
         self.not_media.clear();
         self.descriptions.clear();
+        self.sha1s.clear();
         Ok(flushed)
     }
 
     fn write_buffer(&self, now: Timestamp, flushed: &mut Flushed) -> Result<()> {
         let conn = self.conn;
         let source = &self.source;
+        for (hash, sha1) in &self.sha1s {
+            conn.prepare_cached("INSERT OR IGNORE INTO content_sha1 (sha256, sha1) VALUES (?1, ?2)")?
+                .execute(params![hash.as_hex(), sha1])?;
+        }
         for Record { rel_path, stat, hash, info } in &self.buffer {
             let (size, inode) = (stat.size as i64, stat.inode as i64);
             let existing: Option<i64> = conn

@@ -191,6 +191,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, key)
     ) WITHOUT ROWID;
     ",
+    // 9: the SHA-1 of content, by its SHA-256, for destinations that know
+    // content by SHA-1 (Immich): computed in the scan's read, so an upload
+    // need not read the file again to ask whether the server has it.
+    r"
+    CREATE TABLE content_sha1 (
+        sha256   TEXT PRIMARY KEY,
+        sha1     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

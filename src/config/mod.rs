@@ -262,6 +262,12 @@ impl Config {
             }
         }
 
+        // Immich knows content by its SHA-1: scans compute it in the same read.
+        let sha1 = destinations.iter().any(|d| matches!(d.kind, DestinationKind::Immich(_)));
+        let mut sources = sources;
+        for source in &mut sources {
+            source.sha1 = sha1;
+        }
         Ok(Config {
             file: path.to_owned(),
             state_dir,

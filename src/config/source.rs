@@ -30,6 +30,9 @@ pub struct SourceConfig {
     pub path: PathBuf,
     /// Its name, as a layout's `{source}` renders it.
     pub name: String,
+    /// Whether a scan also computes each file's SHA-1 (set when a
+    /// destination knows content by it: Immich), in the same read.
+    pub sha1: bool,
     include: Option<GlobSet>,
     exclude: GlobSet,
 }
@@ -37,7 +40,7 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// A source with no include or exclude rules.
     pub fn new(path: PathBuf) -> Self {
-        Self { name: default_name(&path), path, include: None, exclude: GlobSet::empty() }
+        Self { name: default_name(&path), path, sha1: false, include: None, exclude: GlobSet::empty() }
     }
 
     /// Whether the include/exclude rules admit this path (relative to the source).
@@ -59,7 +62,7 @@ impl SourceConfig {
             }
             Some(name) => name.to_owned(),
         };
-        Ok(SourceConfig { path, name, include, exclude })
+        Ok(SourceConfig { path, name, sha1: false, include, exclude })
     }
 }
 

@@ -91,6 +91,9 @@ pub struct UploadRequest {
     /// For a member of a group (a sidecar, a Live Photo's video), the
     /// group's key file (its photo), as scanned.
     pub group_key: Option<Member>,
+    /// The content's SHA-1 (hex), when the scan computed it (for a
+    /// destination that knows content by it).
+    pub sha1: Option<String>,
     /// Cancelled by the scheduler to ask the upload to stop (pause, hold,
     /// shutdown). An implementation checks it between chunks and races
     /// every network wait against it, returning

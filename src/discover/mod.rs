@@ -413,10 +413,14 @@ fn record(
     let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
     let rel_bytes = relative.as_os_str().as_bytes();
     match read {
-        Ok(Read::Media { hash, size, info }) => {
+        Ok(Read::Media { hash, size, info, sha1 }) => {
             report.media_files += 1;
             report.read += 1;
             report.bytes_read += size;
+            if let Some(sha1) = sha1 {
+                // Written with the version (same batch), before its jobs can start.
+                writer.record_sha1(&hash, sha1);
+            }
             return Ok(report.add(writer.record(rel_bytes, stat, hash, info, Timestamp::now())?));
         }
         Ok(Read::NotMedia) => {

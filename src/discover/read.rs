@@ -16,8 +16,9 @@ use crate::model::{AssetInfo, GroupName};
 
 /// What reading a candidate file found.
 pub(super) enum Read {
-    /// A photo or video, with its hash, size and metadata.
-    Media { hash: crate::model::ContentHash, size: u64, info: AssetInfo },
+    /// A photo or video, with its hash, size and metadata (and its SHA-1,
+    /// when the source asks for it).
+    Media { hash: crate::model::ContentHash, size: u64, info: AssetInfo, sha1: Option<String> },
     /// Its content is not a photo or video.
     NotMedia,
     /// A sidecar (`.xmp`, `.AAE`, Takeout `.json`) with no photo or video
@@ -34,12 +35,12 @@ pub(super) fn read_file(source: &SourceConfig, path: &Path, stat: FileStat, fold
     }
     let mut file = File::open(path)?;
     let now = jiff::Timestamp::now();
-    match media::inspect(&mut file, now)? {
+    match media::inspect(&mut file, now, source.sha1)? {
         Inspection::NotMedia => {
             tracing::debug!(path = %path.display(), "skipped: content is not a photo or video");
             Ok(Read::NotMedia)
         }
-        Inspection::Media { kind, hash, size, embedded } => {
+        Inspection::Media { kind, hash, size, embedded, sha1 } => {
             let after = stat_of(&file.metadata()?);
             if size != stat.size || after != stat {
                 tracing::warn!(path = %path.display(), "skipped: the file changed while it was read; it is picked up once it is stable");
@@ -47,7 +48,8 @@ pub(super) fn read_file(source: &SourceConfig, path: &Path, stat: FileStat, fold
             }
             let content_id = embedded.content_id.clone();
             let info = media::capture::resolve(kind, embedded, path, stat.mtime_ns, now);
-            Ok(Read::Media { hash, size, info: grouped(source, path, info, content_id.as_deref(), folders, now) })
+            let info = grouped(source, path, info, content_id.as_deref(), folders, now);
+            Ok(Read::Media { hash, size, info, sha1 })
         }
     }
 }
@@ -86,7 +88,7 @@ fn read_sidecar(
             // `IMG_1.CR2.xmp` keeps its `.CR2` after the group's stem, so two
             // sidecars of one group do not render alike.
             let group = group.map(|g| GroupName { stem: g.stem + &group::inner_suffix(path, &partner), ..g });
-            Ok(Read::Media { hash, size, info: AssetInfo { group, ..info } })
+            Ok(Read::Media { hash, size, info: AssetInfo { group, ..info }, sha1: None })
         }
         // Its partner is gone, or is no photo after all.
         Ok((_, None)) => Ok(Read::Orphan),

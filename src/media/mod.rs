@@ -43,6 +43,8 @@ pub enum Inspection {
         size: u64,
         /// What its metadata says of its capture.
         embedded: Embedded,
+        /// Its SHA-1 (hex), when asked for: Immich knows content by it.
+        sha1: Option<String>,
     },
     /// The content is not a photo or video whatever its name says.
     NotMedia,
@@ -50,16 +52,24 @@ pub enum Inspection {
 
 /// Sniffs, reads the capture metadata of, and hashes `file` in one pass
 /// (metadata past the first block, such as a video's `moov` at its end, is
-/// read within [`capture`]'s budget).
-pub fn inspect(file: &mut File, now: jiff::Timestamp) -> io::Result<Inspection> {
+/// read within [`capture`]'s budget); with `sha1`, its SHA-1 too, in the
+/// same pass.
+pub fn inspect(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
     let mut buffer = vec![0u8; BLOCK];
     let head_len = read_full(file, &mut buffer)?;
     let Some(kind) = sniff(&buffer[..head_len]) else {
         return Ok(Inspection::NotMedia);
     };
     let embedded = capture::embedded(file, file.metadata()?.len(), &buffer[..head_len], now);
-    let (hash, size) = hash_on(file, &mut buffer, head_len)?;
-    Ok(Inspection::Media { kind, hash, size, embedded })
+    let mut also = sha1.then(sha1::Sha1::new);
+    let (hash, size) = hash_on(file, &mut buffer, head_len, also.as_mut())?;
+    let sha1 = also.map(|h| {
+        h.finalize().iter().fold(String::with_capacity(40), |mut hex, b| {
+            let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
+            hex
+        })
+    });
+    Ok(Inspection::Media { kind, hash, size, embedded, sha1 })
 }
 
 /// Checks that `file` holds a sidecar of `kind` and hashes it in the same
@@ -70,7 +80,7 @@ pub fn inspect_sidecar(file: &mut File, kind: sidecar::SidecarKind) -> io::Resul
     if !sidecar::sniff(kind, &buffer[..head_len]) {
         return Ok(None);
     }
-    hash_on(file, &mut buffer, head_len).map(Some)
+    hash_on(file, &mut buffer, head_len, None).map(Some)
 }
 
 /// The kind and capture metadata of the file at `path` from its headers
@@ -89,14 +99,23 @@ pub fn describe(path: &Path, now: jiff::Timestamp) -> io::Result<Option<(MediaKi
 /// SHA-256 of the whole file at `path`, with its length.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, u64)> {
     let mut file = File::open(path)?;
-    hash_on(&mut file, &mut vec![0u8; BLOCK], 0)
+    hash_on(&mut file, &mut vec![0u8; BLOCK], 0, None)
 }
 
 /// SHA-256 of the first `head_len` bytes of `buffer` (the file's start,
 /// read already) and the rest of `file`, with the total length.
-fn hash_on(file: &mut File, buffer: &mut [u8], head_len: usize) -> io::Result<(ContentHash, u64)> {
+/// `also` hashes the same bytes, when given.
+fn hash_on(
+    file: &mut File,
+    buffer: &mut [u8],
+    head_len: usize,
+    mut also: Option<&mut sha1::Sha1>,
+) -> io::Result<(ContentHash, u64)> {
     let mut hasher = Sha256::new();
     hasher.update(&buffer[..head_len]);
+    if let Some(also) = also.as_deref_mut() {
+        also.update(&buffer[..head_len]);
+    }
     let mut size = head_len as u64;
     loop {
         let n = read_retrying(file, buffer)?;
@@ -104,6 +123,9 @@ fn hash_on(file: &mut File, buffer: &mut [u8], head_len: usize) -> io::Result<(C
             break;
         }
         hasher.update(&buffer[..n]);
+        if let Some(also) = also.as_deref_mut() {
+            also.update(&buffer[..n]);
+        }
         size += n as u64;
     }
     Ok((ContentHash::from_digest(&hasher.finalize()), size))
@@ -149,20 +171,28 @@ mod tests {
         let mut content = vec![0xFF, 0xD8, 0xFF, 0xE0];
         content.extend((0..BLOCK * 2 + 17).map(|i| (i % 251) as u8));
         let expected = ContentHash::from_digest(&Sha256::digest(&content));
-        let got = inspect(&mut temp_file(&content), jiff::Timestamp::now()).expect("inspect");
+        let got = inspect(&mut temp_file(&content), jiff::Timestamp::now(), false).expect("inspect");
         let size = content.len() as u64;
-        assert_eq!(
-            got,
-            Inspection::Media { kind: MediaKind::Photo, hash: expected, size, embedded: Embedded::default() }
-        );
+        let media = |sha1| Inspection::Media {
+            kind: MediaKind::Photo,
+            hash: expected.clone(),
+            size,
+            embedded: Embedded::default(),
+            sha1,
+        };
+        assert_eq!(got, media(None));
+        // With the SHA-1 Immich knows content by, in the same pass.
+        let sha1 = crate::destination::http::hex(&sha1::Sha1::digest(&content));
+        let got = inspect(&mut temp_file(&content), jiff::Timestamp::now(), true).expect("inspect");
+        assert_eq!(got, media(Some(sha1)));
     }
 
     #[test]
     fn inspect_rejects_text_named_like_a_photo() {
         assert_eq!(
-            inspect(&mut temp_file(b"not a photo\n"), jiff::Timestamp::now()).expect("inspect"),
+            inspect(&mut temp_file(b"not a photo\n"), jiff::Timestamp::now(), false).expect("inspect"),
             Inspection::NotMedia
         );
-        assert_eq!(inspect(&mut temp_file(b""), jiff::Timestamp::now()).expect("inspect"), Inspection::NotMedia);
+        assert_eq!(inspect(&mut temp_file(b""), jiff::Timestamp::now(), false).expect("inspect"), Inspection::NotMedia);
     }
 }

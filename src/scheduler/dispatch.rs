@@ -76,10 +76,10 @@ impl Scheduler<'_> {
             source: target.source_name(&pending).into_owned(),
             info: pending.info.clone(),
         });
-        let (live_video, group_key) = if destination.needs_info() {
-            (self.live_video(&pending)?, self.group_key(&pending)?)
+        let (live_video, group_key, sha1) = if destination.needs_info() {
+            (self.live_video(&pending)?, self.group_key(&pending)?, self.catalog.sha1_of(&pending.hash)?)
         } else {
-            (None, None)
+            (None, None, None)
         };
         let running = pending.job.start(now)?;
         self.catalog.apply(&pending.job, &running, now)?;
@@ -118,6 +118,7 @@ impl Scheduler<'_> {
             subject,
             live_video,
             group_key,
+            sha1,
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
         };

@@ -366,6 +366,7 @@ mod tests {
             subject: Arc::default(),
             live_video: None,
             group_key: None,
+            sha1: None,
             cancel: CancellationToken::new(),
             throttle: Arc::default(),
         }

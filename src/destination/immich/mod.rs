@@ -457,19 +457,13 @@ impl Destination for ImmichDestination {
             // asset of its own it would be refused, or stored as junk.
             return self.upload_sidecar(&request, major, &progress).await;
         }
-        // One read: the SHA-1 Immich knows assets by, and the SHA-256 that
-        // shows the file is still the version that was scanned.
-        let source = request.source.clone();
-        let (sha256, sha1) = tokio::task::spawn_blocking(move || hash_file(&source, HashKind::Sha1))
-            .await
-            .map_err(|e| DestinationError::transient(format!("hashing stopped: {e}")))?
-            .map_err(|e| read_error(&request, &e))?;
-        if sha256 != request.hash {
-            return Err(DestinationError::source_changed(format!(
-                "{} changed since it was scanned",
-                request.source.display()
-            )));
-        }
+        // The SHA-1 Immich knows assets by: the scan's (its size, time and
+        // inode are as scanned; `holds` then proves Immich has exactly those
+        // bytes), else read now.
+        let sha1 = match &request.sha1 {
+            Some(sha1) => sha1.clone(),
+            None => scanned_sha1(&request).await?,
+        };
         let receipt = |id: String| Receipt {
             key: RemoteKey(id.into_bytes()),
             size: request.size,
@@ -489,6 +483,10 @@ impl Destination for ImmichDestination {
         }
         if request.cancelled() {
             return Err(DestinationError::interrupted());
+        }
+        if request.sha1.is_some() {
+            // About to be sent: still the version scanned?
+            scanned_sha1(&request).await?;
         }
         let live_video = match &request.live_video {
             Some(video) => self.live_video_id(&request, video, major, &progress).await?,
@@ -528,6 +526,23 @@ impl Destination for ImmichDestination {
     fn needs_info(&self) -> bool {
         true
     }
+}
+
+/// One read of `request`'s file: its SHA-1, once its SHA-256 shows it is
+/// still the version that was scanned.
+async fn scanned_sha1(request: &UploadRequest) -> Result<String, DestinationError> {
+    let source = request.source.clone();
+    let (sha256, sha1) = tokio::task::spawn_blocking(move || hash_file(&source, HashKind::Sha1))
+        .await
+        .map_err(|e| DestinationError::transient(format!("hashing stopped: {e}")))?
+        .map_err(|e| read_error(request, &e))?;
+    if sha256 != request.hash {
+        return Err(DestinationError::source_changed(format!(
+            "{} changed since it was scanned",
+            request.source.display()
+        )));
+    }
+    Ok(sha1)
 }
 
 /// What a status other than success means for Immich.
