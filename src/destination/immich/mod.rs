@@ -5,15 +5,17 @@
 //! the SHA-1 of its bytes, so a photo some other client (or another
 //! machine's photosync) already uploaded is found before anything is sent.
 //!
-//! An upload reads the file once for both hashes (the SHA-1 Immich keys
-//! assets by, and the SHA-256 that proves the file is still the scanned
-//! version), asks `POST /assets/bulk-upload-check` whether the server has
-//! that SHA-1 (together with the other uploads asking then: `checks`),
-//! and if not sends it with `POST /assets` (multipart, streamed
-//! from disk, `x-immich-checksum` so the server can refuse a duplicate
-//! before storing it). A job is acknowledged only once `GET /assets/{id}`
-//! reports the SHA-1 that was read (for a photo the server had already
-//! too). The receipt's key is the asset id.
+//! An upload takes the SHA-1 Immich keys assets by from the scan (which
+//! computed it in its one read of the file; else it reads the file now,
+//! with the SHA-256 that proves it is still the scanned version), asks
+//! `POST /assets/bulk-upload-check` whether the server has that SHA-1
+//! (together with the other uploads asking then: `checks`), and if not
+//! checks the file is still the scanned version and sends it with
+//! `POST /assets` (multipart, streamed from disk, `x-immich-checksum` so
+//! the server can refuse a duplicate before storing it; its XMP sidecar
+//! with it: `sidecars`). A job is acknowledged only once `GET /assets/{id}`
+//! reports that SHA-1 (for a photo the server had already too). The
+//! receipt's key is the asset id.
 //!
 //! With `album`, each photo is added to the album its template names
 //! (`createAlbum`, `addAssetsToAlbum`), created when first needed; the
