@@ -29,6 +29,7 @@
 mod albums;
 mod checks;
 mod config;
+mod live;
 mod sidecars;
 
 use std::collections::HashMap;
@@ -42,7 +43,6 @@ use base64::Engine as _;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ use futures_util::StreamExt as _;
 use super::http::{
     Client, READ_CHUNK, STREAM_CHUNK, file_chunks, metered_chunks, read_error, retry_after, send_for, text,
 };
-use super::{Destination, DestinationError, Member, ProgressFn, Retry, UploadRequest, Uploaded, Verdict};
+use super::{Destination, DestinationError, ProgressFn, Retry, UploadRequest, Uploaded, Verdict};
 use crate::model::{Receipt, RemoteKey};
 
 /// An Immich server as a destination.
@@ -242,44 +242,6 @@ impl ImmichDestination {
         }))
     }
 
-    /// Links the still `id` the server already had to its Live Photo
-    /// video (sent first if it is not there), unless it is linked already
-    /// (`updateAsset`, `PUT /assets/{id}` with `livePhotoVideoId`; the key
-    /// needs `asset.update`). Trouble leaves the still unlinked, saying so:
-    /// the still is backed up either way.
-    async fn link(
-        &self,
-        request: &UploadRequest,
-        id: &str,
-        video: &Member,
-        major: u64,
-        progress: &ProgressFn,
-    ) -> Result<(), DestinationError> {
-        let linked = self.describe(&request.cancel, id).await?.and_then(|d| d.live_video);
-        if linked.is_some() {
-            return Ok(());
-        }
-        let Some(video_id) = self.live_video_id(request, video, major, progress).await? else { return Ok(()) };
-        let body = json!({"livePhotoVideoId": video_id});
-        let update = self
-            .client
-            .get()?
-            .put(self.url(&format!("assets/{}", encode(id))))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        match self.call(&request.cancel, update).await {
-            Ok(_) => {
-                tracing::info!(path = %request.source.display(), "linked the Live Photo's still to its video in Immich");
-                Ok(())
-            }
-            Err(e) if e.retry == Retry::Interrupted => Err(e),
-            Err(e) => {
-                tracing::warn!(path = %request.source.display(), "could not link the Live Photo's still to its video: {e}");
-                Ok(())
-            }
-        }
-    }
-
     /// Succeeds once the server reports asset `id` with SHA-1 `sha1` (of
     /// `request`'s file): a job is acknowledged only then. Immich stores
     /// whatever bytes arrive, so another SHA-1 means the file changed while
@@ -302,57 +264,6 @@ impl ImmichDestination {
                 )))
             }
             None => Err(DestinationError::transient(format!("Immich does not show asset {id} after the upload"))),
-        }
-    }
-
-    /// The asset id of a Live Photo's video at the server, sent first if
-    /// it is not there (its own job then finds it present), so the still
-    /// can name it. `None` when the video is not the version scanned (its
-    /// own job reads it again, and it goes unlinked).
-    async fn live_video_id(
-        &self,
-        request: &UploadRequest,
-        video: &Member,
-        major: u64,
-        progress: &ProgressFn,
-    ) -> Result<Option<String>, DestinationError> {
-        let path = video.path.clone();
-        let hashed = tokio::task::spawn_blocking(move || hash_file(&path, HashKind::Sha1))
-            .await
-            .map_err(|e| DestinationError::transient(format!("hashing stopped: {e}")))?;
-        let Ok((sha256, sha1)) = hashed else { return Ok(None) };
-        // A video that is not the scanned version, or (oddly) the still's own bytes.
-        if sha256 != video.hash || video.hash == request.hash {
-            return Ok(None);
-        }
-        let _turn = self.turn(&sha1).await;
-        if let Some(id) = self.duplicate_of(&request.cancel, &sha1).await? {
-            return Ok(Some(id));
-        }
-        let modified = std::fs::metadata(&video.path).and_then(|m| m.modified()).unwrap_or(request.modified);
-        let upload = UploadRequest {
-            source: video.path.clone(),
-            size: video.size,
-            hash: video.hash.clone(),
-            modified,
-            live_video: None,
-            ..request.clone()
-        };
-        // The video's trouble is its own job's: the still goes up unlinked.
-        // Its own sidecar goes with it (else that sidecar's job would find
-        // the video there without it).
-        let sidecar = Self::sidecar_for(&upload).unwrap_or(None);
-        let sent = match self.send_with_sidecar(&upload, &sha1, major, progress, None, sidecar.as_ref()).await {
-            Ok((id, _)) => self.holds(&upload, &id, &sha1).await.map(|()| id),
-            Err(e) => Err(e),
-        };
-        match sent {
-            Ok(id) => Ok(Some(id)),
-            Err(e) if e.retry == Retry::Interrupted => Err(e),
-            Err(e) => {
-                tracing::warn!(video = %video.path.display(), "the Live Photo's video did not go up with its still: {e}");
-                Ok(None)
-            }
         }
     }
 
