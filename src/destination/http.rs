@@ -8,7 +8,6 @@
 //! secrets). Each destination adds what its own service means (S3's error
 //! codes, the statuses of `WebDAV`) on top.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
@@ -186,13 +185,7 @@ pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-/// Lowercase hex digits of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub use crate::model::hex;
 
 /// A request body from `chunks` that reports progress, honours the shared
 /// bandwidth limit, and stops when the upload is cancelled.

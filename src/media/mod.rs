@@ -63,12 +63,7 @@ pub fn inspect(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<
     let embedded = capture::embedded(file, file.metadata()?.len(), &buffer[..head_len], now);
     let mut also = sha1.then(sha1::Sha1::new);
     let (hash, size) = hash_on(file, &mut buffer, head_len, also.as_mut())?;
-    let sha1 = also.map(|h| {
-        h.finalize().iter().fold(String::with_capacity(40), |mut hex, b| {
-            let _ = std::fmt::Write::write_fmt(&mut hex, format_args!("{b:02x}"));
-            hex
-        })
-    });
+    let sha1 = also.map(|h| crate::model::hex(&h.finalize()));
     Ok(Inspection::Media { kind, hash, size, embedded, sha1 })
 }
 
@@ -182,7 +177,7 @@ mod tests {
         };
         assert_eq!(got, media(None));
         // With the SHA-1 Immich knows content by, in the same pass.
-        let sha1 = crate::destination::http::hex(&sha1::Sha1::digest(&content));
+        let sha1 = crate::model::hex(&sha1::Sha1::digest(&content));
         let got = inspect(&mut temp_file(&content), jiff::Timestamp::now(), true).expect("inspect");
         assert_eq!(got, media(Some(sha1)));
     }

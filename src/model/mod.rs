@@ -20,6 +20,15 @@ use serde::{Deserialize, Serialize};
 pub use asset::{AssetInfo, Capture, CaptureSource, GroupName, MediaKind};
 pub use job::{Job, JobState, StateName, TransitionError, WaitingOn};
 
+/// Lowercase hex digits of `bytes` (a digest as hashes are written here).
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// Row id of a job in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -107,12 +116,7 @@ impl ContentHash {
 
     /// Formats raw digest bytes.
     pub fn from_digest(bytes: &[u8]) -> Self {
-        use fmt::Write as _;
-        let mut hex = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            let _ = write!(hex, "{b:02x}");
-        }
-        Self(hex)
+        Self(hex(bytes))
     }
 
     /// The hex digest.

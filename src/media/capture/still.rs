@@ -160,7 +160,6 @@ pub(super) fn mrw(reader: &Reader<'_>) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use std::fmt::Write as _;
 
     use super::*;
 
@@ -192,10 +191,7 @@ mod tests {
     #[test]
     fn legacy_png_profiles_and_minolta_blocks_are_found() {
         let tiff = b"II*\0\x08\0\0\0";
-        let hex: String = [&b"Exif\0\0"[..], tiff].concat().iter().fold(String::new(), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        });
+        let hex = crate::model::hex(&[&b"Exif\0\0"[..], tiff].concat());
         let text = format!("\nexif\n      14\n{}\n{}\n", &hex[..16], &hex[16..]);
         let plain = [&b"Raw profile type exif\0"[..], text.as_bytes()].concat();
         assert_eq!(raw_profile(&plain, false).as_deref(), Some(&tiff[..]));
