@@ -347,7 +347,7 @@ impl Library {
         }
         destination.requests.made(made);
         if let Some(album) = &album {
-            self.filled(destination, album, made).await;
+            self.recount(destination, album, |items| items + made).await;
         }
     }
 
@@ -392,7 +392,7 @@ impl Library {
                     }
                     // Full (others add to it too): the next goes on in a new one.
                     Ok(Some(items)) if items >= ALBUM_FULL => {
-                        self.counted(destination, album, items).await;
+                        self.recount(destination, album, |known| known.max(items)).await;
                         return everyone(&DestinationError::transient(error.message), false);
                     }
                     Ok(Some(_)) => {}
@@ -450,20 +450,12 @@ impl Library {
             .collect()
     }
 
-    /// Sets the count of the album whose id is `id` to what Google said.
-    async fn counted(&self, destination: &GooglePhotosDestination, id: &str, items: u64) {
+    /// Changes the count of the album whose id is `id` (and what the
+    /// catalog keeps of it).
+    async fn recount(&self, destination: &GooglePhotosDestination, id: &str, count: impl FnOnce(u64) -> u64) {
         let mut albums = self.albums.lock().await;
         if let Some((title, album)) = albums.iter_mut().find(|(_, a)| a.id == id) {
-            album.items = album.items.max(items);
-            remember(destination, title, Some(album));
-        }
-    }
-
-    /// Adds `made` items to the count of the album whose id is `id`.
-    async fn filled(&self, destination: &GooglePhotosDestination, id: &str, made: u64) {
-        let mut albums = self.albums.lock().await;
-        if let Some((title, album)) = albums.iter_mut().find(|(_, a)| a.id == id) {
-            album.items += made;
+            album.items = count(album.items);
             remember(destination, title, Some(album));
         }
     }

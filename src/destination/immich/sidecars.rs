@@ -57,36 +57,24 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Reads the sidecar at `path`: a transient error for one that is there
-/// but cannot be read now (the photo does not go without it).
-fn read_xmp(path: &Path) -> Result<Xmp, DestinationError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| DestinationError::transient(format!("cannot read the sidecar {}: {e}", path.display())))?
-        .len();
-    if size > MAX_XMP {
-        return Err(DestinationError::permanent(format!(
-            "{} is no XMP sidecar Immich takes ({size} bytes)",
-            path.display()
-        )));
+/// Reads the sidecar at `path`; `None` when it is too big to be one.
+fn read_xmp(path: &Path) -> std::io::Result<Option<Xmp>> {
+    if std::fs::metadata(path)?.len() > MAX_XMP {
+        return Ok(None);
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| DestinationError::transient(format!("cannot read the sidecar {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)?;
     let hash = ContentHash::from_digest(&Sha256::digest(&bytes));
-    Ok(Xmp { bytes: Bytes::from(bytes), hash })
+    Ok(Some(Xmp { bytes: Bytes::from(bytes), hash }))
 }
 
 impl ImmichDestination {
     /// The sidecar to send with the photo `request` uploads, as it is now.
     pub(super) fn sidecar_for(request: &UploadRequest) -> Result<Option<Xmp>, DestinationError> {
-        match partner(&request.source) {
-            Some(path) => match read_xmp(&path) {
-                Ok(xmp) => Ok(Some(xmp)),
-                // Too big to be a sidecar: the photo goes alone; its job says why.
-                Err(e) if e.retry == Retry::Permanent => Ok(None),
-                Err(e) => Err(e),
-            },
-            None => Ok(None),
-        }
+        let Some(path) = partner(&request.source) else { return Ok(None) };
+        // Too big to be a sidecar: the photo goes alone; its job says why.
+        // One there but unreadable now: the photo does not go without it.
+        read_xmp(&path)
+            .map_err(|e| DestinationError::transient(format!("cannot read the sidecar {}: {e}", path.display())))
     }
 
     /// Notes are kept per server.
@@ -187,9 +175,11 @@ impl ImmichDestination {
                 ));
             }
         };
-        let xmp = read_xmp(&request.source).map_err(|e| match e.retry {
-            Retry::Transient => std::fs::File::open(&request.source).err().map_or(e, |io| read_error(request, &io)),
-            _ => e,
+        let xmp = read_xmp(&request.source).map_err(|e| read_error(request, &e))?.ok_or_else(|| {
+            DestinationError::permanent(format!(
+                "{} is no XMP sidecar Immich takes (too big)",
+                request.source.display()
+            ))
         })?;
         if xmp.hash != request.hash {
             return Err(DestinationError::source_changed(format!(
