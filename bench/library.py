@@ -2,7 +2,7 @@
 """Make a synthetic photo library for the benchmarks and for trying photosync.
 
     bench/library.py OUT [--photos N] [--photo-kib MIN MAX] [--videos N]
-                         [--video-mib MIN MAX] [--seed S] [--no-junk]
+                         [--video-mib MIN MAX] [--per-folder N] [--seed S] [--no-junk]
 
 Photos are JPEG files laid out like a camera's DCIM folder: SOI, an APP1
 Exif segment as cameras write it (IFD0 with Make, Model and DateTime, an
@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--photo-kib", type=int, nargs=2, default=[200, 4000], metavar=("MIN", "MAX"))
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--video-mib", type=int, nargs=2, default=[20, 80], metavar=("MIN", "MAX"))
+    ap.add_argument("--per-folder", type=int, default=500, metavar="N",
+                    help="photos per DCIM folder (cameras write 500 or 1,000; 100 gives many folders)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-junk", action="store_true")
     a = ap.parse_args()
@@ -91,7 +93,7 @@ def main():
         size = rng.randint(a.photo_kib[0], a.photo_kib[1]) * 1024
         day = 1 + i % 28
         when = f"2025:{1 + i // 28 % 12:02d}:{day:02d} {i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d}"
-        path = os.path.join(a.out, "DCIM", f"{100 + i // 500}CANON", f"IMG_{i:05d}.JPG")
+        path = os.path.join(a.out, "DCIM", f"{100 + i // a.per_folder}CANON", f"IMG_{i:05d}.JPG")
         write(path, photo(size, rng, when))
         media += 1
         media_bytes += size

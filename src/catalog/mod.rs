@@ -7,8 +7,12 @@
 //! assets, `jobs` for the upload queue, `listing` for what people are shown
 //! of it, `sessions` for resumable uploads.
 //!
-//! Durability: every job transition is one `UPDATE` in its own transaction,
-//! committed before the caller acts on it. `synchronous = NORMAL` in WAL mode
+//! Durability: every job transition is one `UPDATE`, committed before the
+//! caller acts on it: in a transaction of its own, or in a batch the
+//! scheduler opens ([`Catalog::begin_batch`]) to record the transitions of
+//! many jobs at once and commits before it starts or settles any of them
+//! (a transaction per transition cost more than copying a small photo).
+//! `synchronous = NORMAL` in WAL mode
 //! survives a process kill (kill -9) without loss; after a power cut the last
 //! transitions may roll back, which is safe because every upload is
 //! idempotent (a destination that already holds the content answers
@@ -39,6 +43,28 @@ pub use sessions::SessionLog;
 
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sets how `conn` waits for another connection's write lock: in short
+/// naps, for up to [`BUSY_TIMEOUT`]. A scan and the scheduler take turns at
+/// the lock many times a second, each holding it a few milliseconds;
+/// `SQLite`'s own waits (1, 2, 5, 10 … 100 ms) left the waiter asleep long
+/// after the lock was free, and a first backup spent most of its time so.
+fn wait_when_busy(conn: &mut Connection) -> rusqlite::Result<()> {
+    let mut since = std::time::Instant::now();
+    conn.busy_handler(Some(move |count: i32| {
+        if count == 0 {
+            since = std::time::Instant::now();
+        }
+        let waited = since.elapsed();
+        if waited >= BUSY_TIMEOUT {
+            return false;
+        }
+        let nap =
+            if waited < Duration::from_millis(50) { Duration::from_micros(100) } else { Duration::from_millis(2) };
+        std::thread::sleep(nap);
+        true
+    }))
+}
 
 /// A catalog problem.
 #[derive(Debug, thiserror::Error)]
@@ -157,9 +183,9 @@ impl Catalog {
             return Ok(None);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
+        let mut conn = Connection::open_with_flags(path, flags)
             .map_err(|e| CatalogError::Open { path: path.to_owned(), source: Box::new(e) })?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        wait_when_busy(&mut conn)?;
         let version = schema::version(&conn)?;
         if version > schema::LATEST {
             return Err(CatalogError::TooNew { found: version, supported: schema::LATEST });
@@ -177,7 +203,7 @@ impl Catalog {
     }
 
     fn configure(mut conn: Connection, path: &Path) -> Result<Catalog> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        wait_when_busy(&mut conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -188,6 +214,32 @@ impl Catalog {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens a write transaction that every write joins until
+    /// [`Catalog::commit_batch`]: many transitions committed at once. Nothing
+    /// may act on them before the commit.
+    pub fn begin_batch(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the batch [`Catalog::begin_batch`] opened.
+    pub fn commit_batch(&mut self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+
+    /// Throws the open batch away (after an error, so that the write lock is
+    /// not kept).
+    pub fn rollback_batch(&mut self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!("cannot roll back a batch of job transitions: {e}");
+        }
     }
 
     /// Runs `SQLite`'s own consistency check; `Ok(())` when it says "ok".

@@ -1,7 +1,7 @@
 //! Files and assets: the stat cache that lets a scan skip unchanged files,
 //! and the asset versions it records for changed ones.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -75,6 +75,70 @@ pub struct ScanWriter<'c> {
     /// New versions are marked as found live (while the daemon runs).
     live: bool,
     oldest: Option<Instant>,
+    /// What is known of files is read a folder at a time (see [`ScanWriter::by_folder`]).
+    by_folder: bool,
+    folder: Folder,
+}
+
+/// What the catalog holds of the files of one folder, read with one query
+/// when a walk comes to the folder: a query per file cost more than the
+/// walk and the stat together.
+#[derive(Default)]
+struct Folder {
+    /// Its relative path and a `/` (empty for the source's root); `None`
+    /// before the first folder is read.
+    prefix: Option<Vec<u8>>,
+    files: HashMap<Vec<u8>, (FileStat, Unchanged)>,
+    not_media: HashMap<Vec<u8>, FileStat>,
+}
+
+impl Folder {
+    /// Reads the files recorded directly in the folder `prefix` of `source`.
+    fn read(conn: &Connection, source: &str, prefix: &[u8]) -> Result<Folder> {
+        let named_stat = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(Vec<u8>, FileStat)> {
+            let path: Vec<u8> = r.get(0)?;
+            let name = path.get(prefix.len()..).unwrap_or_default().to_vec();
+            let stat =
+                FileStat { size: r.get::<_, i64>(1)? as u64, mtime_ns: r.get(2)?, inode: r.get::<_, i64>(3)? as u64 };
+            Ok((name, stat))
+        };
+        // Within the folder (the root's range is the whole source), and no
+        // `/` after the folder's own: not in a subfolder.
+        let (within, mut end) = if prefix.is_empty() {
+            ("source = ?1 AND instr(rel_path, x'2f') = 0", Vec::new())
+        } else {
+            let within = "source = ?1 AND rel_path >= ?2 AND rel_path < ?3
+                          AND instr(substr(rel_path, length(?2) + 1), x'2f') = 0";
+            (within, prefix.to_vec())
+        };
+        // The end of the range: the prefix with its `/` raised to `0`.
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let bound: Vec<&dyn rusqlite::ToSql> =
+            if prefix.is_empty() { vec![&source] } else { vec![&source, &prefix, &end] };
+        let files = format!(
+            "SELECT f.rel_path, f.size, f.mtime_ns, f.inode, f.asset_id, a.capture_source IS NOT NULL
+             FROM (SELECT * FROM files WHERE {within}) f JOIN assets a ON a.id = f.asset_id"
+        );
+        let mut folder = Folder { prefix: Some(prefix.to_vec()), ..Folder::default() };
+        let mut query = conn.prepare_cached(&files)?;
+        let rows = query.query_map(bound.as_slice(), |r| {
+            let (name, stat) = named_stat(r)?;
+            Ok((name, (stat, Unchanged { asset: AssetId(r.get(4)?), described: r.get(5)? })))
+        })?;
+        folder.files = rows.collect::<rusqlite::Result<_>>()?;
+        let not_media = format!("SELECT rel_path, size, mtime_ns, inode FROM not_media WHERE {within}");
+        let mut query = conn.prepare_cached(&not_media)?;
+        folder.not_media = query.query_map(bound.as_slice(), named_stat)?.collect::<rusqlite::Result<_>>()?;
+        Ok(folder)
+    }
+}
+
+/// `rel_path` split after its last `/` (the folder with its `/`, and the name).
+fn split_folder(rel_path: &[u8]) -> (&[u8], &[u8]) {
+    let at = rel_path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    rel_path.split_at(at)
 }
 
 /// Where a file's stat is kept: with its current version, or as not media.
@@ -115,6 +179,8 @@ impl Catalog {
             sha1s: Vec::new(),
             live: false,
             oldest: None,
+            by_folder: false,
+            folder: Folder::default(),
         }
     }
 }
@@ -128,9 +194,36 @@ impl ScanWriter<'_> {
         self
     }
 
+    /// Reads what the catalog knows of files a folder at a time, for a walk
+    /// that comes to the files of each folder together (before its
+    /// subfolders): one query per folder instead of two per file.
+    #[must_use]
+    pub fn by_folder(mut self) -> Self {
+        self.by_folder = true;
+        self
+    }
+
+    /// The folder of `rel_path` as the catalog holds it (read now if the
+    /// walk has just come to it), and the file's name in it.
+    fn folder_of<'p>(&mut self, rel_path: &'p [u8]) -> Result<(&Folder, &'p [u8])> {
+        let (prefix, name) = split_folder(rel_path);
+        if self.folder.prefix.as_deref() != Some(prefix) {
+            self.folder = Folder::read(self.conn, &self.source, prefix)?;
+        }
+        Ok((&self.folder, name))
+    }
+
     /// The file at `rel_path` if it is recorded with exactly this stat (so
     /// its content need not be read again).
-    pub fn unchanged(&self, rel_path: &[u8], stat: FileStat) -> Result<Option<Unchanged>> {
+    pub fn unchanged(&mut self, rel_path: &[u8], stat: FileStat) -> Result<Option<Unchanged>> {
+        if self.by_folder {
+            let (folder, name) = self.folder_of(rel_path)?;
+            return Ok(folder
+                .files
+                .get(name)
+                .filter(|(recorded, _)| *recorded == stat)
+                .map(|(_, unchanged)| *unchanged));
+        }
         let found = self
             .conn
             .prepare_cached(
@@ -157,7 +250,11 @@ impl ScanWriter<'_> {
 
     /// Whether the file at `rel_path` was read with exactly this stat and
     /// found not to be a photo or video (so it need not be read again).
-    pub fn is_known_not_media(&self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
+    pub fn is_known_not_media(&mut self, rel_path: &[u8], stat: FileStat) -> Result<bool> {
+        if self.by_folder {
+            let (folder, name) = self.folder_of(rel_path)?;
+            return Ok(folder.not_media.get(name) == Some(&stat));
+        }
         Ok(recorded_stat(self.conn, Table::NotMedia, &self.source, rel_path)? == Some(stat))
     }
 
@@ -449,6 +546,37 @@ mod tests {
         assert!(catalog.conn.is_autocommit(), "no transaction (and no write lock) is left open");
         let other = Connection::open(dir.path().join("c.sqlite")).expect("second connection");
         other.execute_batch("BEGIN IMMEDIATE; COMMIT;").expect("another writer gets the lock");
+    }
+
+    /// A walk reads the catalog a folder at a time: each file is found in
+    /// its own folder only, whatever bytes its name holds (a name sorting
+    /// just after the folder's `/`, one that is not UTF-8, a subfolder's).
+    #[test]
+    fn a_walk_finds_each_file_in_its_own_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        let paths: [&[u8]; 7] =
+            [b"a.jpg", b"sub.jpg", b"sub/b.jpg", b"sub/deeper/c.jpg", b"sub0.jpg", b"sub/\xff\xfe.jpg", b"sub/~.jpg"];
+        let mut w = catalog.scan_writer("/src");
+        for (i, path) in paths.iter().enumerate() {
+            let stat = FileStat { size: i as u64, mtime_ns: 1, inode: i as u64 };
+            w.record(path, stat, hash(i as u8), info(), Timestamp(1)).expect("record");
+        }
+        w.record_not_media(b"sub/notes.txt", FileStat { size: 9, mtime_ns: 1, inode: 99 }, Timestamp(1))
+            .expect("record");
+        w.finish(Timestamp(1)).expect("finish");
+        let mut w = catalog.scan_writer("/src").by_folder();
+        for (i, path) in paths.iter().enumerate() {
+            let stat = FileStat { size: i as u64, mtime_ns: 1, inode: i as u64 };
+            assert!(w.unchanged(path, stat).expect("query").is_some(), "{}", String::from_utf8_lossy(path));
+            let touched = FileStat { mtime_ns: 2, ..stat };
+            assert!(w.unchanged(path, touched).expect("query").is_none(), "{}", String::from_utf8_lossy(path));
+        }
+        assert!(w.unchanged(b"sub/a.jpg", FileStat { size: 0, mtime_ns: 1, inode: 0 }).expect("query").is_none());
+        assert!(w.unchanged(b"deeper/c.jpg", FileStat { size: 3, mtime_ns: 1, inode: 3 }).expect("query").is_none());
+        let notes = FileStat { size: 9, mtime_ns: 1, inode: 99 };
+        assert!(w.is_known_not_media(b"sub/notes.txt", notes).expect("query"));
+        assert!(!w.is_known_not_media(b"notes.txt", notes).expect("query"));
     }
 
     #[test]

@@ -200,6 +200,13 @@ const MIGRATIONS: &[&str] = &[
         sha1     TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 10: the scheduler asks for the jobs queued since its last look
+    // (`state = 'queued' AND seq > ?`) after every batch a scan writes; by
+    // state alone that read every queued job each time, quadratic in a
+    // first scan of a big library.
+    r"
+    CREATE INDEX jobs_by_state_seq ON jobs (state, seq);
+    ",
 ];
 
 /// The schema version this build writes.

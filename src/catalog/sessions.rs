@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BUSY_TIMEOUT, Catalog, Result};
+use super::{Catalog, Result};
 use crate::destination::{Session, SessionStore, StoreError};
 use crate::model::{JobId, Timestamp};
 
@@ -20,8 +20,8 @@ pub struct SessionLog {
 impl SessionLog {
     /// Opens the log of the catalog at `path` (which must exist and be migrated).
     pub fn open(path: &Path) -> Result<SessionLog> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mut conn = Connection::open(path)?;
+        super::wait_when_busy(&mut conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(SessionLog { conn: Mutex::new(conn) })

@@ -195,6 +195,16 @@ pub enum Retry {
     Throttled,
 }
 
+/// How big a batch of uploads a destination takes at once: at most `files`
+/// files of at most `bytes` in all (a bigger file goes alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Files in one batch.
+    pub files: usize,
+    /// Bytes in one batch.
+    pub bytes: u64,
+}
+
 /// An upload or check that did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -277,6 +287,23 @@ pub trait Destination: Send + Sync {
     /// asset).
     fn content_identifies(&self, _path: &std::path::Path) -> bool {
         true
+    }
+
+    /// Whether small uploads here go in batches ([`Destination::upload_many`]),
+    /// and how big a batch may be. `None`: one upload at a time.
+    fn batching(&self) -> Option<Batching> {
+        None
+    }
+
+    /// Stores several files together (made durable with one flush where
+    /// the destination can); one result per upload, in order. The scheduler
+    /// sends batches only where [`Destination::batching`] says so.
+    async fn upload_many(&self, uploads: Vec<(UploadRequest, ProgressFn)>) -> Vec<Result<Uploaded, DestinationError>> {
+        let mut results = Vec::with_capacity(uploads.len());
+        for (request, progress) in uploads {
+            results.push(self.upload(request, progress).await);
+        }
+        results
     }
 
     /// How many receipts [`Destination::verify_many`] takes at once.

@@ -157,7 +157,7 @@ pub fn scan_source(
     // Every candidate path that exists, so that what is missing can be forgotten.
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut folders = Folders::default();
-    let mut writer = catalog.scan_writer(root_text);
+    let mut writer = catalog.scan_writer(root_text).by_folder();
     if live {
         writer = writer.live();
     }
@@ -165,7 +165,12 @@ pub fn scan_source(
     let complete = std::thread::scope(|scope| -> Result<bool, CatalogError> {
         let mut complete = true;
         let readers = Readers::start(scope, source, stop);
-        let walk = WalkDir::new(root).follow_links(true).into_iter().filter_entry(|e| {
+        // A folder's files before its subfolders: the catalog's record of
+        // a folder is read once, when the walk comes to it.
+        let files_first = |a: &walkdir::DirEntry, b: &walkdir::DirEntry| {
+            (a.file_type().is_dir(), a.file_name()).cmp(&(b.file_type().is_dir(), b.file_name()))
+        };
+        let walk = WalkDir::new(root).follow_links(true).sort_by(files_first).into_iter().filter_entry(|e| {
             let hidden_folder = e.depth() > 0 && e.file_type().is_dir() && filter::is_hidden(e.file_name());
             hidden_folders.set(hidden_folders.get() + u64::from(hidden_folder));
             !hidden_folder

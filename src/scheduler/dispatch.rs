@@ -122,8 +122,9 @@ impl Scheduler<'_> {
             cancel: cancel.clone(),
             throttle: Arc::clone(&self.throttle),
         };
-        let task = self.tasks.spawn(async move { destination.upload(request, progress).await }).id();
-        self.task_jobs.insert(task, running.id);
+        // Spawned once the batch holding its `running` is committed.
+        let prepared = super::Prepared { job: running.id, size: pending.stat.size, request, progress };
+        self.plan(destination_id, &destination, prepared);
         self.busy.insert((destination_id, pending.hash.clone()));
         self.busy_keys.insert((destination_id, key.0.clone()));
         let started = Instant::now();
@@ -330,17 +331,19 @@ impl Scheduler<'_> {
         Ok(())
     }
 
-    pub(super) fn joined(
-        &mut self,
-        joined: Result<(tokio::task::Id, Result<Uploaded, DestinationError>), tokio::task::JoinError>,
-    ) -> Result<(), CatalogError> {
-        let (task, outcome) = match joined {
-            Ok((task, outcome)) => (task, outcome),
-            Err(e) => (e.id(), Err(DestinationError::transient(format!("upload task failed: {e}")))),
+    /// Settles the jobs of an upload task that ended, in the order they
+    /// were dispatched.
+    pub(super) fn joined(&mut self, joined: super::Joined) -> Result<(), CatalogError> {
+        let (task, outcomes) = match joined {
+            Ok((task, outcomes)) => (task, Ok(outcomes)),
+            Err(e) => (e.id(), Err(format!("upload task failed: {e}"))),
         };
-        match self.task_jobs.remove(&task) {
-            Some(job) => self.complete(job, outcome),
-            None => Ok(()),
+        let Some(jobs) = self.task_jobs.remove(&task) else { return Ok(()) };
+        match outcomes {
+            Ok(outcomes) => outcomes.into_iter().try_for_each(|(job, outcome)| self.complete(job, outcome)),
+            Err(failed) => jobs
+                .into_iter()
+                .try_for_each(|job| self.complete(job, Err(DestinationError::transient(failed.clone())))),
         }
     }
 

@@ -1,28 +1,76 @@
 //! The order of the queue: photos found while the daemon runs before the
 //! backlog, then by capture time.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use crate::catalog::PendingJob;
 use crate::config::Order;
 
-/// Adds `fresh` jobs to `queue` in rank order: they are sorted, then merged
-/// with the queue (itself in rank order but for jobs put back at its front
-/// or end on purpose, which keep their places relative to the rest).
-pub(super) fn merge(queue: &mut VecDeque<PendingJob>, mut fresh: Vec<PendingJob>, order: Order) {
-    if fresh.is_empty() {
-        return;
+/// The jobs waiting to start, in rank order but for jobs put back at its
+/// front or end on purpose, which keep their places relative to the rest.
+///
+/// Kept in a B-tree so that a scan's batches of fresh jobs go into their
+/// places without moving the rest: merging them into a flat list moved the
+/// whole backlog once per batch, quadratic in a first scan.
+pub(super) struct Queue {
+    order: Order,
+    jobs: BTreeMap<Place, PendingJob>,
+}
+
+/// A job's place: its rank, nudged before or after a neighbour's for a job
+/// put back at the front or the end; the job's id breaks ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    rank: (bool, i64, i64),
+    nudge: i64,
+    job: i64,
+}
+
+impl Queue {
+    pub(super) fn new(order: Order) -> Self {
+        Queue { order, jobs: BTreeMap::new() }
     }
-    fresh.sort_by_cached_key(|p| rank(p, order));
-    let old = std::mem::take(queue);
-    let mut fresh = fresh.into_iter().peekable();
-    for job in old {
-        while fresh.peek().is_some_and(|f| rank(f, order) < rank(&job, order)) {
-            queue.extend(fresh.next());
+
+    /// Adds `fresh` jobs in rank order.
+    pub(super) fn merge(&mut self, fresh: Vec<PendingJob>) {
+        for pending in fresh {
+            let place = Place { rank: rank(&pending, self.order), nudge: 0, job: pending.job.id.0 };
+            self.jobs.insert(place, pending);
         }
-        queue.push_back(job);
     }
-    queue.extend(fresh);
+
+    /// Puts `pending` before every job queued.
+    pub(super) fn push_front(&mut self, pending: PendingJob) {
+        let place = match self.jobs.first_key_value() {
+            Some((first, _)) => Place { nudge: first.nudge - 1, job: pending.job.id.0, ..*first },
+            None => Place { rank: rank(&pending, self.order), nudge: 0, job: pending.job.id.0 },
+        };
+        self.jobs.insert(place, pending);
+    }
+
+    /// Puts `pending` after every job queued.
+    pub(super) fn push_back(&mut self, pending: PendingJob) {
+        let place = match self.jobs.last_key_value() {
+            Some((last, _)) => Place { nudge: last.nudge + 1, job: pending.job.id.0, ..*last },
+            None => Place { rank: rank(&pending, self.order), nudge: 0, job: pending.job.id.0 },
+        };
+        self.jobs.insert(place, pending);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// The jobs in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &PendingJob> {
+        self.jobs.values()
+    }
+
+    /// Takes out the first job that `startable` admits.
+    pub(super) fn take_first(&mut self, mut startable: impl FnMut(&PendingJob) -> bool) -> Option<PendingJob> {
+        let place = *self.jobs.iter().find(|(_, p)| startable(p))?.0;
+        self.jobs.remove(&place)
+    }
 }
 
 /// Where a job stands in the queue: photos found live (while the daemon
@@ -95,13 +143,33 @@ mod tests {
         assert_eq!(sorted(Order::Oldest), [4, 6, 1, 5, 3, 2]);
     }
 
+    fn seqs(queue: &Queue) -> Vec<i64> {
+        queue.iter().map(|p| p.seq).collect()
+    }
+
     #[test]
     fn fresh_jobs_merge_into_their_places() {
-        let mut queue: VecDeque<PendingJob> =
-            [pending(3, Some(2020), false), pending(1, Some(2015), false), pending(6, Some(2010), false)].into();
+        let mut queue = Queue::new(Order::Newest);
+        queue.merge(vec![pending(3, Some(2020), false), pending(1, Some(2015), false), pending(6, Some(2010), false)]);
         let fresh = vec![pending(7, Some(2012), false), pending(8, Some(2030), false), pending(9, Some(2000), true)];
-        merge(&mut queue, fresh, Order::Newest);
-        let seqs: Vec<i64> = queue.iter().map(|p| p.seq).collect();
-        assert_eq!(seqs, [9, 8, 3, 1, 7, 6]);
+        queue.merge(fresh);
+        assert_eq!(seqs(&queue), [9, 8, 3, 1, 7, 6]);
+    }
+
+    /// A job put back at the front or the end keeps its place relative to
+    /// the rest; fresh jobs still go by rank around it.
+    #[test]
+    fn jobs_put_back_keep_their_places() {
+        let mut queue = Queue::new(Order::Newest);
+        queue.merge(vec![pending(1, Some(2015), false), pending(2, Some(2010), false)]);
+        queue.push_front(pending(3, Some(2001), false));
+        queue.push_back(pending(4, Some(2030), false));
+        queue.push_front(pending(5, Some(2002), false));
+        assert_eq!(seqs(&queue), [5, 3, 1, 2, 4]);
+        queue.merge(vec![pending(6, Some(2020), false), pending(7, Some(2012), false)]);
+        assert_eq!(seqs(&queue), [6, 5, 3, 1, 7, 2, 4], "fresh jobs rank around the ones put back");
+        let taken = queue.take_first(|p| p.seq % 2 == 1).expect("an odd one");
+        assert_eq!(taken.seq, 5);
+        assert_eq!(seqs(&queue), [6, 3, 1, 7, 2, 4]);
     }
 }

@@ -1,10 +1,13 @@
 //! The folder destination: a local disk or a mounted NAS.
 //!
 //! Each upload is copied to a hidden temporary name beside its target,
-//! fsynced, re-read and verified against the expected size and hash, then
-//! published with a hard link, which fails instead of overwriting if the
-//! name was taken meanwhile (a plain rename would clobber). The parent
-//! directory is fsynced so the new name survives a power cut. A copy cut
+//! re-read and verified against the expected size and hash, made durable,
+//! then published with a hard link, which fails instead of overwriting if
+//! the name was taken meanwhile (a plain rename would clobber); the new name
+//! is made durable before the upload reports it stored. Small files come in
+//! batches ([`Destination::upload_many`]) and durability is paid per batch,
+//! not per file (`durable`): the batch is copied, made durable with one
+//! flush, published, and its names made durable with a second. A copy cut
 //! short (pause, shutdown, kill -9) keeps its temporary file and the next
 //! attempt carries on from its end; the whole copy is verified before it is
 //! published either way, so a bad resume costs a fresh copy, never a wrong
@@ -13,6 +16,7 @@
 //! wrong. `config` holds its keys.
 
 mod config;
+mod durable;
 
 pub use config::FolderConfig;
 
@@ -20,12 +24,16 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 
+use self::durable::{ToSync, flush};
+
 use super::{
-    Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates, temp_name,
+    Batching, Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates,
+    temp_name,
 };
 use crate::media::hash_file;
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
@@ -35,6 +43,10 @@ const CHUNK: u64 = 8 * 1024 * 1024;
 
 /// Copy granularity under a bandwidth limit.
 const LIMITED_CHUNK: u64 = 256 * 1024;
+
+/// The most files, and bytes, one batch takes: enough to make a flush
+/// cheap per file, few enough that a batch's receipts come soon.
+const BATCH: Batching = Batching { files: 256, bytes: 64 << 20 };
 
 /// A folder destination rooted at an absolute path.
 #[derive(Debug, Clone)]
@@ -47,6 +59,14 @@ impl FolderDestination {
     pub fn new(root: PathBuf) -> Self {
         Self { root }
     }
+
+    /// Stores `uploads` on a blocking thread; one result per upload.
+    async fn store_batch(&self, uploads: Vec<(UploadRequest, ProgressFn)>) -> Vec<Result<Uploaded, DestinationError>> {
+        let (root, count) = (self.root.clone(), uploads.len());
+        tokio::task::spawn_blocking(move || store_all(&root, &uploads)).await.unwrap_or_else(|e| {
+            (0..count).map(|_| Err(DestinationError::transient(format!("folder upload panicked: {e}")))).collect()
+        })
+    }
 }
 
 #[async_trait]
@@ -58,11 +78,17 @@ impl Destination for FolderDestination {
             .map_err(|e| DestinationError::transient(format!("folder check panicked: {e}")))?
     }
 
+    fn batching(&self) -> Option<Batching> {
+        Some(BATCH)
+    }
+
     async fn upload(&self, request: UploadRequest, progress: ProgressFn) -> Result<Uploaded, DestinationError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || store(&root, &request, &progress))
-            .await
-            .map_err(|e| DestinationError::transient(format!("folder upload panicked: {e}")))?
+        let mut results = self.store_batch(vec![(request, progress)]).await;
+        results.pop().unwrap_or_else(|| Err(DestinationError::transient("the folder upload gave no result")))
+    }
+
+    async fn upload_many(&self, uploads: Vec<(UploadRequest, ProgressFn)>) -> Vec<Result<Uploaded, DestinationError>> {
+        self.store_batch(uploads).await
     }
 
     async fn verify(&self, receipt: &Receipt, _deep: bool) -> Result<Verdict, DestinationError> {
@@ -130,45 +156,137 @@ fn check_root(root: &Path) -> Result<(), DestinationError> {
 /// What is already at a candidate name.
 enum Existing {
     Nothing,
-    SameContent,
+    /// On this device.
+    SameContent(u64),
     OtherContent,
 }
 
-fn store(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<Uploaded, DestinationError> {
+/// Stores a batch: copies each file (or finds it present), makes all the
+/// copies durable together, publishes them, and makes their names durable
+/// together. A copy whose name was taken meanwhile goes round again.
+fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result<Uploaded, DestinationError>> {
+    let mut results: Vec<Option<Result<Uploaded, DestinationError>>> = uploads.iter().map(|_| None).collect();
+    loop {
+        let mut found = Vec::new();
+        let mut staged = Vec::new();
+        for (i, (request, progress)) in uploads.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            match copy(root, request, progress) {
+                Ok(Copied::Present(present)) => found.push((i, present)),
+                Ok(Copied::Staged(copy)) => staged.push((i, copy)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if found.is_empty() && staged.is_empty() {
+            break;
+        }
+        // What was found may come from an attempt cut short before its flush.
+        let syncs: Vec<ToSync> =
+            found.iter().map(|(_, p)| p.sync.clone()).chain(staged.iter().map(|(_, s)| s.data())).collect();
+        let mut flushed = flush(root, &syncs).into_iter();
+        for ((i, present), result) in found.into_iter().zip(flushed.by_ref()) {
+            results[i] =
+                Some(result.map(|()| Uploaded::AlreadyPresent(present.receipt)).map_err(DestinationError::transient));
+        }
+        let mut published = Vec::new();
+        for ((i, copy), result) in staged.into_iter().zip(flushed) {
+            match result.map_err(DestinationError::transient).and_then(|()| copy.publish()) {
+                Ok(true) => published.push((i, copy)),
+                // Someone created the name while we copied: look at it again.
+                Ok(false) => {}
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let entries: Vec<ToSync> = published.iter().map(|(_, copy)| copy.entry()).collect();
+        for ((i, copy), result) in published.into_iter().zip(flush(root, &entries)) {
+            results[i] = Some(result.map(|()| Uploaded::Stored(copy.receipt)).map_err(DestinationError::transient));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(DestinationError::transient("the folder upload gave no result"))))
+        .collect()
+}
+
+/// What the copying step found or made.
+enum Copied {
+    /// The content is at a candidate name already.
+    Present(Present),
+    /// A verified copy under its temporary name, to be made durable and published.
+    Staged(Staged),
+}
+
+struct Present {
+    receipt: Receipt,
+    sync: ToSync,
+}
+
+struct Staged {
+    temp: PathBuf,
+    target: PathBuf,
+    receipt: Receipt,
+    device: Option<u64>,
+    /// Folders holding the entries of folders this copy created.
+    created: Vec<PathBuf>,
+}
+
+impl Staged {
+    /// What must be durable before the copy is published: its data, and
+    /// the folders it created.
+    fn data(&self) -> ToSync {
+        ToSync { device: self.device, files: vec![self.temp.clone()], dirs: self.created.clone() }
+    }
+
+    /// What must be durable before the copy counts as stored: its name.
+    fn entry(&self) -> ToSync {
+        ToSync {
+            device: self.device,
+            files: Vec::new(),
+            dirs: self.target.parent().into_iter().map(Path::to_path_buf).collect(),
+        }
+    }
+
+    /// Gives the copy its name, unless the name was taken meanwhile (`false`).
+    fn publish(&self) -> Result<bool, DestinationError> {
+        let published = publish(&self.temp, &self.target);
+        let _ = fs::remove_file(&self.temp);
+        published
+    }
+}
+
+/// Finds the content at a candidate name, or copies it under the temporary
+/// name of the first free one (carrying on from a copy cut short) and
+/// verifies the copy. Making it durable is the caller's.
+fn copy(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<Copied, DestinationError> {
     check_root(root)?;
-    let mut candidates = key_candidates(&request.key, &request.hash).into_iter();
-    let mut candidate = candidates.next();
-    while let Some(key) = candidate {
+    for key in key_candidates(&request.key, &request.hash) {
         let target = target_path(root, &key)?;
         let temp = temp_path(&target, request.job);
-        let receipt = || Receipt { key: key.clone(), size: request.size, sha256: request.hash.clone(), version: None };
+        let receipt = Receipt { key: key.clone(), size: request.size, sha256: request.hash.clone(), version: None };
         match existing(&target, request.size, &request.hash)? {
-            Existing::SameContent => {
+            Existing::SameContent(device) => {
                 // An earlier attempt may have been killed after publishing
                 // but before removing its temporary copy.
                 let _ = fs::remove_file(&temp);
-                return Ok(Uploaded::AlreadyPresent(receipt()));
+                let dirs = target.parent().into_iter().map(Path::to_path_buf).collect();
+                return Ok(Copied::Present(Present {
+                    receipt,
+                    sync: ToSync { device: Some(device), files: vec![target], dirs },
+                }));
             }
             Existing::OtherContent => {
                 tracing::info!(key = %key, "name taken by other content; trying the next name");
                 let _ = fs::remove_file(&temp);
-                candidate = candidates.next();
                 continue;
             }
             Existing::Nothing => {}
         }
-        let parent = target.parent().unwrap_or(root);
-        ensure_dir(root, parent)?;
+        let created = ensure_dir(root, target.parent().unwrap_or(root))?;
         // A copy cut short keeps its temporary file, to carry on from.
-        write_verified(request, &temp, progress)?;
-        let published = publish(&temp, &target);
-        let _ = fs::remove_file(&temp);
-        if published? {
-            sync_dir(parent)?;
-            return Ok(Uploaded::Stored(receipt()));
-        }
-        // Someone created the name while we copied: look at it again.
-        candidate = Some(key);
+        let device = write_verified(request, &temp, progress)?;
+        return Ok(Copied::Staged(Staged { temp, target, receipt, device: Some(device), created }));
     }
     Err(DestinationError::permanent(format!("every candidate name for {} is taken by other content", request.key)))
 }
@@ -201,35 +319,41 @@ fn existing(target: &Path, size: u64, hash: &ContentHash) -> Result<Existing, De
         return Ok(Existing::OtherContent);
     }
     let (found, _) = hash_file(target).map_err(|e| write_error(target, &e))?;
-    Ok(if &found == hash { Existing::SameContent } else { Existing::OtherContent })
+    Ok(if &found == hash { Existing::SameContent(metadata.dev()) } else { Existing::OtherContent })
 }
 
-/// Creates the folders from `root` down to `dir`, fsyncing each new entry's parent.
-fn ensure_dir(root: &Path, dir: &Path) -> Result<(), DestinationError> {
-    let Ok(relative) = dir.strip_prefix(root) else { return Ok(()) };
+/// Creates the folders from `root` down to `dir`; returns the folders
+/// whose new entries must be made durable (the parent of each one created).
+fn ensure_dir(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, DestinationError> {
+    let mut created = Vec::new();
+    let Ok(relative) = dir.strip_prefix(root) else { return Ok(created) };
+    if dir.is_dir() {
+        return Ok(created);
+    }
     let mut current = root.to_path_buf();
     for component in relative.components() {
         let parent = current.clone();
         current.push(component);
         match fs::create_dir(&current) {
-            Ok(()) => sync_dir(&parent)?,
+            Ok(()) => created.push(parent),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() => {}
             Err(e) => return Err(write_error(&current, &e)),
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Copies the source to `temp` (carrying on from the end of a copy an
-/// earlier attempt cut short), fsyncs it and checks it holds exactly the
-/// expected content. A copy that does not match is removed; if the source
-/// itself no longer has the scanned content, that is
-/// [`super::Retry::SourceChanged`].
-fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -> Result<(), DestinationError> {
+/// earlier attempt cut short) and checks it holds exactly the expected
+/// content; returns the device it is on. A copy that does not match is
+/// removed; if the source itself no longer has the scanned content, that is
+/// [`super::Retry::SourceChanged`]. Making it durable is the caller's.
+fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -> Result<u64, DestinationError> {
     let mut source = File::open(&request.source).map_err(|e| read_error(&request.source, &e))?;
     let mut out =
         OpenOptions::new().write(true).create(true).truncate(false).open(temp).map_err(|e| write_error(temp, &e))?;
-    let kept = out.metadata().map_err(|e| write_error(temp, &e))?.len();
+    let metadata = out.metadata().map_err(|e| write_error(temp, &e))?;
+    let (kept, device) = (metadata.len(), metadata.dev());
     if kept > 0 && kept <= request.size {
         out.seek(SeekFrom::Start(kept)).map_err(|e| write_error(temp, &e))?;
         source.seek(SeekFrom::Start(kept)).map_err(|e| read_error(&request.source, &e))?;
@@ -253,11 +377,10 @@ fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -
         request.throttle.consume_blocking(copied);
     }
     let _ = out.set_modified(request.modified);
-    out.sync_all().map_err(|e| write_error(temp, &e))?;
     drop(out);
     let (hash, size) = hash_file(temp).map_err(|e| write_error(temp, &e))?;
     if size == request.size && hash == request.hash {
-        return Ok(());
+        return Ok(device);
     }
     let _ = fs::remove_file(temp);
     let copied = format!("copied {size} bytes, sha256 {}", hash.short(12));
@@ -303,10 +426,6 @@ fn is_no_link_support(code: i32) -> bool {
     #[cfg(not(target_os = "linux"))]
     const CODES: [i32; 5] = [EPERM, EXDEV, 45, 78, 102];
     CODES.contains(&code)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), DestinationError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| write_error(dir, &e))
 }
 
 fn read_error(path: &Path, e: &io::Error) -> DestinationError {
@@ -376,6 +495,12 @@ mod tests {
         Arc::new(|_| {})
     }
 
+    /// One upload, as the scheduler runs it.
+    fn store(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<Uploaded, DestinationError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        runtime.block_on(FolderDestination::new(root.to_path_buf()).upload(request.clone(), Arc::clone(progress)))
+    }
+
     #[test]
     fn stores_then_finds_it_present_then_never_overwrites() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -431,7 +556,7 @@ mod tests {
         for path in [&own, &own_candidate, &other].into_iter().cloned().chain(kept.iter().map(|k| root.join(k))) {
             fs::write(path, b"partial").expect("write");
         }
-        let destination = FolderDestination { root: root.clone() };
+        let destination = FolderDestination::new(root.clone());
         destination.discard(JobId(1), &req.key, &req.hash).await.expect("discard");
         assert!(!own.exists() && !own_candidate.exists(), "the job's temporaries are gone");
         assert!(other.exists(), "job 11's temporary copy is not job 1's to remove");

