@@ -224,12 +224,17 @@ impl Catalog {
         Ok(())
     }
 
-    /// Commits the batch [`Catalog::begin_batch`] opened.
+    /// Commits the batch [`Catalog::begin_batch`] opened. A COMMIT that
+    /// fails (disk full, an I/O error) rolls the batch back, so the write
+    /// lock is never kept.
     pub fn commit_batch(&mut self) -> Result<()> {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("COMMIT")?;
+        if self.conn.is_autocommit() {
+            return Ok(());
         }
-        Ok(())
+        self.conn.execute_batch("COMMIT").map_err(|e| {
+            self.rollback_batch();
+            e.into()
+        })
     }
 
     /// Throws the open batch away (after an error, so that the write lock is
@@ -285,6 +290,28 @@ impl RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a batch whose COMMIT failed (disk full, an I/O error)
+    /// stayed open, keeping the write lock from every other writer.
+    #[test]
+    fn a_batch_whose_commit_fails_releases_the_write_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        // A foreign key broken inside the batch and checked only at COMMIT.
+        catalog
+            .conn
+            .execute_batch(
+                "CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .expect("set up a failing commit");
+        catalog.begin_batch().expect("begin");
+        catalog.conn.execute("INSERT INTO child VALUES (42)", []).expect("a write in the batch");
+        assert!(catalog.commit_batch().is_err(), "the commit fails");
+        assert!(catalog.conn.is_autocommit(), "no batch (and no write lock) is left open");
+        let other = Connection::open(dir.path().join("c.sqlite")).expect("second connection");
+        other.execute_batch("BEGIN IMMEDIATE; COMMIT;").expect("another writer gets the lock");
+    }
 
     #[test]
     fn second_lock_on_a_state_dir_is_refused() {

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashSet;
+
 use super::{Aside, Breaker, Flight, Scheduler};
 use crate::catalog::{CatalogError, FileStat, PendingJob};
 use crate::config::SourceConfig;
@@ -247,11 +249,12 @@ impl Scheduler<'_> {
         let Some(target) = self.targets.get(&pending.job.destination_id) else { return };
         let (destination, job) = (Arc::clone(&target.destination), pending.job.id);
         let (key, hash) = (target.key_for(pending), pending.hash.clone());
-        self.tasks_aside.spawn(async move {
+        // Started once the transitions around it are committed.
+        self.cleanups.push(Box::pin(async move {
             if let Err(e) = destination.discard(job, &key, &hash).await {
                 tracing::warn!(job = %job, "could not clean up after the job: {e}");
             }
-        });
+        }));
     }
 
     /// Gives every job set aside another look, read afresh from the
@@ -339,11 +342,31 @@ impl Scheduler<'_> {
             Err(e) => (e.id(), Err(format!("upload task failed: {e}"))),
         };
         let Some(jobs) = self.task_jobs.remove(&task) else { return Ok(()) };
-        match outcomes {
+        if jobs.len() > 1 {
+            self.sample_batch(&jobs, outcomes.as_ref().ok());
+            self.tripped = Some(HashSet::new());
+        }
+        let settled = match outcomes {
             Ok(outcomes) => outcomes.into_iter().try_for_each(|(job, outcome)| self.complete(job, outcome)),
             Err(failed) => jobs
                 .into_iter()
                 .try_for_each(|job| self.complete(job, Err(DestinationError::transient(failed.clone())))),
+        };
+        self.tripped = None;
+        settled
+    }
+
+    /// Records the rate a batch reached as one sample (its bytes over the
+    /// time since it started): each of its jobs waited for the ones copied
+    /// before it.
+    fn sample_batch(&mut self, jobs: &[JobId], outcomes: Option<&super::Outcomes>) {
+        let stored = |job: &JobId| {
+            outcomes.is_some_and(|o| o.iter().any(|(j, r)| j == job && matches!(r, Ok(Uploaded::Stored(_)))))
+        };
+        let flights: Vec<&Flight> = jobs.iter().filter(|j| stored(j)).filter_map(|j| self.flights.get(j)).collect();
+        if let Some(started) = flights.iter().map(|f| f.started).min() {
+            let sent = flights.iter().map(|f| f.sent.load(Ordering::Relaxed)).sum();
+            self.throughput.record(sent, started.elapsed());
         }
     }
 
@@ -360,7 +383,8 @@ impl Scheduler<'_> {
             Ok(uploaded) => {
                 if matches!(uploaded, Uploaded::AlreadyPresent(_)) {
                     self.observer.bytes(-(moved as i64));
-                } else {
+                } else if self.tripped.is_none() {
+                    // (A batch's rate is one sample: `sample_batch`.)
                     self.throughput.record(sent, flight.started.elapsed());
                 }
                 self.settle(&flight.running, &uploaded, sent)

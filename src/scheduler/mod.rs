@@ -280,6 +280,12 @@ pub struct Scheduler<'c> {
     /// is committed.
     starting: Vec<Planned>,
     task_jobs: HashMap<tokio::task::Id, Vec<JobId>>,
+    /// While the jobs of a batch are settled: the destinations whose breaker
+    /// has counted its failure (one fault fails a whole batch; it counts once).
+    tripped: Option<HashSet<DestinationId>>,
+    /// Clean-ups decided while a batch of transitions is open, started once
+    /// it is committed.
+    cleanups: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Clean-ups that run beside the uploads (aborting cancelled uploads).
     tasks_aside: JoinSet<()>,
     /// Content being uploaded to each destination: a second job with the
@@ -345,6 +351,8 @@ impl<'c> Scheduler<'c> {
             flights: HashMap::new(),
             tasks: JoinSet::new(),
             task_jobs: HashMap::new(),
+            tripped: None,
+            cleanups: Vec::new(),
             tasks_aside: JoinSet::new(),
             busy: HashSet::new(),
             busy_keys: HashSet::new(),
@@ -392,6 +400,10 @@ impl<'c> Scheduler<'c> {
         self.reload()?;
         loop {
             self.fill()?;
+            // Every batch of transitions is committed here.
+            for cleanup in self.cleanups.drain(..) {
+                self.tasks_aside.spawn(cleanup);
+            }
             if let Some(uploading) = &self.uploading {
                 let now = !self.flights.is_empty();
                 uploading.send_if_modified(|was| std::mem::replace(was, now) != now);
@@ -686,6 +698,9 @@ impl<'c> Scheduler<'c> {
         for (_, flight) in std::mem::take(&mut self.flights) {
             let queued = flight.running.interrupt(WaitingOn::Nothing)?;
             self.catalog.apply(&flight.running, &queued, Timestamp::now())?;
+        }
+        for cleanup in self.cleanups.drain(..) {
+            self.tasks_aside.spawn(cleanup);
         }
         self.report.interrupted = true;
         Ok(())

@@ -143,6 +143,12 @@ impl Scheduler<'_> {
 
     /// Counts a job that exhausted its retries; enough in a row hold the destination.
     fn trip(&mut self, destination: DestinationId, error: &DestinationError) {
+        if let Some(tripped) = &mut self.tripped
+            && !tripped.insert(destination)
+        {
+            // The batch's fault is counted already.
+            return;
+        }
         let consecutive = {
             let breaker = self.breakers.entry(destination).or_default();
             breaker.consecutive += 1;

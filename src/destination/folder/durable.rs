@@ -22,16 +22,37 @@ pub(super) struct ToSync {
     pub dirs: Vec<PathBuf>,
 }
 
+/// The destination's file system, opened before a batch is written: Linux
+/// samples a file system's write-back errors when a file is opened, so a
+/// `syncfs` through this descriptor reports any error since, even one
+/// another caller has seen already.
+pub(super) struct FileSystem {
+    /// The root, open, and its device if one `syncfs` of it writes back
+    /// every file on it.
+    whole: Option<(File, u64)>,
+}
+
+impl FileSystem {
+    pub(super) fn open(root: &Path) -> FileSystem {
+        FileSystem { whole: whole_file_system(root) }
+    }
+
+    /// The device a flush of the whole file system covers.
+    pub(super) fn device(&self) -> Option<u64> {
+        self.whole.as_ref().map(|(_, device)| *device)
+    }
+}
+
 /// Makes a group durable; one result per copy, in order.
-pub(super) fn flush(root: &Path, group: &[ToSync]) -> Vec<Result<(), String>> {
-    let whole = if group.len() > 1 { whole_file_system(root) } else { None };
+pub(super) fn flush(fs: &FileSystem, group: &[ToSync]) -> Vec<Result<(), String>> {
+    let whole = fs.whole.as_ref().filter(|_| group.len() > 1);
     let mut results: Vec<Result<(), String>> = vec![Ok(()); group.len()];
-    let covered = |sync: &ToSync| whole.is_some_and(|device| sync.device == Some(device));
-    if whole.is_some()
+    let covered = |sync: &ToSync| whole.is_some_and(|(_, device)| sync.device == Some(*device));
+    if let Some((root, _)) = whole
         && group.iter().any(covered)
         && let Err(e) = sync_file_system(root)
     {
-        let message = format!("cannot flush {} to disk: {e}", root.display());
+        let message = format!("cannot flush the destination to disk: {e}");
         for (result, sync) in results.iter_mut().zip(group) {
             if covered(sync) {
                 *result = Err(message.clone());
@@ -63,32 +84,47 @@ pub(super) fn flush(root: &Path, group: &[ToSync]) -> Vec<Result<(), String>> {
     results
 }
 
-/// The device of `root` if one `syncfs` of it writes back every file on it.
+/// The root, open, and its device, if one `syncfs` of it writes back every
+/// file on it and reports write-back errors (Linux 5.8 and later).
 #[cfg(target_os = "linux")]
-fn whole_file_system(root: &Path) -> Option<u64> {
+fn whole_file_system(root: &Path) -> Option<(File, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     // File systems whose `syncfs` writes back all data and metadata (from
     // `linux/magic.h`). Others (FUSE, network file systems) may do less.
     const TRUSTED: [i64; 6] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x2FC1_2FC1, 0xCA45_1A4E];
+    if !reports_write_back_errors() {
+        return None;
+    }
     let dir = File::open(root).ok()?;
     // `f_type` is an i64 on x86_64 and narrower on some other targets.
     #[allow(clippy::useless_conversion)]
     let kind = i64::from(rustix::fs::fstatfs(&dir).ok()?.f_type);
-    TRUSTED.contains(&kind).then(|| dir.metadata().ok().map(|m| m.dev())).flatten()
+    let device = dir.metadata().ok()?.dev();
+    TRUSTED.contains(&kind).then_some((dir, device))
+}
+
+/// Whether this kernel's `syncfs` reports write-back errors (5.8 and later).
+#[cfg(target_os = "linux")]
+fn reports_write_back_errors() -> bool {
+    static REPORTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REPORTS.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (5, 8)
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
-fn whole_file_system(_root: &Path) -> Option<u64> {
+fn whole_file_system(_root: &Path) -> Option<(File, u64)> {
     None
 }
 
 #[cfg(target_os = "linux")]
-fn sync_file_system(root: &Path) -> io::Result<()> {
-    let dir = File::open(root)?;
-    rustix::fs::syncfs(&dir).map_err(io::Error::from)
+fn sync_file_system(root: &File) -> io::Result<()> {
+    rustix::fs::syncfs(root).map_err(io::Error::from)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sync_file_system(_root: &Path) -> io::Result<()> {
+fn sync_file_system(_root: &File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }

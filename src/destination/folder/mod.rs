@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 
-use self::durable::{ToSync, flush};
+use self::durable::{FileSystem, ToSync, flush};
 
 use super::{
     Batching, Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates,
@@ -166,26 +166,46 @@ enum Existing {
 /// together. A copy whose name was taken meanwhile goes round again.
 fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result<Uploaded, DestinationError>> {
     let mut results: Vec<Option<Result<Uploaded, DestinationError>>> = uploads.iter().map(|_| None).collect();
+    let fs = FileSystem::open(root);
     loop {
-        let mut found = Vec::new();
-        let mut staged = Vec::new();
+        let (mut found, mut staged, mut created) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (request, progress)) in uploads.iter().enumerate() {
             if results[i].is_some() {
                 continue;
             }
-            match copy(root, request, progress) {
+            match copy(root, request, progress, &mut created) {
                 Ok(Copied::Present(present)) => found.push((i, present)),
                 Ok(Copied::Staged(copy)) => staged.push((i, copy)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
+        // Folders made, even by copies that then failed: later copies into
+        // them find them there and would not make them durable.
+        let folders = (!created.is_empty()).then(|| ToSync { device: fs.device(), files: Vec::new(), dirs: created });
         if found.is_empty() && staged.is_empty() {
+            if let Some(folders) = folders
+                && let Some(Err(e)) = flush(&fs, &[folders]).pop()
+            {
+                tracing::warn!("{e}");
+            }
             break;
         }
         // What was found may come from an attempt cut short before its flush.
-        let syncs: Vec<ToSync> =
-            found.iter().map(|(_, p)| p.sync.clone()).chain(staged.iter().map(|(_, s)| s.data())).collect();
-        let mut flushed = flush(root, &syncs).into_iter();
+        let made_folders = folders.is_some();
+        let syncs: Vec<ToSync> = found
+            .iter()
+            .map(|(_, p)| p.sync.clone())
+            .chain(staged.iter().map(|(_, s)| s.data()))
+            .chain(folders)
+            .collect();
+        let mut flushed = flush(&fs, &syncs);
+        if made_folders && let Some(Err(e)) = flushed.pop() {
+            // The copies' folders may not survive a power cut: neither may they.
+            for result in flushed.iter_mut().skip(found.len()) {
+                *result = Err(e.clone());
+            }
+        }
+        let mut flushed = flushed.into_iter();
         for ((i, present), result) in found.into_iter().zip(flushed.by_ref()) {
             results[i] =
                 Some(result.map(|()| Uploaded::AlreadyPresent(present.receipt)).map_err(DestinationError::transient));
@@ -200,7 +220,7 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
             }
         }
         let entries: Vec<ToSync> = published.iter().map(|(_, copy)| copy.entry()).collect();
-        for ((i, copy), result) in published.into_iter().zip(flush(root, &entries)) {
+        for ((i, copy), result) in published.into_iter().zip(flush(&fs, &entries)) {
             results[i] = Some(result.map(|()| Uploaded::Stored(copy.receipt)).map_err(DestinationError::transient));
         }
     }
@@ -228,15 +248,12 @@ struct Staged {
     target: PathBuf,
     receipt: Receipt,
     device: Option<u64>,
-    /// Folders holding the entries of folders this copy created.
-    created: Vec<PathBuf>,
 }
 
 impl Staged {
-    /// What must be durable before the copy is published: its data, and
-    /// the folders it created.
+    /// What must be durable before the copy is published: its data.
     fn data(&self) -> ToSync {
-        ToSync { device: self.device, files: vec![self.temp.clone()], dirs: self.created.clone() }
+        ToSync { device: self.device, files: vec![self.temp.clone()], dirs: Vec::new() }
     }
 
     /// What must be durable before the copy counts as stored: its name.
@@ -258,8 +275,14 @@ impl Staged {
 
 /// Finds the content at a candidate name, or copies it under the temporary
 /// name of the first free one (carrying on from a copy cut short) and
-/// verifies the copy. Making it durable is the caller's.
-fn copy(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<Copied, DestinationError> {
+/// verifies the copy; adds to `created` the parents of the folders it made.
+/// Making all that durable is the caller's.
+fn copy(
+    root: &Path,
+    request: &UploadRequest,
+    progress: &ProgressFn,
+    created: &mut Vec<PathBuf>,
+) -> Result<Copied, DestinationError> {
     check_root(root)?;
     for key in key_candidates(&request.key, &request.hash) {
         let target = target_path(root, &key)?;
@@ -283,10 +306,10 @@ fn copy(root: &Path, request: &UploadRequest, progress: &ProgressFn) -> Result<C
             }
             Existing::Nothing => {}
         }
-        let created = ensure_dir(root, target.parent().unwrap_or(root))?;
+        ensure_dir(root, target.parent().unwrap_or(root), created)?;
         // A copy cut short keeps its temporary file, to carry on from.
         let device = write_verified(request, &temp, progress)?;
-        return Ok(Copied::Staged(Staged { temp, target, receipt, device: Some(device), created }));
+        return Ok(Copied::Staged(Staged { temp, target, receipt, device: Some(device) }));
     }
     Err(DestinationError::permanent(format!("every candidate name for {} is taken by other content", request.key)))
 }
@@ -322,13 +345,13 @@ fn existing(target: &Path, size: u64, hash: &ContentHash) -> Result<Existing, De
     Ok(if &found == hash { Existing::SameContent(metadata.dev()) } else { Existing::OtherContent })
 }
 
-/// Creates the folders from `root` down to `dir`; returns the folders
-/// whose new entries must be made durable (the parent of each one created).
-fn ensure_dir(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, DestinationError> {
-    let mut created = Vec::new();
-    let Ok(relative) = dir.strip_prefix(root) else { return Ok(created) };
+/// Creates the folders from `root` down to `dir`; adds to `created` the
+/// folders whose new entries must be made durable (the parent of each one
+/// created).
+fn ensure_dir(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), DestinationError> {
+    let Ok(relative) = dir.strip_prefix(root) else { return Ok(()) };
     if dir.is_dir() {
-        return Ok(created);
+        return Ok(());
     }
     let mut current = root.to_path_buf();
     for component in relative.components() {
@@ -340,7 +363,7 @@ fn ensure_dir(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, DestinationError>
             Err(e) => return Err(write_error(&current, &e)),
         }
     }
-    Ok(created)
+    Ok(())
 }
 
 /// Copies the source to `temp` (carrying on from the end of a copy an
