@@ -207,6 +207,9 @@ impl Catalog {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 8 MiB of pages (the default is 2): a first scan of a big library
+        // read the same index pages from the file again and again.
+        conn.pragma_update(None, "cache_size", -8192)?;
         schema::migrate(&mut conn)?;
         Ok(Catalog { conn, path: path.to_owned() })
     }

@@ -11,7 +11,7 @@ use super::{Catalog, Result};
 use crate::model::{AssetId, AssetInfo, ContentHash, Timestamp};
 
 /// Most records buffered before they are written.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// Longest a record waits in the buffer: short, so uploads can start on
 /// freshly found files while the scan goes on.
@@ -57,7 +57,7 @@ pub struct Unchanged {
 }
 
 /// Buffered writer used by one scan of one source. Records are written in
-/// short transactions (at most 64 records or 100 ms old), each
+/// short transactions (at most 256 records or 100 ms old), each
 /// of which also queues the jobs for what it recorded, so the write lock is
 /// never held while files are read. Call [`ScanWriter::finish`] to write the
 /// rest; records still buffered when it is dropped are lost (the next scan
@@ -335,6 +335,9 @@ impl ScanWriter<'_> {
             let asset_id = if let Some(id) = existing {
                 conn.prepare_cached("UPDATE assets SET size = ?2, mtime_ns = ?3, inode = ?4 WHERE id = ?1")?
                     .execute(params![id, size, stat.mtime_ns, inode])?;
+                super::info::record(conn, AssetId(id), info)?;
+                // Its cancelled jobs come back: its content is at its path again.
+                flushed.jobs_queued += revive_asset(conn, AssetId(id), now)? as u64;
                 id
             } else {
                 conn.prepare_cached(
@@ -352,9 +355,10 @@ impl ScanWriter<'_> {
                     self.live
                 ])?;
                 flushed.new_versions += 1;
-                conn.last_insert_rowid()
+                let id = conn.last_insert_rowid();
+                super::info::record(conn, AssetId(id), info)?;
+                id
             };
-            super::info::record(conn, AssetId(asset_id), info)?;
             conn.prepare_cached(
                 "INSERT INTO files (source, rel_path, size, mtime_ns, inode, asset_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -364,7 +368,6 @@ impl ScanWriter<'_> {
             )?
             .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
             flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
-            flushed.jobs_queued += revive_asset(conn, AssetId(asset_id), now)? as u64;
             // It may have been something else before.
             conn.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
                 .execute(params![source, rel_path])?;

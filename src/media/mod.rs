@@ -55,12 +55,13 @@ pub enum Inspection {
 /// read within [`capture`]'s budget); with `sha1`, its SHA-1 too, in the
 /// same pass.
 pub fn inspect(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
-    let mut buffer = vec![0u8; BLOCK];
+    let len = file.metadata()?.len();
+    let mut buffer = buffer_for(len);
     let head_len = read_full(file, &mut buffer)?;
     let Some(kind) = sniff(&buffer[..head_len]) else {
         return Ok(Inspection::NotMedia);
     };
-    let embedded = capture::embedded(file, file.metadata()?.len(), &buffer[..head_len], now);
+    let embedded = capture::embedded(file, len, &buffer[..head_len], now);
     let mut also = sha1.then(sha1::Sha1::new);
     let (hash, size) = hash_on(file, &mut buffer, head_len, also.as_mut())?;
     let sha1 = also.map(|h| crate::model::hex(&h.finalize()));
@@ -94,7 +95,16 @@ pub fn describe(path: &Path, now: jiff::Timestamp) -> io::Result<Option<(MediaKi
 /// SHA-256 of the whole file at `path`, with its length.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, u64)> {
     let mut file = File::open(path)?;
-    hash_on(&mut file, &mut vec![0u8; BLOCK], 0, None)
+    let mut buffer = buffer_for(file.metadata()?.len());
+    hash_on(&mut file, &mut buffer, 0, None)
+}
+
+/// A read buffer for a file of `len` bytes: a block, or less for a small
+/// file (zeroing a whole block for each small photo cost more than reading
+/// it). One byte more than the file, so that a file that grew is still read
+/// to its end, in more reads.
+fn buffer_for(len: u64) -> Vec<u8> {
+    vec![0u8; usize::try_from(len).map_or(BLOCK, |len| len.saturating_add(1).min(BLOCK))]
 }
 
 /// SHA-256 of the first `head_len` bytes of `buffer` (the file's start,

@@ -303,13 +303,12 @@ impl Scheduler<'_> {
         Ok(())
     }
 
-    /// Records a receipt: `running → succeeded → acknowledged`. `sent` is
-    /// what this attempt wrote.
+    /// Records a receipt: `running → succeeded → acknowledged`, written as
+    /// one change (`succeeded` is what recovery acknowledges anyway). `sent`
+    /// is what this attempt wrote.
     pub(super) fn settle(&mut self, running: &Job, uploaded: &Uploaded, sent: u64) -> Result<(), CatalogError> {
-        let succeeded = running.succeed(uploaded.receipt().clone())?;
-        self.catalog.apply(running, &succeeded, Timestamp::now())?;
-        let acknowledged = succeeded.acknowledge()?;
-        self.catalog.apply(&succeeded, &acknowledged, Timestamp::now())?;
+        let acknowledged = running.succeed(uploaded.receipt().clone())?.acknowledge()?;
+        self.catalog.apply(running, &acknowledged, Timestamp::now())?;
         match uploaded {
             Uploaded::Stored(_) => {
                 self.report.uploaded += 1;

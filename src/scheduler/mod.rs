@@ -11,6 +11,13 @@
 //! control [`Command`]s and shutdown. It never polls: with nothing to do it
 //! sleeps until the next timer or message.
 //!
+//! An upload task is one file, or a batch of small files for a destination
+//! that takes them together (the folder destination makes a batch durable
+//! with one flush): `max_concurrent` tasks run at once. The transitions of
+//! the jobs a turn of the loop starts, and of those it settles, are each
+//! committed in one transaction, before any upload starts or any outcome
+//! is acted on.
+//!
 //! [`Mode::OneShot`] (`photosync backup`) retries transient failures a few
 //! times within the run and ends when nothing is left to do;
 //! [`Mode::Service`] (the daemon) leaves them to the backoff and runs until

@@ -20,6 +20,7 @@ mod durable;
 
 pub use config::FolderConfig;
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom};
@@ -165,15 +166,20 @@ enum Existing {
 /// copies durable together, publishes them, and makes their names durable
 /// together. A copy whose name was taken meanwhile goes round again.
 fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result<Uploaded, DestinationError>> {
+    if let Err(e) = check_root(root) {
+        return uploads.iter().map(|_| Err(e.clone())).collect();
+    }
     let mut results: Vec<Option<Result<Uploaded, DestinationError>>> = uploads.iter().map(|_| None).collect();
     let fs = FileSystem::open(root);
+    // Folders known to be there in this batch (most of its files share a few).
+    let mut folders: HashSet<PathBuf> = HashSet::new();
     loop {
         let (mut found, mut staged, mut created) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (request, progress)) in uploads.iter().enumerate() {
             if results[i].is_some() {
                 continue;
             }
-            match copy(root, request, progress, &mut created) {
+            match copy(root, request, progress, &mut folders, &mut created) {
                 Ok(Copied::Present(present)) => found.push((i, present)),
                 Ok(Copied::Staged(copy)) => staged.push((i, copy)),
                 Err(e) => results[i] = Some(Err(e)),
@@ -181,23 +187,19 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
         }
         // Folders made, even by copies that then failed: later copies into
         // them find them there and would not make them durable.
-        let folders = (!created.is_empty()).then(|| ToSync { device: fs.device(), files: Vec::new(), dirs: created });
+        let made = (!created.is_empty()).then(|| ToSync { device: fs.device(), files: Vec::new(), dirs: created });
         if found.is_empty() && staged.is_empty() {
-            if let Some(folders) = folders
-                && let Some(Err(e)) = flush(&fs, &[folders]).pop()
+            if let Some(made) = made
+                && let Some(Err(e)) = flush(&fs, &[made]).pop()
             {
                 tracing::warn!("{e}");
             }
             break;
         }
         // What was found may come from an attempt cut short before its flush.
-        let made_folders = folders.is_some();
-        let syncs: Vec<ToSync> = found
-            .iter()
-            .map(|(_, p)| p.sync.clone())
-            .chain(staged.iter().map(|(_, s)| s.data()))
-            .chain(folders)
-            .collect();
+        let made_folders = made.is_some();
+        let syncs: Vec<ToSync> =
+            found.iter().map(|(_, p)| p.sync.clone()).chain(staged.iter().map(|(_, s)| s.data())).chain(made).collect();
         let mut flushed = flush(&fs, &syncs);
         if made_folders && let Some(Err(e)) = flushed.pop() {
             // The copies' folders may not survive a power cut: neither may they.
@@ -281,9 +283,9 @@ fn copy(
     root: &Path,
     request: &UploadRequest,
     progress: &ProgressFn,
+    folders: &mut HashSet<PathBuf>,
     created: &mut Vec<PathBuf>,
 ) -> Result<Copied, DestinationError> {
-    check_root(root)?;
     for key in key_candidates(&request.key, &request.hash) {
         let target = target_path(root, &key)?;
         let temp = temp_path(&target, request.job);
@@ -306,7 +308,11 @@ fn copy(
             }
             Existing::Nothing => {}
         }
-        ensure_dir(root, target.parent().unwrap_or(root), created)?;
+        let parent = target.parent().unwrap_or(root);
+        if !folders.contains(parent) {
+            ensure_dir(root, parent, created)?;
+            folders.insert(parent.to_path_buf());
+        }
         // A copy cut short keeps its temporary file, to carry on from.
         let device = write_verified(request, &temp, progress)?;
         return Ok(Copied::Staged(Staged { temp, target, receipt, device: Some(device) }));
@@ -391,8 +397,7 @@ fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -
         if request.cancelled() {
             return Err(DestinationError::interrupted());
         }
-        // `io::copy` between files uses copy_file_range (or a reflink) where the OS can.
-        let copied = io::copy(&mut (&mut source).take(chunk), &mut out).map_err(|e| copy_error(request, temp, &e))?;
+        let copied = copy_chunk(&mut source, &mut out, chunk).map_err(|e| copy_error(request, temp, &e))?;
         if copied == 0 {
             break;
         }
@@ -462,8 +467,30 @@ fn read_error(path: &Path, e: &io::Error) -> DestinationError {
     }
 }
 
+/// Copies up to `chunk` bytes from `source` to `out` at their positions:
+/// in the kernel where it can (`copy_file_range`, which shares extents on
+/// file systems that can), with `io::copy` otherwise. (`io::copy` itself
+/// tries `copy_file_range`, but asks for both files' status first each
+/// time: two system calls more per small photo.)
+fn copy_chunk(source: &mut File, out: &mut File, chunk: u64) -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    loop {
+        use rustix::io::Errno;
+        let len = usize::try_from(chunk).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(&*source, None, &*out, None, len) {
+            Ok(n) => return Ok(n as u64),
+            Err(Errno::INTR) => {}
+            // Not between these files (another file system, an old kernel):
+            // `io::copy` reads and writes.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL | Errno::BADF) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    io::copy(&mut source.take(chunk), out)
+}
+
 fn copy_error(request: &UploadRequest, temp: &Path, e: &io::Error) -> DestinationError {
-    // io::copy does not say which side failed; the source is only read, so
+    // A copy does not say which side failed; the source is only read, so
     // errors the source can produce are attributed to it.
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => read_error(&request.source, e),
