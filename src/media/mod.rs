@@ -57,7 +57,12 @@ pub enum Inspection {
 pub fn inspect(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
     let len = file.metadata()?.len();
     let mut buffer = buffer_for(len);
-    let head_len = read_full(file, &mut buffer)?;
+    let mut head_len = read_full(file, &mut buffer)?;
+    if head_len == buffer.len() && head_len < BLOCK {
+        // It grew since its length was taken: sniff it from a whole block.
+        buffer.resize(BLOCK, 0);
+        head_len += read_full(file, &mut buffer[head_len..])?;
+    }
     let Some(kind) = sniff(&buffer[..head_len]) else {
         return Ok(Inspection::NotMedia);
     };

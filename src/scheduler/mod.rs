@@ -68,6 +68,9 @@ use crate::destination::{
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
 use crate::policy::{Deadline, HoldReason};
 
+/// Most jobs one transaction of [`Scheduler::fill`] dispatches.
+const FILL_TURN: usize = 512;
+
 /// What an upload task ended with: the outcome of each of its jobs.
 type Outcomes = Vec<(JobId, Result<Uploaded, DestinationError>)>;
 
@@ -542,30 +545,37 @@ impl<'c> Scheduler<'c> {
         if self.paused.is_some() || self.hold().is_some() || self.queue.is_empty() || self.tasks.len() >= slots {
             return Ok(());
         }
-        self.catalog.begin_batch()?;
-        let filled = self.fill_batch(slots);
-        let ended = match filled {
-            Ok(()) => self.catalog.commit_batch(),
-            Err(e) => {
-                self.catalog.rollback_batch();
-                Err(e)
+        loop {
+            self.catalog.begin_batch()?;
+            let filled = self.fill_batch(slots);
+            let ended = match filled {
+                Ok(more) => self.catalog.commit_batch().map(|()| more),
+                Err(e) => {
+                    self.catalog.rollback_batch();
+                    Err(e)
+                }
+            };
+            let starting = std::mem::take(&mut self.starting);
+            let more = ended?;
+            for planned in starting {
+                let (task, jobs) = planned.spawn(&mut self.tasks);
+                self.task_jobs.insert(task, jobs);
             }
-        };
-        let starting = std::mem::take(&mut self.starting);
-        ended?;
-        for planned in starting {
-            let (task, jobs) = planned.spawn(&mut self.tasks);
-            self.task_jobs.insert(task, jobs);
+            if !more {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
-    fn fill_batch(&mut self, slots: usize) -> Result<(), CatalogError> {
+    /// Dispatches jobs while there is room; `true` when it stopped at
+    /// [`FILL_TURN`] jobs (each may stat a file, read a folder: the write
+    /// lock is not held for long) with room left.
+    fn fill_batch(&mut self, slots: usize) -> Result<bool, CatalogError> {
         let budget = self.window_budget();
-        loop {
+        for _ in 0..FILL_TURN {
             let room = self.tasks.len() + self.starting.len() < slots;
             if !room && !self.starting.iter().any(Planned::has_room) {
-                return Ok(());
+                return Ok(false);
             }
             let meter_room = self.metered_room();
             let (breakers, busy, busy_keys, targets) = (&self.breakers, &self.busy, &self.busy_keys, &self.targets);
@@ -579,9 +589,10 @@ impl<'c> Scheduler<'c> {
                     && !busy.contains(&(destination, p.hash.clone()))
                     && targets.get(&destination).is_none_or(|t| !busy_keys.contains(&(destination, t.key_for(p).0)))
             };
-            let Some(pending) = self.queue.take_first(startable) else { return Ok(()) };
+            let Some(pending) = self.queue.take_first(startable) else { return Ok(false) };
             self.dispatch(pending)?;
         }
+        Ok(true)
     }
 
     /// Adds a dispatched upload to a batch for its destination that takes

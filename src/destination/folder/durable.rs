@@ -36,11 +36,6 @@ impl FileSystem {
     pub(super) fn open(root: &Path) -> FileSystem {
         FileSystem { whole: whole_file_system(root) }
     }
-
-    /// The device a flush of the whole file system covers.
-    pub(super) fn device(&self) -> Option<u64> {
-        self.whole.as_ref().map(|(_, device)| *device)
-    }
 }
 
 /// Makes a group durable; one result per copy, in order.

@@ -187,7 +187,8 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
         }
         // Folders made, even by copies that then failed: later copies into
         // them find them there and would not make them durable.
-        let made = (!created.is_empty()).then(|| ToSync { device: fs.device(), files: Vec::new(), dirs: created });
+        // (Each fsynced: a folder may be on a file system mounted below the root.)
+        let made = (!created.is_empty()).then(|| ToSync { device: None, files: Vec::new(), dirs: created });
         if found.is_empty() && staged.is_empty() {
             if let Some(made) = made
                 && let Some(Err(e)) = flush(&fs, &[made]).pop()
@@ -214,6 +215,11 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
         }
         let mut published = Vec::new();
         for ((i, copy), result) in staged.into_iter().zip(flushed) {
+            if result.is_err() {
+                // Its data may not be on the disk, and a later flush would
+                // not say so: copy it again from the start next time.
+                let _ = fs::remove_file(&copy.temp);
+            }
             match result.map_err(DestinationError::transient).and_then(|()| copy.publish()) {
                 Ok(true) => published.push((i, copy)),
                 // Someone created the name while we copied: look at it again.
@@ -469,24 +475,36 @@ fn read_error(path: &Path, e: &io::Error) -> DestinationError {
 
 /// Copies up to `chunk` bytes from `source` to `out` at their positions:
 /// in the kernel where it can (`copy_file_range`, which shares extents on
-/// file systems that can), with `io::copy` otherwise. (`io::copy` itself
-/// tries `copy_file_range`, but asks for both files' status first each
-/// time: two system calls more per small photo.)
+/// file systems that can), by reading and writing otherwise: where the
+/// kernel refuses (another file system, an old kernel, a seccomp filter) or
+/// copies nothing (some file systems say 0 before the end: reading tells).
+/// (`io::copy` tries `copy_file_range` too, but asks for both files' status
+/// first each time: two system calls more per small photo.)
 fn copy_chunk(source: &mut File, out: &mut File, chunk: u64) -> io::Result<u64> {
+    /// A writer `io::copy` cannot see is a file, so it reads and writes.
+    struct Plain<'f>(&'f mut File);
+    impl io::Write for Plain<'_> {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.write(bytes)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
     #[cfg(target_os = "linux")]
     loop {
         use rustix::io::Errno;
         let len = usize::try_from(chunk).unwrap_or(usize::MAX);
         match rustix::fs::copy_file_range(&*source, None, &*out, None, len) {
-            Ok(n) => return Ok(n as u64),
+            Ok(n) if n > 0 => return Ok(n as u64),
             Err(Errno::INTR) => {}
-            // Not between these files (another file system, an old kernel):
-            // `io::copy` reads and writes.
-            Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL | Errno::BADF) => break,
+            Ok(_) | Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL | Errno::BADF | Errno::PERM) => {
+                break;
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    io::copy(&mut source.take(chunk), out)
+    io::copy(&mut source.take(chunk), &mut Plain(out))
 }
 
 fn copy_error(request: &UploadRequest, temp: &Path, e: &io::Error) -> DestinationError {
