@@ -18,6 +18,7 @@
 //! idempotent (a destination that already holds the content answers
 //! "already present" instead of storing it twice).
 
+mod folder;
 mod info;
 mod jobs;
 mod listing;

@@ -1,11 +1,12 @@
 //! Files and assets: the stat cache that lets a scan skip unchanged files,
 //! and the asset versions it records for changed ones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::folder::{Folder, split_folder};
 use super::jobs::{enqueue_asset, revive_asset};
 use super::{Catalog, Result};
 use crate::model::{AssetId, AssetInfo, ContentHash, Timestamp};
@@ -78,67 +79,6 @@ pub struct ScanWriter<'c> {
     /// What is known of files is read a folder at a time (see [`ScanWriter::by_folder`]).
     by_folder: bool,
     folder: Folder,
-}
-
-/// What the catalog holds of the files of one folder, read with one query
-/// when a walk comes to the folder: a query per file cost more than the
-/// walk and the stat together.
-#[derive(Default)]
-struct Folder {
-    /// Its relative path and a `/` (empty for the source's root); `None`
-    /// before the first folder is read.
-    prefix: Option<Vec<u8>>,
-    files: HashMap<Vec<u8>, (FileStat, Unchanged)>,
-    not_media: HashMap<Vec<u8>, FileStat>,
-}
-
-impl Folder {
-    /// Reads the files recorded directly in the folder `prefix` of `source`.
-    fn read(conn: &Connection, source: &str, prefix: &[u8]) -> Result<Folder> {
-        let named_stat = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(Vec<u8>, FileStat)> {
-            let path: Vec<u8> = r.get(0)?;
-            let name = path.get(prefix.len()..).unwrap_or_default().to_vec();
-            let stat =
-                FileStat { size: r.get::<_, i64>(1)? as u64, mtime_ns: r.get(2)?, inode: r.get::<_, i64>(3)? as u64 };
-            Ok((name, stat))
-        };
-        // Within the folder (the root's range is the whole source), and no
-        // `/` after the folder's own: not in a subfolder.
-        let (within, mut end) = if prefix.is_empty() {
-            ("source = ?1 AND instr(rel_path, x'2f') = 0", Vec::new())
-        } else {
-            let within = "source = ?1 AND rel_path >= ?2 AND rel_path < ?3
-                          AND instr(substr(rel_path, length(?2) + 1), x'2f') = 0";
-            (within, prefix.to_vec())
-        };
-        // The end of the range: the prefix with its `/` raised to `0`.
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let bound: Vec<&dyn rusqlite::ToSql> =
-            if prefix.is_empty() { vec![&source] } else { vec![&source, &prefix, &end] };
-        let files = format!(
-            "SELECT f.rel_path, f.size, f.mtime_ns, f.inode, f.asset_id, a.capture_source IS NOT NULL
-             FROM (SELECT * FROM files WHERE {within}) f JOIN assets a ON a.id = f.asset_id"
-        );
-        let mut folder = Folder { prefix: Some(prefix.to_vec()), ..Folder::default() };
-        let mut query = conn.prepare_cached(&files)?;
-        let rows = query.query_map(bound.as_slice(), |r| {
-            let (name, stat) = named_stat(r)?;
-            Ok((name, (stat, Unchanged { asset: AssetId(r.get(4)?), described: r.get(5)? })))
-        })?;
-        folder.files = rows.collect::<rusqlite::Result<_>>()?;
-        let not_media = format!("SELECT rel_path, size, mtime_ns, inode FROM not_media WHERE {within}");
-        let mut query = conn.prepare_cached(&not_media)?;
-        folder.not_media = query.query_map(bound.as_slice(), named_stat)?.collect::<rusqlite::Result<_>>()?;
-        Ok(folder)
-    }
-}
-
-/// `rel_path` split after its last `/` (the folder with its `/`, and the name).
-fn split_folder(rel_path: &[u8]) -> (&[u8], &[u8]) {
-    let at = rel_path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-    rel_path.split_at(at)
 }
 
 /// Where a file's stat is kept: with its current version, or as not media.

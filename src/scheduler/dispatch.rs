@@ -125,7 +125,7 @@ impl Scheduler<'_> {
             throttle: Arc::clone(&self.throttle),
         };
         // Spawned once the batch holding its `running` is committed.
-        let prepared = super::Prepared { job: running.id, size: pending.stat.size, request, progress };
+        let prepared = super::fill::Prepared { job: running.id, size: pending.stat.size, request, progress };
         self.plan(destination_id, &destination, prepared);
         self.busy.insert((destination_id, pending.hash.clone()));
         self.busy_keys.insert((destination_id, key.0.clone()));
