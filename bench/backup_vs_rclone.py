@@ -64,10 +64,11 @@ def adopted(keep):
     return pids - set(keep)
 
 
-def run(cmd, env=None, keep=()):
+def run(cmd, env=None, keep=(), ok=(0,)):
     """Runs cmd; returns (wall seconds, CPU seconds, peak RSS in MiB) of that
     process and of any helper it left behind (reaped here; see
-    become_subreaper). keep: pids of servers that are not the tool's."""
+    become_subreaper). keep: pids of servers that are not the tool's; ok:
+    the exit codes that are not a failure."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -79,7 +80,7 @@ def run(cmd, env=None, keep=()):
             cpu += helper.ru_utime + helper.ru_stime
             rss += helper.ru_maxrss
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             err.seek(0)
             sys.exit(f"{cmd[0]} failed ({proc.returncode}): {err.read().decode(errors='replace')}")
     # Linux reports ru_maxrss in KiB.

@@ -35,29 +35,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
+
+from backup_vs_rclone import count_files, run
+from scan_cost import on_battery
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(cmd, env=None, ok=(0,)):
-    """Runs cmd; returns (wall seconds, CPU seconds, peak RSS in MiB)."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        code = os.waitstatus_to_exitcode(status)
-        if code not in ok:
-            err.seek(0)
-            sys.exit(f"{cmd[0]} failed ({code}): {err.read().decode(errors='replace')[-2000:]}")
-    # Linux reports ru_maxrss in KiB.
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
-def count_files(root):
-    return sum(len(files) for _, _, files in os.walk(root))
 
 
 def write_config(path, state, library, dest, hold_with=None):
@@ -68,17 +50,6 @@ def write_config(path, state, library, dest, hold_with=None):
         f.write(f"state_dir = {json.dumps(state)}\n{policy}"
                 f"[[source]]\npath = {json.dumps(library)}\n"
                 f'[[destination]]\nname = "bench"\ntype = "folder"\npath = {json.dumps(dest)}\n')
-
-
-def on_battery(root):
-    """A power-supply folder as sysfs shows a laptop on battery."""
-    for name, files in [("AC", {"type": "Mains", "online": "0"}),
-                        ("BAT0", {"type": "Battery", "status": "Discharging", "capacity": "80"})]:
-        os.makedirs(os.path.join(root, name), exist_ok=True)
-        for file, content in files.items():
-            with open(os.path.join(root, name, file), "w") as f:
-                f.write(content + "\n")
-    return root
 
 
 def main():

@@ -46,16 +46,22 @@ def timed(argv, env=None):
     return time.perf_counter() - start, out
 
 
+def on_battery(root):
+    """A power-supply folder as sysfs shows a laptop on battery (so that a
+    policy holding uploads on battery lets only discovery run)."""
+    for name, files in [("AC", {"type": "Mains", "online": "0"}),
+                        ("BAT0", {"type": "Battery", "status": "Discharging", "capacity": "80"})]:
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for file, content in files.items():
+            with open(os.path.join(root, name, file), "w") as f:
+                f.write(content + "\n")
+    return root
+
+
 def scan_once(binary, library, scratch, warm):
     state = os.path.join(scratch, "state")
     shutil.rmtree(state, ignore_errors=True)
-    power = os.path.join(scratch, "power")
-    for name, files in [("AC", {"type": "Mains", "online": "0"}),
-                        ("BAT0", {"type": "Battery", "status": "Discharging", "capacity": "80"})]:
-        os.makedirs(os.path.join(power, name), exist_ok=True)
-        for file, content in files.items():
-            with open(os.path.join(power, name, file), "w") as f:
-                f.write(content + "\n")
+    power = on_battery(os.path.join(scratch, "power"))
     config = os.path.join(scratch, "config.toml")
     dest = os.path.join(scratch, "dest")
     os.makedirs(dest, exist_ok=True)

@@ -89,14 +89,7 @@ fn identical_content_at_two_paths_is_stored_once() {
     assert_eq!(summary["uploaded"], 1, "{summary}");
     assert_eq!(summary["already_present"], 1, "{summary}");
     assert_eq!(tree(&env.dest).len(), 1);
-    let conn = env.catalog();
-    let keys: Vec<Vec<u8>> = conn
-        .prepare("SELECT receipt_key FROM jobs WHERE state = 'acknowledged'")
-        .expect("query")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .map(|r| r.expect("row"))
-        .collect();
+    let keys = env.acknowledged_keys();
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1], "both jobs point at the one stored copy");
 }

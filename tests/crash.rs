@@ -161,15 +161,7 @@ fn kill_9_at_random_moments_of_a_10000_file_copy_loses_and_duplicates_nothing() 
                 assert_eq!(media.get(rel), Some(content), "round {round} (seed {seed}): {} is wrong", rel.display());
             }
         }
-        let conn = env.catalog();
-        let keys: Vec<Vec<u8>> = conn
-            .prepare("SELECT receipt_key FROM jobs WHERE state = 'acknowledged'")
-            .expect("query")
-            .query_map([], |r| r.get(0))
-            .expect("rows")
-            .map(|r| r.expect("row"))
-            .collect();
-        for key in keys {
+        for key in env.acknowledged_keys() {
             let rel = PathBuf::from(String::from_utf8(key).expect("utf-8 key"));
             assert!(
                 published.contains_key(&rel),

@@ -245,6 +245,17 @@ impl Env {
         daemon
     }
 
+    /// The receipt keys of the acknowledged jobs.
+    pub fn acknowledged_keys(&self) -> Vec<Vec<u8>> {
+        self.catalog()
+            .prepare("SELECT receipt_key FROM jobs WHERE state = 'acknowledged'")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect()
+    }
+
     /// Jobs in `state`, 0 while there is no catalog yet.
     pub fn count_jobs(&self, state: &str) -> i64 {
         let Ok(conn) = rusqlite::Connection::open_with_flags(

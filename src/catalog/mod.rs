@@ -295,22 +295,29 @@ impl RunLock {
 mod tests {
     use super::*;
 
+    /// Makes every transaction that inserts into `table` fail at COMMIT, as
+    /// a full disk or an I/O error would: the insert breaks a foreign key
+    /// that is checked only then.
+    pub(super) fn fail_commits_after_inserts_into(conn: &Connection, table: &str) {
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TEMP TRIGGER break_commit AFTER INSERT ON main.{table} BEGIN
+               INSERT INTO child VALUES (42);
+             END;"
+        ))
+        .expect("set up a failing commit");
+    }
+
     /// Regression: a batch whose COMMIT failed (disk full, an I/O error)
     /// stayed open, keeping the write lock from every other writer.
     #[test]
     fn a_batch_whose_commit_fails_releases_the_write_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
-        // A foreign key broken inside the batch and checked only at COMMIT.
-        catalog
-            .conn
-            .execute_batch(
-                "CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
-                 CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
-            )
-            .expect("set up a failing commit");
+        fail_commits_after_inserts_into(&catalog.conn, "sources");
         catalog.begin_batch().expect("begin");
-        catalog.conn.execute("INSERT INTO child VALUES (42)", []).expect("a write in the batch");
+        catalog.conn.execute("INSERT INTO sources (path, device) VALUES ('/s', 1)", []).expect("a write in the batch");
         assert!(catalog.commit_batch().is_err(), "the commit fails");
         assert!(catalog.conn.is_autocommit(), "no batch (and no write lock) is left open");
         let other = Connection::open(dir.path().join("c.sqlite")).expect("second connection");

@@ -470,18 +470,7 @@ mod tests {
     fn a_failed_commit_releases_the_write_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
-        // A foreign key broken inside the transaction and checked only at
-        // COMMIT makes the COMMIT itself fail.
-        catalog
-            .conn
-            .execute_batch(
-                "CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
-                 CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
-                 CREATE TEMP TRIGGER break_commit AFTER INSERT ON main.files BEGIN
-                   INSERT INTO child VALUES (42);
-                 END;",
-            )
-            .expect("set up a failing commit");
+        super::super::tests::fail_commits_after_inserts_into(&catalog.conn, "files");
         let mut w = catalog.scan_writer("/src");
         w.record(b"a.jpg", FileStat { size: 1, mtime_ns: 1, inode: 1 }, hash(1), info(), Timestamp(1))
             .expect("buffered");

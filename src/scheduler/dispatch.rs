@@ -343,7 +343,7 @@ impl Scheduler<'_> {
         let Some(jobs) = self.task_jobs.remove(&task) else { return Ok(()) };
         if jobs.len() > 1 {
             self.sample_batch(&jobs, outcomes.as_ref().ok());
-            self.tripped = Some(HashSet::new());
+            self.settling_batch = Some(HashSet::new());
         }
         let settled = match outcomes {
             Ok(outcomes) => outcomes.into_iter().try_for_each(|(job, outcome)| self.complete(job, outcome)),
@@ -351,7 +351,7 @@ impl Scheduler<'_> {
                 .into_iter()
                 .try_for_each(|job| self.complete(job, Err(DestinationError::transient(failed.clone())))),
         };
-        self.tripped = None;
+        self.settling_batch = None;
         settled
     }
 
@@ -382,7 +382,7 @@ impl Scheduler<'_> {
             Ok(uploaded) => {
                 if matches!(uploaded, Uploaded::AlreadyPresent(_)) {
                     self.observer.bytes(-(moved as i64));
-                } else if self.tripped.is_none() {
+                } else if self.settling_batch.is_none() {
                     // (A batch's rate is one sample: `sample_batch`.)
                     self.throughput.record(sent, flight.started.elapsed());
                 }

@@ -226,9 +226,10 @@ pub struct Scheduler<'c> {
     /// is committed.
     starting: Vec<Planned>,
     task_jobs: HashMap<tokio::task::Id, Vec<JobId>>,
-    /// While the jobs of a batch are settled: the destinations whose breaker
-    /// has counted its failure (one fault fails a whole batch; it counts once).
-    tripped: Option<HashSet<DestinationId>>,
+    /// While the jobs of a batch are settled (its rate is one sample, taken
+    /// before): the destinations whose breaker has counted its failure (one
+    /// fault fails a whole batch; it counts once).
+    settling_batch: Option<HashSet<DestinationId>>,
     /// Clean-ups decided while a batch of transitions is open, started once
     /// it is committed.
     cleanups: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -297,7 +298,7 @@ impl<'c> Scheduler<'c> {
             flights: HashMap::new(),
             tasks: JoinSet::new(),
             task_jobs: HashMap::new(),
-            tripped: None,
+            settling_batch: None,
             cleanups: Vec::new(),
             tasks_aside: JoinSet::new(),
             busy: HashSet::new(),

@@ -143,7 +143,7 @@ impl Scheduler<'_> {
 
     /// Counts a job that exhausted its retries; enough in a row hold the destination.
     fn trip(&mut self, destination: DestinationId, error: &DestinationError) {
-        if let Some(tripped) = &mut self.tripped
+        if let Some(tripped) = &mut self.settling_batch
             && !tripped.insert(destination)
         {
             // The batch's fault is counted already.
