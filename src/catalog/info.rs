@@ -4,7 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt as _;
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, Row, ToSql, params};
 
 use super::{CatalogError, Result};
 use crate::model::{AssetId, AssetInfo, Capture, CaptureSource, ContentHash, GroupName, MediaKind};
@@ -35,24 +35,61 @@ pub(super) fn from_row(row: &Row<'_>, base: usize) -> Result<Option<AssetInfo>> 
 /// Records `info` for `asset` unless it has some already (what a version
 /// was first found to be stays, so a touch never moves it in a layout).
 pub(super) fn record(conn: &Connection, asset: AssetId, info: &AssetInfo) -> Result<()> {
-    let capture = &info.capture;
+    let written = Written::of(info);
     conn.prepare_cached(
         "UPDATE assets SET kind = ?2, captured = ?3, capture_offset = ?4, capture_source = ?5, captured_at = ?6,
            camera = ?7, group_key = ?8, group_stem = ?9
          WHERE id = ?1 AND capture_source IS NULL",
     )?
-    .execute(params![
-        asset.0,
-        info.kind.as_str(),
-        capture.local.to_string(),
-        capture.offset.map(jiff::tz::Offset::seconds),
-        capture.source.as_str(),
-        capture.epoch_seconds(&jiff::tz::TimeZone::system()),
-        info.camera,
-        info.group.as_ref().map(|g| &g.key),
-        info.group.as_ref().map(|g| &g.stem),
-    ])?;
+    .execute(rusqlite::params_from_iter(std::iter::once(&asset.0 as &dyn ToSql).chain(written.values())))?;
     Ok(())
+}
+
+/// The `assets` columns [`Written`] fills, in its order (after `id` in
+/// [`record`], after the version's own columns in a scan's INSERT).
+pub(super) const WRITTEN: &str =
+    "kind, captured, capture_offset, capture_source, captured_at, camera, group_key, group_stem";
+
+/// An [`AssetInfo`] as the `assets` columns of [`WRITTEN`] hold it.
+pub(super) struct Written<'i> {
+    kind: &'static str,
+    captured: String,
+    offset: Option<i32>,
+    source: &'static str,
+    at: i64,
+    camera: Option<&'i str>,
+    group_key: Option<&'i [u8]>,
+    group_stem: Option<&'i str>,
+}
+
+impl<'i> Written<'i> {
+    pub(super) fn of(info: &'i AssetInfo) -> Self {
+        let capture = &info.capture;
+        Written {
+            kind: info.kind.as_str(),
+            captured: capture.local.to_string(),
+            offset: capture.offset.map(jiff::tz::Offset::seconds),
+            source: capture.source.as_str(),
+            at: capture.epoch_seconds(&jiff::tz::TimeZone::system()),
+            camera: info.camera.as_deref(),
+            group_key: info.group.as_ref().map(|g| g.key.as_slice()),
+            group_stem: info.group.as_ref().map(|g| g.stem.as_str()),
+        }
+    }
+
+    /// The values, in [`WRITTEN`]'s order.
+    pub(super) fn values(&self) -> [&dyn ToSql; 8] {
+        [
+            &self.kind,
+            &self.captured,
+            &self.offset,
+            &self.source,
+            &self.at,
+            &self.camera,
+            &self.group_key,
+            &self.group_stem,
+        ]
+    }
 }
 
 /// How far the backup has come through the photos' capture times.

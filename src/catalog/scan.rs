@@ -266,37 +266,40 @@ impl ScanWriter<'_> {
             conn.prepare_cached("INSERT OR IGNORE INTO content_sha1 (sha256, sha1) VALUES (?1, ?2)")?
                 .execute(params![hash.as_hex(), sha1])?;
         }
+        // Most files never were anything but media: then nothing to forget.
+        let had_not_media: bool = !self.buffer.is_empty()
+            && conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM not_media WHERE source = ?1)")?
+                .query_row(params![source], |r| r.get(0))?;
+        let insert = format!(
+            "INSERT INTO assets (source, rel_path, size, mtime_ns, inode, sha256, first_seen, live, {})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (source, rel_path, sha256) DO NOTHING",
+            super::info::WRITTEN
+        );
         for Record { rel_path, stat, hash, info } in &self.buffer {
             let (size, inode) = (stat.size as i64, stat.inode as i64);
-            let existing: Option<i64> = conn
-                .prepare_cached("SELECT id FROM assets WHERE source = ?1 AND rel_path = ?2 AND sha256 = ?3")?
-                .query_row(params![source, rel_path, hash.as_hex()], |r| r.get(0))
-                .optional()?;
-            let asset_id = if let Some(id) = existing {
+            let hex = hash.as_hex();
+            // A new version, with what it is, in one statement (the common case).
+            let written = super::info::Written::of(info);
+            let version: [&dyn rusqlite::ToSql; 8] =
+                [source, rel_path, &size, &stat.mtime_ns, &inode, &hex, &now.0, &self.live];
+            let inserted = conn
+                .prepare_cached(&insert)?
+                .execute(rusqlite::params_from_iter(version.into_iter().chain(written.values())))?;
+            let asset_id = if inserted == 1 {
+                flushed.new_versions += 1;
+                conn.last_insert_rowid()
+            } else {
+                // A version recorded before: this path held this content.
+                let id: i64 = conn
+                    .prepare_cached("SELECT id FROM assets WHERE source = ?1 AND rel_path = ?2 AND sha256 = ?3")?
+                    .query_row(params![source, rel_path, hex], |r| r.get(0))?;
                 conn.prepare_cached("UPDATE assets SET size = ?2, mtime_ns = ?3, inode = ?4 WHERE id = ?1")?
                     .execute(params![id, size, stat.mtime_ns, inode])?;
                 super::info::record(conn, AssetId(id), info)?;
                 // Its cancelled jobs come back: its content is at its path again.
                 flushed.jobs_queued += revive_asset(conn, AssetId(id), now)? as u64;
-                id
-            } else {
-                conn.prepare_cached(
-                    "INSERT INTO assets (source, rel_path, size, mtime_ns, inode, sha256, first_seen, live)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    source,
-                    rel_path,
-                    size,
-                    stat.mtime_ns,
-                    inode,
-                    hash.as_hex(),
-                    now.0,
-                    self.live
-                ])?;
-                flushed.new_versions += 1;
-                let id = conn.last_insert_rowid();
-                super::info::record(conn, AssetId(id), info)?;
                 id
             };
             conn.prepare_cached(
@@ -308,9 +311,11 @@ impl ScanWriter<'_> {
             )?
             .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
             flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
-            // It may have been something else before.
-            conn.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
-                .execute(params![source, rel_path])?;
+            if had_not_media {
+                // It may have been something else before.
+                conn.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
+                    .execute(params![source, rel_path])?;
+            }
             flushed.records += 1;
         }
         for (rel_path, stat) in &self.not_media {
