@@ -164,7 +164,7 @@ pub fn scan_source(
     let hidden_folders = std::cell::Cell::new(0u64);
     let complete = std::thread::scope(|scope| -> Result<bool, CatalogError> {
         let mut complete = true;
-        let readers = Readers::start(scope, source, stop);
+        let mut readers = Readers::start(scope, source, stop);
         // A folder's files before its subfolders: the catalog's record of
         // a folder is read once, when the walk comes to it.
         let files_first = |a: &walkdir::DirEntry, b: &walkdir::DirEntry| {

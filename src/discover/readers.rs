@@ -14,6 +14,11 @@ use crate::media::group::Folders;
 /// The most threads that read and hash files during a scan.
 const MAX_READERS: usize = 4;
 
+/// Files handed to a reader at once: one hand-over (and one wake-up) per
+/// file cost the walk more than its stat, and a reader given a run of one
+/// folder's files lists that folder once.
+const CHUNK: usize = 32;
+
 /// What a reader thread hands back: the file, its stat before the read,
 /// and what the read found.
 pub(super) type ReadDone = (PathBuf, FileStat, io::Result<Read>);
@@ -23,8 +28,10 @@ pub(super) type ReadDone = (PathBuf, FileStat, io::Result<Read>);
 /// the walk's thread records what they found (the catalog has one writer).
 /// The queue is short, so memory stays flat however large the source.
 pub(super) struct Readers {
-    work: std::sync::mpsc::SyncSender<(PathBuf, FileStat)>,
-    done: std::sync::mpsc::Receiver<ReadDone>,
+    work: std::sync::mpsc::SyncSender<Vec<(PathBuf, FileStat)>>,
+    done: std::sync::mpsc::Receiver<Vec<ReadDone>>,
+    /// Files not handed over yet (fewer than [`CHUNK`]).
+    pending: Vec<(PathBuf, FileStat)>,
 }
 
 impl Readers {
@@ -35,7 +42,7 @@ impl Readers {
         stop: &'scope AtomicBool,
     ) -> Readers {
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, MAX_READERS);
-        let (work, queue) = std::sync::mpsc::sync_channel::<(PathBuf, FileStat)>(threads * 2);
+        let (work, queue) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, FileStat)>>(threads);
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         let (results, done) = std::sync::mpsc::channel();
         for _ in 0..threads {
@@ -45,34 +52,50 @@ impl Readers {
                 let mut folders = Folders::default();
                 loop {
                     let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                    let Ok((path, stat)) = next else { return };
-                    if stop.load(Ordering::Relaxed) {
-                        return;
+                    let Ok(chunk) = next else { return };
+                    let mut read = Vec::with_capacity(chunk.len());
+                    for (path, stat) in chunk {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let found = read_file(source, &path, stat, &mut folders);
+                        read.push((path, stat, found));
                     }
-                    let read = read_file(source, &path, stat, &mut folders);
-                    if results.send((path, stat, read)).is_err() {
+                    if results.send(read).is_err() {
                         return;
                     }
                 }
             });
         }
-        Readers { work, done }
+        Readers { work, done, pending: Vec::with_capacity(CHUNK) }
     }
 
-    /// Hands `path` to a reader (waits while the queue is full).
-    pub(super) fn send(&self, path: PathBuf, stat: FileStat) {
+    /// Hands `path` to a reader, with the next files (waits while the
+    /// queue is full).
+    pub(super) fn send(&mut self, path: PathBuf, stat: FileStat) {
+        self.pending.push((path, stat));
+        if self.pending.len() >= CHUNK {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
         // An error: every reader has ended (the scan was stopped).
-        let _ = self.work.send((path, stat));
+        let _ = self.work.send(chunk);
     }
 
     /// What the readers have finished so far.
     pub(super) fn ready(&self) -> Vec<ReadDone> {
-        self.done.try_iter().collect()
+        self.done.try_iter().flatten().collect()
     }
 
     /// Everything still being read, as it finishes.
-    pub(super) fn finish(self) -> impl Iterator<Item = ReadDone> {
+    pub(super) fn finish(mut self) -> impl Iterator<Item = ReadDone> {
+        if !self.pending.is_empty() {
+            self.hand_over();
+        }
         drop(self.work);
-        self.done.into_iter()
+        self.done.into_iter().flatten()
     }
 }

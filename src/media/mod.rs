@@ -100,8 +100,16 @@ pub fn describe(path: &Path, now: jiff::Timestamp) -> io::Result<Option<(MediaKi
 /// SHA-256 of the whole file at `path`, with its length.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, u64)> {
     let mut file = File::open(path)?;
-    let mut buffer = buffer_for(file.metadata()?.len());
-    hash_on(&mut file, &mut buffer, 0, None)
+    let len = file.metadata()?.len();
+    hash_open(&mut file, len)
+}
+
+/// SHA-256 and length of the whole of an open `file` (read from its
+/// start), expected to hold about `len` bytes (it sizes the buffer).
+pub fn hash_open(file: &mut File, len: u64) -> io::Result<(ContentHash, u64)> {
+    io::Seek::rewind(file)?;
+    let mut buffer = buffer_for(len);
+    hash_on(file, &mut buffer, 0, None)
 }
 
 /// A read buffer for a file of `len` bytes: a block, or less for a small

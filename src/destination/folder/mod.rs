@@ -36,7 +36,7 @@ use super::{
     Batching, Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates,
     temp_name,
 };
-use crate::media::hash_file;
+use crate::media::{hash_file, hash_open};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
 /// Copy granularity between progress reports.
@@ -385,8 +385,15 @@ fn ensure_dir(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<(),
 /// [`super::Retry::SourceChanged`]. Making it durable is the caller's.
 fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -> Result<u64, DestinationError> {
     let mut source = File::open(&request.source).map_err(|e| read_error(&request.source, &e))?;
-    let mut out =
-        OpenOptions::new().write(true).create(true).truncate(false).open(temp).map_err(|e| write_error(temp, &e))?;
+    // Read back through the same handle: the check reads the copy's bytes
+    // without looking its name up again.
+    let mut out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(temp)
+        .map_err(|e| write_error(temp, &e))?;
     let metadata = out.metadata().map_err(|e| write_error(temp, &e))?;
     let (kept, device) = (metadata.len(), metadata.dev());
     if kept > 0 && kept <= request.size {
@@ -411,8 +418,8 @@ fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -
         request.throttle.consume_blocking(copied);
     }
     let _ = out.set_modified(request.modified);
+    let (hash, size) = hash_open(&mut out, request.size).map_err(|e| write_error(temp, &e))?;
     drop(out);
-    let (hash, size) = hash_file(temp).map_err(|e| write_error(temp, &e))?;
     if size == request.size && hash == request.hash {
         return Ok(device);
     }
