@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, JobFilter, JobView, StateCounts};
 use crate::config::{Config, PolicyConfig, SourceConfig};
+use crate::discover::gate::{ScanWait, scan_gate};
 use crate::discover::{ScanReport, scan_source};
 use crate::error::Error;
 use crate::model::{StateName, Timestamp};
@@ -71,10 +72,11 @@ pub async fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let (found, discovery) = mpsc::channel(1);
+    let (gate, wait) = scan_gate();
     let scanner = {
         let (sources, path, stop, observer) =
             (config.sources.clone(), config.catalog_path(), Arc::clone(&stop), Arc::clone(&observer));
-        tokio::task::spawn_blocking(move || scan_all(&sources, &path, &stop, observer.as_ref(), &found))
+        tokio::task::spawn_blocking(move || scan_all(&sources, &path, &stop, observer.as_ref(), &found, &wait))
     };
 
     let conditions = crate::conditions::read(&config.policy.probe).await;
@@ -98,7 +100,7 @@ pub async fn run(
         upload_window(&config.policy.rules.windows, Timestamp::now()).filter(|_| !overrides.ignore_power_and_window);
     let metered = metered_use(&config.policy, &conditions, overrides, None).await;
     let limits = Limits { hold, bandwidth, window, metered };
-    let drained = drain(catalog, &targets, settings, run_observer, Some(discovery), limits, shutdown).await;
+    let drained = drain(catalog, &targets, settings, run_observer, Some((discovery, gate)), limits, shutdown).await;
     // Interrupted or failed: stop the scan too, then report the first error.
     stop.store(true, Ordering::Relaxed);
     let scans = scanner.await.map_err(|e| Error::Runtime(std::io::Error::other(e)))?;
@@ -139,13 +141,15 @@ pub async fn metered_use(
 }
 
 /// Scans every source on its own catalog connection, telling the upload
-/// loop through `found` whenever the catalog changed (new jobs, new stats).
+/// loop through `found` whenever the catalog changed (new jobs, new stats),
+/// and waiting at `wait` while the uploads have enough to do.
 fn scan_all(
     sources: &[SourceConfig],
     catalog_path: &Path,
     stop: &AtomicBool,
     observer: &dyn BackupObserver,
     found: &mpsc::Sender<()>,
+    wait: &ScanWait,
 ) -> Result<Vec<ScanReport>, Error> {
     let mut catalog = Catalog::open(catalog_path)?;
     let mut reports = Vec::with_capacity(sources.len());
@@ -155,6 +159,7 @@ fn scan_all(
             if written > 0 {
                 // A full channel already holds a wake-up; one is enough.
                 let _ = found.try_send(());
+                wait.wait();
             }
         })?;
         tracing::info!(source = %source.path.display(), media = report.media_files, new = report.new_versions, "scanned");

@@ -11,6 +11,7 @@
 //! photos). [`watch`] adds the live watcher for the daemon.
 
 mod filter;
+pub mod gate;
 mod read;
 mod readers;
 pub mod source;

@@ -5,6 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{Read, read_file};
 use crate::catalog::FileStat;
@@ -19,6 +20,11 @@ const MAX_READERS: usize = 4;
 /// folder's files lists that folder once.
 const CHUNK: usize = 32;
 
+/// Longest a file found, or a file read, waits to be handed on with others:
+/// short, so a few new photos found early in a long rescan are read and
+/// recorded (and uploaded) while the walk goes on.
+const CHUNK_AGE: Duration = Duration::from_millis(50);
+
 /// What a reader thread hands back: the file, its stat before the read,
 /// and what the read found.
 pub(super) type ReadDone = (PathBuf, FileStat, io::Result<Read>);
@@ -30,8 +36,9 @@ pub(super) type ReadDone = (PathBuf, FileStat, io::Result<Read>);
 pub(super) struct Readers {
     work: std::sync::mpsc::SyncSender<Vec<(PathBuf, FileStat)>>,
     done: std::sync::mpsc::Receiver<Vec<ReadDone>>,
-    /// Files not handed over yet (fewer than [`CHUNK`]).
+    /// Files not handed over yet (fewer than [`CHUNK`]), and since when.
     pending: Vec<(PathBuf, FileStat)>,
+    since: Instant,
 }
 
 impl Readers {
@@ -53,26 +60,40 @@ impl Readers {
                 loop {
                     let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
                     let Ok(chunk) = next else { return };
-                    let mut read = Vec::with_capacity(chunk.len());
+                    let (mut read, mut since) = (Vec::with_capacity(chunk.len()), Instant::now());
                     for (path, stat) in chunk {
                         if stop.load(Ordering::Relaxed) {
-                            return;
+                            break;
                         }
                         let found = read_file(source, &path, stat, &mut folders);
                         read.push((path, stat, found));
+                        // A chunk of big videos takes a while: what is read goes on.
+                        if since.elapsed() >= CHUNK_AGE {
+                            if results.send(std::mem::take(&mut read)).is_err() {
+                                return;
+                            }
+                            since = Instant::now();
+                        }
                     }
-                    if results.send(read).is_err() {
+                    // What was read before a stop is recorded all the same.
+                    if !read.is_empty() && results.send(read).is_err() {
+                        return;
+                    }
+                    if stop.load(Ordering::Relaxed) {
                         return;
                     }
                 }
             });
         }
-        Readers { work, done, pending: Vec::with_capacity(CHUNK) }
+        Readers { work, done, pending: Vec::with_capacity(CHUNK), since: Instant::now() }
     }
 
     /// Hands `path` to a reader, with the next files (waits while the
     /// queue is full).
     pub(super) fn send(&mut self, path: PathBuf, stat: FileStat) {
+        if self.pending.is_empty() {
+            self.since = Instant::now();
+        }
         self.pending.push((path, stat));
         if self.pending.len() >= CHUNK {
             self.hand_over();
@@ -85,8 +106,12 @@ impl Readers {
         let _ = self.work.send(chunk);
     }
 
-    /// What the readers have finished so far.
-    pub(super) fn ready(&self) -> Vec<ReadDone> {
+    /// What the readers have finished so far; files waiting for others
+    /// longer than [`CHUNK_AGE`] are handed over now.
+    pub(super) fn ready(&mut self) -> Vec<ReadDone> {
+        if !self.pending.is_empty() && self.since.elapsed() >= CHUNK_AGE {
+            self.hand_over();
+        }
         self.done.try_iter().flatten().collect()
     }
 

@@ -239,6 +239,12 @@ impl Scheduler<'_> {
         self.uploading = Some(uploading);
     }
 
+    /// Has `gate` hold a scan back while the queue is full of jobs waiting
+    /// for uploads that run ([`gate`](crate::discover::gate)).
+    pub fn gate_scan(&mut self, gate: crate::discover::gate::ScanGate) {
+        self.scan_gate = Some(gate);
+    }
+
     /// Sets the shared upload rate limit (bytes per second; `None`: unlimited).
     pub fn set_bandwidth(&mut self, rate: Option<u64>) {
         if self.throttle.rate() != rate {

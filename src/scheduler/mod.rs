@@ -261,6 +261,8 @@ pub struct Scheduler<'c> {
     /// Told whether uploads are in flight (the sleep guard holds its lock
     /// only then).
     uploading: Option<tokio::sync::watch::Sender<bool>>,
+    /// Told whether a scan may run further ahead of the uploads.
+    scan_gate: Option<crate::discover::gate::ScanGate>,
     /// The rate this run's uploads reached.
     throughput: window::Throughput,
     /// The budget of the metered network uploads run on, if one is set.
@@ -314,6 +316,7 @@ impl<'c> Scheduler<'c> {
             throttle: Arc::default(),
             window: None,
             uploading: None,
+            scan_gate: None,
             throughput: window::Throughput::default(),
             meter: None,
             meter_due: None,
@@ -354,6 +357,9 @@ impl<'c> Scheduler<'c> {
             if let Some(uploading) = &self.uploading {
                 let now = !self.flights.is_empty();
                 uploading.send_if_modified(|was| std::mem::replace(was, now) != now);
+            }
+            if let Some(gate) = &self.scan_gate {
+                gate.set(self.queue.len(), !self.tasks.is_empty());
             }
             self.answer_idle_waiters();
             let working = !self.tasks.is_empty() || !self.sleeping.is_empty();

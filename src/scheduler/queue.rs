@@ -57,6 +57,10 @@ impl Queue {
         self.jobs.insert(place, pending);
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }

@@ -8,13 +8,15 @@ use tokio::sync::mpsc;
 
 use super::{DrainReport, MeteredUse, Mode, RunObserver, Scheduler, Settings, Target, UploadWindow};
 use crate::catalog::{Catalog, CatalogError};
+use crate::discover::gate::ScanGate;
 use crate::policy::{Decision, HoldReason};
 
 /// Runs every queued job at `targets` until none is left that this run may
 /// do, or until `shutdown` completes (running jobs then return to `queued`,
 /// uncharged). While `discovery` is open, each message on it means "the
 /// catalog changed": new jobs are loaded and join the run, which ends only
-/// once the channel is closed and the work is done.
+/// once the channel is closed and the work is done; its gate holds the scan
+/// back while the queue is full of jobs waiting for running uploads.
 /// A `hold` from the conditions policy holds every job for the whole run;
 /// `bandwidth` limits all uploads together (bytes per second); a file that
 /// cannot finish before the allowed `window` ends waits for the next one.
@@ -24,12 +26,16 @@ pub async fn drain(
     targets: &[Target],
     settings: Settings,
     observer: Arc<dyn RunObserver>,
-    discovery: Option<mpsc::Receiver<()>>,
+    discovery: Option<(mpsc::Receiver<()>, ScanGate)>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrainReport, CatalogError> {
     let settings = Settings { mode: Mode::OneShot, ..settings };
     let mut scheduler = Scheduler::new(catalog, targets, settings, observer);
+    let discovery = discovery.map(|(found, gate)| {
+        scheduler.gate_scan(gate);
+        found
+    });
     scheduler.apply_conditions(limits.hold.map_or(Decision::Run, Decision::HoldOff));
     scheduler.set_bandwidth(limits.bandwidth);
     scheduler.set_window(limits.window);

@@ -36,6 +36,20 @@ impl FileSystem {
     pub(super) fn open(root: &Path) -> FileSystem {
         FileSystem { whole: whole_file_system(root) }
     }
+
+    /// Whether `device` is this local file system (one of those trusted
+    /// above), whose page cache is the file: a copy there may be checked
+    /// through the handle that wrote it. Elsewhere (NFS, SMB, FUSE) a copy
+    /// is closed first, which sends it, and read back through a new handle.
+    pub(super) fn is_local(&self, device: u64) -> bool {
+        self.whole.as_ref().is_some_and(|(_, whole)| *whole == device)
+    }
+
+    /// A file system known as nothing in particular (as a network one is).
+    #[cfg(test)]
+    pub(super) fn unknown() -> FileSystem {
+        FileSystem { whole: None }
+    }
 }
 
 /// Makes a group durable; one result per copy, in order.

@@ -179,7 +179,7 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
             if results[i].is_some() {
                 continue;
             }
-            match copy(root, request, progress, &mut folders, &mut created) {
+            match copy(root, &fs, request, progress, &mut folders, &mut created) {
                 Ok(Copied::Present(present)) => found.push((i, present)),
                 Ok(Copied::Staged(copy)) => staged.push((i, copy)),
                 Err(e) => results[i] = Some(Err(e)),
@@ -287,6 +287,7 @@ impl Staged {
 /// Making all that durable is the caller's.
 fn copy(
     root: &Path,
+    fs: &FileSystem,
     request: &UploadRequest,
     progress: &ProgressFn,
     folders: &mut HashSet<PathBuf>,
@@ -320,7 +321,7 @@ fn copy(
             folders.insert(parent.to_path_buf());
         }
         // A copy cut short keeps its temporary file, to carry on from.
-        let device = write_verified(request, &temp, progress)?;
+        let device = write_verified(fs, request, &temp, progress)?;
         return Ok(Copied::Staged(Staged { temp, target, receipt, device: Some(device) }));
     }
     Err(DestinationError::permanent(format!("every candidate name for {} is taken by other content", request.key)))
@@ -383,10 +384,13 @@ fn ensure_dir(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<(),
 /// content; returns the device it is on. A copy that does not match is
 /// removed; if the source itself no longer has the scanned content, that is
 /// [`super::Retry::SourceChanged`]. Making it durable is the caller's.
-fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -> Result<u64, DestinationError> {
+fn write_verified(
+    fs: &FileSystem,
+    request: &UploadRequest,
+    temp: &Path,
+    progress: &ProgressFn,
+) -> Result<u64, DestinationError> {
     let mut source = File::open(&request.source).map_err(|e| read_error(&request.source, &e))?;
-    // Read back through the same handle: the check reads the copy's bytes
-    // without looking its name up again.
     let mut out = OpenOptions::new()
         .read(true)
         .write(true)
@@ -418,8 +422,15 @@ fn write_verified(request: &UploadRequest, temp: &Path, progress: &ProgressFn) -
         request.throttle.consume_blocking(copied);
     }
     let _ = out.set_modified(request.modified);
-    let (hash, size) = hash_open(&mut out, request.size).map_err(|e| write_error(temp, &e))?;
-    drop(out);
+    let read_back = if fs.is_local(device) {
+        // Its page cache is the file: read it back without opening it again.
+        hash_open(&mut out, request.size)
+    } else {
+        // Closing sends it (network file systems); a new handle sees what arrived.
+        drop(out);
+        hash_file(temp)
+    };
+    let (hash, size) = read_back.map_err(|e| write_error(temp, &e))?;
     if size == request.size && hash == request.hash {
         return Ok(device);
     }

@@ -188,6 +188,28 @@ fn a_bad_kept_copy_is_discarded_not_published() {
     assert_eq!(fs::read(root.join("sub/a.jpg")).expect("read"), b"the real content");
 }
 
+/// A copy is checked by reading it back through its own handle on a local
+/// file system, and closed and opened again elsewhere (a network file
+/// system sends it on close): either way a copy that does not hold the
+/// scanned bytes is caught, and a good one passes.
+#[test]
+fn both_ways_of_reading_a_copy_back_catch_a_bad_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("dest");
+    fs::create_dir(&root).expect("root");
+    let req = request(dir.path(), "a.jpg", b"the real content");
+    let temp = root.join(".a.jpg.tmp");
+    for file_system in [FileSystem::open(&root), FileSystem::unknown()] {
+        fs::write(&temp, b"XXX").expect("a stale partial copy");
+        let err = write_verified(&file_system, &req, &temp, &no_progress()).expect_err("caught");
+        assert_eq!(err.retry, Retry::Transient, "{err}");
+        assert!(!temp.exists(), "the bad copy is removed");
+        write_verified(&file_system, &req, &temp, &no_progress()).expect("a good copy passes");
+        assert_eq!(fs::read(&temp).expect("read"), b"the real content");
+        fs::remove_file(&temp).expect("remove");
+    }
+}
+
 /// Regression: a file whose name is 230–255 bytes long could never be
 /// backed up: its temporary name passed `NAME_MAX`.
 #[test]
