@@ -51,10 +51,17 @@ impl<'a> Section<'a> {
         })
     }
 
-    /// A path: `~` expanded, relative to the config file's folder.
+    /// A path: `~` expanded, relative to the config file's folder. A
+    /// leading `$CREDENTIALS_DIRECTORY/` is where systemd's `LoadCredential=`
+    /// put the service's secrets; outside such a service it stays as written
+    /// (so commands that never read the file still work, and one that does
+    /// says which file it could not read).
     pub fn path(&self, name: &str, value: &str) -> Result<PathBuf, ConfigError> {
         if value.is_empty() {
             return Err(self.error(name, "must not be empty"));
+        }
+        if let Some(path) = in_credentials(value, std::env::var_os("CREDENTIALS_DIRECTORY")) {
+            return Ok(path);
         }
         let expanded = expand_home(value).ok_or_else(|| self.error(name, "cannot expand `~`: no home directory"))?;
         Ok(if expanded.is_absolute() { expanded } else { self.base.join(expanded) })
@@ -79,6 +86,16 @@ impl<'a> Section<'a> {
     }
 }
 
+/// `value` with a leading `$CREDENTIALS_DIRECTORY/` replaced by `dir`,
+/// or as written when `dir` is unset; `None` if it does not start so.
+fn in_credentials(value: &str, dir: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let rest = value.strip_prefix("$CREDENTIALS_DIRECTORY/")?;
+    Some(match dir {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(rest),
+        _ => PathBuf::from(value),
+    })
+}
+
 /// Expands a leading `~` to the home directory.
 pub fn expand_home(path: &str) -> Option<PathBuf> {
     if path == "~" {
@@ -87,5 +104,28 @@ pub fn expand_home(path: &str) -> Option<PathBuf> {
     match path.strip_prefix("~/") {
         Some(rest) => directories::BaseDirs::new().map(|d| d.home_dir().join(rest)),
         None => Some(PathBuf::from(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret handed over by systemd's `LoadCredential=` is named through
+    /// `$CREDENTIALS_DIRECTORY`; outside the service the name stays as
+    /// written (and reading it says which file was missing).
+    #[test]
+    fn secrets_in_the_credentials_directory() {
+        let dir = Some("/run/user/1000/credentials/photosync.service".into());
+        assert_eq!(
+            in_credentials("$CREDENTIALS_DIRECTORY/webdav", dir),
+            Some(PathBuf::from("/run/user/1000/credentials/photosync.service/webdav"))
+        );
+        assert_eq!(
+            in_credentials("$CREDENTIALS_DIRECTORY/webdav", None),
+            Some(PathBuf::from("$CREDENTIALS_DIRECTORY/webdav"))
+        );
+        assert_eq!(in_credentials("~/webdav.pass", Some("/x".into())), None);
+        assert_eq!(in_credentials("/etc/$CREDENTIALS_DIRECTORY/w", Some("/x".into())), None);
     }
 }
