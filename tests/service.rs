@@ -8,6 +8,7 @@ use crate::harness::{BIN, stderr};
 const UNIT: &str = include_str!("../systemd/photosync.service");
 const PLIST: &str = "launchd/com.photosync.daemon.plist";
 
+#[cfg(target_os = "linux")]
 #[test]
 fn systemd_unit_is_a_notify_service_running_the_daemon() {
     assert!(UNIT.lines().any(|l| l == "Type=notify"), "the daemon sends READY=1");

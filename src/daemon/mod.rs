@@ -31,7 +31,6 @@ use crate::catalog::{Catalog, RunLock};
 use crate::conditions;
 use crate::conditions::sleep::SleepEvent;
 use crate::config::Config;
-use crate::discover::gate::scan_gate;
 use crate::discover::watch::{Discovery, WatchSettings};
 use crate::error::Error;
 use crate::ipc::server;
@@ -141,8 +140,7 @@ async fn serve_config(
     let targets = open_targets(catalog, config)?;
     let (found, discovered) = mpsc::channel(1);
     let settings = WatchSettings { settle: config.settle, rescan_interval: config.rescan_interval };
-    let (gate, wait) = scan_gate();
-    let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found, wait)?);
+    let discovery = Arc::new(Discovery::start(config.sources.clone(), &service.catalog_path, settings, found)?);
     let (commands, inbox) = mpsc::channel(32);
     let (overrides, overridden) = watch::channel(Overrides::default());
     let (keeping_awake, awake_until) = watch::channel(None);
@@ -165,7 +163,6 @@ async fn serve_config(
         budget: config.policy.budget,
     };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
-    scheduler.gate_scan(gate);
     scheduler.restore_pause(*pause);
     // Know the conditions before the first upload starts.
     let first = conditions::read(&config.policy.probe).await;

@@ -1,12 +1,15 @@
-//! Keeping a scan from running far ahead of the uploads.
+//! Keeping the scan of `photosync backup` from running far ahead of the
+//! uploads.
 //!
 //! The scheduler holds every job it has loaded in memory. A first scan of a
 //! big library finds files faster than they can be uploaded, so the queue
 //! grew with the whole library (100,000 photos: tens of MiB). While uploads
-//! are running and the queue holds [`AHEAD`] jobs, the scan waits; it goes
-//! on as the queue drains, and at once whenever nothing is being uploaded
-//! (uploads held by the policy, every destination down: then the scan must
-//! still find everything, to say what waits).
+//! flow and the queue holds [`AHEAD`] jobs, the scan waits; it goes on as
+//! the queue drains, and at once whenever uploads do not flow (held by the
+//! policy, a destination down or held, an upload window or a data budget in
+//! force: then the scan must still find everything, to say what waits).
+//! The daemon's discovery thread is not held back: it also follows the
+//! watcher and answers requests, which must not wait for a backlog.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
@@ -48,9 +51,9 @@ pub fn scan_gate() -> (ScanGate, ScanWait) {
 }
 
 impl ScanGate {
-    /// Opens the gate unless uploads run and `queued` jobs wait already.
-    pub fn set(&self, queued: usize, uploading: bool) {
-        let closed = queued >= AHEAD && uploading;
+    /// Opens the gate unless uploads flow and `queued` jobs wait already.
+    pub fn set(&self, queued: usize, flowing: bool) {
+        let closed = queued >= AHEAD && flowing;
         let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.closed != closed {
             state.closed = closed;

@@ -177,6 +177,12 @@ pub fn scan_source(
             !hidden_folder
         });
         for entry in walk {
+            // What the readers finished is recorded as it comes (and files
+            // waiting for a chunk long enough are handed on), whatever the entry.
+            for (path, stat, read) in readers.ready() {
+                let written = record(&mut writer, source, &path, stat, read, &mut report)?;
+                on_progress(&report, written);
+            }
             if stop.load(Ordering::Relaxed) {
                 complete = false;
                 break;
@@ -212,12 +218,8 @@ pub fn scan_source(
             };
             match triage(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)? {
                 Triage::Done(written) => on_progress(&report, written),
-                // Read and hashed beside the walk; recorded below as they come.
+                // Read and hashed beside the walk; recorded above as they come.
                 Triage::Read(stat) => readers.send(entry.into_path(), stat),
-            }
-            for (path, stat, read) in readers.ready() {
-                let written = record(&mut writer, source, &path, stat, read, &mut report)?;
-                on_progress(&report, written);
             }
         }
         for (path, stat, read) in readers.finish() {

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::gate::ScanWait;
 use super::source::{Availability, availability};
 use super::{ScanReport, Skipped, candidate, scan_file, scan_source, stat_of};
 use crate::catalog::{Catalog, CatalogError, FileStat};
@@ -105,14 +104,12 @@ pub struct Discovery {
 
 impl Discovery {
     /// Opens a catalog connection and starts watching and scanning `sources`
-    /// (a full scan first). `found` is signalled after every catalog write;
-    /// a scan then waits at `wait` while the uploads have enough to do.
+    /// (a full scan first). `found` is signalled after every catalog write.
     pub fn start(
         sources: Vec<SourceConfig>,
         catalog_path: &Path,
         settings: WatchSettings,
         found: mpsc::Sender<()>,
-        wait: ScanWait,
     ) -> Result<Discovery, CatalogError> {
         let catalog = Catalog::open(catalog_path)?;
         let (messages, inbox) = std_mpsc::channel();
@@ -125,7 +122,6 @@ impl Discovery {
             sources,
             settings,
             found,
-            wait,
             state: Arc::clone(&state),
             settling: HashMap::new(),
             next_rescan: Instant::now(),
@@ -186,8 +182,6 @@ struct Worker {
     sources: Vec<SourceConfig>,
     settings: WatchSettings,
     found: mpsc::Sender<()>,
-    /// Where a scan waits while the uploads have enough to do.
-    wait: ScanWait,
     state: Arc<DiscoveryState>,
     /// Files seen changing: their last stat and since when it held.
     settling: HashMap<PathBuf, (FileStat, Instant)>,
@@ -416,12 +410,11 @@ impl Worker {
     fn scan_one(&mut self, index: usize) -> Result<ScanReport, CatalogError> {
         let cutoff = SystemTime::now().checked_sub(self.settings.settle);
         let source = &self.sources[index];
-        let (found, wait) = (&self.found, &self.wait);
+        let found = &self.found;
         let live = self.scanned[index];
         let report = scan_source(&mut self.catalog, source, cutoff, live, &self.stop, &mut |_, written| {
             if written > 0 {
                 let _ = found.try_send(());
-                wait.wait();
             }
         })?;
         for error in &report.errors {

@@ -180,3 +180,20 @@ impl Scheduler<'_> {
         }
     }
 }
+
+impl Scheduler<'_> {
+    /// Tells those who watch the uploads what this turn left: the sleep
+    /// guard whether any is in flight, a scan whether to wait for them.
+    pub(super) fn tell_watchers(&self) {
+        if let Some(uploading) = &self.uploading {
+            let now = !self.flights.is_empty();
+            uploading.send_if_modified(|was| std::mem::replace(was, now) != now);
+        }
+        if let Some(gate) = &self.scan_gate {
+            // Jobs that may wait long (a destination held, a window, a budget) hold no scan back.
+            let flowing =
+                self.window.is_none() && self.meter.is_none() && self.breakers.values().all(|b| b.open.is_none());
+            gate.set(self.queue.len(), flowing && !self.tasks.is_empty());
+        }
+    }
+}

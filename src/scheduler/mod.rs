@@ -354,13 +354,7 @@ impl<'c> Scheduler<'c> {
             for cleanup in self.cleanups.drain(..) {
                 self.tasks_aside.spawn(cleanup);
             }
-            if let Some(uploading) = &self.uploading {
-                let now = !self.flights.is_empty();
-                uploading.send_if_modified(|was| std::mem::replace(was, now) != now);
-            }
-            if let Some(gate) = &self.scan_gate {
-                gate.set(self.queue.len(), !self.tasks.is_empty());
-            }
+            self.tell_watchers();
             self.answer_idle_waiters();
             let working = !self.tasks.is_empty() || !self.sleeping.is_empty();
             if self.settings.mode == Mode::OneShot && !working && discovery.is_none() {

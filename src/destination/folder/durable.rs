@@ -50,6 +50,15 @@ impl FileSystem {
     pub(super) fn unknown() -> FileSystem {
         FileSystem { whole: None }
     }
+
+    /// `root`'s file system taken for a trusted local one, whatever it is.
+    #[cfg(test)]
+    pub(super) fn taken_for_local(root: &Path) -> FileSystem {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = File::open(root).expect("open root");
+        let device = dir.metadata().expect("stat root").dev();
+        FileSystem { whole: Some((dir, device)) }
+    }
 }
 
 /// Makes a group durable; one result per copy, in order.

@@ -273,11 +273,14 @@ impl Staged {
         }
     }
 
-    /// Gives the copy its name, unless the name was taken meanwhile (`false`).
+    /// Gives the copy its name, unless the name was taken meanwhile
+    /// (`false`); the temporary name is gone either way.
     fn publish(&self) -> Result<bool, DestinationError> {
         let published = publish(&self.temp, &self.target);
-        let _ = fs::remove_file(&self.temp);
-        published
+        if !matches!(published, Ok(Published::Moved)) {
+            let _ = fs::remove_file(&self.temp);
+        }
+        published.map(|p| p != Published::Taken)
     }
 }
 
@@ -426,7 +429,10 @@ fn write_verified(
         // Its page cache is the file: read it back without opening it again.
         hash_open(&mut out, request.size)
     } else {
-        // Closing sends it (network file systems); a new handle sees what arrived.
+        // A network file system reports a failed write when the copy is
+        // flushed (or closed, which says nothing): flush it, then read it
+        // back through a new handle, which sees what arrived.
+        out.sync_all().map_err(|e| write_error(temp, &e))?;
         drop(out);
         hash_file(temp)
     };
@@ -450,20 +456,41 @@ fn write_verified(
     }
 }
 
+/// What [`publish`] did with the temporary copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Published {
+    /// Renamed: the temporary name is gone.
+    Moved,
+    /// Linked: the temporary name is still there.
+    Linked,
+    /// The name was taken meanwhile: nothing changed.
+    Taken,
+}
+
 /// Gives `temp` its final name without ever replacing an existing file.
-/// `Ok(false)` when the name was taken meanwhile.
-fn publish(temp: &Path, target: &Path) -> Result<bool, DestinationError> {
+fn publish(temp: &Path, target: &Path) -> Result<Published, DestinationError> {
+    // One atomic step where the file system offers it (Linux: ext4, XFS,
+    // Btrfs, tmpfs…); a link, then the temporary name's removal, elsewhere.
+    #[cfg(target_os = "linux")]
+    match rustix::fs::renameat_with(rustix::fs::CWD, temp, rustix::fs::CWD, target, rustix::fs::RenameFlags::NOREPLACE)
+    {
+        Ok(()) => return Ok(Published::Moved),
+        Err(rustix::io::Errno::EXIST) => return Ok(Published::Taken),
+        // Not offered here (an old kernel, a file system without it).
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(write_error(target, &e.into())),
+    }
     match fs::hard_link(temp, target) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Ok(()) => Ok(Published::Linked),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Published::Taken),
         // Some file systems (FAT, some network mounts) have no hard links:
         // fall back to check-then-rename, which only races with other writers.
         Err(e) if matches!(e.raw_os_error(), Some(code) if is_no_link_support(code)) => {
             if target.exists() {
-                return Ok(false);
+                return Ok(Published::Taken);
             }
             fs::rename(temp, target).map_err(|e| write_error(target, &e))?;
-            Ok(true)
+            Ok(Published::Moved)
         }
         Err(e) => Err(write_error(target, &e)),
     }

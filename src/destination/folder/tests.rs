@@ -199,7 +199,7 @@ fn both_ways_of_reading_a_copy_back_catch_a_bad_one() {
     fs::create_dir(&root).expect("root");
     let req = request(dir.path(), "a.jpg", b"the real content");
     let temp = root.join(".a.jpg.tmp");
-    for file_system in [FileSystem::open(&root), FileSystem::unknown()] {
+    for file_system in [FileSystem::taken_for_local(&root), FileSystem::unknown()] {
         fs::write(&temp, b"XXX").expect("a stale partial copy");
         let err = write_verified(&file_system, &req, &temp, &no_progress()).expect_err("caught");
         assert_eq!(err.retry, Retry::Transient, "{err}");
