@@ -141,3 +141,37 @@ fn file_names_are_escaped_on_the_terminal() {
     let jobs: Value = serde_json::from_slice(&json.stdout).expect("json");
     assert!(jobs[0]["path"].as_str().is_some_and(|p| p.ends_with(hostile)), "JSON keeps the name exact");
 }
+
+/// `photosync completions bash`, sourced into bash, completes a subcommand
+/// (with no config to be found: completions need none).
+#[test]
+fn bash_completion_completes_a_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["completions", "bash"])
+        .env("HOME", dir.path().join("no-home"))
+        .env_remove("PHOTOSYNC_CONFIG")
+        .output()
+        .expect("run photosync");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = dir.path().join("photosync.bash");
+    fs::write(&script, &out.stdout).expect("write script");
+    // The words typed so far, the last one being completed.
+    let complete = |words: &[&str]| -> Vec<String> {
+        let probe = r#"source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"
+            COMP_POINT=${#COMP_LINE}
+            _photosync photosync "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+            printf '%s\n' "${COMPREPLY[@]}""#;
+        let out = std::process::Command::new("bash")
+            .args(["-c", probe, "bash"])
+            .arg(&script)
+            .args(words)
+            .output()
+            .expect("this test needs bash");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().map(str::to_owned).collect()
+    };
+    assert_eq!(complete(&["photosync", "sta"]), ["status"]);
+    assert_eq!(complete(&["photosync", "pa"]), ["pause", "password"]);
+    assert!(complete(&["photosync", "status", "--"]).contains(&"--json".to_owned()));
+}

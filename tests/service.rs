@@ -1,10 +1,10 @@
 //! The service files in systemd/ and launchd/ are valid and start the daemon.
 
-use std::fs;
 use std::process::Command;
 
-use crate::harness::{BIN, stderr};
+use crate::harness::stderr;
 
+#[cfg(target_os = "linux")]
 const UNIT: &str = include_str!("../systemd/photosync.service");
 const PLIST: &str = "launchd/com.photosync.daemon.plist";
 
@@ -23,9 +23,11 @@ fn systemd_unit_is_a_notify_service_running_the_daemon() {
     let unit = dir.path().join("photosync.service");
     let text: Vec<String> = UNIT
         .lines()
-        .map(|l| if l.starts_with("ExecStart=") { format!("ExecStart={BIN} daemon") } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with("ExecStart=") { format!("ExecStart={} daemon", crate::harness::BIN) } else { l.to_owned() }
+        })
         .collect();
-    fs::write(&unit, text.join("\n")).expect("write unit");
+    std::fs::write(&unit, text.join("\n")).expect("write unit");
     let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze");
     assert!(out.status.success(), "systemd-analyze verify: {}", stderr(&out));
 }

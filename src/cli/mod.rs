@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 mod init;
 mod jobs;
+mod manual;
 mod output;
 mod password;
 mod pause;
@@ -107,6 +108,12 @@ enum Command {
     Auth(auth::Args),
     /// Say whether files are backed up, waiting, or left out, and why.
     Why(why::Args),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell).
+    Completions(manual::Args),
+    /// Print the manual page (roff), for packages.
+    #[command(hide = true)]
+    Man,
 }
 
 impl Cli {
@@ -124,9 +131,11 @@ impl Cli {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let config_path = match cli.config {
-        Some(path) => path,
-        None => Config::default_path()?,
+    let config_path = match (cli.config, &cli.command) {
+        // They describe the command line itself: no config to find.
+        (_, Command::Completions(_) | Command::Man) => PathBuf::new(),
+        (Some(path), _) => path,
+        (None, _) => Config::default_path()?,
     };
     match cli.command {
         Command::Init(args) => init::run(&config_path, &args),
@@ -142,6 +151,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Why(args) => why::run(&Config::load(&config_path)?, &args),
         Command::Password(args) => password::run(&Config::load(&config_path)?, &args),
         Command::Auth(args) => auth::run(&Config::load(&config_path)?, &args),
+        Command::Completions(args) => manual::completions(&args),
+        Command::Man => manual::man(),
     }
 }
 
