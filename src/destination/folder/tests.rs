@@ -189,9 +189,9 @@ fn a_bad_kept_copy_is_discarded_not_published() {
 }
 
 /// A copy is checked by reading it back through its own handle on a local
-/// file system, and closed and opened again elsewhere (a network file
-/// system sends it on close): either way a copy that does not hold the
-/// scanned bytes is caught, and a good one passes.
+/// file system, and flushed and opened again elsewhere (a network file
+/// system reports failed writes on the flush): either way a copy that does
+/// not hold the scanned bytes is caught, and a good one passes.
 #[test]
 fn both_ways_of_reading_a_copy_back_catch_a_bad_one() {
     let dir = tempfile::tempdir().expect("tempdir");
