@@ -179,9 +179,7 @@ impl Scheduler<'_> {
             }
         }
     }
-}
 
-impl Scheduler<'_> {
     /// Tells those who watch the uploads what this turn left: the sleep
     /// guard whether any is in flight, a scan whether to wait for them.
     pub(super) fn tell_watchers(&self) {
