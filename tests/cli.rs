@@ -29,6 +29,41 @@ fn init_then_backup_is_the_whole_setup() {
     assert_eq!(tree(&new_dest).len(), media.len());
 }
 
+/// `init` says what it decided: on a machine with a battery, uploads hold
+/// on battery (and how to change that); without one, they run whatever the
+/// power; the destination it made; the next command.
+#[test]
+fn init_tells_the_power_policy_it_wrote() {
+    let env = Env::new();
+    let laptop = env.dir.path().join("laptop-power");
+    fs::create_dir_all(laptop.join("BAT0")).expect("battery");
+    fs::write(laptop.join("BAT0/type"), "Battery\n").expect("type");
+    let desktop = env.dir.path().join("desktop-power");
+    fs::create_dir_all(desktop.join("AC")).expect("mains");
+    fs::write(desktop.join("AC/type"), "Mains\n").expect("type");
+    for (power, written, said) in [
+        (&laptop, "on_battery = \"hold\"", "this machine has a battery"),
+        (&desktop, "on_battery = \"allow\"", "no battery here"),
+    ] {
+        let dest = env.dir.path().join(format!("dest-{}", power.file_name().expect("name").display()));
+        let out = env.run(["init", "--force", "--source"].iter().map(std::string::ToString::to_string).chain([
+            env.source.display().to_string(),
+            "--destination".into(),
+            dest.display().to_string(),
+            "--power-supply-dir".into(),
+            power.display().to_string(),
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = fs::read_to_string(&env.config).expect("config");
+        assert!(text.lines().any(|l| l == written), "{text}");
+        let told = stdout(&out);
+        assert!(
+            told.contains(said) && told.contains("a folder, created") && told.contains("Next: photosync --config "),
+            "{told}"
+        );
+    }
+}
+
 #[test]
 fn init_refuses_to_overwrite_without_force() {
     let env = Env::new();

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use super::output::printable;
 use super::{Exit, UsageError};
 use photosync::config::{self, Config};
 
@@ -19,6 +20,9 @@ pub struct Args {
     /// Replace an existing config file.
     #[arg(long)]
     force: bool,
+    /// Where to look for a battery (Linux; for tests).
+    #[arg(long, hide = true, value_name = "DIR", default_value = "/sys/class/power_supply")]
+    power_supply_dir: PathBuf,
 }
 
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
@@ -40,21 +44,33 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
         ))
         .into());
     }
-    let text = config::starter(&source, &destination);
+    let laptop = photosync::conditions::has_battery(&args.power_supply_dir);
+    let text = config::starter(&source, &destination, laptop);
     // Refuse to write something we could not read back.
     Config::parse(&text, config_path).context("internal error: the starter config does not validate")?;
     if let Some(dir) = config_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let existed = destination.is_dir();
     std::fs::create_dir_all(&destination)
         .with_context(|| format!("cannot create destination folder {}", destination.display()))?;
     std::fs::write(config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
-    println!("Wrote {}", config_path.display());
-    println!(
-        "Run `photosync backup` to copy photos and videos from {} to {}.",
-        source.display(),
-        destination.display()
-    );
+    println!("Wrote {}", printable(&config_path.display().to_string()));
+    println!("  source:      {}", printable(&source.display().to_string()));
+    let made = if existed { "a folder, already there" } else { "a folder, created" };
+    println!("  destination: {} ({made})", printable(&destination.display().to_string()));
+    if laptop {
+        println!("  power:       this machine has a battery: uploads wait while it runs on it, and go on at");
+        println!("               the charger (on_battery = \"allow\" under [policy] uploads on battery too)");
+    } else {
+        println!("  power:       no battery here: uploads run whatever the power");
+    }
+    // The config named as it was, unless it is where photosync looks anyway.
+    let named = match Config::default_path() {
+        Ok(default) if default == config_path => String::new(),
+        _ => format!(" --config {}", printable(&config_path.display().to_string())),
+    };
+    println!("Next: photosync{named} backup   (or `photosync{named} daemon` to back up photos as they arrive)");
     Ok(Exit::Done)
 }
 

@@ -161,6 +161,12 @@ pub fn read_network_signature() -> Option<MeteredLink> {
     parse_network_signature(&run("/usr/sbin/ipconfig", &["getsummary", &interface])?)
 }
 
+/// Whether `pmset -g batt` lists a battery of the machine's own (a laptop).
+#[cfg(target_os = "macos")]
+pub fn has_battery() -> bool {
+    run("/usr/bin/pmset", &["-g", "batt"]).is_some_and(|out| out.contains("InternalBattery"))
+}
+
 /// Runs `pmset -g batt`.
 #[cfg(target_os = "macos")]
 pub fn read_power() -> Power {

@@ -142,11 +142,8 @@ pub fn read_power(dir: &Path) -> Power {
         let kind = read_trimmed(&supply.join("type")).unwrap_or_default();
         match kind.as_str() {
             "Battery" => {
-                if read_trimmed(&supply.join("present")).as_deref() == Some("0") {
+                if !is_system_battery(&supply) {
                     continue;
-                }
-                if read_trimmed(&supply.join("scope")).as_deref() == Some("Device") {
-                    continue; // a mouse or headset battery, not the system's
                 }
                 let status = read_trimmed(&supply.join("status")).unwrap_or_default();
                 let capacity = read_trimmed(&supply.join("capacity")).and_then(|c| c.parse::<u8>().ok());
@@ -166,6 +163,30 @@ pub fn read_power(dir: &Path) -> Power {
     match (external, discharging) {
         (true, _) | (false, None) => Power::External,
         (false, Some(percent)) => Power::Battery { percent },
+    }
+}
+
+/// Whether the supply at `supply` (a battery) is present and powers the
+/// system (not a mouse's or a headset's).
+fn is_system_battery(supply: &Path) -> bool {
+    read_trimmed(&supply.join("present")).as_deref() != Some("0")
+        && read_trimmed(&supply.join("scope")).as_deref() != Some("Device")
+}
+
+/// Whether the machine has a battery of its own (a laptop), from the
+/// sysfs power-supply tree at `dir` on Linux, `pmset` on macOS.
+pub fn has_battery(dir: &Path) -> bool {
+    #[cfg(target_os = "macos")]
+    {
+        let _ = dir;
+        macos::has_battery()
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let Ok(entries) = fs::read_dir(dir) else { return false };
+        entries.flatten().map(|e| e.path()).any(|supply| {
+            read_trimmed(&supply.join("type")).as_deref() == Some("Battery") && is_system_battery(&supply)
+        })
     }
 }
 

@@ -5,9 +5,21 @@ use std::path::Path;
 use super::DEFAULT_MAX_CONCURRENT;
 
 /// The commented starter file `photosync init` writes.
-pub fn starter(source: &Path, destination: &Path) -> String {
+/// `laptop`: the machine has a battery, so uploads wait while it runs on it;
+/// otherwise they run whatever the power.
+pub fn starter(source: &Path, destination: &Path, laptop: bool) -> String {
+    let policy = if laptop {
+        "# This machine has a battery: uploads wait while it runs on it, and go\n\
+         # on at the charger. \"allow\" uploads on battery too (min_battery_percent\n\
+         # then keeps a floor).\n\
+         on_battery = \"hold\""
+    } else {
+        "# No battery here: uploads run whatever the power (\"hold\" would wait\n\
+         # while a battery or a UPS powers the machine).\n\
+         on_battery = \"allow\""
+    };
     format!(
-        r#"# photosync configuration. Reference: README.md, "Configuration".
+        r#"# photosync configuration. Reference: README.md, "Configuration", or `man photosync`.
 
 # Where the catalog (the upload queue and receipts) lives.
 # Default: the per-user data directory.
@@ -28,6 +40,11 @@ pub fn starter(source: &Path, destination: &Path) -> String {
 # max_attempts = 30       # then the job fails for good (0: never give up)
 # attempts_per_run = 3    # tries within one `photosync backup` run
 # run_delay = "2s"        # pause between those tries (doubling)
+
+[policy]
+{policy}
+# metered = "hold"        # on a metered network (a phone's hotspot)
+# windows = ["22:00-07:00"]
 
 [[source]]
 path = {source}

@@ -8,11 +8,18 @@ use tokio::net::UnixStream;
 use super::framing::{FrameError, read_frame, write_frame};
 use super::protocol::{ErrorCode, MAX_REQUEST, MAX_RESPONSE, ProtocolError, Request, Response, VERSION};
 
+/// How to start the daemon, said when none answers.
+#[cfg(target_os = "macos")]
+const START: &str = "start it with `launchctl kickstart gui/$(id -u)/com.photosync.daemon` \
+    (installed as in the README's \"Run as a service\"), or run `photosync daemon`";
+#[cfg(not(target_os = "macos"))]
+const START: &str = "start it with `systemctl --user start photosync` (the service installed as in the README), or run `photosync daemon`";
+
 /// Why a request did not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon listens on the socket.
-    #[error("the photosync daemon is not running (no answer on {0})")]
+    #[error("the photosync daemon is not running (no answer on {}); {START}", .0.display())]
     NotRunning(PathBuf),
     /// A daemon may run, but this user may not talk to it (another user's
     /// socket or runtime folder).
