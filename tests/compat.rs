@@ -57,12 +57,18 @@ fn a_version_1_catalog_still_lists_and_retries() {
 fn starter_config_matches_the_snapshot() {
     let env = Env::new();
     fs::remove_file(&env.config).expect("rm");
+    // A laptop's power supplies, so the policy written is the same on any machine.
+    let power = env.dir.path().join("power");
+    fs::create_dir_all(power.join("BAT0")).expect("battery");
+    fs::write(power.join("BAT0/type"), "Battery\n").expect("type");
     let out = env.run([
         "init".to_owned(),
         "--source".into(),
         env.source.display().to_string(),
         "--destination".into(),
         env.dest.display().to_string(),
+        "--power-supply-dir".into(),
+        power.display().to_string(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let source = fs::canonicalize(&env.source).expect("canonical source");

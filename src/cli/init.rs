@@ -44,8 +44,8 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
         ))
         .into());
     }
-    let laptop = photosync::conditions::has_battery(&args.power_supply_dir);
-    let text = config::starter(&source, &destination, laptop);
+    let battery = photosync::conditions::has_battery(&args.power_supply_dir);
+    let text = config::starter(&source, &destination, battery);
     // Refuse to write something we could not read back.
     Config::parse(&text, config_path).context("internal error: the starter config does not validate")?;
     if let Some(dir) = config_path.parent() {
@@ -59,19 +59,33 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
     println!("  source:      {}", printable(&source.display().to_string()));
     let made = if existed { "a folder, already there" } else { "a folder, created" };
     println!("  destination: {} ({made})", printable(&destination.display().to_string()));
-    if laptop {
-        println!("  power:       this machine has a battery: uploads wait while it runs on it, and go on at");
-        println!("               the charger (on_battery = \"allow\" under [policy] uploads on battery too)");
-    } else {
-        println!("  power:       no battery here: uploads run whatever the power");
+    match battery {
+        Some(true) => {
+            println!("  power:       this machine has a battery: uploads wait while it runs on it, and go on at");
+            println!("               the charger (on_battery = \"allow\" under [policy] uploads on battery too)");
+        }
+        None => {
+            println!("  power:       whether this machine has a battery could not be told: uploads wait while it");
+            println!("               runs on one (on_battery = \"allow\" under [policy] uploads whatever the power)");
+        }
+        Some(false) => println!("  power:       no battery here: uploads run whatever the power"),
     }
-    // The config named as it was, unless it is where photosync looks anyway.
-    let named = match Config::default_path() {
-        Ok(default) if default == config_path => String::new(),
-        _ => format!(" --config {}", printable(&config_path.display().to_string())),
+    // The config named as it was (in full, quoted for a shell), unless it
+    // is where photosync looks anyway.
+    let named = match (Config::default_path(), std::path::absolute(config_path)) {
+        (Ok(default), Ok(full)) if default == full => String::new(),
+        (_, full) => format!(" --config {}", shell_quoted(&full.unwrap_or_else(|_| config_path.to_owned()))),
     };
     println!("Next: photosync{named} backup   (or `photosync{named} daemon` to back up photos as they arrive)");
     Ok(Exit::Done)
+}
+
+/// `path` as a shell word: as it is when it holds nothing a shell would
+/// read otherwise, else in single quotes (control characters escaped).
+fn shell_quoted(path: &Path) -> String {
+    let text = printable(&path.display().to_string()).into_owned();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) { text } else { format!("'{}'", text.replace('\'', r"'\''")) }
 }
 
 /// `path` made absolute, with symlinks in its existing part resolved, without

@@ -105,21 +105,36 @@ fn configuration(readme: &str) -> String {
     let start = readme.find("\n## Configuration").unwrap_or(readme.len());
     let part = &readme[start..];
     let end = part[1..].find("\n## ").map_or(part.len(), |i| i + 1);
-    let mut in_toml = false;
+    // A heading is written with the first example under it.
+    let (mut heading, mut fence): (Option<&str>, Option<bool>) = (None, None);
     for line in part[..end].lines() {
-        if in_toml {
-            if line.starts_with("```") {
-                section.push_str(".fi\n");
-                in_toml = false;
-            } else {
+        match fence {
+            Some(toml) if line.starts_with("```") => {
+                if toml {
+                    section.push_str(".fi\n");
+                }
+                fence = None;
+            }
+            Some(true) => {
                 section.push_str(&escape(line));
                 section.push('\n');
             }
-        } else if let Some(heading) = line.strip_prefix("### ") {
-            let _ = writeln!(section, ".SS \"{}\"", escape(&heading.replace('`', "")).replace('"', ""));
-        } else if line.starts_with("```toml") {
-            section.push_str(".PP\n.nf\n");
-            in_toml = true;
+            Some(false) => {}
+            None if line.starts_with("```") => {
+                let toml = line.starts_with("```toml");
+                if toml && let Some(title) = heading.take() {
+                    let _ = writeln!(section, ".SS \"{}\"", escape(&title.replace('`', "")).replace('"', ""));
+                }
+                if toml {
+                    section.push_str(".PP\n.nf\n");
+                }
+                fence = Some(toml);
+            }
+            None => {
+                if let Some(title) = line.strip_prefix("### ") {
+                    heading = Some(title);
+                }
+            }
         }
     }
     section
@@ -153,6 +168,8 @@ mod tests {
         for kind in photosync::destination::registry::TYPES {
             assert!(page.contains(&format!("type = \"{kind}\"")), "{kind}");
         }
-        assert!(!page.lines().any(|l| l.starts_with('.') && l.contains("```")), "no markdown fences left");
+        assert!(!page.contains("```"), "no markdown fences left");
+        assert!(!page.lines().any(|l| l.starts_with('\'')), "no line starts with a control character");
+        assert!(!page.contains(".SS \"Where photos go: layout\"\n.SS"), "no heading without its example");
     }
 }

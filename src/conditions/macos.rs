@@ -163,8 +163,8 @@ pub fn read_network_signature() -> Option<MeteredLink> {
 
 /// Whether `pmset -g batt` lists a battery of the machine's own (a laptop).
 #[cfg(target_os = "macos")]
-pub fn has_battery() -> bool {
-    run("/usr/bin/pmset", &["-g", "batt"]).is_some_and(|out| out.contains("InternalBattery"))
+pub fn has_battery() -> Option<bool> {
+    run("/usr/bin/pmset", &["-g", "batt"]).map(|out| out.contains("InternalBattery"))
 }
 
 /// Runs `pmset -g batt`.

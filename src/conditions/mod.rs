@@ -174,20 +174,20 @@ fn is_system_battery(supply: &Path) -> bool {
 }
 
 /// Whether the machine has a battery of its own (a laptop), from the
-/// sysfs power-supply tree at `dir` on Linux, `pmset` on macOS.
-pub fn has_battery(dir: &Path) -> bool {
+/// sysfs power-supply tree at `dir` on Linux (`pmset` on macOS, where a
+/// `dir` that exists stands in for it, as in tests); `None` when that
+/// cannot be told.
+pub fn has_battery(dir: &Path) -> Option<bool> {
     #[cfg(target_os = "macos")]
-    {
-        let _ = dir;
-        macos::has_battery()
+    if !dir.exists() {
+        return macos::has_battery();
     }
-    #[cfg(not(target_os = "macos"))]
-    {
-        let Ok(entries) = fs::read_dir(dir) else { return false };
+    let entries = fs::read_dir(dir).ok()?;
+    Some(
         entries.flatten().map(|e| e.path()).any(|supply| {
             read_trimmed(&supply.join("type")).as_deref() == Some("Battery") && is_system_battery(&supply)
-        })
-    }
+        }),
+    )
 }
 
 /// Network cost from the default route's interface and the configured lists.

@@ -381,12 +381,12 @@ mod tests {
 
     #[test]
     fn starter_config_is_valid() {
-        for laptop in [true, false] {
-            let text = starter(Path::new("/home/me/Pictures"), Path::new("/mnt/nas/\"quoted\""), laptop);
+        for battery in [Some(true), None, Some(false)] {
+            let text = starter(Path::new("/home/me/Pictures"), Path::new("/mnt/nas/\"quoted\""), battery);
             let config = parse(&text.replace("# state_dir", "state_dir")).expect("starter parses");
             assert_eq!(config.sources[0].path, Path::new("/home/me/Pictures"));
             assert_eq!(config.destinations[0].kind.location(), "/mnt/nas/\"quoted\"");
-            let on_battery = if laptop { "on_battery = \"hold\"" } else { "on_battery = \"allow\"" };
+            let on_battery = if battery == Some(false) { "on_battery = \"allow\"" } else { "on_battery = \"hold\"" };
             assert!(text.lines().any(|l| l == on_battery), "{text}");
         }
     }

@@ -5,18 +5,27 @@ use std::path::Path;
 use super::DEFAULT_MAX_CONCURRENT;
 
 /// The commented starter file `photosync init` writes.
-/// `laptop`: the machine has a battery, so uploads wait while it runs on it;
-/// otherwise they run whatever the power.
-pub fn starter(source: &Path, destination: &Path, laptop: bool) -> String {
-    let policy = if laptop {
-        "# This machine has a battery: uploads wait while it runs on it, and go\n\
-         # on at the charger. \"allow\" uploads on battery too (min_battery_percent\n\
-         # then keeps a floor).\n\
-         on_battery = \"hold\""
-    } else {
-        "# No battery here: uploads run whatever the power (\"hold\" would wait\n\
-         # while a battery or a UPS powers the machine).\n\
-         on_battery = \"allow\""
+/// `battery`: whether the machine has one (`None`: it could not be told).
+/// With one, or in doubt, uploads wait while it runs on battery; without,
+/// they run whatever the power.
+pub fn starter(source: &Path, destination: &Path, battery: Option<bool>) -> String {
+    let policy = match battery {
+        Some(true) => {
+            "# This machine has a battery: uploads wait while it runs on it, and go\n\
+             # on at the charger. \"allow\" uploads on battery too (min_battery_percent\n\
+             # then keeps a floor).\n\
+             on_battery = \"hold\""
+        }
+        None => {
+            "# Whether this machine has a battery could not be told: uploads wait\n\
+             # while it runs on one. \"allow\" uploads whatever the power.\n\
+             on_battery = \"hold\""
+        }
+        Some(false) => {
+            "# No battery here: uploads run whatever the power (\"hold\" would wait\n\
+             # while a battery or a UPS powers the machine).\n\
+             on_battery = \"allow\""
+        }
     };
     format!(
         r#"# photosync configuration. Reference: README.md, "Configuration", or `man photosync`.
