@@ -40,7 +40,8 @@ impl FileSystem {
     /// Whether `device` is this local file system (one of those trusted
     /// above), whose page cache is the file: a copy there may be checked
     /// through the handle that wrote it. Elsewhere (NFS, SMB, FUSE) a copy
-    /// is closed first, which sends it, and read back through a new handle.
+    /// is flushed first, which sends it (and reports a failed write), and
+    /// read back through a new handle.
     pub(super) fn is_local(&self, device: u64) -> bool {
         self.whole.as_ref().is_some_and(|(_, whole)| *whole == device)
     }

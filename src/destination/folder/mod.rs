@@ -476,9 +476,9 @@ fn publish(temp: &Path, target: &Path) -> Result<Published, DestinationError> {
     {
         Ok(()) => return Ok(Published::Moved),
         Err(rustix::io::Errno::EXIST) => return Ok(Published::Taken),
-        // Not offered here (an old kernel, a file system without it).
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {}
-        Err(e) => return Err(write_error(target, &e.into())),
+        // Not offered here (an old kernel, a network or FUSE file system),
+        // or refused: the link below says why if it fails too.
+        Err(_) => {}
     }
     match fs::hard_link(temp, target) {
         Ok(()) => Ok(Published::Linked),
