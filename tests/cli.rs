@@ -13,25 +13,31 @@ fn init_then_backup_is_the_whole_setup() {
     fs::remove_file(&env.config).expect("rm config");
     let media = make_library(&env.source, 3, 2_000);
     let new_dest = env.dir.path().join("new-dest");
+    // The catalog inside the test directory, uploads whatever the power.
     let out = env.run(["init", "--source"].iter().map(std::string::ToString::to_string).chain([
         env.source.display().to_string(),
         "--destination".into(),
         new_dest.display().to_string(),
+        "--state-dir".into(),
+        env.state.display().to_string(),
+        "--on-battery".into(),
+        "allow".into(),
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(new_dest.is_dir(), "init creates the destination");
     let text = fs::read_to_string(&env.config).expect("config written");
     assert!(text.contains("# max_concurrent"), "starter config is commented");
-    // Keep the catalog inside the test directory.
-    fs::write(&env.config, format!("state_dir = {}\n{text}", crate::harness::quote(&env.state))).expect("write");
+    assert!(text.lines().any(|l| l == "on_battery = \"allow\""), "{text}");
     let (code, summary) = env.backup();
     assert_eq!(code, 0, "{summary}");
     assert_eq!(tree(&new_dest).len(), media.len());
+    assert!(env.state.join("catalog.sqlite").is_file(), "the catalog is in --state-dir");
 }
 
 /// `init` says what it decided: on a machine with a battery, uploads hold
 /// on battery (and how to change that); without one, they run whatever the
-/// power; the destination it made; the next command.
+/// power; `--on-battery` decides instead; the destination it made; the next
+/// command.
 #[test]
 fn init_tells_the_power_policy_it_wrote() {
     let env = Env::new();
@@ -41,18 +47,19 @@ fn init_tells_the_power_policy_it_wrote() {
     let desktop = env.dir.path().join("desktop-power");
     fs::create_dir_all(desktop.join("AC")).expect("mains");
     fs::write(desktop.join("AC/type"), "Mains\n").expect("type");
-    for (power, written, said) in [
-        (&laptop, "on_battery = \"hold\"", "this machine has a battery"),
-        (&desktop, "on_battery = \"allow\"", "no battery here"),
+    for (power, asked, written, said) in [
+        (&laptop, None, "on_battery = \"hold\"", "this machine has a battery"),
+        (&desktop, None, "on_battery = \"allow\"", "no battery here"),
+        (&laptop, Some("allow"), "on_battery = \"allow\"", "uploads run on battery too (as asked)"),
+        (&desktop, Some("hold"), "on_battery = \"hold\"", "uploads wait while the machine runs on battery (as asked)"),
     ] {
-        let dest = env.dir.path().join(format!("dest-{}", power.file_name().expect("name").display()));
-        let out = env.run(["init", "--force", "--source"].iter().map(std::string::ToString::to_string).chain([
-            env.source.display().to_string(),
-            "--destination".into(),
-            dest.display().to_string(),
-            "--power-supply-dir".into(),
-            power.display().to_string(),
-        ]));
+        let dest =
+            env.dir.path().join(format!("dest-{}-{}", power.file_name().expect("name").display(), asked.is_some()));
+        let mut args = vec!["init".to_owned(), "--force".into(), "--source".into(), env.source.display().to_string()];
+        args.extend(["--destination".into(), dest.display().to_string()]);
+        args.extend(["--power-supply-dir".into(), power.display().to_string()]);
+        args.extend(asked.map(|rule| ["--on-battery".to_owned(), rule.to_owned()]).into_iter().flatten());
+        let out = env.run(args);
         assert!(out.status.success(), "{}", stderr(&out));
         let text = fs::read_to_string(&env.config).expect("config");
         assert!(text.lines().any(|l| l == written), "{text}");

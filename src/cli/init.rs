@@ -6,7 +6,8 @@ use anyhow::Context as _;
 
 use super::output::printable;
 use super::{Exit, UsageError};
-use photosync::config::{self, Config};
+use photosync::config::{self, Config, Power, Starter};
+use photosync::policy::Rule;
 
 /// Arguments of `photosync init`.
 #[derive(Debug, clap::Args)]
@@ -17,12 +18,28 @@ pub struct Args {
     /// The folder to copy photos into (created if missing).
     #[arg(long, value_name = "DIR")]
     destination: PathBuf,
+    /// Upload on battery or wait for the charger (default: wait on a machine
+    /// with a battery, upload on one without).
+    #[arg(long, value_name = "RULE")]
+    on_battery: Option<OnBattery>,
+    /// Where the catalog lives (default: the per-user data directory).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Replace an existing config file.
     #[arg(long)]
     force: bool,
     /// Where to look for a battery (Linux; for tests).
     #[arg(long, hide = true, value_name = "DIR", default_value = "/sys/class/power_supply")]
     power_supply_dir: PathBuf,
+}
+
+/// `--on-battery`'s values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnBattery {
+    /// Wait while the machine runs on battery.
+    Hold,
+    /// Upload on battery too.
+    Allow,
 }
 
 pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
@@ -44,8 +61,14 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
         ))
         .into());
     }
-    let battery = photosync::conditions::has_battery(&args.power_supply_dir);
-    let text = config::starter(&source, &destination, battery);
+    let state_dir = args.state_dir.as_deref().map(absolute).transpose()?;
+    let power = match args.on_battery {
+        Some(OnBattery::Hold) => Power::Asked(Rule::Hold),
+        Some(OnBattery::Allow) => Power::Asked(Rule::Allow),
+        None => Power::Found(photosync::conditions::has_battery(&args.power_supply_dir)),
+    };
+    let choice = Starter { source: &source, destination: &destination, state_dir: state_dir.as_deref(), power };
+    let text = config::starter(&choice);
     // Refuse to write something we could not read back.
     Config::parse(&text, config_path).context("internal error: the starter config does not validate")?;
     if let Some(dir) = config_path.parent() {
@@ -59,16 +82,23 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
     println!("  source:      {}", printable(&source.display().to_string()));
     let made = if existed { "a folder, already there" } else { "a folder, created" };
     println!("  destination: {} ({made})", printable(&destination.display().to_string()));
-    match battery {
-        Some(true) => {
+    if let Some(dir) = &state_dir {
+        println!("  catalog:     {}", printable(&dir.display().to_string()));
+    }
+    match power {
+        Power::Found(Some(true)) => {
             println!("  power:       this machine has a battery: uploads wait while it runs on it, and go on at");
             println!("               the charger (on_battery = \"allow\" under [policy] uploads on battery too)");
         }
-        None => {
+        Power::Found(None) => {
             println!("  power:       whether this machine has a battery could not be told: uploads wait while it");
             println!("               runs on one (on_battery = \"allow\" under [policy] uploads whatever the power)");
         }
-        Some(false) => println!("  power:       no battery here: uploads run whatever the power"),
+        Power::Found(Some(false)) => println!("  power:       no battery here: uploads run whatever the power"),
+        Power::Asked(Rule::Hold) => {
+            println!("  power:       uploads wait while the machine runs on battery (as asked)");
+        }
+        Power::Asked(Rule::Allow) => println!("  power:       uploads run on battery too (as asked)"),
     }
     // The config named as it was (in full, quoted for a shell), unless it
     // is where photosync looks anyway.

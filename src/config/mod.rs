@@ -20,7 +20,7 @@ pub use policy::{PolicyConfig, RawPolicy};
 pub use retry::{RawRetry, RetryConfig};
 pub use section::{Section, expand_home};
 pub use source::{RawSource, SourceConfig};
-pub use starter::starter;
+pub use starter::{Power, Starter, starter};
 
 pub use crate::destination::registry::DestinationKind;
 
@@ -381,14 +381,32 @@ mod tests {
 
     #[test]
     fn starter_config_is_valid() {
-        for battery in [Some(true), None, Some(false)] {
-            let text = starter(Path::new("/home/me/Pictures"), Path::new("/mnt/nas/\"quoted\""), battery);
+        use crate::policy::Rule;
+        let found = [Some(true), None, Some(false)].map(Power::Found);
+        for power in found.into_iter().chain([Power::Asked(Rule::Hold), Power::Asked(Rule::Allow)]) {
+            let choice = Starter {
+                source: Path::new("/home/me/Pictures"),
+                destination: Path::new("/mnt/nas/\"quoted\""),
+                state_dir: None,
+                power,
+            };
+            let text = starter(&choice);
             let config = parse(&text.replace("# state_dir", "state_dir")).expect("starter parses");
             assert_eq!(config.sources[0].path, Path::new("/home/me/Pictures"));
             assert_eq!(config.destinations[0].kind.location(), "/mnt/nas/\"quoted\"");
-            let on_battery = if battery == Some(false) { "on_battery = \"allow\"" } else { "on_battery = \"hold\"" };
-            assert!(text.lines().any(|l| l == on_battery), "{text}");
+            assert_eq!(config.policy.rules.on_battery, power.rule(), "{text}");
+            let expected = if power.rule() == Rule::Allow { "allow" } else { "hold" };
+            assert!(text.lines().any(|l| l == format!("on_battery = \"{expected}\"")), "{text}");
         }
+        let state = Path::new("/home/me/try/state \"x\"");
+        let choice = Starter {
+            source: Path::new("/p"),
+            destination: Path::new("/d"),
+            state_dir: Some(state),
+            power: Power::Found(None),
+        };
+        let text = starter(&choice);
+        assert_eq!(parse(&text).expect("starter parses").state_dir, state, "{text}");
     }
 
     #[test]

@@ -3,36 +3,84 @@
 use std::path::Path;
 
 use super::DEFAULT_MAX_CONCURRENT;
+use crate::policy::Rule;
+
+/// What `photosync init` decided; [`starter`] writes it down.
+#[derive(Debug, Clone, Copy)]
+pub struct Starter<'a> {
+    /// The photo folder to back up.
+    pub source: &'a Path,
+    /// The folder destination.
+    pub destination: &'a Path,
+    /// Where the catalog lives; `None` leaves the per-user default.
+    pub state_dir: Option<&'a Path>,
+    /// How `on_battery` was decided.
+    pub power: Power,
+}
+
+/// How the starter file's `on_battery` was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// From the machine: `Some(true)` it has a battery (uploads wait while
+    /// it runs on it), `Some(false)` it has none (they run whatever the
+    /// power), `None` it could not be told (they wait, to be safe).
+    Found(Option<bool>),
+    /// As asked (`photosync init --on-battery`).
+    Asked(Rule),
+}
+
+impl Power {
+    /// The `on_battery` this decision writes.
+    pub fn rule(self) -> Rule {
+        match self {
+            Power::Found(Some(false)) => Rule::Allow,
+            Power::Found(_) => Rule::Hold,
+            Power::Asked(rule) => rule,
+        }
+    }
+}
 
 /// The commented starter file `photosync init` writes.
-/// `battery`: whether the machine has one (`None`: it could not be told).
-/// With one, or in doubt, uploads wait while it runs on battery; without,
-/// they run whatever the power.
-pub fn starter(source: &Path, destination: &Path, battery: Option<bool>) -> String {
-    let policy = match battery {
-        Some(true) => {
+pub fn starter(choice: &Starter<'_>) -> String {
+    let why = match choice.power {
+        Power::Found(Some(true)) => {
             "# This machine has a battery: uploads wait while it runs on it, and go\n\
              # on at the charger. \"allow\" uploads on battery too (min_battery_percent\n\
-             # then keeps a floor).\n\
-             on_battery = \"hold\""
+             # then keeps a floor)."
         }
-        None => {
+        Power::Found(None) => {
             "# Whether this machine has a battery could not be told: uploads wait\n\
-             # while it runs on one. \"allow\" uploads whatever the power.\n\
-             on_battery = \"hold\""
+             # while it runs on one. \"allow\" uploads whatever the power."
         }
-        Some(false) => {
+        Power::Found(Some(false)) => {
             "# No battery here: uploads run whatever the power (\"hold\" would wait\n\
-             # while a battery or a UPS powers the machine).\n\
-             on_battery = \"allow\""
+             # while a battery or a UPS powers the machine)."
         }
+        Power::Asked(Rule::Hold) => {
+            "# Uploads wait while the machine runs on battery, and go on at the\n\
+             # charger (as `photosync init --on-battery hold` asked). \"allow\" uploads\n\
+             # on battery too."
+        }
+        Power::Asked(Rule::Allow) => {
+            "# Uploads run on battery too (as `photosync init --on-battery allow`\n\
+             # asked); min_battery_percent keeps a floor. \"hold\" waits for the charger."
+        }
+    };
+    let rule = match choice.power.rule() {
+        Rule::Hold => "hold",
+        Rule::Allow => "allow",
+    };
+    let policy = format!("{why}\non_battery = \"{rule}\"");
+    let state_dir = match choice.state_dir {
+        Some(dir) => format!("state_dir = {}", toml_string(dir)),
+        None => "# state_dir = \"~/.local/share/photosync\"".to_owned(),
     };
     format!(
         r#"# photosync configuration. Reference: README.md, "Configuration", or `man photosync`.
 
 # Where the catalog (the upload queue and receipts) lives.
 # Default: the per-user data directory.
-# state_dir = "~/.local/share/photosync"
+{state_dir}
 
 # How many uploads run at once.
 # max_concurrent = {DEFAULT_MAX_CONCURRENT}
@@ -65,8 +113,8 @@ name = "backup"
 type = "folder"
 path = {destination}
 "#,
-        source = toml_string(source),
-        destination = toml_string(destination),
+        source = toml_string(choice.source),
+        destination = toml_string(choice.destination),
     )
 }
 
