@@ -19,8 +19,9 @@ fi
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 
 run cargo build --release --locked --quiet
-ps="${CARGO_TARGET_DIR:-target}/release/photosync"
-run python3 bench/library.py "$dir/library" --photos 300 --photo-kib 100 1500 --video-mib 5 20 >/dev/null
+# The binary, in cargo's target folder (target/ unless configured otherwise).
+ps=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release/photosync
+run python3 bench/library.py "$dir/library" --photos 300 --photo-kib 100 1500 --video-mib 5 20
 # Uploads on battery too: the sample is small, and a laptop on battery would
 # otherwise wait for the charger (what init writes by default on one).
 run "$ps" --config "$dir/config.toml" init --source "$dir/library" --destination "$dir/backup" \

@@ -5,12 +5,17 @@
 # in packaging/, where `cargo deb` and `cargo generate-rpm` find them (their
 # assets name them as target/release/packaging/…).
 #
-#   packaging/assets.sh [BINARY]    # default: target/release/photosync
-#                                   # (under $CARGO_TARGET_DIR when it is set)
+#   packaging/assets.sh [BINARY]    # default: release/photosync in cargo's
+#                                   # target folder (target/ unless configured)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=${1:-${CARGO_TARGET_DIR:-target}/release/photosync}
+if [ $# -gt 0 ]; then
+  bin=$1
+else
+  target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  bin=$target/release/photosync
+fi
 if ! [ -x "$bin" ]; then
   echo "error: no photosync binary at $bin; build it first: cargo build --release --locked" >&2
   exit 1

@@ -91,6 +91,23 @@ fn init_refuses_to_overwrite_without_force() {
     assert_ne!(fs::read_to_string(&env.config).expect("config"), before);
 }
 
+/// A catalog inside the photos would wake the watcher at each of its own
+/// writes; inside the backup folder it would sit among the copies.
+#[test]
+fn init_refuses_a_catalog_inside_the_source_or_destination() {
+    let env = Env::new();
+    let before = fs::read_to_string(&env.config).expect("config");
+    for (inside, named) in [(&env.source, "inside the source"), (&env.dest, "inside the destination")] {
+        let mut args = vec!["init".to_owned(), "--force".into(), "--source".into(), env.source.display().to_string()];
+        args.extend(["--destination".into(), env.dest.display().to_string()]);
+        args.extend(["--state-dir".into(), inside.join("catalog").display().to_string()]);
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(named), "{}", stderr(&out));
+        assert_eq!(fs::read_to_string(&env.config).expect("config"), before, "nothing written");
+    }
+}
+
 #[test]
 fn corrupt_config_exits_2_naming_the_key() {
     let env = Env::new();

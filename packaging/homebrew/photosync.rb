@@ -1,11 +1,11 @@
-# Homebrew formula for photosync (macOS and Linux). Build and install it
-# from this file (see packaging/README.md):
-#   brew install --build-from-source packaging/homebrew/photosync.rb
+# Homebrew formula for photosync (macOS and Linux). Homebrew installs it
+# from a tap (packaging/README.md makes a local one):
+#   brew install --build-from-source "$USER/local/photosync"
 #   brew services start photosync      # the launchd agent (systemd on Linux)
 # It builds the release tagged v#{version} from the repository; a tap copies
 # this file and bumps the tag and revision for each release.
 class Photosync < Formula
-  desc "Background photo uploader: a durable, crash-safe upload queue for photo folders"
+  desc "Background photo uploader: a durable upload queue for photo folders"
   homepage "https://github.com/photosync/photosync"
   url "https://github.com/photosync/photosync.git",
       tag: "v0.1.0"
@@ -29,9 +29,11 @@ class Photosync < Formula
     EOS
   end
 
-  # The same agent as launchd/com.photosync.daemon.plist: started at login,
-  # restarted (at most every 10 s) when it exits with an error, not after a
-  # clean stop, and run as a low-priority background process.
+  # On macOS, the same agent as launchd/com.photosync.daemon.plist: started
+  # at login, restarted (at most every 10 s) when it exits with an error (a
+  # config error too, so fix the config and it starts), not after a clean
+  # stop, and run as a low-priority background process. Homebrew's systemd
+  # unit on Linux does not restart it; systemd/photosync.service does.
   service do
     run [opt_bin/"photosync", "daemon"]
     keep_alive successful_exit: false

@@ -62,6 +62,17 @@ pub fn run(config_path: &Path, args: &Args) -> anyhow::Result<Exit> {
         .into());
     }
     let state_dir = args.state_dir.as_deref().map(absolute).transpose()?;
+    if let Some(dir) = &state_dir
+        && let Some((what, folder)) =
+            [("source", &source), ("destination", &destination)].into_iter().find(|(_, folder)| dir.starts_with(folder))
+    {
+        return Err(UsageError(format!(
+            "the catalog folder {} is inside the {what} {}; keep the catalog in a folder of its own",
+            dir.display(),
+            folder.display()
+        ))
+        .into());
+    }
     let power = match args.on_battery {
         Some(OnBattery::Hold) => Power::Asked(Rule::Hold),
         Some(OnBattery::Allow) => Power::Asked(Rule::Allow),

@@ -262,6 +262,26 @@ impl Config {
             }
         }
 
+        // The catalog changes all the time: inside a source, every write would
+        // wake the watcher; inside a folder destination, it would sit among
+        // the copies.
+        let folders = sources.iter().enumerate().map(|(i, s)| (format!("source[{i}].path"), s.path.as_path()));
+        let folders = folders.chain(destinations.iter().enumerate().filter_map(|(d, destination)| {
+            destination.kind.local_path().map(|folder| (format!("destination[{d}].path"), folder))
+        }));
+        for (key, folder) in folders {
+            if state_dir.starts_with(folder) {
+                return Err(top.error(
+                    "state_dir",
+                    &format!(
+                        "{} is inside {key} {}; keep the catalog in a folder of its own",
+                        state_dir.display(),
+                        folder.display()
+                    ),
+                ));
+            }
+        }
+
         // Immich knows content by its SHA-1: scans compute it in the same read.
         let sha1 = destinations.iter().any(|d| matches!(d.kind, DestinationKind::Immich(_)));
         let mut sources = sources;
@@ -377,6 +397,17 @@ mod tests {
             let message = parse(&text).expect_err(&text).to_string();
             assert!(message.contains(key), "{message:?} should name {key}");
         }
+    }
+
+    #[test]
+    fn a_catalog_inside_a_source_or_a_folder_destination_is_refused() {
+        for (state_dir, key) in [("/photos/.photosync", "source[0].path"), ("/mnt/nas", "destination[0].path")] {
+            let text = MINIMAL.replace("state_dir = \"state\"", &format!("state_dir = \"{state_dir}\""));
+            let message = parse(&text).expect_err(&text).to_string();
+            assert!(message.contains("state_dir") && message.contains(key), "{message}");
+        }
+        let beside = MINIMAL.replace("state_dir = \"state\"", "state_dir = \"/photos-state\"");
+        parse(&beside).expect("a folder whose name begins like a source's is not inside it");
     }
 
     #[test]
