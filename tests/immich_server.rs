@@ -391,6 +391,10 @@ async fn upload(
     let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
     let fault = lock().faults.pop_front();
     if let Some(status) = fault {
+        // Read to the end, as a proxy's lingering close does: answering an
+        // unread body made hyper reset the connection, and the client saw a
+        // broken pipe instead of the status, at random.
+        body_of(body).await;
         let status = StatusCode::from_u16(status).expect("status");
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // A proxy's page, before Immich sees anything.
