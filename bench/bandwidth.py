@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from backup_vs_rclone import release_build
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,8 +28,7 @@ def main():
     ap.add_argument("--work", default=os.path.join(REPO, "bench", "out", "bandwidth"))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    photosync = os.path.join(REPO, "target", "release", "photosync")
+    photosync = release_build()
     shutil.rmtree(a.work, ignore_errors=True)
     lib = os.path.join(a.work, "lib")
     os.makedirs(lib)

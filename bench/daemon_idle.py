@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from backup_vs_rclone import release_build
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -102,8 +104,7 @@ def main():
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    photosync = os.path.join(REPO, "target", "release", "photosync")
+    photosync = release_build()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     lib, dest, state = (os.path.join(a.work, d) for d in ("lib", "dest", "state"))

@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 
-from backup_vs_rclone import count_files, run
+from backup_vs_rclone import count_files, release_build, run
 from scan_cost import on_battery
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,8 +73,7 @@ def main():
     versions = {name: subprocess.run([path, "version"], capture_output=True, text=True).stdout.split("\n")[0]
                 for name, path in tools.items()}
     print(f"comparing with {', '.join(versions.values())}", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    photosync = os.path.join(REPO, "target", "release", "photosync")
+    photosync = release_build()
 
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)

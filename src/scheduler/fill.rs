@@ -85,6 +85,7 @@ impl Scheduler<'_> {
     /// small files for a destination that takes them together.
     pub(super) fn fill(&mut self) -> Result<(), CatalogError> {
         let slots = self.settings.max_concurrent.max(1);
+        self.load_unloaded()?;
         if self.paused.is_some() || self.hold().is_some() || self.queue.is_empty() || self.tasks.len() >= slots {
             return Ok(());
         }

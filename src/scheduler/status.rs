@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Scheduler;
 use crate::catalog::{Backlog, CatalogError, StateCounts};
 use crate::config::Order;
-use crate::model::{JobId, Timestamp};
+use crate::model::{DestinationId, JobId, Timestamp};
 use crate::policy::Deadline;
 
 /// Work left for later at one destination, and why.
@@ -159,7 +159,7 @@ pub struct SchedulerStatus {
 }
 
 impl Scheduler<'_> {
-    pub(super) fn holds(&self) -> Vec<Hold> {
+    pub(super) fn holds(&self) -> Result<Vec<Hold>, CatalogError> {
         let mut holds: BTreeMap<(&str, &str), Hold> = BTreeMap::new();
         let aside = self.aside.iter().map(|(p, why)| (p, why.reason()));
         let held = self.queue.iter().filter_map(|p| {
@@ -188,14 +188,25 @@ impl Scheduler<'_> {
                 None
             }
         });
+        let name = |destination: DestinationId| self.targets.get(&destination).map_or("?", |t| t.name.as_str());
+        let mut loaded: BTreeMap<DestinationId, u64> = BTreeMap::new();
         for (pending, reason) in held.chain(aside).chain(paused).chain(waiting) {
-            let name = self.targets.get(&pending.job.destination_id).map_or("?", |t| t.name.as_str());
-            holds
-                .entry((name, reason))
-                .or_insert_with(|| Hold { destination: name.to_owned(), reason: reason.to_owned(), jobs: 0 })
-                .jobs += 1;
+            tally(&mut holds, name(pending.job.destination_id), reason, 1);
+            *loaded.entry(pending.job.destination_id).or_default() += 1;
         }
-        holds.into_values().collect()
+        // Jobs left in the catalog while uploads were stopped wait for the
+        // same reasons as those loaded.
+        if self.unloaded {
+            for (destination, queued) in self.catalog.queued_counts(&self.destination_ids)? {
+                let left = queued.saturating_sub(loaded.get(&destination).copied().unwrap_or(0));
+                let breaker = self.breakers.get(&destination).and_then(|b| b.open.as_ref());
+                let reason = breaker.map(|(reason, _)| reason.as_str()).or(stopped);
+                if let Some(reason) = reason.filter(|_| left > 0) {
+                    tally(&mut holds, name(destination), reason, left);
+                }
+            }
+        }
+        Ok(holds.into_values().collect())
     }
 
     /// The request quotas of the destinations that have one, with the
@@ -248,7 +259,7 @@ impl Scheduler<'_> {
             paused: self.pause(),
             held_by: self.hold().map(ToString::to_string),
             uploads,
-            holds: self.holds(),
+            holds: self.holds()?,
             counts: crate::model::StateName::ALL.iter().map(|s| (s.as_str().to_owned(), counts.get(*s))).collect(),
             next_retry: self.next_retry.map(Deadline::wall),
             recent_errors: self.recent_errors.iter().cloned().collect(),
@@ -259,6 +270,14 @@ impl Scheduler<'_> {
             quotas: self.quotas()?,
         })
     }
+}
+
+/// Counts `jobs` more held at the destination `name` for `reason`.
+fn tally<'a>(holds: &mut BTreeMap<(&'a str, &'a str), Hold>, name: &'a str, reason: &'a str, jobs: u64) {
+    holds
+        .entry((name, reason))
+        .or_insert_with(|| Hold { destination: name.to_owned(), reason: reason.to_owned(), jobs: 0 })
+        .jobs += jobs;
 }
 
 #[cfg(test)]
