@@ -15,6 +15,7 @@ pub mod gate;
 mod read;
 mod readers;
 pub mod source;
+mod walk;
 pub mod watch;
 
 use std::collections::HashSet;
@@ -27,11 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use walkdir::WalkDir;
 
 pub use self::read::describe;
 use self::read::{Read, read_file};
 use self::readers::Readers;
+use self::walk::Walked;
 use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
 use crate::config::SourceConfig;
 use crate::media;
@@ -162,74 +163,64 @@ pub fn scan_source(
     if live {
         writer = writer.live();
     }
-    let hidden_folders = std::cell::Cell::new(0u64);
-    let complete = std::thread::scope(|scope| -> Result<bool, CatalogError> {
+    let (complete, hidden_folders) = std::thread::scope(|scope| -> Result<(bool, u64), CatalogError> {
         let mut complete = true;
         let mut readers = Readers::start(scope, source, stop);
-        // A folder's files before its subfolders: the catalog's record of
-        // a folder is read once, when the walk comes to it.
-        let files_first = |a: &walkdir::DirEntry, b: &walkdir::DirEntry| {
-            (a.file_type().is_dir(), a.file_name()).cmp(&(b.file_type().is_dir(), b.file_name()))
-        };
-        let walk = WalkDir::new(root).follow_links(true).sort_by(files_first).into_iter().filter_entry(|e| {
-            let hidden_folder = e.depth() > 0 && e.file_type().is_dir() && filter::is_hidden(e.file_name());
-            hidden_folders.set(hidden_folders.get() + u64::from(hidden_folder));
-            !hidden_folder
-        });
-        for entry in walk {
-            // What the readers finished is recorded as it comes (and files
-            // waiting for a chunk long enough are handed on), whatever the entry.
-            for (path, stat, read) in readers.ready() {
-                let written = record(&mut writer, source, &path, stat, read, &mut report)?;
-                on_progress(&report, written);
-            }
-            if stop.load(Ordering::Relaxed) {
-                complete = false;
-                break;
-            }
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    // A folder that could not be read hides files that are not gone.
-                    complete &= e.loop_ancestor().is_some() || is_vanished(e.io_error());
-                    note_walk_error(&e, &mut report);
-                    continue;
+        let (batches, walker) = walk::start(scope, source, stop);
+        'walk: for batch in &batches {
+            for walked in batch {
+                // What the readers finished is recorded as it comes (and files
+                // waiting for a chunk long enough are handed on), whatever the entry.
+                for (path, stat, read) in readers.ready() {
+                    let written = record(&mut writer, source, &path, stat, read, &mut report)?;
+                    on_progress(&report, written);
                 }
-            };
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let relative = match classify(source, entry.path()) {
-                Ok(relative) => relative,
-                Err(reason) => {
-                    report.skipped.count(reason);
-                    continue;
+                if stop.load(Ordering::Relaxed) {
+                    complete = false;
+                    break 'walk;
                 }
-            };
-            seen.insert(relative.as_os_str().as_bytes().to_vec());
-            let metadata = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    if !is_vanished(e.io_error()) {
-                        report.errors.push(error_at(entry.path(), &e.to_string()));
+                let (entry, metadata) = match walked {
+                    Walked::File(entry, metadata) => (entry, metadata),
+                    Walked::Skipped(reason) => {
+                        report.skipped.count(reason);
+                        continue;
                     }
-                    continue;
+                    Walked::Failed(e) => {
+                        // A folder that could not be read hides files that are not gone.
+                        complete &= e.loop_ancestor().is_some() || is_vanished(e.io_error());
+                        note_walk_error(&e, &mut report);
+                        continue;
+                    }
+                };
+                let Ok(relative) = entry.path().strip_prefix(root) else { continue };
+                seen.insert(relative.as_os_str().as_bytes().to_vec());
+                let metadata = match metadata {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if !is_vanished(e.io_error()) {
+                            report.errors.push(error_at(entry.path(), &e.to_string()));
+                        }
+                        continue;
+                    }
+                };
+                match triage(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)? {
+                    Triage::Done(written) => on_progress(&report, written),
+                    // Read and hashed beside the walk; recorded above as they come.
+                    Triage::Read(stat) => readers.send(entry.into_path(), stat),
                 }
-            };
-            match triage(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)? {
-                Triage::Done(written) => on_progress(&report, written),
-                // Read and hashed beside the walk; recorded above as they come.
-                Triage::Read(stat) => readers.send(entry.into_path(), stat),
             }
         }
+        // Ends the walk if it is not over (a stop).
+        drop(batches);
+        let hidden_folders = walker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         for (path, stat, read) in readers.finish() {
             let written = record(&mut writer, source, &path, stat, read, &mut report)?;
             on_progress(&report, written);
         }
         // A stop after the walk leaves queued files unread: not complete.
-        Ok(complete && !stop.load(Ordering::Relaxed))
+        Ok((complete && !stop.load(Ordering::Relaxed), hidden_folders))
     })?;
-    report.skipped.hidden += hidden_folders.get();
+    report.skipped.hidden += hidden_folders;
     let mut written = report.add(writer.finish(Timestamp::now())?);
     if complete {
         report.gone = catalog.forget_unseen(root_text, &seen)?;
