@@ -35,6 +35,7 @@
 mod commands;
 mod dispatch;
 mod fill;
+mod load;
 mod meter;
 mod queue;
 mod retry;
@@ -445,57 +446,6 @@ impl<'c> Scheduler<'c> {
             }
         }
         true
-    }
-
-    /// Loads every queued job (after recovery, a retry, or a wake-up), or
-    /// none while uploads are stopped.
-    fn reload(&mut self) -> Result<(), CatalogError> {
-        self.next_retry = self.catalog.next_retry()?.map(Deadline::at);
-        if self.stopped() {
-            self.unloaded = true;
-            return Ok(());
-        }
-        self.unloaded = false;
-        let pending = self.catalog.pending(&self.destination_ids)?;
-        // Jobs set aside are queued in the catalog too; they must not be queued twice.
-        let aside = self.aside.iter().map(|(p, _)| p);
-        let known: HashSet<JobId> = self.queue.iter().chain(aside).map(|p| p.job.id).collect();
-        let fresh: Vec<PendingJob> = pending.into_iter().filter(|p| !known.contains(&p.job.id)).collect();
-        self.add(fresh);
-        Ok(())
-    }
-
-    /// Loads what [`Scheduler::reload`] left in the catalog once uploads
-    /// may run again.
-    fn load_unloaded(&mut self) -> Result<(), CatalogError> {
-        if self.unloaded && !self.stopped() { self.reload() } else { Ok(()) }
-    }
-
-    /// Whether nothing may start: the user paused, or the system or the
-    /// conditions hold uploads.
-    fn stopped(&self) -> bool {
-        self.paused.is_some() || self.hold().is_some()
-    }
-
-    /// Loads jobs queued or revived since the last load, and gives the jobs
-    /// set aside another look.
-    fn load_new(&mut self) -> Result<(), CatalogError> {
-        if self.stopped() {
-            self.unloaded = true;
-            return self.reconsider_aside();
-        }
-        self.load_unloaded()?;
-        let fresh = self.catalog.pending_after(&self.destination_ids, self.last_loaded)?;
-        self.add(fresh);
-        self.reconsider_aside()
-    }
-
-    fn add(&mut self, fresh: Vec<PendingJob>) {
-        if let Some(last) = fresh.iter().map(|p| p.seq).max() {
-            self.last_loaded = self.last_loaded.max(last);
-        }
-        self.observer.queued(fresh.len() as u64, fresh.iter().map(|p| p.stat.size).sum());
-        self.queue.merge(fresh);
     }
 
     fn is_held(&self, destination: DestinationId) -> bool {
