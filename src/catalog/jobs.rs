@@ -98,17 +98,52 @@ fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
     })
 }
 
-/// The next discovery sequence number (see [`PendingJob::seq`]).
-const NEXT_SEQ: &str = "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)";
+/// The next discovery sequence number (see [`PendingJob::seq`]), as SQL.
+macro_rules! next_seq {
+    () => {
+        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)"
+    };
+}
+const NEXT_SEQ: &str = next_seq!();
+
+/// Queues asset `?1` at destination `?2` (at time `?3`) unless it has a job
+/// there. A row of values: an INSERT … SELECT that reads `jobs` (for the
+/// next seq) made the database copy what it selected into a temporary table
+/// first, for every file.
+const ENQUEUE: &str = concat!(
+    "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at, seq)
+     VALUES (?1, ?2, 'queued', 'nothing', 0, ?3, ?3, ",
+    next_seq!(),
+    ")"
+);
+
+/// Writes a job's transition (see [`Catalog::apply`]).
+const APPLY: &str = "UPDATE jobs SET state = ?3, waiting_on = ?4, attempts = ?5, started_at = ?6, next_attempt_at = ?7,
+        error = ?8, last_error = COALESCE(?8, last_error), receipt_key = ?9, receipt_size = ?10,
+        receipt_sha256 = ?11, receipt_version = ?12, updated_at = ?13
+     WHERE id = ?1 AND state = ?2 AND attempts = ?14";
 
 /// Creates a queued job for `asset` at every active destination that has
 /// none for it yet. Returns how many were created.
-pub(super) fn enqueue_asset(conn: &rusqlite::Connection, asset: AssetId, now: Timestamp) -> Result<usize> {
-    let sql = format!(
-        "INSERT OR IGNORE INTO jobs (asset_id, destination_id, state, waiting_on, attempts, created_at, updated_at, seq)
-         SELECT ?1, d.id, 'queued', 'nothing', 0, ?2, ?2, {NEXT_SEQ} FROM destinations d WHERE d.active = 1"
-    );
-    Ok(conn.prepare_cached(&sql)?.execute(params![asset.0, now.0])?)
+pub(super) fn enqueue_asset(
+    conn: &rusqlite::Connection,
+    asset: AssetId,
+    destinations: &[DestinationId],
+    now: Timestamp,
+) -> Result<usize> {
+    let mut insert = conn.prepare_cached(ENQUEUE)?;
+    let mut queued = 0;
+    for destination in destinations {
+        queued += insert.execute(params![asset.0, destination.0, now.0])?;
+    }
+    Ok(queued)
+}
+
+/// The destinations new versions are queued for.
+pub(super) fn active_destinations(conn: &rusqlite::Connection) -> Result<Vec<DestinationId>> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM destinations WHERE active = 1 ORDER BY id")?;
+    let ids = stmt.query_map([], |r| r.get(0).map(DestinationId))?;
+    Ok(ids.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Queues again the cancelled jobs of `asset` at active destinations: its
@@ -237,30 +272,22 @@ impl Catalog {
         }
         let c = StateColumns::of(&after.state);
         let receipt = c.receipt;
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE jobs SET state = ?3, waiting_on = ?4, attempts = ?5, started_at = ?6, next_attempt_at = ?7,
-                error = ?8, last_error = COALESCE(?8, last_error), receipt_key = ?9, receipt_size = ?10,
-                receipt_sha256 = ?11, receipt_version = ?12, updated_at = ?13
-             WHERE id = ?1 AND state = ?2 AND attempts = ?14",
-            )?
-            .execute(params![
-                after.id.0,
-                before.state.name().as_str(),
-                after.state.name().as_str(),
-                c.waiting_on,
-                after.attempts,
-                c.started_at,
-                c.next_attempt_at,
-                c.error,
-                receipt.map(|r| r.key.0.as_slice()),
-                receipt.map(|r| r.size as i64),
-                receipt.map(|r| r.sha256.as_hex()),
-                receipt.and_then(|r| r.version.as_deref()),
-                now.0,
-                before.attempts,
-            ])?;
+        let changed = self.conn.prepare_cached(APPLY)?.execute(params![
+            after.id.0,
+            before.state.name().as_str(),
+            after.state.name().as_str(),
+            c.waiting_on,
+            after.attempts,
+            c.started_at,
+            c.next_attempt_at,
+            c.error,
+            receipt.map(|r| r.key.0.as_slice()),
+            receipt.map(|r| r.size as i64),
+            receipt.map(|r| r.sha256.as_hex()),
+            receipt.and_then(|r| r.version.as_deref()),
+            now.0,
+            before.attempts,
+        ])?;
         if changed == 1 { Ok(()) } else { Err(CatalogError::Stale(after.id)) }
     }
 
@@ -464,6 +491,25 @@ mod tests {
     use super::*;
     use crate::catalog::JobFilter;
     use crate::config::DestinationKind;
+
+    /// How many temporary tables the statement `sql` builds each time it runs.
+    fn temporary_tables(catalog: &Catalog, sql: &str) -> usize {
+        let mut explain = catalog.conn.prepare(&format!("EXPLAIN {sql}")).expect("explain");
+        let unbound = std::iter::repeat_n(rusqlite::types::Null, explain.parameter_count());
+        let opcodes = explain.query_map(rusqlite::params_from_iter(unbound), |r| r.get::<_, String>(1)).expect("rows");
+        opcodes.map(|op| op.expect("opcode")).filter(|op| op == "OpenEphemeral").count()
+    }
+
+    /// Regression: every statement that queued a job or wrote its state
+    /// built a temporary table (from the CHECK's IN list of states, and for
+    /// the queueing INSERT … SELECT that read `jobs`): half the cost of each
+    /// of a first backup's 300,000 job writes per 100,000 photos.
+    #[test]
+    fn writing_a_job_builds_no_temporary_table() {
+        let (_dir, catalog, _) = setup();
+        assert_eq!(temporary_tables(&catalog, ENQUEUE), 0, "queueing");
+        assert_eq!(temporary_tables(&catalog, APPLY), 0, "a transition");
+    }
 
     fn setup() -> (tempfile::TempDir, Catalog, DestinationId) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -211,6 +211,11 @@ impl Catalog {
         // 8 MiB of pages (the default is 2): a first scan of a big library
         // read the same index pages from the file again and again.
         conn.pragma_update(None, "cache_size", -8192)?;
+        // Plans that do not depend on the values bound: otherwise SQLite
+        // prepared the scan's query of a folder's files again for every
+        // folder (its range bounds are parameters), a tenth of the time a
+        // first scan spent in the catalog.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         schema::migrate(&mut conn)?;
         Ok(Catalog { conn, path: path.to_owned() })
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::folder::{Folder, split_folder};
-use super::jobs::{enqueue_asset, revive_asset};
+use super::jobs::{active_destinations, enqueue_asset, revive_asset};
 use super::{Catalog, Result};
 use crate::model::{AssetId, AssetInfo, ContentHash, Timestamp};
 
@@ -266,6 +266,7 @@ impl ScanWriter<'_> {
             conn.prepare_cached("INSERT OR IGNORE INTO content_sha1 (sha256, sha1) VALUES (?1, ?2)")?
                 .execute(params![hash.as_hex(), sha1])?;
         }
+        let destinations = if self.buffer.is_empty() { Vec::new() } else { active_destinations(conn)? };
         // Most files never were anything but media: then nothing to forget.
         let had_not_media: bool = !self.buffer.is_empty()
             && conn
@@ -310,7 +311,7 @@ impl ScanWriter<'_> {
                    inode = excluded.inode, asset_id = excluded.asset_id",
             )?
             .execute(params![source, rel_path, size, stat.mtime_ns, inode, asset_id])?;
-            flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), now)? as u64;
+            flushed.jobs_queued += enqueue_asset(conn, AssetId(asset_id), &destinations, now)? as u64;
             if had_not_media {
                 // It may have been something else before.
                 conn.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?

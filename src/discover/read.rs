@@ -35,7 +35,7 @@ pub(super) fn read_file(source: &SourceConfig, path: &Path, stat: FileStat, fold
     }
     let mut file = File::open(path)?;
     let now = jiff::Timestamp::now();
-    match media::inspect(&mut file, now, source.sha1)? {
+    match media::inspect(&mut file, stat.size, now, source.sha1)? {
         Inspection::NotMedia => {
             tracing::debug!(path = %path.display(), "skipped: content is not a photo or video");
             Ok(Read::NotMedia)

@@ -53,9 +53,10 @@ pub enum Inspection {
 /// Sniffs, reads the capture metadata of, and hashes `file` in one pass
 /// (metadata past the first block, such as a video's `moov` at its end, is
 /// read within [`capture`]'s budget); with `sha1`, its SHA-1 too, in the
-/// same pass.
-pub fn inspect(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
-    let len = file.metadata()?.len();
+/// same pass. `len` is the file's length as last seen (its stat): it sizes
+/// the first read, so a small photo is read whole by it; what is hashed is
+/// what the file holds, whatever its length now.
+pub fn inspect(file: &mut File, len: u64, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
     let mut buffer = buffer_for(len);
     let mut head_len = read_full(file, &mut buffer)?;
     if head_len == buffer.len() && head_len < BLOCK {
@@ -63,12 +64,20 @@ pub fn inspect(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<
         buffer.resize(BLOCK, 0);
         head_len += read_full(file, &mut buffer[head_len..])?;
     }
+    // A read that filled less than the buffer ended at the file's end: a
+    // small photo needs no further read to learn it.
+    let whole = head_len < buffer.len();
     let Some(kind) = sniff(&buffer[..head_len]) else {
         return Ok(Inspection::NotMedia);
     };
+    let len = if whole { head_len as u64 } else { len.max(head_len as u64) };
     let embedded = capture::embedded(file, len, &buffer[..head_len], now);
     let mut also = sha1.then(sha1::Sha1::new);
-    let (hash, size) = hash_on(file, &mut buffer, head_len, also.as_mut())?;
+    let (hash, size) = if whole {
+        hash_head(&buffer[..head_len], also.as_mut())
+    } else {
+        hash_on(file, &mut buffer, head_len, also.as_mut())?
+    };
     let sha1 = also.map(|h| crate::model::hex(&h.finalize()));
     Ok(Inspection::Media { kind, hash, size, embedded, sha1 })
 }
@@ -120,6 +129,15 @@ fn buffer_for(len: u64) -> Vec<u8> {
     vec![0u8; usize::try_from(len).map_or(BLOCK, |len| len.saturating_add(1).min(BLOCK))]
 }
 
+/// SHA-256 and length of `content`, the whole of a file read in one go;
+/// `also` hashes the same bytes, when given.
+fn hash_head(content: &[u8], also: Option<&mut sha1::Sha1>) -> (ContentHash, u64) {
+    if let Some(also) = also {
+        also.update(content);
+    }
+    (ContentHash::from_digest(&Sha256::digest(content)), content.len() as u64)
+}
+
 /// SHA-256 of the first `head_len` bytes of `buffer` (the file's start,
 /// read already) and the rest of `file`, with the total length.
 /// `also` hashes the same bytes, when given.
@@ -149,7 +167,7 @@ fn hash_on(
     Ok((ContentHash::from_digest(&hasher.finalize()), size))
 }
 
-fn read_retrying(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_retrying(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buffer) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -184,12 +202,17 @@ mod tests {
         file
     }
 
+    fn inspect_file(file: &mut File, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
+        let len = file.metadata()?.len();
+        inspect(file, len, now, sha1)
+    }
+
     #[test]
     fn inspect_hashes_the_whole_file_across_blocks() {
         let mut content = vec![0xFF, 0xD8, 0xFF, 0xE0];
         content.extend((0..BLOCK * 2 + 17).map(|i| (i % 251) as u8));
         let expected = ContentHash::from_digest(&Sha256::digest(&content));
-        let got = inspect(&mut temp_file(&content), jiff::Timestamp::now(), false).expect("inspect");
+        let got = inspect_file(&mut temp_file(&content), jiff::Timestamp::now(), false).expect("inspect");
         let size = content.len() as u64;
         let media = |sha1| Inspection::Media {
             kind: MediaKind::Photo,
@@ -201,16 +224,19 @@ mod tests {
         assert_eq!(got, media(None));
         // With the SHA-1 Immich knows content by, in the same pass.
         let sha1 = crate::model::hex(&sha1::Sha1::digest(&content));
-        let got = inspect(&mut temp_file(&content), jiff::Timestamp::now(), true).expect("inspect");
+        let got = inspect_file(&mut temp_file(&content), jiff::Timestamp::now(), true).expect("inspect");
         assert_eq!(got, media(Some(sha1)));
     }
 
     #[test]
     fn inspect_rejects_text_named_like_a_photo() {
         assert_eq!(
-            inspect(&mut temp_file(b"not a photo\n"), jiff::Timestamp::now(), false).expect("inspect"),
+            inspect_file(&mut temp_file(b"not a photo\n"), jiff::Timestamp::now(), false).expect("inspect"),
             Inspection::NotMedia
         );
-        assert_eq!(inspect(&mut temp_file(b""), jiff::Timestamp::now(), false).expect("inspect"), Inspection::NotMedia);
+        assert_eq!(
+            inspect_file(&mut temp_file(b""), jiff::Timestamp::now(), false).expect("inspect"),
+            Inspection::NotMedia
+        );
     }
 }

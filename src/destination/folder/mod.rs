@@ -36,7 +36,7 @@ use super::{
     Batching, Destination, DestinationError, Moved, ProgressFn, UploadRequest, Uploaded, Verdict, key_candidates,
     temp_name,
 };
-use crate::media::{hash_file, hash_open};
+use crate::media::{hash_file, hash_open, read_retrying};
 use crate::model::{ContentHash, JobId, Receipt, RemoteKey};
 
 /// Copy granularity between progress reports.
@@ -403,7 +403,9 @@ fn write_verified(
         .map_err(|e| write_error(temp, &e))?;
     let metadata = out.metadata().map_err(|e| write_error(temp, &e))?;
     let (kept, device) = (metadata.len(), metadata.dev());
+    let mut at = 0;
     if kept > 0 && kept <= request.size {
+        at = kept;
         out.seek(SeekFrom::Start(kept)).map_err(|e| write_error(temp, &e))?;
         source.seek(SeekFrom::Start(kept)).map_err(|e| read_error(&request.source, &e))?;
         tracing::info!(path = %request.source.display(), bytes = kept, "carrying on with a copy cut short");
@@ -413,16 +415,30 @@ fn write_verified(
     }
     // Small chunks under a bandwidth limit keep the rate smooth.
     let chunk = if request.throttle.is_limited() { LIMITED_CHUNK } else { CHUNK };
-    loop {
+    // The scanned length is copied, then one read checks the source ends
+    // there (asking for more than is left costs a call that copies nothing,
+    // and another that reads nothing, per small photo).
+    while at < request.size {
         if request.cancelled() {
             return Err(DestinationError::interrupted());
         }
-        let copied = copy_chunk(&mut source, &mut out, chunk).map_err(|e| copy_error(request, temp, &e))?;
+        let copied = copy_chunk(&mut source, &mut out, chunk.min(request.size - at))
+            .map_err(|e| copy_error(request, temp, &e))?;
         if copied == 0 {
             break;
         }
+        at += copied;
         progress(Moved::Sent(copied));
         request.throttle.consume_blocking(copied);
+    }
+    if at == request.size && read_retrying(&mut source, &mut [0u8; 1]).map_err(|e| read_error(&request.source, &e))? > 0
+    {
+        let _ = fs::remove_file(temp);
+        return Err(DestinationError::source_changed(format!(
+            "{} grew while it was being copied (it had {} bytes when read)",
+            request.source.display(),
+            request.size
+        )));
     }
     let _ = out.set_modified(request.modified);
     let read_back = if fs.is_local(device) {

@@ -131,6 +131,23 @@ fn changed_source_fails_verification() {
     assert_eq!(fs::read_dir(root.join("sub")).map_or(0, Iterator::count), 0, "the bad copy is removed");
 }
 
+/// The copy stops at the scanned length; a source that grew since it was
+/// read is not acknowledged as the version scanned (its new version is
+/// scanned again), and nothing is left at the destination.
+#[test]
+fn grown_source_fails_as_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("dest");
+    fs::create_dir(&root).expect("root");
+    let req = request(dir.path(), "a.jpg", b"original");
+    fs::write(&req.source, b"original and more").expect("append");
+    let err = store(&root, &req, &no_progress()).expect_err("grown");
+    assert_eq!(err.retry, Retry::SourceChanged, "{err}");
+    assert!(err.message.contains("grew"), "{err}");
+    assert!(!root.join("sub/a.jpg").exists());
+    assert_eq!(fs::read_dir(root.join("sub")).map_or(0, Iterator::count), 0, "the partial copy is removed");
+}
+
 /// Regression: a copy cut short started again from zero, so under
 /// repeated interruptions big videos never finished and starved
 /// everything queued behind them.
