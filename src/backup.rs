@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::model::{StateName, Timestamp};
 use crate::policy::{Conditions, Decision, Network, Overrides, decide};
 use crate::scheduler::{
-    DrainReport, Limits, MeteredUse, Mode, RunObserver, Settings, drain, open_targets, upload_window,
+    DrainReport, Limits, MeteredUse, Mode, QUEUE_WINDOW, RunObserver, Settings, drain, open_targets, upload_window,
 };
 
 /// Progress of a whole backup run.
@@ -94,6 +94,7 @@ pub async fn run(
         mode: Mode::OneShot,
         order: config.order,
         budget: config.policy.budget,
+        queue_window: QUEUE_WINDOW,
     };
     let bandwidth = config.policy.bandwidth.limit_at(conditions.minute_of_day);
     let window =

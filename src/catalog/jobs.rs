@@ -1,59 +1,23 @@
 //! The upload queue: destinations, job creation, transitions and listings.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Catalog, CatalogError, FileStat, Result};
+use super::{Catalog, CatalogError, Result};
 use crate::config::DestinationConfig;
 use crate::model::{
-    AssetId, AssetInfo, ContentHash, DestinationId, Job, JobId, JobState, Receipt, RemoteKey, StateName, Timestamp,
-    WaitingOn,
+    AssetId, ContentHash, DestinationId, Job, JobId, JobState, Receipt, RemoteKey, StateName, Timestamp, WaitingOn,
 };
 
-/// A queued job with everything an upload needs to know about its asset.
-#[derive(Debug, Clone)]
-pub struct PendingJob {
-    /// The job, in `queued` state.
-    pub job: Job,
-    /// The source folder the asset was found in.
-    pub source: PathBuf,
-    /// Its path relative to the source, as raw bytes.
-    pub rel_path: Vec<u8>,
-    /// The stat recorded when its content was hashed.
-    pub stat: FileStat,
-    /// Its content hash.
-    pub hash: ContentHash,
-    /// When discovery (re)queued it, in catalog order: jobs queued or
-    /// revived since the scheduler last looked have a higher number.
-    pub seq: i64,
-    /// What it is and when it was taken (`None` for a version recorded
-    /// before capture times were kept and not read since).
-    pub info: Option<AssetInfo>,
-    /// Found while the daemon ran (it goes before the backlog).
-    pub live: bool,
-    /// When it was taken, seconds since the epoch (for the queue's order).
-    pub taken_at: Option<i64>,
-}
-
-impl PendingJob {
-    /// The asset's absolute path.
-    pub fn path(&self) -> PathBuf {
-        use std::os::unix::ffi::OsStrExt as _;
-        self.source.join(std::ffi::OsStr::from_bytes(&self.rel_path))
-    }
-}
-
-const JOB_COLUMNS: &str = "j.id, j.asset_id, j.destination_id, j.attempts, j.state, j.waiting_on, j.started_at,
+pub(super) const JOB_COLUMNS: &str =
+    "j.id, j.asset_id, j.destination_id, j.attempts, j.state, j.waiting_on, j.started_at,
     j.next_attempt_at, j.error, j.receipt_key, j.receipt_size, j.receipt_sha256, j.receipt_version";
 
-fn corrupt(what: impl Into<String>) -> CatalogError {
+pub(super) fn corrupt(what: impl Into<String>) -> CatalogError {
     CatalogError::Corrupt(what.into())
 }
 
 /// Decodes the `JOB_COLUMNS` starting at `base`.
-fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
+pub(super) fn job_from_row(row: &Row<'_>, base: usize) -> Result<Job> {
     let id = JobId(row.get(base)?);
     let state_text: String = row.get(base + 4)?;
     let name =
@@ -227,19 +191,6 @@ impl Catalog {
         Ok(self.conn.execute(&sql, params![source, now.0])?)
     }
 
-    /// Every queued job at the given destinations whose [`PendingJob::seq`]
-    /// is above `after` (queued or revived since an earlier call), oldest first.
-    pub fn pending_after(&self, destinations: &[DestinationId], after: i64) -> Result<Vec<PendingJob>> {
-        self.pending_where("j.state = 'queued' AND j.seq > ?1", destinations, after)
-    }
-
-    /// One job as the scheduler needs it, read afresh (its asset's stat may
-    /// have changed since it was loaded); `None` unless it is queued.
-    pub fn pending_job(&self, id: JobId) -> Result<Option<PendingJob>> {
-        let all = self.pending_where("j.state = 'queued' AND j.id = ?1", &[], id.0)?;
-        Ok(all.into_iter().next())
-    }
-
     /// Cancels a queued job whose file is gone (deleted, or replaced by a
     /// newer version), unless discovery has meanwhile recorded its content
     /// at its path again, in one guarded update. `Ok(false)`: it has, and
@@ -383,67 +334,6 @@ impl Catalog {
         Ok(results)
     }
 
-    /// Every queued job at the given destinations, oldest first, with its asset.
-    pub fn pending(&self, destinations: &[DestinationId]) -> Result<Vec<PendingJob>> {
-        self.pending_where("j.state = 'queued' AND j.seq > ?1", destinations, i64::MIN)
-    }
-
-    /// How many jobs are queued at each of the given destinations (what
-    /// [`Catalog::pending`] would load, counted without loading it).
-    pub fn queued_counts(&self, destinations: &[DestinationId]) -> Result<BTreeMap<DestinationId, u64>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT destination_id, COUNT(*) FROM jobs WHERE state = 'queued' GROUP BY destination_id",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut counts = BTreeMap::new();
-        while let Some(row) = rows.next()? {
-            let destination = DestinationId(row.get(0)?);
-            if destinations.contains(&destination) {
-                counts.insert(destination, row.get::<_, i64>(1)?.unsigned_abs());
-            }
-        }
-        Ok(counts)
-    }
-
-    /// Queued jobs matching `condition` (one parameter, `value`), at the
-    /// given destinations (any when empty).
-    fn pending_where(&self, condition: &str, destinations: &[DestinationId], value: i64) -> Result<Vec<PendingJob>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS}, a.source, a.rel_path, a.size, a.mtime_ns, a.inode, a.sha256, j.seq, a.live, a.captured_at, {}
-             FROM jobs j JOIN assets a ON a.id = j.asset_id
-             WHERE {condition} ORDER BY j.id",
-            super::info::COLUMNS
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![value])?;
-        let mut pending = Vec::new();
-        while let Some(row) = rows.next()? {
-            let job = job_from_row(row, 0)?;
-            if !destinations.is_empty() && !destinations.contains(&job.destination_id) {
-                continue;
-            }
-            let hex: String = row.get(18)?;
-            let hash =
-                ContentHash::from_hex(&hex).ok_or_else(|| corrupt(format!("asset {}: bad sha256", job.asset_id.0)))?;
-            pending.push(PendingJob {
-                source: PathBuf::from(row.get::<_, String>(13)?),
-                rel_path: row.get(14)?,
-                stat: FileStat {
-                    size: row.get::<_, i64>(15)? as u64,
-                    mtime_ns: row.get(16)?,
-                    inode: row.get::<_, i64>(17)? as u64,
-                },
-                hash,
-                seq: row.get(19)?,
-                live: row.get(20)?,
-                taken_at: row.get(21)?,
-                info: super::info::from_row(row, 22)?,
-                job,
-            });
-        }
-        Ok(pending)
-    }
-
     /// When the earliest job in `retry_wait` at an active destination is due.
     pub fn next_retry(&self) -> Result<Option<Timestamp>> {
         Ok(self
@@ -489,7 +379,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::JobFilter;
+    use crate::catalog::{FileStat, JobFilter};
     use crate::config::DestinationKind;
 
     /// How many temporary tables the statement `sql` builds each time it runs.

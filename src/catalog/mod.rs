@@ -22,6 +22,7 @@ mod folder;
 mod info;
 mod jobs;
 mod listing;
+mod pending;
 mod scan;
 mod schema;
 mod sessions;
@@ -37,8 +38,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::model::{JobId, TransitionError};
 
 pub use info::Backlog;
-pub use jobs::PendingJob;
 pub use listing::{JobFilter, JobView, ReceiptRow, StateCounts};
+pub use pending::{PendingJob, Queued};
 pub use scan::{FileStat, Flushed, ScanWriter, Unchanged};
 pub use sessions::SessionLog;
 

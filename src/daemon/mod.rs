@@ -37,7 +37,7 @@ use crate::ipc::server;
 use crate::ipc::{runtime_dir, socket_path};
 use crate::model::Timestamp;
 use crate::policy::{Overrides, Power, decide};
-use crate::scheduler::{Command, Mode, Pause, Scheduler, Settings, Silent, open_targets, upload_window};
+use crate::scheduler::{Command, Mode, Pause, QUEUE_WINDOW, Scheduler, Settings, Silent, open_targets, upload_window};
 
 /// The first wait after a catalog failure; it doubles up to [`CATALOG_RETRY_CAP`].
 const CATALOG_RETRY: Duration = Duration::from_secs(1);
@@ -161,6 +161,7 @@ async fn serve_config(
         mode: Mode::Service,
         order: config.order,
         budget: config.policy.budget,
+        queue_window: QUEUE_WINDOW,
     };
     let mut scheduler = Scheduler::new(catalog, &targets, settings, Arc::new(Silent));
     scheduler.restore_pause(*pause);

@@ -62,7 +62,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, CatalogError, PendingJob};
+use crate::catalog::{Catalog, CatalogError, PendingJob, Queued};
 use crate::config::{Order, RetryConfig};
 use crate::destination::{Retry, Throttle};
 use crate::model::{ContentHash, DestinationId, Job, JobId, RemoteKey, Timestamp, WaitingOn};
@@ -112,7 +112,18 @@ pub struct Settings {
     pub order: Order,
     /// Bytes per period on each metered network, if limited.
     pub budget: Option<crate::policy::Budget>,
+    /// Queued jobs held in memory per destination ([`QUEUE_WINDOW`]); the
+    /// rest waits in the catalog.
+    pub queue_window: usize,
 }
+
+/// Queued jobs held in memory per destination: enough to keep every
+/// upload slot and batch busy between loads, little memory (about 1 KiB
+/// each) however big the backlog.
+pub const QUEUE_WINDOW: usize = 8192;
+// The scan's gate holds a scan back once the queue in memory holds its
+// `AHEAD` jobs: the window must be able to hold that many.
+const _: () = assert!(QUEUE_WINDOW >= crate::discover::gate::AHEAD);
 
 /// Receives progress while the scheduler works.
 pub trait RunObserver: Send + Sync {
@@ -222,6 +233,11 @@ pub struct Scheduler<'c> {
     /// A first scan on battery queues the whole library, which nothing
     /// would start; in memory it took 100 MiB per 100,000 photos.
     unloaded: bool,
+    /// Destinations whose queued jobs did not all fit in the window: the
+    /// catalog holds more, loaded as the window empties.
+    spilled: HashSet<DestinationId>,
+    /// Jobs (and bytes) the observer was told of that wait in the catalog.
+    outside: Queued,
     /// Jobs kept out of the queue (file changed or missing, source not
     /// available), looked at again after the next discovery signal.
     aside: Vec<(PendingJob, Aside)>,
@@ -301,6 +317,8 @@ impl<'c> Scheduler<'c> {
             last_loaded: i64::MIN,
             queue: queue::Queue::new(settings.order),
             unloaded: false,
+            spilled: HashSet::new(),
+            outside: Queued::default(),
             starting: Vec::new(),
             aside: Vec::new(),
             sleeping: Vec::new(),

@@ -1,10 +1,11 @@
 //! The order of the queue: photos found while the daemon runs before the
 //! backlog, then by capture time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::catalog::PendingJob;
 use crate::config::Order;
+use crate::model::DestinationId;
 
 /// The jobs waiting to start, in rank order but for jobs put back at its
 /// front or end on purpose, which keep their places relative to the rest.
@@ -15,6 +16,8 @@ use crate::config::Order;
 pub(super) struct Queue {
     order: Order,
     jobs: BTreeMap<Place, PendingJob>,
+    /// How many of `jobs` are at each destination.
+    counts: HashMap<DestinationId, usize>,
 }
 
 /// A job's place: its rank, nudged before or after a neighbour's for a job
@@ -28,15 +31,41 @@ struct Place {
 
 impl Queue {
     pub(super) fn new(order: Order) -> Self {
-        Queue { order, jobs: BTreeMap::new() }
+        Queue { order, jobs: BTreeMap::new(), counts: HashMap::new() }
     }
 
     /// Adds `fresh` jobs in rank order.
     pub(super) fn merge(&mut self, fresh: Vec<PendingJob>) {
         for pending in fresh {
             let place = Place { rank: rank(&pending, self.order), nudge: 0, job: pending.job.id.0 };
-            self.jobs.insert(place, pending);
+            self.insert(place, pending);
         }
+    }
+
+    fn insert(&mut self, place: Place, pending: PendingJob) {
+        let destination = pending.job.destination_id;
+        if self.jobs.insert(place, pending).is_none() {
+            *self.counts.entry(destination).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, place: &Place) -> Option<PendingJob> {
+        let pending = self.jobs.remove(place)?;
+        if let Some(count) = self.counts.get_mut(&pending.job.destination_id) {
+            *count = count.saturating_sub(1);
+        }
+        Some(pending)
+    }
+
+    /// How many jobs at `destination` are queued.
+    pub(super) fn count(&self, destination: DestinationId) -> usize {
+        self.counts.get(&destination).copied().unwrap_or(0)
+    }
+
+    /// Takes out the last job at `destination`.
+    pub(super) fn pop_last(&mut self, destination: DestinationId) -> Option<PendingJob> {
+        let place = *self.jobs.iter().rev().find(|(_, p)| p.job.destination_id == destination)?.0;
+        self.remove(&place)
     }
 
     /// Puts `pending` before every job queued.
@@ -45,7 +74,7 @@ impl Queue {
             Some((first, _)) => Place { nudge: first.nudge - 1, job: pending.job.id.0, ..*first },
             None => Place { rank: rank(&pending, self.order), nudge: 0, job: pending.job.id.0 },
         };
-        self.jobs.insert(place, pending);
+        self.insert(place, pending);
     }
 
     /// Puts `pending` after every job queued.
@@ -54,7 +83,7 @@ impl Queue {
             Some((last, _)) => Place { nudge: last.nudge + 1, job: pending.job.id.0, ..*last },
             None => Place { rank: rank(&pending, self.order), nudge: 0, job: pending.job.id.0 },
         };
-        self.jobs.insert(place, pending);
+        self.insert(place, pending);
     }
 
     pub(super) fn len(&self) -> usize {
@@ -73,7 +102,7 @@ impl Queue {
     /// Takes out the first job that `startable` admits.
     pub(super) fn take_first(&mut self, mut startable: impl FnMut(&PendingJob) -> bool) -> Option<PendingJob> {
         let place = *self.jobs.iter().find(|(_, p)| startable(p))?.0;
-        self.jobs.remove(&place)
+        self.remove(&place)
     }
 }
 

@@ -65,7 +65,7 @@ mod tests {
     use crate::catalog::FileStat;
     use crate::config::{Config, Order};
     use crate::model::{AssetInfo, Capture, CaptureSource, ContentHash, MediaKind, Timestamp};
-    use crate::scheduler::{Hold, open_targets};
+    use crate::scheduler::{Hold, QUEUE_WINDOW, open_targets};
 
     /// Counts the jobs the scheduler loads.
     #[derive(Default)]
@@ -110,6 +110,7 @@ mod tests {
             mode: Mode::OneShot,
             order: Order::Newest,
             budget: None,
+            queue_window: QUEUE_WINDOW,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 

@@ -189,18 +189,39 @@ impl Scheduler<'_> {
             }
         });
         let name = |destination: DestinationId| self.targets.get(&destination).map_or("?", |t| t.name.as_str());
-        let mut loaded: BTreeMap<DestinationId, u64> = BTreeMap::new();
         for (pending, reason) in held.chain(aside).chain(paused).chain(waiting) {
             tally(&mut holds, name(pending.job.destination_id), reason, 1);
-            *loaded.entry(pending.job.destination_id).or_default() += 1;
         }
-        // Jobs left in the catalog while uploads were stopped wait for the
-        // same reasons as those loaded.
-        if self.unloaded {
+        // What the jobs of each destination in memory wait for (the upload
+        // window, the data budget), where every one of them does.
+        let mut all_wait: BTreeMap<DestinationId, Option<&str>> = BTreeMap::new();
+        for pending in self.queue.iter() {
+            let reason = if !super::window::fits(pending, budget) {
+                Some(too_big.as_str())
+            } else if !super::meter::fits(pending, room) {
+                Some(over_budget.as_str())
+            } else {
+                None
+            };
+            let all = all_wait.entry(pending.job.destination_id).or_insert(reason);
+            if reason.is_none() {
+                *all = None;
+            }
+        }
+        // Jobs left in the catalog (while uploads were stopped, or beyond
+        // the window) wait for the same reason as those in memory, when all
+        // of those wait.
+        if self.unloaded || !self.spilled.is_empty() {
             for (destination, queued) in self.catalog.queued_counts(&self.destination_ids)? {
-                let left = queued.saturating_sub(loaded.get(&destination).copied().unwrap_or(0));
+                if !self.unloaded && !self.spilled.contains(&destination) {
+                    continue;
+                }
+                let in_memory = self.queue.count(destination)
+                    + self.aside.iter().filter(|(p, _)| p.job.destination_id == destination).count();
+                let left = queued.saturating_sub(in_memory as u64);
                 let breaker = self.breakers.get(&destination).and_then(|b| b.open.as_ref());
                 let reason = breaker.map(|(reason, _)| reason.as_str()).or(stopped);
+                let reason = reason.or_else(|| all_wait.get(&destination).copied().flatten());
                 if let Some(reason) = reason.filter(|_| left > 0) {
                     tally(&mut holds, name(destination), reason, left);
                 }
