@@ -80,7 +80,7 @@ mod tests {
     use crate::catalog::Catalog;
 
     /// Regression: the query of a folder's files was prepared again for
-    /// every folder a scan came to (SQLite planned it anew for each new
+    /// every folder a scan came to (the database planned it anew for each new
     /// binding of its range): a tenth of a first scan's time in the catalog.
     #[test]
     fn a_folder_query_is_prepared_once_for_all_folders() {
