@@ -179,8 +179,8 @@ pub fn scan_source(
                     complete = false;
                     break 'walk;
                 }
-                let (entry, metadata) = match walked {
-                    Walked::File(entry, metadata) => (entry, metadata),
+                let (entry, stat) = match walked {
+                    Walked::File(entry, stat) => (entry, stat),
                     Walked::Skipped(reason) => {
                         report.skipped.count(reason);
                         continue;
@@ -194,16 +194,16 @@ pub fn scan_source(
                 };
                 let Ok(relative) = entry.path().strip_prefix(root) else { continue };
                 seen.insert(relative.as_os_str().as_bytes().to_vec());
-                let metadata = match metadata {
-                    Ok(m) => m,
+                let stat = match stat {
+                    Ok(stat) => stat,
                     Err(e) => {
-                        if !is_vanished(e.io_error()) {
+                        if !is_vanished(Some(&e)) {
                             report.errors.push(error_at(entry.path(), &e.to_string()));
                         }
                         continue;
                     }
                 };
-                match triage(&mut writer, source, entry.path(), &metadata, settle_cutoff, &mut folders, &mut report)? {
+                match triage(&mut writer, source, entry.path(), stat, settle_cutoff, &mut folders, &mut report)? {
                     Triage::Done(written) => on_progress(&report, written),
                     // Read and hashed beside the walk; recorded above as they come.
                     Triage::Read(stat) => readers.send(entry.into_path(), stat),
@@ -344,7 +344,7 @@ fn visit(
     folders: &mut Folders,
     report: &mut ScanReport,
 ) -> Result<u64, CatalogError> {
-    match triage(writer, source, path, metadata, settle_cutoff, folders, report)? {
+    match triage(writer, source, path, stat_of(metadata), settle_cutoff, folders, report)? {
         Triage::Done(written) => Ok(written),
         Triage::Read(stat) => {
             let read = read_file(source, path, stat, folders);
@@ -360,14 +360,13 @@ fn triage(
     writer: &mut ScanWriter<'_>,
     source: &SourceConfig,
     path: &Path,
-    metadata: &std::fs::Metadata,
+    stat: FileStat,
     settle_cutoff: Option<SystemTime>,
     folders: &mut Folders,
     report: &mut ScanReport,
 ) -> Result<Triage, CatalogError> {
     let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(Triage::Done(0)) };
     let rel_bytes = relative.as_os_str().as_bytes();
-    let stat = stat_of(metadata);
     if let Some(unchanged) = writer.unchanged(rel_bytes, stat)? {
         report.media_files += 1;
         if unchanged.described {
@@ -390,8 +389,8 @@ fn triage(
         report.skipped.count(SkipReason::NotMedia);
         return Ok(Triage::Done(0));
     }
-    if let (Some(cutoff), Ok(modified)) = (settle_cutoff, metadata.modified())
-        && modified > cutoff
+    if let Some(cutoff) = settle_cutoff
+        && modified(stat) > cutoff
     {
         report.settling += 1;
         report.unsettled.push(path.to_owned());
@@ -460,6 +459,12 @@ pub fn stat_of(metadata: &std::fs::Metadata) -> FileStat {
         mtime_ns: metadata.mtime().saturating_mul(1_000_000_000).saturating_add(metadata.mtime_nsec()),
         inode: metadata.ino(),
     }
+}
+
+/// When a file with this stat was last modified.
+fn modified(stat: FileStat) -> SystemTime {
+    let since = std::time::Duration::from_nanos(stat.mtime_ns.unsigned_abs());
+    if stat.mtime_ns >= 0 { SystemTime::UNIX_EPOCH + since } else { SystemTime::UNIX_EPOCH - since }
 }
 
 fn is_vanished(error: Option<&io::Error>) -> bool {
