@@ -3,13 +3,12 @@
 //! looks each file up in the catalog's stat cache and writes what changed
 //! (in a rescan of an unchanged tree the two took about as long).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::thread::{Scope, ScopedJoinHandle};
-
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::{Scope, ScopedJoinHandle};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use walkdir::{DirEntry, WalkDir};

@@ -228,6 +228,20 @@ mod tests {
         assert_eq!(got, media(Some(sha1)));
     }
 
+    /// A small photo is hashed from the first read alone, and what is
+    /// hashed is what the file holds even when the length it was asked
+    /// with (the walk's stat) is out of date, either way.
+    #[test]
+    fn a_small_photo_is_hashed_whole_whatever_length_was_seen() {
+        let content = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5];
+        let expected = ContentHash::from_digest(&Sha256::digest(content));
+        for seen in [9, 4, 100, 0] {
+            let got = inspect(&mut temp_file(&content), seen, jiff::Timestamp::now(), false).expect("inspect");
+            let Inspection::Media { hash, size, .. } = got else { panic!("not media: {got:?}") };
+            assert_eq!((hash, size), (expected.clone(), 9), "seen as {seen} bytes");
+        }
+    }
+
     #[test]
     fn inspect_rejects_text_named_like_a_photo() {
         assert_eq!(

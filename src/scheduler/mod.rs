@@ -42,6 +42,8 @@ mod retry;
 mod run_once;
 mod status;
 mod target;
+#[cfg(test)]
+mod testing;
 mod window;
 
 pub use commands::Command;

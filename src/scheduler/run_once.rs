@@ -59,22 +59,11 @@ pub struct Limits {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::catalog::FileStat;
-    use crate::config::{Config, Order};
-    use crate::model::{AssetInfo, Capture, CaptureSource, ContentHash, MediaKind, Timestamp};
-    use crate::scheduler::{Hold, QUEUE_WINDOW, open_targets};
-
-    /// Counts the jobs the scheduler loads.
-    #[derive(Default)]
-    struct Loaded(AtomicU64);
-    impl RunObserver for Loaded {
-        fn queued(&self, jobs: u64, _bytes: u64) {
-            self.0.fetch_add(jobs, Ordering::Relaxed);
-        }
-    }
+    use crate::scheduler::Hold;
+    use crate::scheduler::testing::{Told, library};
 
     /// A first scan on battery queues the whole library, and nothing of it
     /// may start: the held run counts it in the catalog and loads none of it
@@ -82,39 +71,11 @@ mod tests {
     #[test]
     fn a_held_run_counts_the_queue_without_loading_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().display();
-        let text = format!(
-            "state_dir = \"{root}/state\"\n[[source]]\npath = \"{root}/photos\"\n\
-             [[destination]]\nname = \"nas\"\ntype = \"folder\"\npath = \"{root}/nas\"\n"
-        );
-        let config = Config::parse(&text, &dir.path().join("config.toml")).expect("config");
-        std::fs::create_dir(dir.path().join("nas")).expect("mkdir");
-        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
-        let targets = open_targets(&mut catalog, &config).expect("targets");
-        let mut writer = catalog.scan_writer("/src");
-        for n in 1..=3u8 {
-            let stat = FileStat { size: 3, mtime_ns: 1, inode: n.into() };
-            let capture = Capture {
-                local: jiff::civil::date(2020, 6, 1).at(12, 0, 0, 0),
-                offset: None,
-                source: CaptureSource::Exif,
-            };
-            let info = AssetInfo { kind: MediaKind::Photo, capture, camera: None, group: None };
-            let name = format!("{n}.jpg");
-            writer.record(name.as_bytes(), stat, ContentHash::from_digest(&[n; 32]), info, Timestamp(1)).expect("rec");
-        }
-        writer.finish(Timestamp(1)).expect("finish");
-        let settings = Settings {
-            retry: config.retry,
-            max_concurrent: 2,
-            mode: Mode::OneShot,
-            order: Order::Newest,
-            budget: None,
-            queue_window: QUEUE_WINDOW,
-        };
+        let (mut catalog, targets, settings) = library(dir.path(), 3, &["nas"], &[]);
+        let settings = Settings { max_concurrent: 2, ..settings };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
-        let loaded = Arc::new(Loaded::default());
+        let loaded = Arc::new(Told::default());
         let hold = Some(HoldReason::OnBattery { percent: Some(41), ups: false });
         let limits = Limits { hold, ..Limits::default() };
         let observer: Arc<dyn RunObserver> = Arc::clone(&loaded) as _;
