@@ -192,26 +192,26 @@ impl Scheduler<'_> {
         for (pending, reason) in held.chain(aside).chain(paused).chain(waiting) {
             tally(&mut holds, name(pending.job.destination_id), reason, 1);
         }
-        // What the jobs of each destination in memory wait for (the upload
-        // window, the data budget), where every one of them does.
-        let mut all_wait: BTreeMap<DestinationId, Option<&str>> = BTreeMap::new();
-        for pending in self.queue.iter() {
-            let reason = if !super::window::fits(pending, budget) {
-                Some(too_big.as_str())
-            } else if !super::meter::fits(pending, room) {
-                Some(over_budget.as_str())
-            } else {
-                None
-            };
-            let all = all_wait.entry(pending.job.destination_id).or_insert(reason);
-            if reason.is_none() {
-                *all = None;
-            }
-        }
         // Jobs left in the catalog (while uploads were stopped, or beyond
         // the window) wait for the same reason as those in memory, when all
         // of those wait.
         if self.unloaded || !self.spilled.is_empty() {
+            // What the jobs of each destination in memory wait for (the upload
+            // window, the data budget), where every one of them does.
+            let mut all_wait: BTreeMap<DestinationId, Option<&str>> = BTreeMap::new();
+            for pending in self.queue.iter() {
+                let reason = if !super::window::fits(pending, budget) {
+                    Some(too_big.as_str())
+                } else if !super::meter::fits(pending, room) {
+                    Some(over_budget.as_str())
+                } else {
+                    None
+                };
+                let all = all_wait.entry(pending.job.destination_id).or_insert(reason);
+                if reason.is_none() {
+                    *all = None;
+                }
+            }
             for (destination, queued) in self.catalog.queued_counts(&self.destination_ids)? {
                 if !self.unloaded && !self.spilled.contains(&destination) {
                     continue;
