@@ -25,6 +25,7 @@ mod listing;
 mod pending;
 mod scan;
 mod schema;
+mod seen;
 mod sessions;
 mod usage;
 
@@ -41,6 +42,7 @@ pub use info::Backlog;
 pub use listing::{JobFilter, JobView, ReceiptRow, StateCounts};
 pub use pending::{PendingJob, Queued};
 pub use scan::{FileStat, Flushed, ScanWriter, Unchanged};
+pub use seen::SeenPaths;
 pub use sessions::SessionLog;
 
 /// How long a statement waits for another process's write lock.

@@ -1,7 +1,6 @@
 //! Files and assets: the stat cache that lets a scan skip unchanged files,
 //! and the asset versions it records for changed ones.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -335,43 +334,6 @@ impl ScanWriter<'_> {
 }
 
 impl Catalog {
-    /// Forgets the recorded files of `source` that a complete scan did not
-    /// find (`seen` holds every path it did): they were deleted or moved
-    /// away. Their assets stop being current, so their queued jobs are
-    /// cancelled rather than waited for; should the content come back, it is
-    /// recorded again and its job revived. Returns how many were forgotten.
-    pub fn forget_unseen(&mut self, source: &str, seen: &HashSet<Vec<u8>>) -> Result<u64> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let gone: Vec<Vec<u8>> = {
-            let mut stmt = tx.prepare_cached("SELECT rel_path FROM files WHERE source = ?1")?;
-            let rows = stmt.query_map(params![source], |r| r.get::<_, Vec<u8>>(0))?;
-            let mut gone = Vec::new();
-            for rel_path in rows {
-                let rel_path = rel_path?;
-                if !seen.contains(&rel_path) {
-                    gone.push(rel_path);
-                }
-            }
-            gone
-        };
-        for rel_path in &gone {
-            tx.prepare_cached("DELETE FROM files WHERE source = ?1 AND rel_path = ?2")?
-                .execute(params![source, rel_path])?;
-        }
-        // What was found not to be media and is gone is forgotten too.
-        let gone_not_media: Vec<Vec<u8>> = {
-            let mut stmt = tx.prepare_cached("SELECT rel_path FROM not_media WHERE source = ?1")?;
-            let rows = stmt.query_map(params![source], |r| r.get::<_, Vec<u8>>(0))?;
-            rows.filter(|r| r.as_ref().map_or(true, |p| !seen.contains(p))).collect::<rusqlite::Result<_>>()?
-        };
-        for rel_path in &gone_not_media {
-            tx.prepare_cached("DELETE FROM not_media WHERE source = ?1 AND rel_path = ?2")?
-                .execute(params![source, rel_path])?;
-        }
-        tx.commit()?;
-        Ok(gone.len() as u64)
-    }
-
     /// Makes the stat cache forget what it knows of one file, so the next
     /// scan reads it again (its content changed without its stat changing).
     pub fn forget_stat(&mut self, source: &str, rel_path: &[u8]) -> Result<()> {

@@ -256,6 +256,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_seq ON jobs (seq);
     CREATE INDEX jobs_by_state_seq ON jobs (state, seq);
     ",
+    // 13: every file of a source has a job at a destination once a scan
+    // has queued them all; the scan after asks again only when the
+    // destination has become active since (files recorded while it was
+    // not have none). Asking after every scan was a tenth of a rescan.
+    r"
+    CREATE TABLE queued_everywhere (
+        source          TEXT NOT NULL,
+        destination_id  INTEGER NOT NULL REFERENCES destinations (id),
+        PRIMARY KEY (source, destination_id)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -12,13 +12,12 @@
 
 mod filter;
 pub mod gate;
+mod paths;
 mod read;
 mod readers;
 pub mod source;
 mod walk;
 pub mod watch;
-
-use std::collections::HashSet;
 
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
@@ -33,7 +32,7 @@ pub use self::read::describe;
 use self::read::{Read, read_file};
 use self::readers::Readers;
 use self::walk::Walked;
-use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter};
+use crate::catalog::{Catalog, CatalogError, FileStat, Flushed, ScanWriter, SeenPaths};
 use crate::config::SourceConfig;
 use crate::media;
 use crate::media::group::Folders;
@@ -157,7 +156,7 @@ pub fn scan_source(
     let Some(root_text) = available_root(catalog, source, &mut report)? else { return Ok(report) };
 
     // Every candidate path that exists, so that what is missing can be forgotten.
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut seen = SeenPaths::default();
     let mut folders = Folders::default();
     let mut writer = catalog.scan_writer(root_text).by_folder();
     if live {
@@ -192,8 +191,8 @@ pub fn scan_source(
                         continue;
                     }
                 };
-                let Ok(relative) = entry.path().strip_prefix(root) else { continue };
-                seen.insert(relative.as_os_str().as_bytes().to_vec());
+                let Some(relative) = paths::relative(root, entry.path()) else { continue };
+                seen.insert(relative.as_os_str().as_bytes());
                 let stat = match stat {
                     Ok(stat) => stat,
                     Err(e) => {
@@ -277,9 +276,16 @@ pub fn candidate<'p>(source: &SourceConfig, path: &'p Path) -> Option<&'p Path> 
 /// [`candidate`], saying why a file of `source` is not one. A path outside
 /// the source, or the source itself, is not media.
 pub fn classify<'p>(source: &SourceConfig, path: &'p Path) -> Result<&'p Path, SkipReason> {
-    let relative = path.strip_prefix(&source.path).map_err(|_| SkipReason::NotMedia)?;
-    let name = relative.file_name().ok_or(SkipReason::NotMedia)?;
-    if relative.parent().is_some_and(|dir| dir.iter().any(filter::is_hidden)) {
+    let relative = paths::relative(&source.path, path).ok_or(SkipReason::NotMedia)?;
+    let bytes = relative.as_os_str().as_bytes();
+    let (name, in_hidden_folder) = if paths::is_plain(bytes) {
+        let (folder, name) = paths::split_name(bytes);
+        (std::ffi::OsStr::from_bytes(name), paths::is_hidden_folder(folder))
+    } else {
+        let name = relative.file_name().ok_or(SkipReason::NotMedia)?;
+        (name, relative.parent().is_some_and(|dir| dir.iter().any(filter::is_hidden)))
+    };
+    if in_hidden_folder {
         return Err(SkipReason::Hidden);
     }
     if let Some(reason) = filter::junk_reason(name) {
@@ -365,7 +371,7 @@ fn triage(
     folders: &mut Folders,
     report: &mut ScanReport,
 ) -> Result<Triage, CatalogError> {
-    let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(Triage::Done(0)) };
+    let Some(relative) = paths::relative(&source.path, path) else { return Ok(Triage::Done(0)) };
     let rel_bytes = relative.as_os_str().as_bytes();
     if let Some(unchanged) = writer.unchanged(rel_bytes, stat)? {
         report.media_files += 1;
@@ -408,7 +414,7 @@ fn record(
     read: io::Result<Read>,
     report: &mut ScanReport,
 ) -> Result<u64, CatalogError> {
-    let Ok(relative) = path.strip_prefix(&source.path) else { return Ok(0) };
+    let Some(relative) = paths::relative(&source.path, path) else { return Ok(0) };
     let rel_bytes = relative.as_os_str().as_bytes();
     match read {
         Ok(Read::Media { hash, size, info, sha1 }) => {
