@@ -371,7 +371,7 @@ impl Scheduler<'_> {
 
     fn complete(&mut self, job: JobId, outcome: Result<Uploaded, DestinationError>) -> Result<(), CatalogError> {
         // What it sent (retries and all) counts against a data budget.
-        self.flush_meter()?;
+        self.flush_meter_of(job)?;
         let Some(flight) = self.flights.remove(&job) else { return Ok(()) };
         let destination = flight.running.destination_id;
         self.busy.remove(&(destination, flight.pending.hash.clone()));

@@ -77,6 +77,14 @@ fn midnight(day: jiff::civil::Date) -> Option<Deadline> {
     Some(Deadline::at(Timestamp(at.as_millisecond())))
 }
 
+/// What `flight` sent since it was last counted, now counted.
+fn uncounted(flight: &mut super::Flight) -> u64 {
+    let now = flight.sent.load(Ordering::Relaxed);
+    let sent = now.saturating_sub(flight.counted);
+    flight.counted = now;
+    sent
+}
+
 impl Scheduler<'_> {
     /// The machine is on metered network `using` (`None`: not metered, or
     /// no budget is set): what was sent until now is written down for the
@@ -146,12 +154,25 @@ impl Scheduler<'_> {
     /// Writes down what running uploads sent since the last count, against
     /// the metered network in use (on an unmetered one it is not counted).
     pub(super) fn flush_meter(&mut self) -> Result<(), CatalogError> {
-        let mut sent = 0;
-        for flight in self.flights.values_mut() {
-            let now = flight.sent.load(Ordering::Relaxed);
-            sent += now.saturating_sub(flight.counted);
-            flight.counted = now;
+        let sent = self.flights.values_mut().map(uncounted).sum();
+        self.count_metered(sent)?;
+        if self.meter.is_some() {
+            self.meter_due = (!self.flights.is_empty()).then(|| Instant::now() + FLUSH);
         }
+        Ok(())
+    }
+
+    /// Writes down what the upload of `job`, which has ended, sent since
+    /// the last count. The others are counted at the next flush, as before:
+    /// counting every running upload at each one's end went over a batch
+    /// of 256 for each of its jobs.
+    pub(super) fn flush_meter_of(&mut self, job: JobId) -> Result<(), CatalogError> {
+        let sent = self.flights.get_mut(&job).map_or(0, uncounted);
+        self.count_metered(sent)
+    }
+
+    /// Adds `sent` bytes to the metered network's count, if on one.
+    fn count_metered(&mut self, sent: u64) -> Result<(), CatalogError> {
         if self.meter.is_none() {
             return Ok(());
         }
@@ -161,7 +182,6 @@ impl Scheduler<'_> {
             let link = &meter.using.link;
             meter.used = self.catalog.add_metered_usage(&link.key, &link.name, meter.cycle.start, sent)?;
         }
-        self.meter_due = (!self.flights.is_empty()).then(|| Instant::now() + FLUSH);
         Ok(())
     }
 
