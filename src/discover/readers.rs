@@ -20,6 +20,11 @@ const MAX_READERS: usize = 4;
 /// folder's files lists that folder once.
 const CHUNK: usize = 32;
 
+/// Chunks queued per reader: enough to keep the readers busy while the
+/// walk's thread writes a batch to the catalog (256 records), so that
+/// neither waits for the other in turn.
+const QUEUED_CHUNKS: usize = 8;
+
 /// Longest a file found, or a file read, waits to be handed on with others:
 /// short, so a few new photos found early in a long rescan are read and
 /// recorded (and uploaded) while the walk goes on.
@@ -49,7 +54,7 @@ impl Readers {
         stop: &'scope AtomicBool,
     ) -> Readers {
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, MAX_READERS);
-        let (work, queue) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, FileStat)>>(threads);
+        let (work, queue) = std::sync::mpsc::sync_channel::<Vec<(PathBuf, FileStat)>>(threads * QUEUED_CHUNKS);
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         let (results, done) = std::sync::mpsc::channel();
         for _ in 0..threads {
