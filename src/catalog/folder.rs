@@ -68,12 +68,6 @@ impl Folder {
     }
 }
 
-/// `rel_path` split after its last `/` (the folder with its `/`, and the name).
-pub(super) fn split_folder(rel_path: &[u8]) -> (&[u8], &[u8]) {
-    let at = rel_path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-    rel_path.split_at(at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

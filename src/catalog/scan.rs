@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::folder::{Folder, split_folder};
+use super::folder::Folder;
 use super::jobs::{active_destinations, enqueue_asset, revive_asset};
 use super::{Catalog, Result};
-use crate::model::{AssetId, AssetInfo, ContentHash, Timestamp};
+use crate::model::{AssetId, AssetInfo, ContentHash, Timestamp, split_folder};
 
 /// Most records buffered before they are written.
 const BATCH: usize = 256;

@@ -279,7 +279,7 @@ pub fn classify<'p>(source: &SourceConfig, path: &'p Path) -> Result<&'p Path, S
     let relative = paths::relative(&source.path, path).ok_or(SkipReason::NotMedia)?;
     let bytes = relative.as_os_str().as_bytes();
     let (name, in_hidden_folder) = if paths::is_plain(bytes) {
-        let (folder, name) = paths::split_name(bytes);
+        let (folder, name) = crate::model::split_folder(bytes);
         (std::ffi::OsStr::from_bytes(name), paths::is_hidden_folder(folder))
     } else {
         let name = relative.file_name().ok_or(SkipReason::NotMedia)?;

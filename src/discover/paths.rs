@@ -23,16 +23,8 @@ pub fn relative<'p>(root: &Path, path: &'p Path) -> Option<&'p Path> {
     }
 }
 
-/// `path`'s folder (with its trailing `/`, empty when it has none) and name,
-/// split at its last `/`. For a plain path (see [`relative`]) the folder is
-/// what `Path::parent` gives and the name what `Path::file_name` gives.
-pub fn split_name(path: &[u8]) -> (&[u8], &[u8]) {
-    let at = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-    path.split_at(at)
-}
-
 /// Whether one of the folders of `folder` (a plain relative path's folder,
-/// as [`split_name`] gives it) is hidden: its name starts with a `.`.
+/// as [`split_folder`](crate::model::split_folder) gives it) is hidden: its name starts with a `.`.
 pub fn is_hidden_folder(folder: &[u8]) -> bool {
     folder.starts_with(b".") || folder.windows(2).any(|pair| pair == b"/.")
 }
@@ -47,6 +39,7 @@ pub fn is_plain(relative: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::split_folder;
 
     /// The byte-wise answers are `Path`'s, on plain paths and on the ones
     /// that need its parsing.
@@ -81,9 +74,9 @@ mod tests {
     }
 
     #[test]
-    fn names_and_folders_are_split_at_the_last_separator() {
+    fn a_plain_path_splits_as_path_parses_it() {
         for path in ["a.jpg", "2024/a.jpg", "2024/07/IMG 1.HEIC", ".hidden/a.jpg"] {
-            let (folder, name) = split_name(path.as_bytes());
+            let (folder, name) = split_folder(path.as_bytes());
             let parsed = Path::new(path);
             assert_eq!(OsStr::from_bytes(name), parsed.file_name().expect("name"), "{path}");
             let parent = parsed.parent().expect("parent").as_os_str().as_bytes();
@@ -92,7 +85,7 @@ mod tests {
         let hidden = ["a.jpg", ".a.jpg", ".x/a.jpg", "x/.y/a.jpg", "x.y/a.jpg", "x/y./a.jpg", "x/y/.z.jpg"];
         for path in hidden {
             let parsed = Path::new(path).parent().is_some_and(|dir| dir.iter().any(|c| c.as_bytes().starts_with(b".")));
-            assert_eq!(is_hidden_folder(split_name(path.as_bytes()).0), parsed, "{path}");
+            assert_eq!(is_hidden_folder(split_folder(path.as_bytes()).0), parsed, "{path}");
         }
     }
 }

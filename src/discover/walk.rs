@@ -15,10 +15,10 @@ use std::thread::{Scope, ScopedJoinHandle};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use walkdir::{DirEntry, WalkDir};
 
-use super::paths::split_name;
 use super::{SkipReason, classify, filter};
 use crate::catalog::FileStat;
 use crate::config::SourceConfig;
+use crate::model::split_folder;
 
 /// Entries handed over at once (one hand-over per entry cost more than
 /// the entry's stat).
@@ -100,7 +100,7 @@ pub(super) fn start<'scope>(
 /// files come together): asked by the whole path, the kernel looked up
 /// every folder on the way down again for each file, 7 % of a rescan.
 fn stat_in(folder: &mut Option<(Vec<u8>, OwnedFd)>, path: &Path) -> io::Result<FileStat> {
-    let (dir, name) = split_name(path.as_os_str().as_bytes());
+    let (dir, name) = split_folder(path.as_os_str().as_bytes());
     if dir.is_empty() || name.is_empty() {
         return std::fs::metadata(path).map(|m| super::stat_of(&m));
     }

@@ -29,6 +29,15 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// A path's bytes split after its last `/`: its folder with that `/`
+/// (empty when it has none) and its name. Relative paths in the catalog
+/// and the paths a walk builds are taken apart this way, without parsing
+/// their components.
+pub fn split_folder(path: &[u8]) -> (&[u8], &[u8]) {
+    let at = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    path.split_at(at)
+}
+
 /// Row id of a job in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
