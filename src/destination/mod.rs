@@ -196,13 +196,18 @@ pub enum Retry {
 }
 
 /// How big a batch of uploads a destination takes at once: at most `files`
-/// files of at most `bytes` in all (a bigger file goes alone).
+/// files of at most `bytes` in all (a bigger file goes alone), and how
+/// many batches may be under way at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     /// Files in one batch.
     pub files: usize,
     /// Bytes in one batch.
     pub bytes: u64,
+    /// Batches under way at once for each upload slot (`max_concurrent`):
+    /// more than one where a batch spends most of its time waiting to be
+    /// made durable, which takes neither bandwidth nor much memory.
+    pub per_slot: usize,
 }
 
 /// An upload or check that did not succeed.

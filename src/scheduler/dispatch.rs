@@ -340,7 +340,7 @@ impl Scheduler<'_> {
             Ok((task, outcomes)) => (task, Ok(outcomes)),
             Err(e) => (e.id(), Err(format!("upload task failed: {e}"))),
         };
-        let Some(jobs) = self.task_jobs.remove(&task) else { return Ok(()) };
+        let Some(super::fill::Running { jobs, .. }) = self.task_jobs.remove(&task) else { return Ok(()) };
         if jobs.len() > 1 {
             self.sample_batch(&jobs, outcomes.as_ref().ok());
             self.settling_batch = Some(HashSet::new());

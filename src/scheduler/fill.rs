@@ -31,6 +31,32 @@ pub(super) struct Prepared {
     pub(super) progress: ProgressFn,
 }
 
+/// An upload task under way: its jobs, and the destination whose batch of
+/// small files it is, if it is one.
+pub(super) struct Running {
+    pub(super) jobs: Vec<JobId>,
+    batch_of: Option<DestinationId>,
+}
+
+/// Which new upload tasks may start: one of a single file (at most
+/// `max_concurrent` run at once), and batches for which destinations
+/// (each up to [`Batching::per_slot`] times as many).
+struct Room {
+    single: bool,
+    batches: Vec<DestinationId>,
+}
+
+impl Room {
+    fn any(&self) -> bool {
+        self.single || !self.batches.is_empty()
+    }
+}
+
+/// How `destination` takes a file of `size` bytes: in a batch, or alone.
+fn batching_for(destination: &dyn Destination, size: u64) -> Option<Batching> {
+    destination.batching().filter(|b| size <= b.bytes)
+}
+
 /// What one upload task will send: one file, or a batch of small files to
 /// a destination that takes them together ([`Destination::upload_many`]).
 pub(super) struct Planned {
@@ -53,8 +79,14 @@ impl Planned {
         self.batching.is_some_and(|b| self.uploads.len() < b.files && self.bytes < b.bytes)
     }
 
-    /// Spawns the upload on `tasks`; returns its task and jobs.
-    pub(super) fn spawn(self, tasks: &mut JoinSet<Outcomes>) -> (tokio::task::Id, Vec<JobId>) {
+    /// The destination whose batch this is, if it is one.
+    fn batch_of(&self) -> Option<DestinationId> {
+        self.batching.map(|_| self.destination_id)
+    }
+
+    /// Spawns the upload on `tasks`; returns its task and what it runs.
+    pub(super) fn spawn(self, tasks: &mut JoinSet<Outcomes>) -> (tokio::task::Id, Running) {
+        let batch_of = self.batch_of();
         let jobs: Vec<JobId> = self.uploads.iter().map(|u| u.job).collect();
         let destination = self.destination;
         let mut uploads = self.uploads;
@@ -74,19 +106,20 @@ impl Planned {
                     .collect()
             })
         };
-        (task.id(), jobs)
+        (task.id(), Running { jobs, batch_of })
     }
 }
 
 impl Scheduler<'_> {
     /// Starts jobs until every slot is busy or nothing startable is left:
     /// their `running` transitions are committed together, then their
-    /// uploads spawned. A slot is one upload task: a file, or a batch of
-    /// small files for a destination that takes them together.
+    /// uploads spawned. A slot is one upload task of a file, or
+    /// [`Batching::per_slot`] tasks of a batch of small files for a
+    /// destination that takes them together.
     pub(super) fn fill(&mut self) -> Result<(), CatalogError> {
         let slots = self.settings.max_concurrent.max(1);
         self.load_unloaded()?;
-        if self.paused.is_some() || self.hold().is_some() || self.queue.is_empty() || self.tasks.len() >= slots {
+        if self.paused.is_some() || self.hold().is_some() || self.queue.is_empty() || !self.room(slots).any() {
             return Ok(());
         }
         loop {
@@ -102,8 +135,8 @@ impl Scheduler<'_> {
             let starting = std::mem::take(&mut self.starting);
             let more = ended?;
             for planned in starting {
-                let (task, jobs) = planned.spawn(&mut self.tasks);
-                self.task_jobs.insert(task, jobs);
+                let (task, running) = planned.spawn(&mut self.tasks);
+                self.task_jobs.insert(task, running);
             }
             if !more {
                 return Ok(());
@@ -117,8 +150,8 @@ impl Scheduler<'_> {
     fn fill_batch(&mut self, slots: usize) -> Result<bool, CatalogError> {
         let budget = self.window_budget();
         for _ in 0..FILL_TURN {
-            let room = self.tasks.len() + self.starting.len() < slots;
-            if !room && !self.starting.iter().any(Planned::has_room) {
+            let room = self.room(slots);
+            if !room.any() && !self.starting.iter().any(Planned::has_room) {
                 return Ok(false);
             }
             let meter_room = self.metered_room();
@@ -126,7 +159,12 @@ impl Scheduler<'_> {
             let starting = &self.starting;
             let startable = |p: &PendingJob| {
                 let destination = p.job.destination_id;
-                (room || starting.iter().any(|planned| planned.takes(destination, p.stat.size)))
+                let new_task = match targets.get(&destination).and_then(|t| batching_for(&*t.destination, p.stat.size))
+                {
+                    Some(_) => room.batches.contains(&destination),
+                    None => room.single,
+                };
+                (new_task || starting.iter().any(|planned| planned.takes(destination, p.stat.size)))
                     && breakers.get(&destination).is_none_or(|b| b.open.is_none())
                     && window::fits(p, budget)
                     && meter::fits(p, meter_room)
@@ -152,7 +190,7 @@ impl Scheduler<'_> {
             open.uploads.push(prepared);
             return;
         }
-        let batching = destination.batching().filter(|b| prepared.size <= b.bytes);
+        let batching = batching_for(&**destination, prepared.size);
         self.starting.push(Planned {
             destination_id,
             destination: Arc::clone(destination),
@@ -160,6 +198,25 @@ impl Scheduler<'_> {
             bytes: prepared.size,
             uploads: vec![prepared],
         });
+    }
+
+    /// Which new upload tasks may start now, counting those under way and
+    /// those planned in the open batch of transitions.
+    fn room(&self, slots: usize) -> Room {
+        let (running, starting) = (self.task_jobs.values(), self.starting.iter());
+        let kinds: Vec<Option<DestinationId>> =
+            running.map(|r| r.batch_of).chain(starting.map(Planned::batch_of)).collect();
+        let single = kinds.iter().filter(|k| k.is_none()).count() < slots;
+        let batches = self
+            .targets
+            .iter()
+            .filter(|(id, target)| {
+                let per_slot = target.destination.batching().map_or(0, |b| b.per_slot);
+                kinds.iter().filter(|k| k.as_ref() == Some(*id)).count() < slots.saturating_mul(per_slot)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        Room { single, batches }
     }
 
     /// Settles `first` and every other upload that has ended by now, their

@@ -13,7 +13,9 @@
 //!
 //! An upload task is one file, or a batch of small files for a destination
 //! that takes them together (the folder destination makes a batch durable
-//! with one flush): `max_concurrent` tasks run at once. The transitions of
+//! with one flush): `max_concurrent` tasks run at once, and for each of
+//! them [`crate::destination::Batching::per_slot`] batches (a batch mostly
+//! waits for its flush, which keeps no processor busy). The transitions of
 //! the jobs a turn of the loop starts, and of those it settles, are each
 //! committed in one transaction, before any upload starts or any outcome
 //! is acted on.
@@ -249,7 +251,7 @@ pub struct Scheduler<'c> {
     /// Uploads dispatched in the open batch of transitions, spawned when it
     /// is committed.
     starting: Vec<Planned>,
-    task_jobs: HashMap<tokio::task::Id, Vec<JobId>>,
+    task_jobs: HashMap<tokio::task::Id, fill::Running>,
     /// While the jobs of a batch are settled (its rate is one sample, taken
     /// before): the destinations whose breaker has counted its failure (one
     /// fault fails a whole batch; it counts once).
