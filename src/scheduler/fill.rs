@@ -203,16 +203,14 @@ impl Scheduler<'_> {
     /// Which new upload tasks may start now, counting those under way and
     /// those planned in the open batch of transitions.
     fn room(&self, slots: usize) -> Room {
-        let (running, starting) = (self.task_jobs.values(), self.starting.iter());
-        let kinds: Vec<Option<DestinationId>> =
-            running.map(|r| r.batch_of).chain(starting.map(Planned::batch_of)).collect();
-        let single = kinds.iter().filter(|k| k.is_none()).count() < slots;
+        let kinds = || self.task_jobs.values().map(|r| r.batch_of).chain(self.starting.iter().map(Planned::batch_of));
+        let single = kinds().filter(Option::is_none).count() < slots;
         let batches = self
             .targets
             .iter()
             .filter(|(id, target)| {
                 let per_slot = target.destination.batching().map_or(0, |b| b.per_slot);
-                kinds.iter().filter(|k| k.as_ref() == Some(*id)).count() < slots.saturating_mul(per_slot)
+                kinds().filter(|k| k == &Some(**id)).count() < slots.saturating_mul(per_slot)
             })
             .map(|(id, _)| *id)
             .collect();

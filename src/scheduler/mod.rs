@@ -12,13 +12,11 @@
 //! sleeps until the next timer or message.
 //!
 //! An upload task is one file, or a batch of small files for a destination
-//! that takes them together (the folder destination makes a batch durable
-//! with one flush): `max_concurrent` tasks run at once, and for each of
-//! them [`crate::destination::Batching::per_slot`] batches (a batch mostly
-//! waits for its flush, which keeps no processor busy). The transitions of
-//! the jobs a turn of the loop starts, and of those it settles, are each
-//! committed in one transaction, before any upload starts or any outcome
-//! is acted on.
+//! that takes them together (made durable with one flush): `max_concurrent`
+//! files at once, [`crate::destination::Batching::per_slot`] times as many
+//! batches. The transitions of the jobs a turn of the loop starts, and of
+//! those it settles, are each committed in one transaction, before any
+//! upload starts or any outcome is acted on.
 //!
 //! [`Mode::OneShot`] (`photosync backup`) retries transient failures a few
 //! times within the run and ends when nothing is left to do;
