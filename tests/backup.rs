@@ -167,18 +167,20 @@ fn a_file_with_a_255_byte_name_is_backed_up() {
     assert_eq!(fs::read(env.dest.join(&name)).expect("copied"), content);
 }
 
-/// Regression: one upload slot ran one batch of small files to a folder
+/// Regression: an upload slot ran one batch of small files to a folder
 /// at a time, and a batch spends most of its time waiting for the disk to
 /// make it durable: a first backup of 100,000 small photos left the
 /// processor idle a third of the time. A slot now runs several batches.
 #[test]
-fn one_upload_slot_runs_several_batches_of_small_files_at_once() {
+fn an_upload_slot_runs_several_batches_of_small_files_at_once() {
     let env = Env::new();
-    env.one_slow_upload_slot();
-    let media = make_library(&env.source, 600, 2_000);
+    env.write_config("max_concurrent = 2");
+    let config = fs::read_to_string(&env.config).expect("config");
+    fs::write(&env.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"8MiB\"\n")).expect("config");
+    let media = make_library(&env.source, 800, 2_000);
     let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-    // A batch holds at most 256 files.
-    wait_until(Duration::from_mins(1), "more than one batch is under way", || env.count_jobs("running") > 256);
+    // A batch holds at most 256 files: two batches at most 512.
+    wait_until(Duration::from_mins(1), "more than two batches are under way", || env.count_jobs("running") > 512);
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}");
     assert_same_tree(&tree(&env.dest), &media);

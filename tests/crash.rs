@@ -13,7 +13,7 @@ use crate::harness::{Env, assert_same_tree, make_library, tree, write_photo};
 fn kill_then_rerun(acknowledged_before_kill: i64) {
     let env = Env::new();
     // Enough data, slowly enough, that the run is still going when the kill lands.
-    env.one_slow_upload_slot();
+    env.one_slow_batch_at_a_time();
     let media = make_library(&env.source, 400, 96_000);
     let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     crate::harness::wait_until(Duration::from_mins(1), "the backup has made progress", || {

@@ -55,10 +55,10 @@ impl Env {
     /// are fast so failure tests finish quickly; power is read from this
     /// environment's own (empty: mains-powered) power-supply folder, so the
     /// machine running the tests cannot hold them back.
-    /// One upload slot (a file, or up to four batches of small files
-    /// acknowledged together), at 16 MiB/s: a test that stops a run mid-way
-    /// needs it still going once the first batch is done.
-    pub fn one_slow_upload_slot(&self) {
+    /// One upload task at a time, at 16 MiB/s: small files go in batches
+    /// acknowledged together, and a test that stops a run mid-way needs it
+    /// still going (the next batch under way) once the first is done.
+    pub fn one_slow_batch_at_a_time(&self) {
         self.write_config("max_concurrent = 1");
         let config = fs::read_to_string(&self.config).expect("config");
         fs::write(&self.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"16MiB\"\n")).expect("config");

@@ -8,7 +8,7 @@ use crate::harness::{Env, assert_same_tree, make_library, tree, wait_until};
 
 fn stop_with(signal: &str) {
     let env = Env::new();
-    env.one_slow_upload_slot();
+    env.one_slow_batch_at_a_time();
     let media = make_library(&env.source, 400, 96_000);
     let child = env.command(["backup", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
     let acknowledged = || {

@@ -204,9 +204,10 @@ pub struct Batching {
     pub files: usize,
     /// Bytes in one batch.
     pub bytes: u64,
-    /// Batches under way at once for each upload slot (`max_concurrent`):
-    /// more than one where a batch spends most of its time waiting to be
-    /// made durable, which takes neither bandwidth nor much memory.
+    /// Batches under way at once for each upload slot (`max_concurrent`,
+    /// when it is more than 1): more than one where a batch spends most of
+    /// its time waiting to be made durable, which takes neither bandwidth
+    /// nor much memory.
     pub per_slot: usize,
 }
 

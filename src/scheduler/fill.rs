@@ -40,7 +40,8 @@ pub(super) struct Running {
 
 /// Which new upload tasks may start: one of a single file (at most
 /// `max_concurrent` run at once), and batches for which destinations
-/// (each up to [`Batching::per_slot`] times as many).
+/// (each up to [`Batching::per_slot`] times as many, but one at a time
+/// when `max_concurrent` is 1).
 struct Room {
     single: bool,
     batches: Vec<DestinationId>,
@@ -113,9 +114,9 @@ impl Planned {
 impl Scheduler<'_> {
     /// Starts jobs until every slot is busy or nothing startable is left:
     /// their `running` transitions are committed together, then their
-    /// uploads spawned. A slot is one upload task of a file, or
-    /// [`Batching::per_slot`] tasks of a batch of small files for a
-    /// destination that takes them together.
+    /// uploads spawned. A slot is one upload task of a file, or (with more
+    /// than one slot) [`Batching::per_slot`] tasks of a batch of small
+    /// files for a destination that takes them together.
     pub(super) fn fill(&mut self) -> Result<(), CatalogError> {
         let slots = self.settings.max_concurrent.max(1);
         self.load_unloaded()?;
@@ -210,7 +211,10 @@ impl Scheduler<'_> {
             .iter()
             .filter(|(id, target)| {
                 let per_slot = target.destination.batching().map_or(0, |b| b.per_slot);
-                kinds().filter(|k| k == &Some(**id)).count() < slots.saturating_mul(per_slot)
+                // One slot is one upload at a time, batch or not, strictly in
+                // order: what someone who asks for one wants.
+                let most = if slots == 1 { per_slot.min(1) } else { slots.saturating_mul(per_slot) };
+                kinds().filter(|k| k == &Some(**id)).count() < most
             })
             .map(|(id, _)| *id)
             .collect();
