@@ -14,9 +14,9 @@
 //! An upload task is one file, or a batch of small files for a destination
 //! that takes them together (made durable with one flush): `max_concurrent`
 //! files at once, [`crate::destination::Batching::per_slot`] times as many
-//! batches. The transitions of the jobs a turn of the loop starts, and of
-//! those it settles, are each committed in one transaction, before any
-//! upload starts or any outcome is acted on.
+//! batches (one when it is 1). The transitions of the jobs a turn of the
+//! loop starts, and of those it settles, are each committed in one
+//! transaction, before any upload starts or any outcome is acted on.
 //!
 //! [`Mode::OneShot`] (`photosync backup`) retries transient failures a few
 //! times within the run and ends when nothing is left to do;
