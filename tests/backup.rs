@@ -174,9 +174,7 @@ fn a_file_with_a_255_byte_name_is_backed_up() {
 #[test]
 fn an_upload_slot_runs_several_batches_of_small_files_at_once() {
     let env = Env::new();
-    env.write_config("max_concurrent = 2");
-    let config = fs::read_to_string(&env.config).expect("config");
-    fs::write(&env.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"8MiB\"\n")).expect("config");
+    env.slow_upload_slots(2, "8MiB");
     let media = make_library(&env.source, 800, 2_000);
     let mut child = env.command(["backup"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     // A batch holds at most 256 files: two batches at most 512.

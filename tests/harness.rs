@@ -59,9 +59,15 @@ impl Env {
     /// acknowledged together, and a test that stops a run mid-way needs it
     /// still going (the next batch under way) once the first is done.
     pub fn one_slow_batch_at_a_time(&self) {
-        self.write_config("max_concurrent = 1");
+        self.slow_upload_slots(1, "16MiB");
+    }
+
+    /// `slots` upload slots (`max_concurrent`) sharing `bandwidth`.
+    pub fn slow_upload_slots(&self, slots: usize, bandwidth: &str) {
+        self.write_config(&format!("max_concurrent = {slots}"));
         let config = fs::read_to_string(&self.config).expect("config");
-        fs::write(&self.config, config.replace("[policy]\n", "[policy]\nbandwidth = \"16MiB\"\n")).expect("config");
+        let limited = config.replace("[policy]\n", &format!("[policy]\nbandwidth = \"{bandwidth}\"\n"));
+        fs::write(&self.config, limited).expect("config");
     }
 
     pub fn write_config(&self, extra: &str) {
