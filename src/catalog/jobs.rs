@@ -87,6 +87,14 @@ const APPLY: &str = "UPDATE jobs SET state = ?3, waiting_on = ?4, attempts = ?5,
         receipt_sha256 = ?11, receipt_version = ?12, updated_at = ?13
      WHERE id = ?1 AND state = ?2 AND attempts = ?14";
 
+/// The stored content whose SHA-256 is `?2` at destination `?1`: searched
+/// by the hash's first 8 bytes (the index keeps no more, schema 14), then
+/// compared whole.
+const FIND_RECEIPT: &str = "SELECT receipt_key, receipt_size, receipt_version FROM jobs
+     WHERE destination_id = ?1 AND unhex(substr(receipt_sha256, 1, 16)) = unhex(substr(?2, 1, 16))
+       AND receipt_sha256 = ?2 AND state IN ('succeeded', 'acknowledged')
+     LIMIT 1";
+
 /// Creates a queued job for `asset` at every active destination that has
 /// none for it yet. Returns how many were created.
 pub(super) fn enqueue_asset(
@@ -384,11 +392,7 @@ impl Catalog {
     pub fn find_receipt(&self, destination: DestinationId, hash: &ContentHash) -> Result<Option<Receipt>> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT receipt_key, receipt_size, receipt_version FROM jobs
-                 WHERE destination_id = ?1 AND receipt_sha256 = ?2 AND state IN ('succeeded', 'acknowledged')
-                 LIMIT 1",
-            )?
+            .prepare_cached(FIND_RECEIPT)?
             .query_row(params![destination.0, hash.as_hex()], |r| {
                 Ok(Receipt {
                     key: RemoteKey(r.get(0)?),
@@ -486,6 +490,39 @@ mod tests {
         assert_eq!(views[0].path, "/src/a.jpg");
         assert_eq!(views[0].last_error.as_deref(), Some("disk full"));
         assert_eq!(catalog.counts().expect("counts").get(StateName::Acknowledged), 1);
+    }
+
+    /// Content is found by the first 8 bytes of its hash through the index,
+    /// then compared whole: of two hashes that share those bytes, each finds
+    /// its own receipt, and a third that shares them finds none.
+    #[test]
+    fn a_receipt_is_found_by_its_whole_hash_among_hashes_sharing_a_prefix() {
+        let (_dir, mut catalog, dest) = setup();
+        let twin = ContentHash::from_digest(&[[1; 8].as_slice(), &[2; 24]].concat());
+        let mut w = catalog.scan_writer("/src");
+        let stat = FileStat { size: 3, mtime_ns: 1, inode: 2 };
+        w.record(b"b.jpg", stat, twin.clone(), crate::catalog::info::example(), Timestamp(1)).expect("rec");
+        w.finish(Timestamp(1)).expect("finish");
+        for pending in catalog.pending(&[dest]).expect("pending") {
+            let running = pending.job.start(Timestamp(2)).expect("start");
+            catalog.apply(&pending.job, &running, Timestamp(2)).expect("apply");
+            let key = RemoteKey(pending.rel_path.clone());
+            let done = running.succeed(Receipt { key, size: 3, sha256: pending.hash.clone(), version: None });
+            catalog.apply(&running, &done.expect("succeed"), Timestamp(3)).expect("apply");
+        }
+        assert_eq!(catalog.find_receipt(dest, &receipt().sha256).expect("find"), Some(receipt()));
+        let found = catalog.find_receipt(dest, &twin).expect("find").expect("the twin's receipt");
+        assert_eq!((found.key, found.sha256), (RemoteKey(b"b.jpg".to_vec()), twin));
+        let third = ContentHash::from_digest(&[[1; 8].as_slice(), &[3; 24]].concat());
+        assert_eq!(catalog.find_receipt(dest, &third).expect("find"), None);
+
+        let mut explain = catalog.conn.prepare(&format!("EXPLAIN QUERY PLAN {FIND_RECEIPT}")).expect("plan");
+        let steps: Vec<String> = explain
+            .query_map(params![dest.0, third.as_hex()], |r| r.get(3))
+            .expect("steps")
+            .collect::<rusqlite::Result<_>>()
+            .expect("step");
+        assert!(steps.iter().any(|s| s.starts_with("SEARCH jobs USING INDEX jobs_by_receipt")), "{steps:?}");
     }
 
     /// A scan asks which files lack a job only of destinations that became
