@@ -55,11 +55,24 @@ pub struct Queued {
     pub bytes: u64,
 }
 
+/// The condition of [`Catalog::pending_after`]. It names the destinations
+/// (the ids, integers, written out): the index goes by state, destination
+/// and seq, and with the state alone the search would read every queued
+/// job after every batch a scan writes, quadratic in a first scan.
+fn after_condition(destinations: &[DestinationId]) -> String {
+    let ids = if destinations.is_empty() {
+        "SELECT id FROM destinations".to_owned()
+    } else {
+        destinations.iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    format!("j.state = 'queued' AND j.destination_id IN ({ids}) AND j.seq > ?1")
+}
+
 impl Catalog {
     /// Every queued job at the given destinations whose [`PendingJob::seq`]
     /// is above `after` (queued or revived since an earlier call), oldest first.
     pub fn pending_after(&self, destinations: &[DestinationId], after: i64) -> Result<Vec<PendingJob>> {
-        self.pending_where("j.state = 'queued' AND j.seq > ?1", &[&after], "j.id", destinations)
+        self.pending_where(&after_condition(destinations), &[&after], "j.id", destinations)
     }
 
     /// One job as the scheduler needs it, read afresh (its asset's stat may
@@ -186,5 +199,56 @@ impl Catalog {
             });
         }
         Ok(pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steps `SQLite` plans for the scheduler's look for jobs queued
+    /// since its last one.
+    fn plan(catalog: &Catalog, destinations: &[DestinationId]) -> Vec<String> {
+        let sql = format!("EXPLAIN QUERY PLAN SELECT j.id FROM jobs j WHERE {}", after_condition(destinations));
+        let mut explain = catalog.conn.prepare(&sql).expect("plan");
+        let steps = explain.query_map(params![0], |r| r.get(3)).expect("steps");
+        steps.collect::<rusqlite::Result<_>>().expect("step")
+    }
+
+    /// Regression: every change of a job's state moved its entry in two
+    /// indexes that both began with the state (by destination; by seq).
+    /// One index serves both now.
+    #[test]
+    fn jobs_are_indexed_by_state_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        let by_state: Vec<String> = catalog
+            .conn
+            .prepare(
+                "SELECT il.name FROM pragma_index_list('jobs') il
+                 WHERE (SELECT name FROM pragma_index_info(il.name) WHERE seqno = 0) = 'state'",
+            )
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(by_state, ["jobs_by_state"]);
+    }
+
+    /// The look for newly queued jobs seeks each destination's new ones by
+    /// seq, whether it names the destinations or not: reading every queued
+    /// job after each batch a scan writes made a first scan quadratic.
+    #[test]
+    fn newly_queued_jobs_are_sought_by_seq_at_each_destination() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        for destinations in [&[][..], &[DestinationId(1), DestinationId(3)][..]] {
+            let steps = plan(&catalog, destinations);
+            assert!(
+                steps.iter().any(|s| s.contains("INDEX jobs_by_state (state=? AND destination_id=? AND seq>?)")),
+                "{steps:?}"
+            );
+        }
     }
 }
