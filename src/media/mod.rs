@@ -58,7 +58,7 @@ pub enum Inspection {
 /// what the file holds, whatever its length now.
 pub fn inspect(file: &mut File, len: u64, now: jiff::Timestamp, sha1: bool) -> io::Result<Inspection> {
     let mut buffer = buffer_for(len);
-    let mut head_len = read_full(file, &mut buffer)?;
+    let mut head_len = read_known(file, &mut buffer, len)?;
     if head_len == buffer.len() && head_len < BLOCK {
         // It grew since its length was taken: sniff it from a whole block.
         buffer.resize(BLOCK, 0);
@@ -114,11 +114,16 @@ pub fn hash_file(path: &Path) -> io::Result<(ContentHash, u64)> {
 }
 
 /// SHA-256 and length of the whole of an open `file` (read from its
-/// start), expected to hold about `len` bytes (it sizes the buffer).
+/// start), expected to hold about `len` bytes (it sizes the buffer). A
+/// small file is read where it starts, without moving to it first.
 pub fn hash_open(file: &mut File, len: u64) -> io::Result<(ContentHash, u64)> {
-    io::Seek::rewind(file)?;
     let mut buffer = buffer_for(len);
-    hash_on(file, &mut buffer, 0, None)
+    let head_len = read_known_at(file, &mut buffer, len)?;
+    if head_len < buffer.len() {
+        return Ok(hash_head(&buffer[..head_len], None));
+    }
+    io::Seek::seek(file, io::SeekFrom::Start(head_len as u64))?;
+    hash_on(file, &mut buffer, head_len, None)
 }
 
 /// A read buffer for a file of `len` bytes: a block, or less for a small
@@ -174,6 +179,41 @@ pub(crate) fn read_retrying(file: &mut File, buffer: &mut [u8]) -> io::Result<us
             other => return other,
         }
     }
+}
+
+/// Fills `buffer` as far as the file allows, or until a read comes back
+/// short with exactly the file's length `len` read (its length when looked
+/// at): a small photo then costs one read, not a second that finds nothing.
+/// (A file that grew meanwhile fills the buffer, one byte longer than its
+/// length; one that did not but whose file system reads short is read as
+/// the `len` bytes it had, a whole version.)
+fn read_known(file: &mut File, buffer: &mut [u8], len: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = read_retrying(file, &mut buffer[filled..])?;
+        filled += n;
+        if n == 0 || filled as u64 == len {
+            break;
+        }
+    }
+    Ok(filled)
+}
+
+/// [`read_known`] from the file's start, wherever its position is (which
+/// it leaves there).
+fn read_known_at(file: &File, buffer: &mut [u8], len: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let n = match std::os::unix::fs::FileExt::read_at(file, &mut buffer[filled..], filled as u64) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
+        filled += n;
+        if n == 0 || filled as u64 == len {
+            break;
+        }
+    }
+    Ok(filled)
 }
 
 /// Fills `buffer` as far as the file allows.
@@ -239,6 +279,38 @@ mod tests {
             let got = inspect(&mut temp_file(&content), seen, jiff::Timestamp::now(), false).expect("inspect");
             let Inspection::Media { hash, size, .. } = got else { panic!("not media: {got:?}") };
             assert_eq!((hash, size), (expected.clone(), 9), "seen as {seen} bytes");
+        }
+    }
+
+    /// Regression: a small photo took two reads, the second finding
+    /// nothing. Here the file is a pipe whose writer stays open: a second
+    /// read would say it has nothing yet instead of the end.
+    #[test]
+    fn a_small_photo_of_the_length_seen_takes_one_read() {
+        let content = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5];
+        let (reader, mut writer) = std::io::pipe().expect("pipe");
+        writer.write_all(&content).expect("write");
+        let mut file = File::from(std::os::fd::OwnedFd::from(reader));
+        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::NONBLOCK).expect("non-blocking");
+        let got = inspect(&mut file, 9, jiff::Timestamp::now(), false).expect("one read");
+        let Inspection::Media { hash, size, .. } = got else { panic!("not media: {got:?}") };
+        assert_eq!((hash, size), (ContentHash::from_digest(&Sha256::digest(content)), 9));
+    }
+
+    /// Regression: reading back a small copy moved to its start first, then
+    /// took a second read that found nothing. It is read where it starts,
+    /// once, and its position is left where it was; a large one is read
+    /// whole all the same.
+    #[test]
+    fn a_small_file_is_hashed_from_its_start_without_moving() {
+        for len in [9, BLOCK + 3] {
+            let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut file = temp_file(&content);
+            io::Seek::seek(&mut file, io::SeekFrom::Start(4)).expect("seek");
+            let got = hash_open(&mut file, len as u64).expect("hash");
+            assert_eq!(got, (ContentHash::from_digest(&Sha256::digest(&content)), len as u64));
+            let position = io::Seek::stream_position(&mut file).expect("position");
+            assert_eq!(position, if len < BLOCK { 4 } else { len as u64 }, "{len} bytes");
         }
     }
 

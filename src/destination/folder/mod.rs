@@ -419,24 +419,32 @@ fn write_verified(
     }
     // Small chunks under a bandwidth limit keep the rate smooth.
     let chunk = if request.throttle.is_limited() { LIMITED_CHUNK } else { CHUNK };
-    // The scanned length is copied, then one read checks the source ends
-    // there (asking for more than is left costs a call that copies nothing,
-    // and another that reads nothing, per small photo).
+    // The scanned length is copied, the last chunk asking for one byte more:
+    // a copy that comes back short by that byte found the source's end
+    // there (a small photo takes one call), one that does not found it
+    // grown; a copy that ends with the chunk leaves one read to tell.
+    let mut ended = false;
     while at < request.size {
         if request.cancelled() {
             return Err(DestinationError::interrupted());
         }
-        let copied = copy_chunk(&mut source, &mut out, chunk.min(request.size - at))
-            .map_err(|e| copy_error(request, temp, &e))?;
+        let left = request.size - at;
+        let asked = if chunk < left { chunk } else { left + 1 };
+        let copied = copy_chunk(&mut source, &mut out, asked).map_err(|e| copy_error(request, temp, &e))?;
         if copied == 0 {
             break;
         }
+        ended = copied < asked;
         at += copied;
-        progress(Moved::Sent(copied));
-        request.throttle.consume_blocking(copied);
+        let sent = copied.min(left);
+        progress(Moved::Sent(sent));
+        request.throttle.consume_blocking(sent);
     }
-    if at == request.size && read_retrying(&mut source, &mut [0u8; 1]).map_err(|e| read_error(&request.source, &e))? > 0
-    {
+    let grew = at > request.size
+        || (at == request.size
+            && !ended
+            && read_retrying(&mut source, &mut [0u8; 1]).map_err(|e| read_error(&request.source, &e))? > 0);
+    if grew {
         let _ = fs::remove_file(temp);
         return Err(DestinationError::source_changed(format!(
             "{} grew while it was being copied (it had {} bytes when read)",

@@ -148,6 +148,31 @@ fn grown_source_fails_as_changed() {
     assert_eq!(fs::read_dir(root.join("sub")).map_or(0, Iterator::count), 0, "the partial copy is removed");
 }
 
+/// The copy asks for a byte more than is left, to find the source's end
+/// in the same call; progress counts the scanned bytes, never that byte.
+#[test]
+fn progress_counts_the_scanned_bytes_whether_the_source_grew_or_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("dest");
+    fs::create_dir(&root).expect("root");
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress: ProgressFn = {
+        let counted = Arc::clone(&counted);
+        Arc::new(move |moved| {
+            if let Moved::Sent(n) = moved {
+                counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let req = request(dir.path(), "a.jpg", b"original");
+    store(&root, &req, &progress).expect("store");
+    assert_eq!(counted.swap(0, std::sync::atomic::Ordering::Relaxed), 8);
+    let grown = request(dir.path(), "b.jpg", b"original");
+    fs::write(&grown.source, b"original and more").expect("append");
+    store(&root, &grown, &progress).expect_err("grown");
+    assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), 8);
+}
+
 /// Regression: a copy cut short started again from zero, so under
 /// repeated interruptions big videos never finished and starved
 /// everything queued behind them.
