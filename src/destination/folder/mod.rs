@@ -175,8 +175,7 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
     }
     let mut results: Vec<Option<Result<Uploaded, DestinationError>>> = uploads.iter().map(|_| None).collect();
     let fs = FileSystem::open(root);
-    // Folders known to be there in this batch (most of its files share a few).
-    let mut folders: HashSet<PathBuf> = HashSet::new();
+    let mut folders = Folders::default();
     loop {
         let (mut found, mut staged, mut created) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (request, progress)) in uploads.iter().enumerate() {
@@ -226,8 +225,13 @@ fn store_all(root: &Path, uploads: &[(UploadRequest, ProgressFn)]) -> Vec<Result
             }
             match result.map_err(DestinationError::transient).and_then(|()| copy.publish()) {
                 Ok(true) => published.push((i, copy)),
-                // Someone created the name while we copied: look at it again.
-                Ok(false) => {}
+                // Someone created the name while we copied: look at it again,
+                // and at every name in its folder from now on.
+                Ok(false) => {
+                    if let Some(parent) = copy.target.parent() {
+                        folders.made.remove(parent);
+                    }
+                }
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
@@ -288,6 +292,17 @@ impl Staged {
     }
 }
 
+/// The folders a batch knows to be there (most of its files share a few).
+#[derive(Default)]
+struct Folders {
+    known: HashSet<PathBuf>,
+    /// Those it made itself, empty then: a name in them is free unless
+    /// someone else wrote it since, which publishing finds out (it never
+    /// replaces a name), so copies into them need not look first. A name
+    /// found taken there takes its folder out of this set.
+    made: HashSet<PathBuf>,
+}
+
 /// Finds the content at a candidate name, or copies it under the temporary
 /// name of the first free one (carrying on from a copy cut short) and
 /// verifies the copy; adds to `created` the parents of the folders it made.
@@ -297,14 +312,20 @@ fn copy(
     fs: &FileSystem,
     request: &UploadRequest,
     progress: &ProgressFn,
-    folders: &mut HashSet<PathBuf>,
+    folders: &mut Folders,
     created: &mut Vec<PathBuf>,
 ) -> Result<Copied, DestinationError> {
     for key in key_candidates(&request.key, &request.hash) {
         let target = target_path(root, &key)?;
         let temp = temp_path(&target, request.job);
         let receipt = Receipt { key: key.clone(), size: request.size, sha256: request.hash.clone(), version: None };
-        match existing(&target, request.size, &request.hash)? {
+        let parent = target.parent().unwrap_or(root);
+        let found = if folders.made.contains(parent) {
+            Existing::Nothing
+        } else {
+            existing(&target, request.size, &request.hash)?
+        };
+        match found {
             Existing::SameContent(device) => {
                 // An earlier attempt may have been killed after publishing
                 // but before removing its temporary copy.
@@ -322,10 +343,11 @@ fn copy(
             }
             Existing::Nothing => {}
         }
-        let parent = target.parent().unwrap_or(root);
-        if !folders.contains(parent) {
-            ensure_dir(root, parent, created)?;
-            folders.insert(parent.to_path_buf());
+        if !folders.known.contains(parent) {
+            if ensure_dir(root, parent, created)? {
+                folders.made.insert(parent.to_path_buf());
+            }
+            folders.known.insert(parent.to_path_buf());
         }
         // A copy cut short keeps its temporary file, to carry on from.
         let device = write_verified(fs, request, &temp, progress)?;
@@ -367,23 +389,27 @@ fn existing(target: &Path, size: u64, hash: &ContentHash) -> Result<Existing, De
 
 /// Creates the folders from `root` down to `dir`; adds to `created` the
 /// folders whose new entries must be made durable (the parent of each one
-/// created).
-fn ensure_dir(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), DestinationError> {
-    let Ok(relative) = dir.strip_prefix(root) else { return Ok(()) };
+/// created). `true` when it created `dir` itself.
+fn ensure_dir(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<bool, DestinationError> {
+    let Ok(relative) = dir.strip_prefix(root) else { return Ok(false) };
     if dir.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
     let mut current = root.to_path_buf();
+    let mut made = false;
     for component in relative.components() {
         let parent = current.clone();
         current.push(component);
-        match fs::create_dir(&current) {
-            Ok(()) => created.push(parent),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() => {}
+        made = match fs::create_dir(&current) {
+            Ok(()) => {
+                created.push(parent);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() => false,
             Err(e) => return Err(write_error(&current, &e)),
-        }
+        };
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Copies the source to `temp` (carrying on from the end of a copy an

@@ -173,6 +173,33 @@ fn progress_counts_the_scanned_bytes_whether_the_source_grew_or_not() {
     assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), 8);
 }
 
+/// A copy into a folder its batch made does not look whether its name is
+/// free (the folder was empty); a name someone wrote meanwhile is still
+/// never replaced: publishing finds it taken, and the copy goes to the
+/// next name.
+#[test]
+fn a_name_taken_in_a_folder_the_batch_made_is_never_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("dest");
+    fs::create_dir(&root).expect("root");
+    let req = request(dir.path(), "a.jpg", b"ours");
+    let theirs = root.join("sub/a.jpg");
+    let progress: ProgressFn = {
+        let theirs = theirs.clone();
+        // Called once the copy is written, before it is published.
+        Arc::new(move |_| {
+            if !theirs.exists() {
+                fs::write(&theirs, b"theirs").expect("someone else's file");
+            }
+        })
+    };
+    let stored = store(&root, &req, &progress).expect("store");
+    let key = stored.receipt().key.to_string();
+    assert_ne!(key, "sub/a.jpg");
+    assert_eq!(fs::read(&theirs).expect("theirs"), b"theirs");
+    assert_eq!(fs::read(root.join(&key)).expect("ours"), b"ours");
+}
+
 /// Regression: a copy cut short started again from zero, so under
 /// repeated interruptions big videos never finished and starved
 /// everything queued behind them.
