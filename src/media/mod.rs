@@ -188,26 +188,32 @@ pub(crate) fn read_retrying(file: &mut File, buffer: &mut [u8]) -> io::Result<us
 /// length; one that did not but whose file system reads short is read as
 /// the `len` bytes it had, a whole version.)
 fn read_known(file: &mut File, buffer: &mut [u8], len: u64) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        let n = read_retrying(file, &mut buffer[filled..])?;
-        filled += n;
-        if n == 0 || filled as u64 == len {
-            break;
-        }
-    }
-    Ok(filled)
+    fill_known(buffer, len, |rest, _| read_retrying(file, rest))
 }
 
 /// [`read_known`] from the file's start, wherever its position is (which
 /// it leaves there).
 fn read_known_at(file: &File, buffer: &mut [u8], len: u64) -> io::Result<usize> {
+    fill_known(buffer, len, |rest, at| {
+        loop {
+            match std::os::unix::fs::FileExt::read_at(file, rest, at) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    })
+}
+
+/// The loop of [`read_known`]: `read` fills the rest of the buffer from
+/// the file's offset given.
+fn fill_known(
+    buffer: &mut [u8],
+    len: u64,
+    mut read: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
-        let n = match std::os::unix::fs::FileExt::read_at(file, &mut buffer[filled..], filled as u64) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => other?,
-        };
+        let n = read(&mut buffer[filled..], filled as u64)?;
         filled += n;
         if n == 0 || filled as u64 == len {
             break;
